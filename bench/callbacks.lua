@@ -1,0 +1,125 @@
+-- wrk script for the payrelay ingest benchmark (bench/ingest.sh).
+--
+--   wrk ... -s bench/callbacks.lua URL -- PATHS_FILE NTHREADS
+--
+-- PATHS_FILE holds one pre-signed callback path per line (bench/gen_requests.py).
+-- wrk thread t (0-based) takes the lines whose 0-based index i has
+-- i % NTHREADS == t, so the threads' slices are disjoint. Within a thread the
+-- connections share one cursor: every path of the slice is sent exactly once,
+-- in order, before any is sent again. When a slice is exhausted the thread
+-- starts over at its beginning (a "wrap"): those requests are duplicates, which
+-- payrelayd acks again but records nothing new for. done() reports wraps.
+--
+-- Every response is checked: status 200 and body exactly "success"; done()
+-- prints the count of the others (must be 0) and one sample of them.
+--
+-- done() prints one machine-readable line for ingest.sh:
+--   BENCH non_success=.. issued=.. answered=.. distinct_issued=..
+--         distinct_answered=.. paths=.. wraps=..
+-- issued counts request() calls (a request written at the end of the run may
+-- never be answered, but the server may still have recorded it);
+-- distinct_issued = sum over threads of min(issued, slice size), likewise
+-- distinct_answered. The stream must hold between distinct_answered and
+-- distinct_issued new entries.
+
+local threads = {}
+local nsetup = 0
+
+function setup(thread)
+	thread:set("tid", nsetup)
+	nsetup = nsetup + 1
+	table.insert(threads, thread)
+end
+
+-- Per-thread state (globals of the thread's Lua state, read by done()).
+reqs = nil
+slice = 0
+pos = 0
+issued = 0
+answered = 0
+bad = 0
+wraps = 0
+bad_sample = ""
+
+function init(args)
+	local file = args[1]
+	local nthreads = tonumber(args[2])
+	if not file or not nthreads or nthreads < 1 then
+		io.stderr:write("callbacks.lua: usage: -- PATHS_FILE NTHREADS\n")
+		os.exit(2)
+	end
+	local f, err = io.open(file, "r")
+	if not f then
+		io.stderr:write("callbacks.lua: " .. tostring(err) .. "\n")
+		os.exit(2)
+	end
+	local t = tid or 0
+	local i = 0
+	reqs = {}
+	for line in f:lines() do
+		if line ~= "" then
+			if i % nthreads == t then
+				-- Pre-format the whole request: request() then costs nothing.
+				reqs[#reqs + 1] = wrk.format("GET", line)
+			end
+			i = i + 1
+		end
+	end
+	f:close()
+	slice = #reqs
+	if slice == 0 then
+		io.stderr:write("callbacks.lua: thread " .. t .. " has no paths\n")
+		os.exit(2)
+	end
+end
+
+function request()
+	if not reqs then
+		-- wrk calls request() once in its main Lua state to check the script;
+		-- that call sends nothing.
+		return wrk.format("GET", "/")
+	end
+	pos = pos + 1
+	if pos > slice then
+		pos = 1
+		wraps = wraps + 1
+	end
+	issued = issued + 1
+	return reqs[pos]
+end
+
+function response(status, headers, body)
+	answered = answered + 1
+	if status ~= 200 or body ~= "success" then
+		bad = bad + 1
+		if bad_sample == "" then
+			local b = tostring(body):sub(1, 80):gsub("%c", ".")
+			bad_sample = "status=" .. tostring(status) .. " body=" .. b
+		end
+	end
+end
+
+function done(summary, latency, requests)
+	local t_issued, t_answered, t_bad, d_issued, d_answered, paths, t_wraps = 0, 0, 0, 0, 0, 0, 0
+	local sample = ""
+	for _, thread in ipairs(threads) do
+		local n = thread:get("slice") or 0
+		local is = thread:get("issued") or 0
+		local an = thread:get("answered") or 0
+		t_issued = t_issued + is
+		t_answered = t_answered + an
+		t_bad = t_bad + (thread:get("bad") or 0)
+		t_wraps = t_wraps + (thread:get("wraps") or 0)
+		d_issued = d_issued + math.min(is, n)
+		d_answered = d_answered + math.min(an, n)
+		paths = paths + n
+		local s = thread:get("bad_sample") or ""
+		if sample == "" then sample = s end
+	end
+	io.write(string.format(
+		"BENCH non_success=%d issued=%d answered=%d distinct_issued=%d distinct_answered=%d paths=%d wraps=%d\n",
+		t_bad, t_issued, t_answered, d_issued, d_answered, paths, t_wraps))
+	if sample ~= "" then
+		io.write("BENCH first_non_success " .. sample .. "\n")
+	end
+end

@@ -1,0 +1,127 @@
+/* Configuration (SPEC §8): parsed with libinih into a plain struct,
+ * validated whole, then swapped in whole (a bad file never half-applies). */
+#ifndef PAYRELAY_CONFIG_H
+#define PAYRELAY_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "event.h"
+#include "util.h"
+
+struct family;
+struct evp_pkey_st;
+
+enum sign_type { SIGN_MD5, SIGN_RSA };
+
+/* An address to listen on or connect to: host:port, [v6]:port, or unix:/path. */
+struct netaddr {
+	bool is_unix;
+	char host[64]; /* numeric; empty for unix */
+	uint16_t port;
+	char path[108]; /* unix socket path */
+};
+
+struct cidr {
+	int family; /* AF_INET or AF_INET6 */
+	unsigned char addr[16];
+	unsigned prefix;
+};
+
+struct channel {
+	char *name;
+	int line; /* of its [channel:NAME] header */
+	const struct family *family;
+	enum sign_type sign_type;
+	char *merchant_id;
+	char *key; /* the merchant key / appsecret: a secret */
+	size_t key_len;
+	struct evp_pkey_st *platform_key; /* epay RSA only */
+	char *api_base;
+	int poll_after;
+	int poll_rate;
+	bool sweep;
+	int sweep_interval;
+	struct cidr *allow; /* NULL: any address */
+	size_t nallow;
+};
+
+#define WEBHOOK_MAX_SECRETS 4
+#define WEBHOOK_MAX_SCHEDULE 32
+
+struct webhook_secret {
+	unsigned char *key; /* the HMAC key (a whsec_ secret is base64-decoded) */
+	size_t len;
+};
+
+struct webhook {
+	char *name;
+	int line;
+	char *url;
+	struct webhook_secret secrets[WEBHOOK_MAX_SECRETS];
+	size_t nsecrets;
+	unsigned events; /* bitmask of 1 << enum event_type */
+	char **channels; /* NULL: every channel */
+	size_t nchannels;
+	int timeout_ms;
+	int max_in_flight;
+	unsigned schedule[WEBHOOK_MAX_SCHEDULE]; /* delays in seconds */
+	size_t nschedule;
+};
+
+struct config {
+	char *path;
+	/* [daemon] */
+	struct netaddr listen;
+	int shutdown_timeout;
+	int64_t dedup_ttl;
+	int log_level; /* enum log_level */
+	/* [admin] */
+	struct netaddr admin_listen;
+	char *admin_token; /* a secret */
+	/* [redis] */
+	struct netaddr redis;
+	int redis_db;
+	char *redis_user;
+	char *redis_password; /* a secret */
+	char *redis_prefix;
+	int redis_timeout_ms;
+	/* [stream] */
+	char *stream_key;
+	long long stream_maxlen;
+	struct channel *channels;
+	size_t nchannels;
+	struct webhook *webhooks;
+	size_t nwebhooks;
+};
+
+/* One problem found in a file. */
+struct config_error {
+	int line; /* 0 when the problem is not on one line */
+	char msg[256];
+};
+
+struct config_errors {
+	struct config_error *v;
+	size_t n;
+	size_t cap;
+};
+
+void config_errors_free(struct config_errors *e);
+/* Parses and validates `path`. On success returns a config the caller frees
+ * with config_free; on failure NULL, with every problem found in `errs`
+ * (none of them quotes a secret). */
+struct config *config_load(const char *path, struct config_errors *errs);
+void config_free(struct config *c);
+
+const struct channel *config_channel(const struct config *c, const char *name);
+bool config_name_valid(const char *name);
+/* True when the webhook wants events of `type` from `channel`. */
+bool webhook_matches(const struct webhook *w, enum event_type type, const char *channel);
+/* True when `sa` is inside one of the channel's allow_from ranges (or the
+ * channel has none). */
+bool channel_allows(const struct channel *ch, const struct sockaddr *sa);
+
+#endif

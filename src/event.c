@@ -1,0 +1,216 @@
+#include "event.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "crypto.h"
+
+const char *
+event_type_str(enum event_type t)
+{
+	switch (t) {
+	case EVENT_PAID:
+		return "order.paid";
+	case EVENT_STATUS:
+		return "order.status";
+	case EVENT_AMOUNT_MISMATCH:
+		return "order.amount_mismatch";
+	}
+	return "order.unknown";
+}
+
+const char *
+event_source_str(enum event_source s)
+{
+	switch (s) {
+	case SOURCE_CALLBACK:
+		return "callback";
+	case SOURCE_POLL:
+		return "poll";
+	case SOURCE_REPLAY:
+		return "replay";
+	}
+	return "unknown";
+}
+
+void
+event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
+    const char *status)
+{
+	struct sbuf s;
+	char md5[33];
+
+	sbuf_init(&s);
+	if (sbuf_adds(&s, channel) == -1 || sbuf_addc(&s, '\0') == -1 ||
+	    sbuf_adds(&s, trade_id) == -1 || sbuf_addc(&s, '\0') == -1 ||
+	    sbuf_adds(&s, status) == -1) {
+		/* Out of memory: an id that dedups nothing real; the record
+		 * step refuses events without a proper id. */
+		memset(out, 0, EVENT_ID_LEN + 1);
+		sbuf_free(&s);
+		return;
+	}
+	crypto_md5_hex(s.p, s.len, md5);
+	sbuf_free(&s);
+	memcpy(out, "evt_", 4);
+	memcpy(out + 4, md5, 33);
+}
+
+/* Length of the valid UTF-8 sequence at s (n bytes left), or 0. Refuses
+ * overlong forms, surrogates and code points above U+10FFFF. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len, i;
+	unsigned cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+char *
+utf8_sanitize(const char *s, size_t n, size_t *outlen)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	struct sbuf b;
+	size_t i = 0;
+
+	sbuf_init(&b);
+	if (sbuf_add(&b, "", 0) == -1)
+		return NULL;
+	while (i < n) {
+		size_t len = utf8_seq(u + i, n - i);
+
+		if (len == 0) {
+			if (sbuf_add(&b, "\xef\xbf\xbd", 3) == -1)
+				goto fail;
+			i++;
+			continue;
+		}
+		if (sbuf_add(&b, s + i, len) == -1)
+			goto fail;
+		i += len;
+	}
+	*outlen = b.len;
+	return sbuf_steal(&b);
+fail:
+	sbuf_free(&b);
+	return NULL;
+}
+
+static json_t *
+json_text(const char *s, size_t n)
+{
+	size_t len;
+	char *clean = utf8_sanitize(s, n, &len);
+	json_t *j;
+
+	if (clean == NULL)
+		return NULL;
+	j = json_stringn_nocheck(clean, len);
+	free(clean);
+	return j;
+}
+
+/* Sets key to the string s, or leaves it out when s is NULL. */
+static int
+set_str(json_t *o, const char *key, const char *s)
+{
+	json_t *j;
+
+	if (s == NULL)
+		return 0;
+	if ((j = json_text(s, strlen(s))) == NULL)
+		return -1;
+	return json_object_set_new_nocheck(o, key, j);
+}
+
+static int
+set_int(json_t *o, const char *key, json_int_t v)
+{
+	return json_object_set_new_nocheck(o, key, json_integer(v));
+}
+
+char *
+event_to_json(const struct event *ev, bool mismatch)
+{
+	json_t *o = json_object(), *raw = json_object();
+	char received[25];
+	char *out = NULL;
+	size_t i;
+	int rc = 0;
+
+	if (o == NULL || raw == NULL)
+		goto out;
+	format_iso8601_ms(received, ev->received_ms);
+	rc |= set_str(o, "id", ev->id);
+	rc |= set_str(o, "type", event_type_str(mismatch ? EVENT_AMOUNT_MISMATCH : ev->type));
+	rc |= set_str(o, "channel", ev->channel);
+	rc |= set_str(o, "family", ev->family);
+	rc |= set_str(o, "merchant_id", ev->merchant_id);
+	rc |= set_str(o, "trade_no", ev->trade_no);
+	rc |= set_str(o, "out_trade_no", ev->out_trade_no);
+	rc |= set_str(o, "status", ev->status);
+	rc |= set_str(o, "amount", ev->amount);
+	rc |= set_int(o, "amount_fen", ev->amount_fen);
+	rc |= set_str(o, "paid_amount", ev->paid_amount);
+	rc |= set_int(o, "paid_amount_fen", ev->paid_amount_fen);
+	if (mismatch)
+		rc |= json_object_set_new_nocheck(o, "amount_mismatch", json_true());
+	rc |= set_str(o, "currency", "CNY");
+	rc |= set_str(o, "method", ev->method);
+	rc |= set_str(o, "subject", ev->subject);
+	rc |= set_str(o, "passthrough", ev->passthrough);
+	rc |= set_str(o, "gateway_time", ev->gateway_time);
+	rc |= set_str(o, "received_at", received);
+	rc |= set_str(o, "source", event_source_str(ev->source));
+	for (i = 0; ev->raw != NULL && i < ev->raw->n; i++) {
+		const struct param *pa = &ev->raw->v[i];
+		size_t klen;
+		char *key;
+		json_t *val;
+
+		if (strcmp(pa->name, "sign") == 0)
+			continue;
+		if ((key = utf8_sanitize(pa->name, strlen(pa->name), &klen)) == NULL) {
+			rc = -1;
+			break;
+		}
+		val = json_text(pa->value, pa->vlen);
+		rc |= val == NULL ? -1 : json_object_set_new_nocheck(raw, key, val);
+		free(key);
+	}
+	rc |= json_object_set_nocheck(o, "raw", raw);
+	if (rc == 0)
+		out = json_dumps(o, JSON_COMPACT);
+out:
+	json_decref(raw);
+	json_decref(o);
+	return out;
+}

@@ -1,0 +1,63 @@
+/* The normalized order event of SPEC §4, shared by every family, the stream,
+ * the webhooks and the poller. */
+#ifndef PAYRELAY_EVENT_H
+#define PAYRELAY_EVENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "form.h"
+#include "util.h"
+
+#define EVENT_ID_LEN 36 /* "evt_" + 32 hex */
+
+enum event_type {
+	EVENT_PAID,            /* order.paid */
+	EVENT_STATUS,          /* order.status: verified, not paid */
+	EVENT_AMOUNT_MISMATCH, /* order.amount_mismatch: paid, but not the registered amount */
+};
+
+enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY };
+
+struct channel;
+
+/* Every string is borrowed: from the channel config, from the params the
+ * event was verified from, or static. The event lives no longer than those. */
+struct event {
+	char id[EVENT_ID_LEN + 1];
+	enum event_type type;
+	enum event_source source;
+	const char *channel;
+	const char *family;
+	const char *merchant_id;
+	const char *trade_no;     /* the gateway's id: the dedup key */
+	const char *out_trade_no; /* the merchant's order id */
+	const char *status;       /* "paid" or the gateway's raw status */
+	const char *amount;       /* as received */
+	int64_t amount_fen;
+	const char *paid_amount;  /* as received; = amount when the family has none */
+	int64_t paid_amount_fen;
+	const char *method;       /* may be NULL */
+	const char *subject;      /* may be NULL */
+	const char *passthrough;  /* may be NULL */
+	const char *gateway_time; /* may be NULL */
+	int64_t received_ms;
+	const struct params *raw; /* every received parameter; "sign" is left out */
+};
+
+const char *event_type_str(enum event_type t);
+const char *event_source_str(enum event_source s);
+/* out: "evt_" + lowercase hex md5(channel NUL trade_id NUL status). */
+void event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
+    const char *status);
+/* The event as compact JSON; with `mismatch` set, the type is
+ * order.amount_mismatch and "amount_mismatch": true is added. Strings that
+ * are not valid UTF-8 are recorded with U+FFFD in place of bad bytes.
+ * The caller frees the result; NULL on allocation failure. */
+char *event_to_json(const struct event *ev, bool mismatch);
+
+/* Copies `s` (n bytes) into a valid UTF-8 string (bad bytes become U+FFFD,
+ * NUL bytes are kept). The caller frees the result; *outlen gets its length. */
+char *utf8_sanitize(const char *s, size_t n, size_t *outlen);
+
+#endif

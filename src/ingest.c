@@ -1,0 +1,425 @@
+#include "ingest.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "event.h"
+#include "family.h"
+#include "form.h"
+#include "log.h"
+#include "store.h"
+
+#define NOTIFY_PREFIX "/notify/"
+/* Refusals are logged at most this many times a second; the rest are counted. */
+#define REFUSAL_LOGS_PER_SEC 20
+
+/* A callback waiting for Redis. Owns copies of everything it logs, since a
+ * reload may free the channel meanwhile. */
+struct pending {
+	struct env *env;
+	struct evhttp_request *req; /* NULL once the connection is gone */
+	const struct family *family;
+	char channel[65];
+	char event_id[EVENT_ID_LEN + 1];
+	char *trade_no;
+	char *out_trade_no;
+	long long amount_fen;
+};
+
+static void
+ingest_reply(struct evhttp_request *req, int code, const char *reason, const char *body)
+{
+	struct evbuffer *buf = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; charset=utf-8");
+	if (buf != NULL)
+		evbuffer_add(buf, body, strlen(body));
+	evhttp_send_reply(req, code, reason, buf);
+	if (buf != NULL)
+		evbuffer_free(buf);
+}
+
+/* Every refusal says exactly "fail": gateways search the reply for
+ * "success" or "ok", so an explanation could read as an ack. */
+static void
+ingest_fail(struct env *env, struct evhttp_request *req, int code, enum ingest_result res)
+{
+	static const struct {
+		int code;
+		const char *reason;
+	} reasons[] = {
+		{ 400, "Bad Request" }, { 403, "Forbidden" }, { 404, "Not Found" },
+		{ 405, "Method Not Allowed" }, { 415, "Unsupported Media Type" },
+		{ 503, "Service Unavailable" },
+	};
+	const char *reason = "Error";
+	size_t i;
+
+	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
+		if (reasons[i].code == code)
+			reason = reasons[i].reason;
+	env->results[res]++;
+	ingest_reply(req, code, reason, "fail");
+}
+
+static void
+peer_string(struct evhttp_request *req, char *out, size_t n)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+
+	if (evcon != NULL)
+		evhttp_connection_get_peer(evcon, &addr, &port);
+	snprintf(out, n, "%s", addr != NULL ? addr : "-");
+}
+
+/* Rate-limited warning for a refused callback. */
+static void
+ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *why,
+    const struct params *p)
+{
+	static time_t window;
+	static unsigned logged, suppressed;
+	time_t now = time(NULL);
+	char peer[64];
+	const char *trade = NULL;
+
+	if (now != window) {
+		if (suppressed > 0)
+			log_warnx("callback refusals not logged", "count=%u", suppressed);
+		window = now;
+		logged = 0;
+		suppressed = 0;
+	}
+	if (++logged > REFUSAL_LOGS_PER_SEC) {
+		suppressed++;
+		return;
+	}
+	if (p != NULL) {
+		trade = params_value(p, "trade_no");
+		if (trade == NULL)
+			trade = params_value(p, "order_id");
+		if (trade == NULL)
+			trade = params_value(p, "transaction_id");
+	}
+	peer_string(req, peer, sizeof(peer));
+	log_warnx("callback refused", "channel=%.64s reason=\"%s\" peer=%s trade_no=\"%.64s\"",
+	    channel, why, peer, trade != NULL ? trade : "");
+}
+
+static void
+pending_free(struct pending *pd)
+{
+	if (pd == NULL)
+		return;
+	free(pd->trade_no);
+	free(pd->out_trade_no);
+	free(pd);
+}
+
+static void
+ingest_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct pending *pd = arg;
+
+	pd->req = NULL;
+}
+
+static void
+ingest_recorded(void *arg, enum store_result r, const char *type)
+{
+	struct pending *pd = arg;
+	struct env *env = pd->env;
+	struct evhttp_request *req = pd->req;
+
+	if (req != NULL)
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+	switch (r) {
+	case STORE_NEW:
+		env->results[INGEST_RECORDED]++;
+		if (strcmp(type, "order.amount_mismatch") == 0)
+			log_warnx("callback recorded with amount mismatch",
+			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" amount_fen=%lld",
+			    pd->channel, pd->event_id, type, pd->trade_no, pd->out_trade_no,
+			    pd->amount_fen);
+		else
+			log_info("callback recorded",
+			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" amount_fen=%lld",
+			    pd->channel, pd->event_id, type, pd->trade_no, pd->out_trade_no,
+			    pd->amount_fen);
+		break;
+	case STORE_DUP:
+		env->results[INGEST_DUPLICATE]++;
+		log_info("callback duplicate", "channel=%s event=%s trade_no=\"%.64s\"",
+		    pd->channel, pd->event_id, pd->trade_no);
+		break;
+	case STORE_ERROR:
+	case STORE_TIMEOUT:
+		log_warnx("callback not recorded, answered 503", "channel=%s event=%s reason=%s",
+		    pd->channel, pd->event_id, r == STORE_TIMEOUT ? "redis timeout" : "redis error");
+		break;
+	}
+	if (req == NULL) {
+		log_warnx("callback connection closed before the answer", "channel=%s event=%s",
+		    pd->channel, pd->event_id);
+	} else if (r == STORE_NEW || r == STORE_DUP) {
+		ingest_reply(req, 200, "OK", pd->family->ack_body);
+	} else {
+		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
+	}
+	pending_free(pd);
+	env->pending--;
+	daemon_request_done(env);
+}
+
+/* "application/x-www-form-urlencoded", maybe with parameters; absent counts
+ * as form data too (some gateways post bare concatenations). */
+static bool
+is_form_content_type(const char *ct)
+{
+	static const char form[] = "application/x-www-form-urlencoded";
+	size_t n = sizeof(form) - 1;
+
+	if (ct == NULL)
+		return true;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return strncasecmp(ct, form, n) == 0 &&
+	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
+}
+
+/* Builds the event's JSON and the webhooks that may get it, and hands the
+ * record step to the store. Returns the HTTP code to fail with, or 0. */
+static int
+ingest_record(struct env *env, struct evhttp_request *req, const struct channel *ch,
+    struct event *ev)
+{
+	const struct config *cfg = env->cfg;
+	struct record_hook *hooks = NULL;
+	struct pending *pd = NULL;
+	struct record rec;
+	char *json = NULL, *json_mm = NULL;
+	size_t i, nhooks = 0;
+	int code = 503;
+
+	json = event_to_json(ev, false);
+	if (ev->type == EVENT_PAID)
+		json_mm = event_to_json(ev, true);
+	if (json == NULL || (ev->type == EVENT_PAID && json_mm == NULL))
+		goto out;
+	if (cfg->nwebhooks > 0 && (hooks = calloc(cfg->nwebhooks, sizeof(*hooks))) == NULL)
+		goto out;
+	for (i = 0; i < cfg->nwebhooks; i++) {
+		const struct webhook *w = &cfg->webhooks[i];
+		bool as_is = webhook_matches(w, ev->type, ch->name);
+		bool mm = ev->type == EVENT_PAID &&
+		    webhook_matches(w, EVENT_AMOUNT_MISMATCH, ch->name);
+
+		if (!as_is && !mm)
+			continue;
+		hooks[nhooks].name = w->name;
+		hooks[nhooks].match_paid = as_is;
+		hooks[nhooks].match_mismatch = mm;
+		nhooks++;
+	}
+	if ((pd = calloc(1, sizeof(*pd))) == NULL)
+		goto out;
+	pd->env = env;
+	pd->req = req;
+	pd->family = ch->family;
+	snprintf(pd->channel, sizeof(pd->channel), "%s", ch->name);
+	memcpy(pd->event_id, ev->id, sizeof(pd->event_id));
+	pd->trade_no = strdup(ev->trade_no);
+	pd->out_trade_no = strdup(ev->out_trade_no);
+	pd->amount_fen = ev->amount_fen;
+	if (pd->trade_no == NULL || pd->out_trade_no == NULL)
+		goto out;
+
+	rec.ev = ev;
+	rec.json = json;
+	rec.json_mismatch = json_mm;
+	rec.hooks = hooks;
+	rec.nhooks = nhooks;
+	if (store_record(env->store, &rec, ingest_recorded, pd) == -1) {
+		log_warnx("callback not recorded, answered 503",
+		    "channel=%s event=%s reason=\"redis not ready\"", ch->name, ev->id);
+		goto out;
+	}
+	/* A server connection does not read while its request is unanswered,
+	 * so only a shutdown frees it under us; the close callback says so. */
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), ingest_conn_closed, pd);
+	env->pending++;
+	pd = NULL;
+	code = 0;
+out:
+	pending_free(pd);
+	free(hooks);
+	free(json);
+	free(json_mm);
+	return code;
+}
+
+static void
+ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
+{
+	const struct channel *ch = config_channel(env->cfg, channel);
+	enum evhttp_cmd_type method = evhttp_request_get_command(req);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const struct sockaddr *peer;
+	struct params p;
+	struct event ev;
+	enum form_error ferr = FORM_OK;
+	enum verdict v;
+	const char *query;
+	int code;
+
+	params_init(&p);
+	if (ch == NULL) {
+		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		goto out;
+	}
+	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
+		ingest_log_refusal(req, ch->name, "method not allowed", NULL);
+		ingest_fail(env, req, 405, INGEST_OTHER);
+		goto out;
+	}
+	peer = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
+	if (peer == NULL || !channel_allows(ch, peer)) {
+		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL);
+		ingest_fail(env, req, 403, INGEST_FORBIDDEN);
+		goto out;
+	}
+	query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+	if (query != NULL)
+		ferr = form_decode(&p, query, strlen(query));
+	if (ferr == FORM_OK && method == EVHTTP_REQ_POST) {
+		struct evbuffer *in = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(in);
+		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req),
+		    "Content-Type");
+
+		if (len > 0 && !is_form_content_type(ct)) {
+			ingest_log_refusal(req, ch->name, "unsupported content type", NULL);
+			ingest_fail(env, req, 415, INGEST_OTHER);
+			goto out;
+		}
+		/* Decoded after the query: the body wins on a repeated name. */
+		if (len > 0)
+			ferr = form_decode(&p, (const char *)evbuffer_pullup(in, -1), len);
+	}
+	if (ferr != FORM_OK) {
+		ingest_log_refusal(req, ch->name, form_error_str(ferr), NULL);
+		ingest_fail(env, req, 400, INGEST_REFUSED);
+		goto out;
+	}
+	memset(&ev, 0, sizeof(ev));
+	if ((v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
+		ingest_log_refusal(req, ch->name, verdict_str(v), &p);
+		ingest_fail(env, req, 400, INGEST_REFUSED);
+		goto out;
+	}
+	ev.source = SOURCE_CALLBACK;
+	ev.received_ms = now_ms();
+	ev.raw = &p;
+	if ((code = ingest_record(env, req, ch, &ev)) != 0)
+		ingest_fail(env, req, code, INGEST_UNAVAILABLE);
+out:
+	params_free(&p);
+}
+
+static void
+ingest_cb(struct evhttp_request *req, void *arg)
+{
+	struct env *env = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	char channel[66];
+	size_t n;
+
+	if (env->stopping) {
+		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
+		return;
+	}
+	if (path == NULL || strncmp(path, NOTIFY_PREFIX, sizeof(NOTIFY_PREFIX) - 1) != 0) {
+		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		return;
+	}
+	path += sizeof(NOTIFY_PREFIX) - 1;
+	n = strlen(path);
+	if (n > 0 && path[n - 1] == '/')
+		n--; /* tolerate /notify/NAME/ */
+	if (n == 0 || n >= sizeof(channel)) {
+		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		return;
+	}
+	memcpy(channel, path, n);
+	channel[n] = '\0';
+	if (!config_name_valid(channel)) {
+		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		return;
+	}
+	ingest_notify(env, req, channel);
+}
+
+int
+ingest_start(struct env *env)
+{
+	const struct netaddr *a = &env->cfg->listen;
+
+	if (a->is_unix) {
+		log_errorx("the public listener must be host:port", "listen=%s", a->path);
+		return -1;
+	}
+	if ((env->http = evhttp_new(env->base)) == NULL)
+		return -1;
+	evhttp_set_max_body_size(env->http, INGEST_MAX_BODY);
+	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
+	evhttp_set_timeout(env->http, INGEST_READ_TIMEOUT);
+	/* Let every method through to answer 405 "fail" ourselves. */
+	evhttp_set_allowed_methods(env->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+	    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	/* Read the rest of an oversized body so the client sees the 413. */
+	evhttp_set_flags(env->http, EVHTTP_SERVER_LINGERING_CLOSE);
+	evhttp_set_gencb(env->http, ingest_cb, env);
+	env->http_sock = evhttp_bind_socket_with_handle(env->http, a->host, a->port);
+	if (env->http_sock == NULL) {
+		log_errorx("cannot listen", "addr=%s port=%u", a->host, (unsigned)a->port);
+		return -1;
+	}
+	log_info("listening", "addr=%s port=%u", a->host, (unsigned)a->port);
+	return 0;
+}
+
+void
+ingest_stop_accepting(struct env *env)
+{
+	if (env->http != NULL && env->http_sock != NULL) {
+		evhttp_del_accept_socket(env->http, env->http_sock);
+		env->http_sock = NULL;
+	}
+}
+
+void
+ingest_free(struct env *env)
+{
+	if (env->http != NULL)
+		evhttp_free(env->http);
+	env->http = NULL;
+}

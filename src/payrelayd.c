@@ -1,0 +1,273 @@
+/* payrelayd: receives payment gateway callbacks, verifies them and records
+ * them in Redis before acknowledging (SPEC §3). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "config.h"
+#include "config_build.h"
+#include "daemon.h"
+#include "ingest.h"
+#include "log.h"
+#include "sdnotify.h"
+#include "store.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: payrelayd -c FILE [--check-config]\n"
+	    "       payrelayd --version\n"
+	    "\n"
+	    "  -c, --config FILE   configuration file (INI, see conf/payrelayd.conf)\n"
+	    "      --check-config  validate FILE, print each problem as FILE:LINE: message,\n"
+	    "                      exit 0 when valid, 2 when not\n"
+	    "  -V, --version       print the version\n"
+	    "  -h, --help          this text\n");
+}
+
+/* Prints every problem as FILE:LINE: message. */
+static void
+print_config_errors(FILE *f, const char *path, const struct config_errors *errs)
+{
+	size_t i;
+
+	for (i = 0; i < errs->n; i++) {
+		if (errs->v[i].line > 0)
+			fprintf(f, "%s:%d: %s\n", path, errs->v[i].line, errs->v[i].msg);
+		else
+			fprintf(f, "%s: %s\n", path, errs->v[i].msg);
+	}
+}
+
+static void
+log_config_errors(const char *path, const struct config_errors *errs)
+{
+	size_t i;
+
+	for (i = 0; i < errs->n; i++)
+		log_errorx("config error", "file=\"%s\" line=%d error=\"%s\"", path,
+		    errs->v[i].line, errs->v[i].msg);
+}
+
+void
+daemon_request_done(struct env *env)
+{
+	if (env->stopping && env->pending == 0) {
+		log_info("all callbacks answered, exiting", "");
+		event_base_loopexit(env->base, NULL);
+	}
+}
+
+static void
+on_store_ready(void *arg)
+{
+	struct env *env = arg;
+
+	if (!env->notified_ready) {
+		env->notified_ready = true;
+		sdnotify_ready();
+		log_info("ready", "channels=%zu webhooks=%zu", env->cfg->nchannels,
+		    env->cfg->nwebhooks);
+	}
+}
+
+static void
+on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct env *env = arg;
+
+	log_warnx("shutdown timeout, callbacks still waiting for Redis get no answer",
+	    "pending=%zu", env->pending);
+	event_base_loopexit(env->base, NULL);
+}
+
+static void
+on_sigterm(evutil_socket_t sig, short what, void *arg)
+{
+	struct env *env = arg;
+	struct timeval tv = { env->cfg->shutdown_timeout, 0 };
+
+	if (env->stopping)
+		return;
+	env->stopping = true;
+	sdnotify_stopping();
+	log_info("stopping", "signal=%d pending=%zu", (int)sig, env->pending);
+	ingest_stop_accepting(env);
+	if (env->pending == 0) {
+		event_base_loopexit(env->base, NULL);
+		return;
+	}
+	evtimer_add(env->ev_shutdown, &tv);
+}
+
+/* Reloads channels and webhooks; a bad file is refused whole. */
+static void
+on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+	struct env *env = arg;
+	struct config_errors errs = { 0 };
+	struct config *nc, *old = env->cfg;
+
+	sdnotify_reloading();
+	log_info("reloading", "file=\"%s\"", env->config_path);
+	if ((nc = config_load(env->config_path, &errs)) == NULL) {
+		log_config_errors(env->config_path, &errs);
+		log_errorx("reload refused, the running configuration is kept", "errors=%zu",
+		    errs.n);
+		config_errors_free(&errs);
+		sdnotify_ready();
+		return;
+	}
+	if (memcmp(&nc->listen, &old->listen, sizeof(nc->listen)) != 0 ||
+	    memcmp(&nc->redis, &old->redis, sizeof(nc->redis)) != 0 ||
+	    strcmp(nc->redis_prefix, old->redis_prefix) != 0 ||
+	    strcmp(nc->stream_key, old->stream_key) != 0)
+		log_warnx("listen, [redis] and [stream] changes take effect on restart", "");
+	env->cfg = nc;
+	config_free(old);
+	log_set_level((enum log_level)nc->log_level);
+	log_info("reloaded", "channels=%zu webhooks=%zu", nc->nchannels, nc->nwebhooks);
+	sdnotify_ready();
+}
+
+static void
+on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	sdnotify_watchdog();
+}
+
+static int
+setup_signals(struct env *env)
+{
+	uint64_t wd = sdnotify_watchdog_usec();
+
+	signal(SIGPIPE, SIG_IGN);
+	env->ev_sigterm = evsignal_new(env->base, SIGTERM, on_sigterm, env);
+	env->ev_sigint = evsignal_new(env->base, SIGINT, on_sigterm, env);
+	env->ev_sighup = evsignal_new(env->base, SIGHUP, on_sighup, env);
+	env->ev_shutdown = evtimer_new(env->base, on_shutdown_timeout, env);
+	if (env->ev_sigterm == NULL || env->ev_sigint == NULL || env->ev_sighup == NULL ||
+	    env->ev_shutdown == NULL || event_add(env->ev_sigterm, NULL) == -1 ||
+	    event_add(env->ev_sigint, NULL) == -1 || event_add(env->ev_sighup, NULL) == -1)
+		return -1;
+	if (wd > 0) {
+		/* Keep-alives at half the interval, from the loop itself: a
+		 * stuck loop misses them and systemd restarts us. */
+		struct timeval tv = { (time_t)(wd / 2000000), (suseconds_t)(wd / 2 % 1000000) };
+
+		env->ev_watchdog = event_new(env->base, -1, EV_PERSIST, on_watchdog, env);
+		if (env->ev_watchdog == NULL || event_add(env->ev_watchdog, &tv) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+env_free(struct env *env)
+{
+	store_free(env->store); /* callbacks still waiting are answered 503 */
+	env->store = NULL;
+	ingest_free(env);
+	if (env->ev_sigterm)
+		event_free(env->ev_sigterm);
+	if (env->ev_sigint)
+		event_free(env->ev_sigint);
+	if (env->ev_sighup)
+		event_free(env->ev_sighup);
+	if (env->ev_shutdown)
+		event_free(env->ev_shutdown);
+	if (env->ev_watchdog)
+		event_free(env->ev_watchdog);
+	config_free(env->cfg);
+	if (env->base)
+		event_base_free(env->base);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check-config", no_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct config_errors errs = { 0 };
+	struct env env;
+	const char *path = NULL;
+	bool check_only = false;
+	int ch, rc = 1;
+
+	memset(&env, 0, sizeof(env));
+	while ((ch = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'k':
+			check_only = true;
+			break;
+		case 'V':
+			printf("payrelayd %s\n", PAYRELAY_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	env.config_path = path;
+	env.cfg = config_load(path, &errs);
+	if (check_only) {
+		print_config_errors(stderr, path, &errs);
+		if (env.cfg != NULL)
+			printf("%s: ok\n", path);
+		rc = env.cfg != NULL ? 0 : 2;
+		config_errors_free(&errs);
+		config_free(env.cfg);
+		return rc;
+	}
+	if (env.cfg == NULL) {
+		print_config_errors(stderr, path, &errs);
+		config_errors_free(&errs);
+		return 2;
+	}
+	log_set_level((enum log_level)env.cfg->log_level);
+	log_info("starting", "version=%s config=\"%s\" channels=%zu", PAYRELAY_VERSION, path,
+	    env.cfg->nchannels);
+
+	if ((env.base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop", "");
+	if (setup_signals(&env) == -1)
+		fatalx("cannot set up signals", "");
+	if (ingest_start(&env) == -1)
+		goto out;
+	if ((env.store = store_new(env.base, env.cfg, on_store_ready, &env)) == NULL) {
+		log_errorx("cannot set up Redis", "");
+		goto out;
+	}
+	event_base_dispatch(env.base);
+	rc = 0;
+	log_info("stopped", "recorded=%llu duplicates=%llu refused=%llu unavailable=%llu",
+	    (unsigned long long)env.results[INGEST_RECORDED],
+	    (unsigned long long)env.results[INGEST_DUPLICATE],
+	    (unsigned long long)env.results[INGEST_REFUSED],
+	    (unsigned long long)env.results[INGEST_UNAVAILABLE]);
+out:
+	env_free(&env);
+	return rc;
+}

@@ -1,0 +1,558 @@
+#include "store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "log.h"
+
+/*
+ * The recording step. Atomic because Redis runs a script alone.
+ * KEYS[1] dedup key, KEYS[2] stream, KEYS[3] registered order hash,
+ * KEYS[4] the orders' poll schedule (zset), then for each webhook a
+ * delivery hash and that webhook's due zset.
+ * ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
+ * [6] its amount_mismatch variant ("" unless paid), [7] amount_fen ("" unless
+ * paid), [8] dedup ttl (s), [9] stream maxlen, [10] now (ms), [11] the order's
+ * member in the poll schedule, then per webhook: name, delivery id,
+ * wants-as-is ("1"/"0"), wants-if-mismatch ("1"/"0").
+ * Returns {"new", stream id, type, deliveries} or {"dup", stream id}.
+ */
+static const char record_script[] =
+    "local prev = redis.call('GET', KEYS[1])\n"
+    "if prev then return {'dup', prev} end\n"
+    "local etype, body, order = ARGV[2], ARGV[5], false\n"
+    "if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "  order = true\n"
+    "  local want = redis.call('HGET', KEYS[3], 'amount_fen')\n"
+    "  if want and want ~= '' and ARGV[6] ~= '' and tonumber(want) ~= tonumber(ARGV[7]) then\n"
+    "    etype, body = 'order.amount_mismatch', ARGV[6]\n"
+    "  end\n"
+    "end\n"
+    "local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[1],\n"
+    "  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)\n"
+    "redis.call('SET', KEYS[1], sid, 'EX', ARGV[8])\n"
+    "if order then\n"
+    "  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[10])\n"
+    "  redis.call('ZREM', KEYS[4], ARGV[11])\n"
+    "end\n"
+    "local mismatch = etype == 'order.amount_mismatch'\n"
+    "local n = 0\n"
+    "for i = 0, (#ARGV - 11) / 4 - 1 do\n"
+    "  local a = 12 + i * 4\n"
+    "  local wants = ARGV[a + 2]\n"
+    "  if mismatch then wants = ARGV[a + 3] end\n"
+    "  if wants == '1' then\n"
+    "    redis.call('HSET', KEYS[5 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],\n"
+    "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[10],\n"
+    "      'due_ms', ARGV[10], 'stream_id', sid, 'event', body)\n"
+    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[10], ARGV[a + 1])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return {'new', sid, etype, n}\n";
+
+#define STORE_BACKOFF_MIN_MS 100
+#define STORE_BACKOFF_MAX_MS 5000
+
+struct store {
+	struct event_base *base;
+	redisAsyncContext *ctx; /* NULL while disconnected */
+	bool connected;         /* TCP/unix connection up */
+	bool ready;             /* authenticated and the script loaded */
+	bool closing;
+	char sha[41];
+	struct event *reconnect_ev;
+	struct event *connect_timeout_ev;
+	int backoff_ms;
+	size_t in_flight;
+	store_ready_cb *ready_cb;
+	void *ready_arg;
+	/* copied from the config */
+	struct netaddr addr;
+	int db;
+	char *user;
+	char *password;
+	char *prefix;
+	char *stream_key;
+	char maxlen[24];
+	char dedup_ttl[24];
+	int timeout_ms;
+};
+
+struct store_req {
+	struct store *s;
+	store_record_cb *cb;
+	void *arg;
+	struct event *timer;
+	bool answered; /* cb was called (timeout): only the reply is awaited */
+	bool retried;  /* NOSCRIPT was answered once already */
+	int argc;
+	char **argv;
+	size_t *lens;
+};
+
+static void store_connect(struct store *s);
+
+static void
+store_req_free(struct store_req *r)
+{
+	int i;
+
+	if (r == NULL)
+		return;
+	if (r->timer != NULL)
+		event_free(r->timer);
+	for (i = 0; i < r->argc; i++)
+		free(r->argv[i]);
+	free(r->argv);
+	free(r->lens);
+	free(r);
+}
+
+static void
+store_req_answer(struct store_req *r, enum store_result res, const char *type)
+{
+	if (r->answered)
+		return;
+	r->answered = true;
+	r->s->in_flight--;
+	if (r->timer != NULL)
+		evtimer_del(r->timer);
+	r->cb(r->arg, res, type);
+}
+
+static void
+store_schedule_reconnect(struct store *s)
+{
+	struct timeval tv;
+
+	if (s->closing)
+		return;
+	tv.tv_sec = s->backoff_ms / 1000;
+	tv.tv_usec = (s->backoff_ms % 1000) * 1000;
+	evtimer_add(s->reconnect_ev, &tv);
+	s->backoff_ms = s->backoff_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS :
+								   s->backoff_ms * 2;
+}
+
+static void
+store_reconnect_cb(evutil_socket_t fd, short what, void *arg)
+{
+	store_connect(arg);
+}
+
+static void
+store_script_loaded(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store *s = privdata;
+	redisReply *rep = reply;
+
+	if (rep == NULL)
+		return; /* disconnected: the disconnect callback reconnects */
+	if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+		log_errorx("redis script load failed", "error=\"%.200s\"",
+		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		redisAsyncDisconnect(c);
+		return;
+	}
+	memcpy(s->sha, rep->str, 40);
+	s->sha[40] = '\0';
+	s->ready = true;
+	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	log_info("redis ready", "script=%s", s->sha);
+	if (s->ready_cb != NULL)
+		s->ready_cb(s->ready_arg);
+}
+
+/* AUTH and SELECT answers: an error means the settings are wrong. */
+static void
+store_setup_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	redisReply *rep = reply;
+
+	if (rep == NULL)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		/* The reply never echoes the password. */
+		log_errorx("redis refused the connection setup", "step=%s error=\"%.200s\"",
+		    (const char *)privdata, rep->str);
+		redisAsyncDisconnect(c);
+	}
+}
+
+static void
+store_on_connect(const redisAsyncContext *c, int status)
+{
+	struct store *s = c->data;
+
+	evtimer_del(s->connect_timeout_ev);
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this callback. */
+		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d", c->errstr,
+		    s->backoff_ms);
+		s->ctx = NULL;
+		store_schedule_reconnect(s);
+		return;
+	}
+	s->connected = true;
+	log_info("redis connected", "");
+	redisEnableKeepAlive((redisContext *)&c->c);
+	/* Commands are pipelined in order: AUTH and SELECT run before the load. */
+	if (s->password != NULL) {
+		if (s->user != NULL)
+			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s %s", s->user,
+			    s->password);
+		else
+			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s",
+			    s->password);
+	}
+	if (s->db != 0)
+		redisAsyncCommand(s->ctx, store_setup_reply, (void *)"SELECT", "SELECT %d", s->db);
+	redisAsyncCommand(s->ctx, store_script_loaded, s, "SCRIPT LOAD %s", record_script);
+}
+
+static void
+store_on_disconnect(const redisAsyncContext *c, int status)
+{
+	struct store *s = c->data;
+
+	/* hiredis frees the context after this callback. */
+	s->ctx = NULL;
+	s->connected = false;
+	s->ready = false;
+	if (s->closing)
+		return;
+	log_warnx("redis disconnected", "error=\"%s\" retry_ms=%d",
+	    status == REDIS_OK ? "closed" : c->errstr, s->backoff_ms);
+	store_schedule_reconnect(s);
+}
+
+static void
+store_connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *s = arg;
+	redisAsyncContext *c = s->ctx;
+
+	if (c == NULL || s->connected)
+		return;
+	log_warnx("redis connect timed out", "timeout_ms=%d retry_ms=%d", s->timeout_ms,
+	    s->backoff_ms);
+	/* Not connected yet, so hiredis calls neither callback from here. */
+	s->ctx = NULL;
+	redisAsyncFree(c);
+	store_schedule_reconnect(s);
+}
+
+static void
+store_connect(struct store *s)
+{
+	redisAsyncContext *c;
+	struct timeval tv;
+
+	if (s->closing || s->ctx != NULL)
+		return;
+	if (s->addr.is_unix)
+		c = redisAsyncConnectUnix(s->addr.path);
+	else
+		c = redisAsyncConnect(s->addr.host, s->addr.port);
+	if (c == NULL || c->err) {
+		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d",
+		    c ? c->errstr : "out of memory", s->backoff_ms);
+		if (c != NULL)
+			redisAsyncFree(c);
+		store_schedule_reconnect(s);
+		return;
+	}
+	c->data = s;
+	if (redisLibeventAttach(c, s->base) != REDIS_OK) {
+		redisAsyncFree(c);
+		store_schedule_reconnect(s);
+		return;
+	}
+	redisAsyncSetConnectCallback(c, store_on_connect);
+	redisAsyncSetDisconnectCallback(c, store_on_disconnect);
+	s->ctx = c;
+	tv.tv_sec = s->timeout_ms / 1000;
+	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
+	evtimer_add(s->connect_timeout_ev, &tv);
+}
+
+struct store *
+store_new(struct event_base *base, const struct config *cfg, store_ready_cb *ready_cb,
+    void *ready_arg)
+{
+	struct store *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->base = base;
+	s->ready_cb = ready_cb;
+	s->ready_arg = ready_arg;
+	s->addr = cfg->redis;
+	s->db = cfg->redis_db;
+	s->timeout_ms = cfg->redis_timeout_ms;
+	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	snprintf(s->maxlen, sizeof(s->maxlen), "%lld", cfg->stream_maxlen);
+	snprintf(s->dedup_ttl, sizeof(s->dedup_ttl), "%lld", (long long)cfg->dedup_ttl);
+	s->user = xstrdup(cfg->redis_user);
+	s->password = xstrdup(cfg->redis_password);
+	s->prefix = xstrdup(cfg->redis_prefix);
+	s->stream_key = xstrdup(cfg->stream_key);
+	s->reconnect_ev = evtimer_new(base, store_reconnect_cb, s);
+	s->connect_timeout_ev = evtimer_new(base, store_connect_timeout_cb, s);
+	if (s->prefix == NULL || s->stream_key == NULL || s->reconnect_ev == NULL ||
+	    s->connect_timeout_ev == NULL || (cfg->redis_user && !s->user) ||
+	    (cfg->redis_password && !s->password)) {
+		store_free(s);
+		return NULL;
+	}
+	store_connect(s);
+	return s;
+}
+
+void
+store_free(struct store *s)
+{
+	if (s == NULL)
+		return;
+	s->closing = true;
+	if (s->ctx != NULL) {
+		redisAsyncContext *c = s->ctx;
+
+		s->ctx = NULL;
+		/* Pending replies are called with NULL and answer STORE_ERROR. */
+		redisAsyncFree(c);
+	}
+	if (s->reconnect_ev != NULL)
+		event_free(s->reconnect_ev);
+	if (s->connect_timeout_ev != NULL)
+		event_free(s->connect_timeout_ev);
+	free(s->user);
+	if (s->password != NULL)
+		explicit_bzero(s->password, strlen(s->password));
+	free(s->password);
+	free(s->prefix);
+	free(s->stream_key);
+	free(s);
+}
+
+bool
+store_ready(const struct store *s)
+{
+	return s != NULL && s->ready && s->ctx != NULL;
+}
+
+size_t
+store_in_flight(const struct store *s)
+{
+	return s->in_flight;
+}
+
+static void
+store_record_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store_req *r = privdata;
+	struct store *s = r->s;
+	redisReply *rep = reply;
+
+	if (rep == NULL) {
+		store_req_answer(r, STORE_ERROR, NULL);
+		store_req_free(r);
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
+	    !r->retried && s->ctx != NULL) {
+		/* The script cache was flushed (restart, SCRIPT FLUSH): EVAL
+		 * sends the body and caches it again. */
+		r->retried = true;
+		free(r->argv[0]);
+		free(r->argv[1]);
+		r->argv[0] = strdup("EVAL");
+		r->argv[1] = strdup(record_script);
+		if (r->argv[0] != NULL && r->argv[1] != NULL) {
+			r->lens[0] = 4;
+			r->lens[1] = strlen(record_script);
+			if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc,
+				(const char **)r->argv, r->lens) == REDIS_OK)
+				return;
+		}
+		store_req_answer(r, STORE_ERROR, NULL);
+		store_req_free(r);
+		return;
+	}
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING) {
+		if (strcmp(rep->element[0]->str, "dup") == 0) {
+			store_req_answer(r, STORE_DUP, NULL);
+		} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 3 &&
+		    rep->element[2]->type == REDIS_REPLY_STRING) {
+			store_req_answer(r, STORE_NEW, rep->element[2]->str);
+		} else {
+			store_req_answer(r, STORE_ERROR, NULL);
+		}
+	} else {
+		log_errorx("redis record step failed", "error=\"%.200s\"",
+		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		store_req_answer(r, STORE_ERROR, NULL);
+	}
+	store_req_free(r);
+}
+
+static void
+store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store_req *r = arg;
+
+	/* The script may still run; the gateway's retry then finds a duplicate. */
+	log_warnx("redis record step timed out", "timeout_ms=%d", r->s->timeout_ms);
+	store_req_answer(r, STORE_TIMEOUT, NULL);
+}
+
+/* Appends a copy of n bytes of data as the next argument. */
+static int
+req_arg(struct store_req *r, const char *data, size_t n)
+{
+	char *p = malloc(n + 1);
+
+	if (p == NULL)
+		return -1;
+	memcpy(p, data, n);
+	p[n] = '\0';
+	r->argv[r->argc] = p;
+	r->lens[r->argc] = n;
+	r->argc++;
+	return 0;
+}
+
+static int
+req_args(struct store_req *r, const char *s)
+{
+	return req_arg(r, s, strlen(s));
+}
+
+static int
+req_argf(struct store_req *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+static int
+req_argf(struct store_req *r, const char *fmt, ...)
+{
+	struct sbuf b;
+	va_list ap;
+	int n, rc;
+
+	sbuf_init(&b);
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (b.p = malloc((size_t)n + 1)) == NULL)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(b.p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	rc = req_arg(r, b.p, (size_t)n);
+	free(b.p);
+	return rc;
+}
+
+/* "dlv_" + md5(event id NUL webhook): the first delivery of an event to a
+ * webhook has a stable id, so re-recording can never schedule it twice. */
+static void
+delivery_id(char out[37], const char *event_id, const char *webhook)
+{
+	struct sbuf b;
+	char md5[33];
+
+	sbuf_init(&b);
+	if (sbuf_adds(&b, event_id) == -1 || sbuf_addc(&b, '\0') == -1 ||
+	    sbuf_adds(&b, webhook) == -1)
+		memset(md5, '0', 33);
+	else
+		crypto_md5_hex(b.p, b.len, md5);
+	sbuf_free(&b);
+	memcpy(out, "dlv_", 4);
+	memcpy(out + 4, md5, 33);
+}
+
+int
+store_record(struct store *s, const struct record *rec, store_record_cb *cb, void *arg)
+{
+	const struct event *ev = rec->ev;
+	struct store_req *r;
+	size_t i, maxargs = 3 + 4 + 2 * rec->nhooks + 11 + 4 * rec->nhooks;
+	bool paid = rec->json_mismatch != NULL;
+	int rc = 0;
+	struct timeval tv;
+
+	if (!store_ready(s) || ev->id[0] == '\0')
+		return -1;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return -1;
+	r->s = s;
+	r->cb = cb;
+	r->arg = arg;
+	r->argv = calloc(maxargs, sizeof(*r->argv));
+	r->lens = calloc(maxargs, sizeof(*r->lens));
+	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
+	if (r->argv == NULL || r->lens == NULL || r->timer == NULL)
+		goto fail;
+
+	rc |= req_args(r, "EVALSHA");
+	rc |= req_args(r, s->sha);
+	rc |= req_argf(r, "%zu", 4 + 2 * rec->nhooks);
+	rc |= req_argf(r, "%sdedup:%s", s->prefix, ev->id);
+	rc |= req_args(r, s->stream_key);
+	rc |= req_argf(r, "%sorder:%s:%s", s->prefix, ev->channel, ev->out_trade_no);
+	rc |= req_argf(r, "%sorders:due", s->prefix);
+	for (i = 0; i < rec->nhooks; i++) {
+		char did[37];
+
+		delivery_id(did, ev->id, rec->hooks[i].name);
+		rc |= req_argf(r, "%sdelivery:%s", s->prefix, did);
+		rc |= req_argf(r, "%swh:%s:due", s->prefix, rec->hooks[i].name);
+	}
+	rc |= req_args(r, ev->id);
+	rc |= req_args(r, event_type_str(ev->type));
+	rc |= req_args(r, ev->channel);
+	rc |= req_args(r, ev->out_trade_no);
+	rc |= req_args(r, rec->json);
+	rc |= req_args(r, paid ? rec->json_mismatch : "");
+	if (paid)
+		rc |= req_argf(r, "%lld", (long long)ev->amount_fen);
+	else
+		rc |= req_args(r, "");
+	rc |= req_args(r, s->dedup_ttl);
+	rc |= req_args(r, s->maxlen);
+	rc |= req_argf(r, "%lld", (long long)now_ms());
+	rc |= req_argf(r, "%s:%s", ev->channel, ev->out_trade_no);
+	for (i = 0; i < rec->nhooks; i++) {
+		char did[37];
+
+		delivery_id(did, ev->id, rec->hooks[i].name);
+		rc |= req_args(r, rec->hooks[i].name);
+		rc |= req_args(r, did);
+		rc |= req_args(r, rec->hooks[i].match_paid ? "1" : "0");
+		rc |= req_args(r, rec->hooks[i].match_mismatch ? "1" : "0");
+	}
+	if (rc != 0)
+		goto fail;
+	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc,
+		(const char **)r->argv, r->lens) != REDIS_OK)
+		goto fail;
+	s->in_flight++;
+	tv.tv_sec = s->timeout_ms / 1000;
+	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
+	evtimer_add(r->timer, &tv);
+	return 0;
+fail:
+	store_req_free(r);
+	return -1;
+}

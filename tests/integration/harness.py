@@ -1,0 +1,596 @@
+"""Integration-test harness for payrelayd.
+
+Everything here uses the Python 3 standard library only:
+
+- Resp          a tiny RESP2 client (no redis-cli, no redis-py)
+- RedisServer   a throw-away redis-server on a free loopback port
+- Daemon        payrelayd run in the foreground with its stderr captured
+- signing helpers for the three gateway families (SPEC section 2), the
+  epay V2 RSA signature through the `openssl` command line
+- http()        one request over a fresh http.client connection
+
+Every network call stays on 127.0.0.1 and has a timeout; every process the
+harness starts is killed at exit even when a test fails.
+"""
+
+import atexit
+import base64
+import hashlib
+import http.client as httpclient
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+HOST = "127.0.0.1"
+TIMEOUT = 5.0
+HERE = os.path.dirname(os.path.abspath(__file__))
+READY_RE = re.compile(r'msg="?ready')
+
+# --------------------------------------------------------------------------
+# processes: whatever we start is killed at exit, even after a failure
+
+_LIVE = set()
+
+
+def _kill_all():
+    for p in list(_LIVE):
+        if p.poll() is None:
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+    _LIVE.clear()
+
+
+atexit.register(_kill_all)
+
+
+def _spawn(argv, logpath):
+    log = open(logpath, "ab")
+    try:
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=subprocess.STDOUT, close_fds=True)
+    finally:
+        log.close()
+    _LIVE.add(p)
+    return p
+
+
+def _reap(p, sig, timeout):
+    """Send `sig`, wait up to `timeout` s; kill if still alive.
+    Returns (returncode, exited_in_time)."""
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(timeout=timeout)
+        in_time = True
+    except subprocess.TimeoutExpired:
+        in_time = False
+        p.kill()
+        p.wait(timeout=5)
+    _LIVE.discard(p)
+    return p.returncode, in_time
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago (bound, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def port_open(port, timeout=0.5):
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def locate_binary():
+    b = os.environ.get("PAYRELAYD")
+    if b:
+        return b
+    guess = os.path.normpath(os.path.join(HERE, "..", "..", "build", "src", "payrelayd"))
+    return guess if os.path.exists(guess) else None
+
+
+def vectors_dir():
+    d = os.environ.get("PAYRELAY_VECTORS")
+    if d:
+        return d
+    return os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "vectors"))
+
+
+def load_vectors(name):
+    with open(os.path.join(vectors_dir(), name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def project_version():
+    """The version in the top-level meson.build, or None."""
+    try:
+        with open(os.path.join(HERE, "..", "..", "meson.build"), encoding="utf-8") as f:
+            m = re.search(r"version\s*:\s*'([^']+)'", f.read())
+            return m.group(1) if m else None
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# a tiny RESP client
+
+
+class RedisError(Exception):
+    pass
+
+
+class Resp:
+    def __init__(self, port, timeout=TIMEOUT):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("redis closed the connection")
+        self.buf += chunk
+
+    def _line(self):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            self._fill()
+
+    def _bulk(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def _reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode(errors="replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._bulk(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._reply() for _ in range(n)]
+        raise RedisError("unexpected reply %r" % line[:40])
+
+    def cmd(self, *args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, bytes):
+                b = a
+            elif isinstance(a, str):
+                b = a.encode()
+            else:
+                b = str(a).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+        self.sock.sendall(b"".join(parts))
+        return self._reply()
+
+    # conveniences ---------------------------------------------------------
+
+    def keys(self, pattern):
+        return sorted(k.decode() for k in self.cmd("KEYS", pattern))
+
+    def hgetall(self, key):
+        flat = self.cmd("HGETALL", key) or []
+        return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
+
+    def xrange(self, key):
+        """[(entry id, {field: value(str)})] of the whole stream."""
+        out = []
+        for entry_id, flat in self.cmd("XRANGE", key, "-", "+") or []:
+            fields = {flat[i].decode(): flat[i + 1].decode("utf-8")
+                      for i in range(0, len(flat), 2)}
+            out.append((entry_id.decode(), fields))
+        return out
+
+
+# --------------------------------------------------------------------------
+# redis-server
+
+
+class RedisServer:
+    def __init__(self, workdir, port=None):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.proc = None
+        self.log = os.path.join(self.dir, "redis.log")
+
+    def start(self, timeout=10.0):
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server not found in PATH")
+        self.proc = _spawn([binary, "--port", str(self.port), "--bind", HOST,
+                            "--save", "", "--appendonly", "no", "--dir", self.dir,
+                            "--unixsocket", os.path.join(self.dir, "redis.sock")],
+                           self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited: " + self.log_text()[-2000:])
+            try:
+                c = Resp(self.port, timeout=1.0)
+                try:
+                    if c.cmd("PING") == "PONG":
+                        return self
+                finally:
+                    c.close()
+            except (OSError, RedisError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING within %.0f s" % timeout)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None:
+            _reap(self.proc, sig, 5)
+            self.proc = None
+        # the port must really be closed before the test goes on
+        deadline = time.monotonic() + 5
+        while port_open(self.port, 0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def client(self):
+        return Resp(self.port)
+
+    def log_text(self):
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+# --------------------------------------------------------------------------
+# payrelayd
+
+
+class Daemon:
+    def __init__(self, binary, workdir, config_path, port, name="payrelayd"):
+        self.binary = binary
+        self.config = config_path
+        self.port = port
+        self.log = os.path.join(workdir, name + ".log")
+        self.proc = None
+
+    def start(self, wait_ready=True, timeout=10.0):
+        self.proc = _spawn([self.binary, "-c", self.config], self.log)
+        if wait_ready:
+            self.wait_log(READY_RE, timeout)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self):
+        try:
+            with open(self.log, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=30):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def wait_log(self, regex, timeout=10.0, start=0):
+        """Waits for a line matching `regex` (after character offset `start`)."""
+        if isinstance(regex, str):
+            regex = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()[start:]
+            for line in text.splitlines():
+                if regex.search(line):
+                    return line
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError("payrelayd exited with %s before logging %r:\n%s"
+                                   % (self.proc.returncode, regex.pattern, self.log_tail()))
+            time.sleep(0.05)
+        raise RuntimeError("payrelayd did not log %r within %.0f s:\n%s"
+                           % (regex.pattern, timeout, self.log_tail()))
+
+    def wait_listening(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("payrelayd exited with %s:\n%s"
+                                   % (self.proc.returncode, self.log_tail()))
+            if port_open(self.port, 0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("payrelayd is not listening on %d after %.0f s:\n%s"
+                           % (self.port, timeout, self.log_tail()))
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Returns (returncode, exited_within_timeout)."""
+        if self.proc is None:
+            return None, True
+        rc = _reap(self.proc, sig, timeout)
+        self.proc = None
+        return rc
+
+
+def run_binary(args, timeout=10.0):
+    """Runs payrelayd with `args` to completion: (rc, stdout, stderr)."""
+    p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return (p.returncode, p.stdout.decode("utf-8", "replace"),
+            p.stderr.decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+ADMIN_TOKEN = "adm-tok-7f3c9e1b5a2d4c6e8f0a1b2c3d4e5f60"
+RSA_CHANNEL_KEY = "rsa-channel-key-0a1b2c3d4e5f6789"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+class Setup:
+    """The secrets and the file layout of one test class's payrelayd."""
+
+    def __init__(self, workdir, redis_port):
+        self.workdir = workdir
+        self.redis_port = redis_port
+        self.port = free_port()
+        self.admin_port = free_port()
+        epay = load_vectors("epay.json")["vectors"][0]
+        gate = load_vectors("gatepay.json")["vectors"][0]
+        pidx = load_vectors("payindex.json")["vectors"][0]
+        rsa = load_vectors("epay_rsa.json")
+        self.epay_key = epay["key"]
+        self.gate_appkey = gate["appkey"]
+        self.gate_secret = gate["appsecret"]
+        self.payindex_key = pidx["key"]
+        self.pubkey_file = os.path.join(workdir, "platform.pub.pem")
+        with open(self.pubkey_file, "w") as f:
+            f.write(rsa["platform_public_key_pem"])
+        self.privkey_file = os.path.join(workdir, "platform.key.pem")
+        with open(self.privkey_file, "w") as f:
+            f.write(rsa["platform_private_key_pem_for_tests_only"])
+        os.chmod(self.privkey_file, 0o600)
+        self.config = os.path.join(workdir, "payrelayd.conf")
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(self.config_text())
+
+    def secrets(self):
+        """Strings that must never appear in a log."""
+        return [self.epay_key, RSA_CHANNEL_KEY, self.gate_secret, self.payindex_key,
+                WEBHOOK_SECRET, WEBHOOK_SECRET[len("whsec_"):], ADMIN_TOKEN]
+
+    def config_text(self):
+        return """\
+; written by tests/integration/harness.py
+[daemon]
+listen = 127.0.0.1:{port}
+shutdown_timeout = 5
+
+[admin]
+listen = 127.0.0.1:{admin_port}
+token = {token}
+
+[redis]
+url = redis://127.0.0.1:{redis_port}/0
+timeout_ms = 1000
+
+[stream]
+key = payrelay:events
+
+[channel:shop-epay]
+family = epay
+merchant_id = 1001
+key = {epay_key}
+
+[channel:shop-rsa]
+family = epay
+sign_type = RSA
+platform_public_key_file = {pubkey}
+merchant_id = 1001
+key = {rsa_key}
+
+[channel:shop-gatepay]
+family = gatepay
+merchant_id = {gate_appkey}
+key = {gate_secret}
+
+[channel:shop-payindex]
+family = payindex
+merchant_id = 10002
+key = {payindex_key}
+
+[channel:shop-locked]
+family = epay
+merchant_id = 1001
+key = {epay_key}
+allow_from = 10.0.0.0/8
+
+[webhook:orders]
+url = http://127.0.0.1:9/x
+secret = {whsec}
+events = order.paid
+""".format(port=self.port, admin_port=self.admin_port, token=ADMIN_TOKEN,
+           redis_port=self.redis_port, epay_key=self.epay_key, pubkey=self.pubkey_file,
+           rsa_key=RSA_CHANNEL_KEY, gate_appkey=self.gate_appkey,
+           gate_secret=self.gate_secret, payindex_key=self.payindex_key,
+           whsec=WEBHOOK_SECRET)
+
+
+# --------------------------------------------------------------------------
+# signing (SPEC section 2), written from the spec, checked against the vectors
+
+
+def md5hex(b):
+    if isinstance(b, str):
+        b = b.encode("utf-8")
+    return hashlib.md5(b).hexdigest()
+
+
+def sign_string(params, exclude, skip):
+    """Sorted (by name, byte order) k=v&k=v over `params` (dict), leaving
+    out the names in `exclude` and the values `skip(value)` says so."""
+    items = [(k, v) for k, v in params.items() if k not in exclude and not skip(v)]
+    items.sort(key=lambda kv: kv[0].encode("utf-8"))
+    return "&".join("%s=%s" % (k, v) for k, v in items)
+
+
+def epay_md5_string(params, key):
+    return sign_string(params, ("sign", "sign_type"), lambda v: v == "") + key
+
+
+def epay_md5_sign(params, key):
+    return md5hex(epay_md5_string(params, key))
+
+
+def epay_rsa_string(params):
+    # PHP trim() white space: " \t\n\r\0\x0B"
+    return sign_string(params, ("sign", "sign_type"),
+                       lambda v: v.strip(" \t\n\r\0\x0b") == "")
+
+
+def rsa_sign(data, privkey_file):
+    """base64 SHA256withRSA (PKCS#1 v1.5) of `data`, by the openssl CLI."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    p = subprocess.run(["openssl", "dgst", "-sha256", "-sign", privkey_file],
+                       input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=10)
+    if p.returncode != 0:
+        raise RuntimeError("openssl failed: " + p.stderr.decode(errors="replace"))
+    return base64.b64encode(p.stdout).decode()
+
+
+def gatepay_sign(params, appkey, appsecret):
+    inner = appkey + "".join(params.get(k, "") for k in (
+        "order_id", "out_order_id", "price", "realprice", "type", "paytime", "extend"))
+    return md5hex(md5hex(inner) + appsecret)
+
+
+def payindex_sign(params, key):
+    s = sign_string(params, ("sign", "attach"), lambda v: v in ("", "0"))
+    return md5hex(s + "&key=" + key).upper()
+
+
+def event_id(channel, trade_id, status):
+    return "evt_" + md5hex(channel + "\0" + trade_id + "\0" + status)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+def form_encode(params):
+    """application/x-www-form-urlencoded as PHP's http_build_query writes it
+    (UTF-8 bytes %XX-escaped, space as '+'). `params`: dict or list of pairs."""
+    items = params.items() if isinstance(params, dict) else params
+    return "&".join(urllib.parse.quote_plus(k, safe="") + "=" +
+                    urllib.parse.quote_plus(v, safe="") for k, v in items)
+
+
+class Reply:
+    def __init__(self, status, body, headers, elapsed):
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.elapsed = elapsed
+
+    def __repr__(self):
+        return "<HTTP %d %r (%.2f s)>" % (self.status, self.body[:200], self.elapsed)
+
+
+def http(port, method, path, body=None, headers=None, timeout=TIMEOUT):
+    """One request over a fresh connection; `body` bytes/str or None."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    t0 = time.monotonic()
+    conn = httpclient.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return Reply(r.status, data, dict(r.getheaders()), time.monotonic() - t0)
+    finally:
+        conn.close()
+
+
+def raw_exchange(port, head, body=b"", wait_before_body=1.0, timeout=TIMEOUT):
+    """Sends `head` (bytes, the request line and headers), waits a little
+    for an early reply (libevent answers 413 as soon as it reads the
+    headers), sends `body` only if none came, and returns (status, reply
+    body bytes, whole raw reply)."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    data = b""
+    try:
+        s.sendall(head)
+        s.settimeout(wait_before_body)
+        try:
+            chunk = s.recv(65536)
+            data += chunk
+        except socket.timeout:
+            chunk = None
+        s.settimeout(timeout)
+        if not data and chunk is None:
+            try:
+                s.sendall(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"\r\n\r\n" in data:
+                hdr, rest = data.split(b"\r\n\r\n", 1)
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", hdr)
+                if m and len(rest) >= int(m.group(1)):
+                    break
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    status = int(m.group(1)) if m else None
+    body_part = data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b""
+    return status, body_part, data
+
+
+def new_workdir(prefix):
+    d = tempfile.mkdtemp(prefix=prefix)
+    if not os.environ.get("PAYRELAY_KEEP_TMP"):
+        atexit.register(shutil.rmtree, d, True)
+    return d

@@ -1,0 +1,961 @@
+#!/usr/bin/env python3
+"""Integration tests of the ingest path of payrelayd (SPEC sections 2, 3, 4, 5.1, 8).
+
+Each test class runs one real redis-server and one real payrelayd on free
+loopback ports and drives the daemon over HTTP, then looks at Redis with a
+small RESP client.
+
+    PAYRELAYD=build/src/payrelayd PAYRELAY_VECTORS=../shared/vectors \\
+        python3 tests/integration/test_ingest.py [-k PATTERN]
+
+Exits 0 when every test passes, 1 otherwise, 77 (meson's "skipped") when no
+redis-server is installed.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+BINARY = h.locate_binary()
+STREAM = "payrelay:events"
+DUE = "payrelay:wh:orders:due"
+DEDUP_TTL = 2592000
+FORM = "application/x-www-form-urlencoded"
+MISSING = object()
+
+EPAY = h.load_vectors("epay.json")["vectors"]
+RSA = h.load_vectors("epay_rsa.json")
+GATE = h.load_vectors("gatepay.json")["vectors"]
+PIDX = h.load_vectors("payindex.json")["vectors"]
+IDS = h.load_vectors("event_ids.json")["vectors"]
+
+
+def params_of(vec, drop=("sign",)):
+    return {k: v for k, v in vec["params"].items() if k not in drop}
+
+
+def without_sign(p):
+    return {k: v for k, v in p.items() if k != "sign"}
+
+
+class DaemonCase(unittest.TestCase):
+    """One redis-server and one payrelayd for the whole class."""
+
+    start_redis = True
+    wait_ready = True
+
+    @classmethod
+    def setUpClass(cls):
+        if not BINARY or not os.access(BINARY, os.X_OK):
+            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
+        cls.dir = h.new_workdir("payrelay-it-")
+        cls.redis = h.RedisServer(cls.dir)
+        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
+        if cls.start_redis:
+            cls.redis.start()
+        cls.setup = h.Setup(cls.dir, cls.redis.port)
+        cls.daemon = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port)
+        cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
+        if cls.start_redis and cls.wait_ready:
+            cls.daemon.start(wait_ready=True)
+        else:
+            cls.daemon.start(wait_ready=False)
+            cls.daemon.wait_listening()
+
+    # --- redis ------------------------------------------------------------
+
+    def redis_client(self):
+        c = self.redis.client()
+        self.addCleanup(c.close)
+        return c
+
+    def setUp(self):
+        if self.redis.proc is not None:
+            self.r = self.redis_client()
+            self.r.cmd("FLUSHALL")
+
+    # --- requests ---------------------------------------------------------
+
+    @property
+    def port(self):
+        return self.setup.port
+
+    def get(self, channel, params, **kw):
+        return h.http(self.port, "GET", "/notify/%s?%s" % (channel, h.form_encode(params)), **kw)
+
+    def post(self, channel, params, ctype=FORM, query=None, body=None, **kw):
+        path = "/notify/" + channel
+        if query is not None:
+            path += "?" + h.form_encode(query)
+        if body is None:
+            body = h.form_encode(params) if params is not None else ""
+        headers = {"Content-Type": ctype} if ctype is not None else {}
+        return h.http(self.port, "POST", path, body=body, headers=headers, **kw)
+
+    def ctx(self, reply):
+        return "%r\n--- payrelayd log (tail) ---\n%s" % (reply, self.daemon.log_tail(15))
+
+    def assertAck(self, reply, body):
+        self.assertEqual((reply.status, reply.body), (200, body.encode()), self.ctx(reply))
+
+    def assertRefused(self, reply, status):
+        self.assertEqual((reply.status, reply.body), (status, b"fail"), self.ctx(reply))
+
+    # --- signing ----------------------------------------------------------
+
+    def epay(self, vec=0, drop=(), **override):
+        """An epay vector's params, changed and correctly re-signed (MD5)."""
+        p = params_of(EPAY[vec])
+        for k in drop:
+            p.pop(k, None)
+        p.update(override)
+        p["sign"] = h.epay_md5_sign(p, self.setup.epay_key)
+        return p
+
+    def rsa(self, vec=0, ts=None, **override):
+        """An epay V2 vector's params with a fresh timestamp, RSA-signed now."""
+        p = params_of(RSA["vectors"][vec])
+        p["timestamp"] = str(int(time.time()) if ts is None else ts)
+        p.update(override)
+        p["sign"] = h.rsa_sign(h.epay_rsa_string(p), self.setup.privkey_file)
+        return p
+
+    def gatepay(self, vec=0, drop=(), **override):
+        p = params_of(GATE[vec])
+        for k in drop:
+            p.pop(k, None)
+        p.update(override)
+        p["sign"] = h.gatepay_sign(p, self.setup.gate_appkey, self.setup.gate_secret)
+        return p
+
+    def payindex(self, vec=0, drop=(), **override):
+        p = params_of(PIDX[vec])
+        for k in drop:
+            p.pop(k, None)
+        p.update(override)
+        p["sign"] = h.payindex_sign(p, self.setup.payindex_key)
+        return p
+
+    # --- what Redis holds -------------------------------------------------
+
+    def events(self):
+        """[(entry id, stream fields, parsed event)] of the stream."""
+        return [(eid, f, json.loads(f["event"])) for eid, f in self.r.xrange(STREAM)]
+
+    def deliveries(self):
+        out = {}
+        for k in self.r.keys("payrelay:delivery:*"):
+            if self.r.cmd("TYPE", k) == "hash":
+                out[k[len("payrelay:delivery:"):]] = self.r.hgetall(k)
+        return out
+
+    def assertNothingRecorded(self, reply=None):
+        msg = self.ctx(reply) if reply is not None else None
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 0, msg)
+        self.assertEqual(self.r.keys("payrelay:dedup:*"), [], msg)
+        self.assertEqual(self.deliveries(), {}, msg)
+        self.assertEqual(self.r.cmd("ZCARD", DUE), 0, msg)
+
+    def assertDedup(self, eid, entry_id):
+        key = "payrelay:dedup:" + eid
+        self.assertEqual(self.r.cmd("GET", key), entry_id.encode(), key)
+        ttl = self.r.cmd("TTL", key)
+        self.assertTrue(DEDUP_TTL - 120 <= ttl <= DEDUP_TTL, "TTL of %s is %r" % (key, ttl))
+
+    def assertDelivery(self, eid, event):
+        d = self.deliveries()
+        self.assertEqual(len(d), 1, "deliveries: %r" % d)
+        did, rec = next(iter(d.items()))
+        self.assertEqual(rec.get("event_id"), eid)
+        self.assertEqual(rec.get("webhook"), "orders")
+        self.assertEqual(rec.get("state"), "pending")
+        self.assertEqual(rec.get("attempts"), "0")
+        self.assertEqual(json.loads(rec["event"]), event)
+        due = [m.decode() for m in self.r.cmd("ZRANGE", DUE, 0, -1)]
+        self.assertEqual(due, [did])
+
+    def assertNoDelivery(self):
+        self.assertEqual(self.deliveries(), {})
+        self.assertEqual(self.r.cmd("ZCARD", DUE), 0)
+
+    def assertOneEvent(self, eid, params, expect, delivery=True, reply=None):
+        """Exactly one stream entry, for event `eid`; checks the stream
+        fields, the event JSON (`expect` exact values, MISSING = absent),
+        raw, the dedup key and the delivery. Returns the event."""
+        entries = self.events()
+        self.assertEqual(len(entries), 1, "stream: %r\n%s" % (
+            entries, self.ctx(reply) if reply else ""))
+        entry_id, fields, ev = entries[0]
+        self.assertEqual(set(fields), {"id", "type", "channel", "out_trade_no", "event"})
+        self.assertEqual(fields["id"], eid)
+        self.assertEqual(ev.get("id"), eid)
+        self.assertEqual(fields["type"], ev.get("type"))
+        self.assertEqual(fields["channel"], ev.get("channel"))
+        self.assertEqual(fields["out_trade_no"], ev.get("out_trade_no"))
+        for k, v in expect.items():
+            if v is MISSING:
+                self.assertNotIn(k, ev)
+            else:
+                self.assertEqual(ev.get(k, MISSING), v, "event field %r in %r" % (k, ev))
+        for k in ("amount_fen", "paid_amount_fen"):
+            self.assertIs(type(ev.get(k)), int, "%s must be a JSON integer: %r" % (k, ev))
+        self.assertEqual(ev.get("currency"), "CNY")
+        self.assertEqual(ev.get("source"), "callback")
+        ra = ev.get("received_at", "")
+        self.assertRegex(ra, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+        t = time.mktime(time.strptime(ra[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        self.assertLess(abs(t - time.time()), 120, "received_at %s is not now" % ra)
+        self.assertIsInstance(ev.get("raw"), dict)
+        self.assertNotIn("sign", ev["raw"])
+        self.assertEqual(ev["raw"], without_sign(params))
+        self.assertDedup(eid, entry_id)
+        if delivery:
+            self.assertDelivery(eid, ev)
+        else:
+            self.assertNoDelivery()
+        return ev
+
+
+# ==========================================================================
+
+
+class HarnessSelfTest(unittest.TestCase):
+    """The test's own signing code reproduces every vector."""
+
+    def test_signing_helpers_match_vectors(self):
+        for v in EPAY:
+            self.assertEqual(h.epay_md5_string(v["params"], v["key"]), v["string_to_sign"])
+            self.assertEqual(h.epay_md5_sign(v["params"], v["key"]), v["sign"])
+        for v in GATE:
+            self.assertEqual(h.gatepay_sign(v["params"], v["appkey"], v["appsecret"]), v["sign"])
+        for v in PIDX:
+            self.assertEqual(h.payindex_sign(v["params"], v["key"]), v["sign"])
+        for v in IDS:
+            self.assertEqual(h.event_id(v["channel"], v["trade_id"], v["status"]), v["id"])
+        d = h.new_workdir("payrelay-self-")
+        key = os.path.join(d, "k.pem")
+        with open(key, "w") as f:
+            f.write(RSA["platform_private_key_pem_for_tests_only"])
+        for v in RSA["vectors"]:
+            self.assertEqual(h.epay_rsa_string(v["params"]), v["string_to_sign"])
+            self.assertEqual(h.rsa_sign(v["string_to_sign"], key), v["params"]["sign"])
+
+    def test_resp_client(self):
+        d = h.new_workdir("payrelay-self-")
+        rs = h.RedisServer(d)
+        self.addCleanup(rs.stop, signal.SIGKILL)
+        rs.start()
+        c = rs.client()
+        self.addCleanup(c.close)
+        self.assertEqual(c.cmd("SET", "k", "值"), "OK")
+        self.assertEqual(c.cmd("GET", "k"), "值".encode())
+        self.assertIsNone(c.cmd("GET", "nope"))
+        self.assertEqual(c.cmd("HSET", "hh", "a", "1", "b", "2"), 2)
+        self.assertEqual(c.hgetall("hh"), {"a": "1", "b": "2"})
+        with self.assertRaises(h.RedisError):
+            c.cmd("NOSUCHCOMMAND")
+        self.assertEqual(c.cmd("PING"), "PONG")
+
+
+# ==========================================================================
+
+
+class IngestTest(DaemonCase):
+
+    # --- 1. valid callbacks -------------------------------------------------
+
+    def test_epay_get_chinese_name(self):
+        p = params_of(EPAY[0], drop=())
+        reply = self.get("shop-epay", p)
+        self.assertAck(reply, "success")
+        eid = h.event_id("shop-epay", "20160806151343349021", "paid")
+        self.assertEqual(eid, IDS[0]["id"])
+        self.assertOneEvent(eid, p, {
+            "type": "order.paid", "channel": "shop-epay", "family": "epay",
+            "merchant_id": "1001", "trade_no": "20160806151343349021",
+            "out_trade_no": "20160806151343349", "status": "paid",
+            "amount": "1.00", "amount_fen": 100, "paid_amount": "1.00",
+            "paid_amount_fen": 100, "method": "alipay", "subject": "VIP会员",
+            "amount_mismatch": MISSING,
+        }, reply=reply)
+
+    def test_epay_get_param_with_space_plus_ampersand(self):
+        p = params_of(EPAY[2], drop=())
+        self.assertEqual(p["param"], "uid=42&note=a b+c")
+        reply = self.get("shop-epay", p)
+        self.assertAck(reply, "success")
+        ev = self.assertOneEvent(h.event_id("shop-epay", p["trade_no"], "paid"), p, {
+            "type": "order.paid", "passthrough": "uid=42&note=a b+c", "subject": "VIP会员",
+        }, reply=reply)
+        self.assertEqual(ev["raw"]["param"], "uid=42&note=a b+c")
+
+    def test_epay_get_space_as_percent20(self):
+        p = params_of(EPAY[2], drop=())
+        qs = h.form_encode(p).replace("+", "%20")
+        reply = h.http(self.port, "GET", "/notify/shop-epay?" + qs)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-epay", p["trade_no"], "paid"), p,
+                            {"passthrough": "uid=42&note=a b+c"}, reply=reply)
+
+    def test_epay_empty_param_is_not_signed(self):
+        p = params_of(EPAY[1], drop=())
+        self.assertEqual(p["param"], "")
+        reply = self.get("shop-epay", p)
+        self.assertAck(reply, "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_epay_post_form(self):
+        p = params_of(EPAY[4], drop=())
+        reply = self.post("shop-epay", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-epay", "20261122000000000001", "paid"), p, {
+            "type": "order.paid", "trade_no": "20261122000000000001", "out_trade_no": "A-88",
+            "amount": "88", "amount_fen": 8800, "paid_amount_fen": 8800, "method": "wxpay",
+            "subject": "VIP会员",
+        }, reply=reply)
+
+    def test_epay_extra_fields_are_signed(self):
+        p = params_of(EPAY[3], drop=())
+        reply = self.post("shop-epay", p)
+        self.assertAck(reply, "success")
+        ev = self.assertOneEvent(h.event_id("shop-epay", p["trade_no"], "paid"), p,
+                                 {"type": "order.paid"}, reply=reply)
+        self.assertEqual(ev["raw"]["buyer"], "u***@example.com")
+        self.assertEqual(ev["raw"]["addtime"], "2026-11-22 10:00:00")
+
+    def test_epay_not_paid_status_is_recorded_as_order_status(self):
+        p = params_of(EPAY[5], drop=())
+        reply = self.get("shop-epay", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-epay", p["trade_no"], "TRADE_CLOSED"), p, {
+            "type": "order.status", "status": "TRADE_CLOSED", "amount_fen": 100,
+        }, delivery=False, reply=reply)
+
+    def test_epay_rsa_fresh_signature(self):
+        p = self.rsa(0)
+        self.assertIn("+", p["sign"] + self.rsa(0, ts=int(time.time()) - 1)["sign"] +
+                      self.rsa(0, ts=int(time.time()) - 2)["sign"] + "+")
+        reply = self.get("shop-rsa", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-rsa", "20160806151343349021", "paid"), p, {
+            "type": "order.paid", "channel": "shop-rsa", "family": "epay",
+            "merchant_id": "1001", "status": "paid", "amount": "1", "amount_fen": 100,
+            "paid_amount_fen": 100, "subject": "VIP会员",
+        }, reply=reply)
+
+    def test_epay_rsa_post_with_whitespace_only_param(self):
+        p = self.rsa(1)
+        self.assertEqual(p["param"], " ")
+        reply = self.post("shop-rsa", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-rsa", p["trade_no"], "paid"), p,
+                            {"type": "order.paid", "amount": "1.00", "amount_fen": 100},
+                            reply=reply)
+
+    def test_epay_rsa_timestamp_within_window(self):
+        p = self.rsa(0, ts=int(time.time()) - 200)
+        self.assertAck(self.get("shop-rsa", p), "success")
+
+    def test_gatepay_post(self):
+        p = params_of(GATE[0], drop=())
+        reply = self.post("shop-gatepay", p)
+        self.assertAck(reply, "success")
+        eid = h.event_id("shop-gatepay", "522", "paid")
+        self.assertEqual(eid, IDS[1]["id"])
+        self.assertOneEvent(eid, p, {
+            "type": "order.paid", "channel": "shop-gatepay", "family": "gatepay",
+            "merchant_id": self.setup.gate_appkey, "trade_no": "522",
+            "out_trade_no": "5cc75a6a0b418", "status": "paid", "amount": "1.88",
+            "amount_fen": 188, "paid_amount": "1.88", "paid_amount_fen": 188,
+            "method": "alipay", "passthrough": "terry",
+        }, reply=reply)
+
+    def test_gatepay_realprice_differs(self):
+        p = params_of(GATE[1], drop=())
+        reply = self.post("shop-gatepay", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-gatepay", "523", "paid"), p, {
+            "type": "order.paid", "amount": "10.00", "amount_fen": 1000,
+            "paid_amount": "9.99", "paid_amount_fen": 999, "passthrough": "uid=7",
+        }, reply=reply)
+
+    def test_gatepay_with_appkey_and_empty_extend(self):
+        p = params_of(GATE[2], drop=())
+        p["appkey"] = self.setup.gate_appkey
+        reply = self.post("shop-gatepay", p)
+        self.assertAck(reply, "success")
+        self.assertOneEvent(h.event_id("shop-gatepay", "524", "paid"), p,
+                            {"type": "order.paid", "amount_fen": 1}, reply=reply)
+
+    def test_gatepay_get(self):
+        p = params_of(GATE[0], drop=())
+        reply = self.get("shop-gatepay", p)
+        self.assertAck(reply, "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_payindex_post(self):
+        p = params_of(PIDX[0], drop=())
+        reply = self.post("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        self.assertOneEvent(h.event_id("shop-payindex", "20210928114755985410123", "paid"), p, {
+            "type": "order.paid", "channel": "shop-payindex", "family": "payindex",
+            "merchant_id": "10002", "trade_no": "20210928114755985410123",
+            "out_trade_no": "20210928114755985410", "status": "paid",
+            "amount": "100.00", "amount_fen": 10000, "paid_amount": "100.00",
+            "paid_amount_fen": 10000, "passthrough": "uid=9",
+        }, reply=reply)
+
+    def test_payindex_true_amount_differs(self):
+        p = params_of(PIDX[1], drop=())
+        reply = self.post("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        self.assertOneEvent(h.event_id("shop-payindex", "T2", "paid"), p, {
+            "amount_fen": 5000, "paid_amount": "49.98", "paid_amount_fen": 4998,
+            "passthrough": "anything, not signed",
+        }, reply=reply)
+
+    def test_payindex_four_decimal_amount(self):
+        p = params_of(PIDX[2], drop=())
+        reply = self.post("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        self.assertOneEvent(h.event_id("shop-payindex", "T4", "paid"), p, {
+            "type": "order.paid", "amount": "100.0000", "amount_fen": 10000,
+            "paid_amount_fen": 10000,
+        }, reply=reply)
+
+    def test_payindex_zero_true_amount(self):
+        p = params_of(PIDX[3], drop=())
+        reply = self.post("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        # what paid_amount is for true_amount "0" is the daemon's call
+        self.assertOneEvent(h.event_id("shop-payindex", "T5", "paid"), p,
+                            {"type": "order.paid", "amount_fen": 100}, reply=reply)
+
+    def test_payindex_failed_status(self):
+        p = params_of(PIDX[4], drop=())
+        reply = self.post("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        eid = h.event_id("shop-payindex", "T3", "11")
+        self.assertEqual(eid, IDS[2]["id"])
+        self.assertOneEvent(eid, p, {"type": "order.status", "status": "11"},
+                            delivery=False, reply=reply)
+
+    def test_payindex_get(self):
+        p = params_of(PIDX[0], drop=())
+        reply = self.get("shop-payindex", p)
+        self.assertAck(reply, "OK")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_post_params_in_query_only(self):
+        p = params_of(PIDX[0], drop=())
+        reply = self.post("shop-payindex", None, query=p, body="")
+        self.assertAck(reply, "OK")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_post_body_wins_over_query(self):
+        good = params_of(EPAY[0], drop=())
+        bad = dict(good, money="999.00", sign="0" * 32)
+        reply = self.post("shop-epay", good, query=bad)
+        self.assertAck(reply, "success")
+        ev = self.events()[0][2]
+        self.assertEqual((ev["amount"], ev["amount_fen"]), ("1.00", 100))
+
+    def test_repeated_name_keeps_last_value(self):
+        good = params_of(EPAY[0], drop=())
+        pairs = [("money", "999.00")] + list(good.items())
+        reply = h.http(self.port, "GET", "/notify/shop-epay?" + h.form_encode(pairs))
+        self.assertAck(reply, "success")
+        self.assertEqual(self.events()[0][2]["amount_fen"], 100)
+
+    def test_form_content_type_with_charset(self):
+        p = params_of(GATE[0], drop=())
+        reply = self.post("shop-gatepay", p, ctype=FORM + "; charset=UTF-8")
+        self.assertAck(reply, "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_post_without_content_type(self):
+        p = params_of(PIDX[0], drop=())
+        reply = self.post("shop-payindex", p, ctype=None)
+        self.assertAck(reply, "OK")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    # --- 2. duplicates ------------------------------------------------------
+
+    def test_duplicate_callback_is_acked_once_recorded(self):
+        p = params_of(EPAY[0], drop=())
+        self.assertAck(self.get("shop-epay", p), "success")
+        entry = self.r.xrange(STREAM)[0][0]
+        for _ in range(2):
+            self.assertAck(self.get("shop-epay", p), "success")
+        # a re-send by another transport and with a changed unsigned detail
+        self.assertAck(self.post("shop-epay", p), "success")
+        self.assertAck(self.get("shop-epay", params_of(EPAY[3], drop=())), "success")
+        eid = h.event_id("shop-epay", p["trade_no"], "paid")
+        self.assertOneEvent(eid, p, {"type": "order.paid"})
+        self.assertEqual(self.r.xrange(STREAM)[0][0], entry)
+
+    def test_duplicate_payindex_and_gatepay(self):
+        for _ in range(3):
+            self.assertAck(self.post("shop-payindex", params_of(PIDX[0], drop=())), "OK")
+            self.assertAck(self.post("shop-gatepay", params_of(GATE[0], drop=())), "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 2)
+        self.assertEqual(len(self.deliveries()), 2)
+
+    def test_same_trade_other_status_is_a_new_event(self):
+        closed = params_of(EPAY[5], drop=())
+        paid = params_of(EPAY[0], drop=())
+        self.assertAck(self.get("shop-epay", closed), "success")
+        self.assertAck(self.get("shop-epay", paid), "success")
+        self.assertAck(self.get("shop-epay", paid), "success")
+        self.assertAck(self.get("shop-epay", closed), "success")
+        evs = self.events()
+        self.assertEqual(len(evs), 2, evs)
+        tid = "20160806151343349021"
+        self.assertEqual([e[2]["id"] for e in evs],
+                         [h.event_id("shop-epay", tid, "TRADE_CLOSED"),
+                          h.event_id("shop-epay", tid, "paid")])
+        self.assertEqual([e[2]["type"] for e in evs], ["order.status", "order.paid"])
+        self.assertEqual([e[2]["status"] for e in evs], ["TRADE_CLOSED", "paid"])
+        self.assertEqual(len(self.r.keys("payrelay:dedup:*")), 2)
+        self.assertEqual(len(self.deliveries()), 1)
+
+    def test_same_trade_id_on_two_channels_is_two_events(self):
+        self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
+        self.assertAck(self.get("shop-rsa", self.rsa(0)), "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 2)
+
+    # --- 3. refusals --------------------------------------------------------
+
+    def refused(self, reply, status=400):
+        self.assertRefused(reply, status)
+        self.assertNothingRecorded(reply)
+
+    def test_refuse_bad_signature(self):
+        p = params_of(EPAY[0], drop=())
+        p["sign"] = p["sign"][:-1] + ("0" if p["sign"][-1] != "0" else "1")
+        self.refused(self.get("shop-epay", p))
+        tampered = dict(params_of(EPAY[0], drop=()), money="100.00")
+        self.refused(self.get("shop-epay", tampered))
+        self.refused(self.post("shop-gatepay", dict(params_of(GATE[0], drop=()), price="0.01")))
+        self.refused(self.post("shop-payindex", dict(params_of(PIDX[0], drop=()), amount="1.00")))
+        # signed with another channel's key
+        p = params_of(EPAY[0])
+        p["sign"] = h.epay_md5_sign(p, self.setup.payindex_key)
+        self.refused(self.get("shop-epay", p))
+
+    def test_refuse_wrong_merchant(self):
+        self.refused(self.get("shop-epay", self.epay(0, pid="9999")))
+        self.refused(self.post("shop-payindex", self.payindex(0, memberid="10003")))
+        self.refused(self.post("shop-gatepay",
+                               self.gatepay(0, appkey="0" * 32)))
+
+    def test_refuse_sign_type_not_the_channels(self):
+        p = params_of(EPAY[0], drop=())
+        p["sign_type"] = "RSA"  # sign_type is not signed: the MD5 sign stays valid
+        self.refused(self.get("shop-epay", p))
+        self.refused(self.get("shop-rsa", self.rsa(0, sign_type="MD5")))
+
+    def test_refuse_malformed_amount(self):
+        self.refused(self.get("shop-epay", self.epay(0, money="1.001")))
+        self.refused(self.get("shop-epay", self.epay(0, money="-1")))
+        self.refused(self.get("shop-epay", self.epay(0, money="1e2")))
+        self.refused(self.post("shop-gatepay", self.gatepay(0, price="1.881")))
+        self.refused(self.post("shop-gatepay", self.gatepay(0, realprice=".5")))
+        self.refused(self.post("shop-payindex", self.payindex(0, amount="100.0001")))
+        self.refused(self.post("shop-payindex", self.payindex(0, true_amount="abc")))
+
+    def test_refuse_missing_sign(self):
+        self.refused(self.get("shop-epay", params_of(EPAY[0])))
+        self.refused(self.get("shop-epay", dict(params_of(EPAY[0]), sign="")))
+        self.refused(self.post("shop-gatepay", params_of(GATE[0])))
+        self.refused(self.post("shop-payindex", params_of(PIDX[0])))
+        self.refused(self.get("shop-rsa", without_sign(self.rsa(0))))
+
+    def test_refuse_missing_required_field(self):
+        self.refused(self.get("shop-epay", self.epay(0, drop=("trade_no",))))
+        self.refused(self.get("shop-epay", self.epay(0, drop=("money",))))
+        self.refused(self.post("shop-payindex", self.payindex(0, drop=("transaction_id",))))
+        self.refused(self.post("shop-gatepay", self.gatepay(0, drop=("order_id",))))
+
+    def test_refuse_unknown_channel(self):
+        self.refused(self.get("nope", params_of(EPAY[0], drop=())), 404)
+        self.refused(self.post("nope", params_of(PIDX[0], drop=())), 404)
+
+    def test_refuse_rsa_stale_or_future_timestamp(self):
+        now = int(time.time())
+        self.refused(self.get("shop-rsa", self.rsa(0, ts=now - 301 - 30)))
+        self.refused(self.get("shop-rsa", self.rsa(0, ts=now - 3600)))
+        self.refused(self.get("shop-rsa", self.rsa(0, ts=now + 400)))
+        # the vector's own (old) timestamp and signature
+        self.refused(self.get("shop-rsa", params_of(RSA["vectors"][0], drop=())))
+
+    def test_refuse_rsa_tampered(self):
+        p = self.rsa(0)
+        p["money"] = "100"
+        self.refused(self.get("shop-rsa", p))
+        p = self.rsa(0)
+        p["sign"] = "A" + p["sign"][1:] if p["sign"][0] != "A" else "B" + p["sign"][1:]
+        self.refused(self.get("shop-rsa", p))
+        self.refused(self.get("shop-rsa", dict(self.rsa(0), sign="not base64 !!")))
+
+    def test_refuse_source_outside_allow_from(self):
+        self.refused(self.get("shop-locked", params_of(EPAY[0], drop=())), 403)
+        self.refused(self.post("shop-locked", params_of(EPAY[0], drop=())), 403)
+
+    def test_refuse_wrong_method(self):
+        qs = h.form_encode(params_of(EPAY[0], drop=()))
+        for method in ("PUT", "DELETE", "PATCH"):
+            reply = h.http(self.port, method, "/notify/shop-epay?" + qs, body=qs,
+                           headers={"Content-Type": FORM})
+            self.refused(reply, 405)
+
+    def test_refuse_bad_content_type(self):
+        p = params_of(PIDX[0], drop=())
+        for ctype in ("application/json", "text/plain", "multipart/form-data; boundary=x"):
+            self.refused(self.post("shop-payindex", p, ctype=ctype), 415)
+
+    # --- 4. limits ----------------------------------------------------------
+
+    def test_limit_body_over_64k_is_413(self):
+        body = b"a=" + b"x" * (65536 + 1 - 2)
+        self.assertEqual(len(body), 65537)
+        head = (b"POST /notify/shop-epay HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Content-Length: 65537\r\nConnection: close\r\n\r\n")
+        status, rbody, raw = h.raw_exchange(self.port, head, body)
+        self.assertEqual(status, 413, "reply: %r\n%s" % (raw[:300], self.daemon.log_tail(10)))
+        self.assertNotIn(b"success", rbody.lower())
+        self.assertNotIn(b"ok", rbody.lower())
+        self.assertNothingRecorded()
+        self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
+
+    def test_limit_body_of_exactly_64k_is_accepted(self):
+        p = params_of(EPAY[0])
+        for i in range(16):
+            p["pad%02d" % i] = "a" * 4000
+        p["sign"] = h.epay_md5_sign(p, self.setup.epay_key)
+        missing = 65536 - len(h.form_encode(p).encode())
+        self.assertGreater(missing, 0)
+        p["pad15"] += "a" * missing
+        p["sign"] = h.epay_md5_sign(p, self.setup.epay_key)
+        body = h.form_encode(p).encode()
+        self.assertEqual(len(body), 65536)
+        self.assertAck(self.post("shop-epay", None, body=body), "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def with_extra(self, n_total):
+        """Epay vector 0 plus padding names up to n_total parameters, signed."""
+        p = params_of(EPAY[0])
+        i = 0
+        while len(p) + 1 < n_total:  # + sign
+            p["x%02d" % i] = "v"
+            i += 1
+        p["sign"] = h.epay_md5_sign(p, self.setup.epay_key)
+        self.assertEqual(len(p), n_total)
+        return p
+
+    def test_limit_65_parameters_is_400(self):
+        self.refused(self.post("shop-epay", self.with_extra(65)))
+        self.refused(self.get("shop-epay", self.with_extra(65)))
+        self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
+
+    def test_limit_64_parameters_is_accepted(self):
+        self.assertAck(self.post("shop-epay", self.with_extra(64)), "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+    def test_limit_name_length(self):
+        self.refused(self.post("shop-epay", self.epay(0, **{"n" * 65: "v"})))
+        self.assertAck(self.post("shop-epay", self.epay(0, **{"n" * 64: "v"})), "success")
+
+    def test_limit_value_length(self):
+        self.refused(self.post("shop-epay", self.epay(0, param="v" * 4097)))
+        reply = self.post("shop-epay", self.epay(0, param="v" * 4096))
+        self.assertAck(reply, "success")
+        self.assertEqual(self.events()[0][2]["passthrough"], "v" * 4096)
+
+    def test_limit_array_name(self):
+        self.refused(self.post("shop-epay", self.epay(0, **{"x[]": "1"})))
+        self.refused(self.get("shop-epay", self.epay(0, **{"a[b]": "1"})))
+        self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
+
+    # --- 6. registered orders ----------------------------------------------
+
+    def register(self, channel, out_trade_no, fen):
+        key = "payrelay:order:%s:%s" % (channel, out_trade_no)
+        self.r.cmd("HSET", key, "amount_fen", str(fen))
+        return key
+
+    def test_registered_order_amount_mismatch(self):
+        key = self.register("shop-epay", "20160806151343349", 200)
+        other = self.register("shop-epay", "some-other-order", 100)
+        off = len(self.daemon.log_text())
+        p = params_of(EPAY[0], drop=())
+        reply = self.get("shop-epay", p)
+        self.assertAck(reply, "success")
+        eid = h.event_id("shop-epay", p["trade_no"], "paid")
+        self.assertOneEvent(eid, p, {
+            "type": "order.amount_mismatch", "amount_mismatch": True, "status": "paid",
+            "amount_fen": 100,
+        }, delivery=False, reply=reply)  # the webhook wants order.paid only
+        order = self.r.hgetall(key)
+        self.assertEqual(order.get("state"), "paid", order)
+        self.assertEqual(order.get("event_id"), eid, order)
+        self.assertEqual(order.get("amount_fen"), "200")
+        self.assertEqual(self.r.hgetall(other), {"amount_fen": "100"})
+        self.daemon.wait_log(r"level=warn", timeout=3, start=off)
+
+    def test_registered_order_amount_matches(self):
+        key = self.register("shop-epay", "20160806151343349", 100)
+        p = params_of(EPAY[0], drop=())
+        self.assertAck(self.get("shop-epay", p), "success")
+        eid = h.event_id("shop-epay", p["trade_no"], "paid")
+        ev = self.assertOneEvent(eid, p, {"type": "order.paid", "status": "paid"})
+        self.assertIn(ev.get("amount_mismatch", False), (False,))
+        order = self.r.hgetall(key)
+        self.assertEqual((order.get("state"), order.get("event_id")), ("paid", eid), order)
+
+    def test_registered_order_gatepay_compares_price(self):
+        key = self.register("shop-gatepay", "5cc75a6a0b419", 1000)
+        p = params_of(GATE[1], drop=())  # price 10.00, realprice 9.99
+        self.assertAck(self.post("shop-gatepay", p), "success")
+        eid = h.event_id("shop-gatepay", "523", "paid")
+        self.assertOneEvent(eid, p, {"type": "order.paid"})
+        self.assertEqual(self.r.hgetall(key).get("state"), "paid")
+
+    def test_registered_order_payindex_compares_amount(self):
+        key = self.register("shop-payindex", "P-2", 5000)  # amount 50.00, true 49.98
+        p = params_of(PIDX[1], drop=())
+        self.assertAck(self.post("shop-payindex", p), "OK")
+        eid = h.event_id("shop-payindex", "T2", "paid")
+        self.assertOneEvent(eid, p, {"type": "order.paid"})
+        self.assertEqual(self.r.hgetall(key).get("event_id"), eid)
+
+    def test_registered_order_payindex_mismatch(self):
+        key = self.register("shop-payindex", "P-4", 9999)
+        p = params_of(PIDX[2], drop=())  # 100.0000
+        self.assertAck(self.post("shop-payindex", p), "OK")
+        eid = h.event_id("shop-payindex", "T4", "paid")
+        self.assertOneEvent(eid, p, {"type": "order.amount_mismatch", "amount_mismatch": True},
+                            delivery=False)
+        order = self.r.hgetall(key)
+        self.assertEqual((order.get("state"), order.get("event_id")), ("paid", eid), order)
+
+    # --- 8, 9. log hygiene and SIGTERM (last: the names sort last) ----------
+
+    def assertNoSecrets(self, text):
+        self.assertTrue(text.strip(), "empty log")
+        for s in self.setup.secrets():
+            self.assertNotIn(s, text, "a configured secret appears in the log")
+
+    def test_zy_log_format_and_no_secrets(self):
+        # make sure some refusals and acks were logged even when run alone
+        self.get("shop-epay", params_of(EPAY[0]))
+        self.get("shop-epay", params_of(EPAY[0], drop=()))
+        text = self.daemon.log_text()
+        self.assertNoSecrets(text)
+        for line in text.splitlines():
+            self.assertRegex(line, r"^level=\w+ msg=")
+
+    def test_zz_sigterm_exits_zero(self):
+        self.assertTrue(self.daemon.alive())
+        t0 = time.monotonic()
+        rc, in_time = self.daemon.stop(signal.SIGTERM, timeout=5 + 2)
+        self.assertTrue(in_time, "payrelayd did not exit within 7 s of SIGTERM")
+        self.assertEqual(rc, 0, self.daemon.log_tail())
+        self.assertLess(time.monotonic() - t0, 7)
+        self.assertNoSecrets(self.daemon.log_text())
+        self.assertFalse(h.port_open(self.port), "still listening after exit")
+
+
+# ==========================================================================
+
+
+class RedisOutageTest(DaemonCase):
+    """Redis slow, down, and back (SPEC section 3, step 4)."""
+
+    def callback(self):
+        return self.post("shop-payindex", params_of(PIDX[0], drop=()))
+
+    def poll_until_acked(self, limit=10.0):
+        deadline = time.monotonic() + limit
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = self.callback()
+            except OSError as e:
+                last = e
+            if getattr(last, "status", None) == 200:
+                return last
+            if getattr(last, "status", 503) != 503 or \
+                    (hasattr(last, "body") and last.body != b"fail"):
+                self.fail("while waiting for Redis: %s" % self.ctx(last))
+            time.sleep(0.25)
+        self.fail("no 200 within %.0f s of Redis being back; last: %s"
+                  % (limit, self.ctx(last) if isinstance(last, h.Reply) else last))
+
+    def test_a_redis_slow_beyond_timeout_is_503(self):
+        self.assertAck(self.callback(), "OK")
+        self.r.cmd("FLUSHALL")
+        pauser = self.redis_client()
+        t_pause = time.monotonic()
+        self.assertEqual(pauser.cmd("CLIENT", "PAUSE", "4000", "WRITE"), "OK")
+        reply = self.callback()
+        self.assertRefused(reply, 503)
+        self.assertLess(reply.elapsed, 3.5, "the 503 must come after ~timeout_ms, not after Redis")
+        left = 4.2 - (time.monotonic() - t_pause)
+        if left > 0:
+            time.sleep(left)
+        reply = self.poll_until_acked()
+        self.assertAck(reply, "OK")
+        r = self.redis_client()
+        self.assertEqual(r.cmd("XLEN", STREAM), 1)
+
+    def test_b_redis_down_then_back(self):
+        self.assertAck(self.callback(), "OK")
+        self.redis.stop(signal.SIGKILL)
+        self.r = None
+        for _ in range(2):
+            reply = self.callback()
+            self.assertRefused(reply, 503)
+        # a new, empty redis-server on the same port (the script cache is empty)
+        self.redis.start()
+        reply = self.poll_until_acked()
+        self.assertAck(reply, "OK")
+        r = self.redis_client()
+        self.assertEqual(r.cmd("XLEN", STREAM), 1)
+        entries = r.xrange(STREAM)
+        self.assertEqual(entries[0][1]["id"],
+                         h.event_id("shop-payindex", "20210928114755985410123", "paid"))
+        self.assertEqual(len(r.keys("payrelay:dedup:*")), 1)
+        # and the duplicate after recovery is a duplicate
+        self.assertAck(self.callback(), "OK")
+        self.assertEqual(r.cmd("XLEN", STREAM), 1)
+
+    def test_c_log_has_no_secrets(self):
+        text = self.daemon.log_text()
+        for s in self.setup.secrets():
+            self.assertNotIn(s, text)
+
+
+class RedisDownAtStartTest(DaemonCase):
+    """payrelayd starts without Redis: it listens, answers 503, recovers."""
+
+    start_redis = False
+
+    def test_starts_without_redis_and_recovers(self):
+        self.assertTrue(self.daemon.alive())
+        reply = self.post("shop-gatepay", params_of(GATE[0], drop=()))
+        self.assertRefused(reply, 503)
+        self.redis.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = self.post("shop-gatepay", params_of(GATE[0], drop=()))
+            if reply.status == 200:
+                break
+            self.assertRefused(reply, 503)
+            time.sleep(0.25)
+        self.assertAck(reply, "success")
+        r = self.redis_client()
+        self.assertEqual(r.cmd("XLEN", STREAM), 1)
+        self.daemon.wait_log(h.READY_RE, timeout=5)
+
+
+# ==========================================================================
+
+
+class CommandLineTest(unittest.TestCase):
+    """--check-config and --version (SPEC section 1, 8)."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not BINARY or not os.access(BINARY, os.X_OK):
+            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
+        cls.dir = h.new_workdir("payrelay-cli-")
+        cls.setup = h.Setup(cls.dir, h.free_port())
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def check(self, path):
+        rc, out, err = h.run_binary([BINARY, "-c", path, "--check-config"])
+        return rc, out + err
+
+    def insert_after(self, text, anchor, line):
+        """`text` with `line` inserted after the line `anchor`; returns
+        (new text, 1-based number of the inserted line)."""
+        lines = text.split("\n")
+        i = lines.index(anchor)
+        lines.insert(i + 1, line)
+        return "\n".join(lines), i + 2
+
+    def test_valid_file(self):
+        rc, out = self.check(self.setup.config)
+        self.assertEqual(rc, 0, out)
+        for s in self.setup.secrets():
+            self.assertNotIn(s, out)
+
+    def test_unknown_key(self):
+        text, lineno = self.insert_after(self.setup.config_text(), "[channel:shop-gatepay]",
+                                         "colour = blue")
+        path = self.write("unknown-key.conf", text)
+        rc, out = self.check(path)
+        self.assertEqual(rc, 2, out)
+        self.assertIn("%s:%d: " % (path, lineno), out)
+        for s in self.setup.secrets():
+            self.assertNotIn(s, out)
+
+    def test_unknown_section(self):
+        text = self.setup.config_text() + "\n[frobnicate]\nx = 1\n"
+        lineno = text.split("\n").index("[frobnicate]") + 1
+        path = self.write("unknown-section.conf", text)
+        rc, out = self.check(path)
+        self.assertEqual(rc, 2, out)
+        self.assertRegex(out, re.escape(path) + r":(%d|%d): " % (lineno, lineno + 1))
+
+    def test_bad_family(self):
+        text = self.setup.config_text().replace("family = payindex", "family = paypal")
+        lineno = text.split("\n").index("family = paypal") + 1
+        path = self.write("bad-family.conf", text)
+        rc, out = self.check(path)
+        self.assertEqual(rc, 2, out)
+        self.assertIn("%s:%d: " % (path, lineno), out)
+
+    def test_empty_channel_key(self):
+        text = self.setup.config_text().replace(
+            "key = %s\n" % self.setup.payindex_key, "key = \n")
+        path = self.write("empty-key.conf", text)
+        rc, out = self.check(path)
+        self.assertEqual(rc, 2, out)
+        self.assertIn(path + ":", out)
+
+    def test_version(self):
+        rc, out, err = h.run_binary([BINARY, "--version"])
+        self.assertEqual(rc, 0, out + err)
+        m = re.match(r"^payrelayd (\S+)\s*$", out)
+        self.assertTrue(m, repr(out))
+        want = h.project_version()
+        if want:
+            self.assertEqual(m.group(1), want)
+
+
+def main():
+    if not shutil.which("redis-server"):
+        print("redis-server is not installed: skipping the integration tests")
+        return 77
+    prog = unittest.main(verbosity=2, exit=False)
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+/* Test vectors from ../shared/vectors, found through $PAYRELAY_VECTORS (set
+ * by meson). Only for use inside a check test: a missing directory, file or
+ * field aborts the running test with a message saying what is missing. */
+#ifndef PAYRELAY_TEST_VECTORS_H
+#define PAYRELAY_TEST_VECTORS_H
+
+#include <jansson.h>
+
+/* Parses $PAYRELAY_VECTORS/filename. The caller json_decref()s the result. */
+json_t *vectors_load(const char *filename);
+
+/* The string member `key` of `obj`; aborts the test when absent or not a
+ * string. Borrowed from `obj`. */
+const char *vectors_str(const json_t *obj, const char *key);
+
+/* The array member `key` of `obj`; aborts the test when absent. Borrowed. */
+json_t *vectors_array(const json_t *obj, const char *key);
+
+#endif
