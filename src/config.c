@@ -294,8 +294,20 @@ set_listen(struct parser *p, const char *key, const char *v, struct netaddr *na)
 		    key, sizeof(na->path));
 }
 
-/* Decodes %XX in n bytes of s. The caller frees the result; NULL on a
- * bad escape or no memory. */
+static int
+hexval(char h)
+{
+	if (h >= '0' && h <= '9')
+		return h - '0';
+	if (h >= 'a' && h <= 'f')
+		return h - 'a' + 10;
+	if (h >= 'A' && h <= 'F')
+		return h - 'A' + 10;
+	return -1;
+}
+
+/* Decodes %XX in n bytes of s (%00 is refused). The caller frees the
+ * result; NULL on a bad escape or no memory. */
 static char *
 pct_decode(const char *s, size_t n)
 {
@@ -305,13 +317,14 @@ pct_decode(const char *s, size_t n)
 	if (out == NULL)
 		return NULL;
 	for (i = 0; i < n; i++) {
-		unsigned hi, lo;
+		int hi, lo;
 
 		if (s[i] != '%') {
 			*o++ = s[i];
 			continue;
 		}
-		if (i + 2 >= n + 0 || sscanf(s + i + 1, "%1x%1x", &hi, &lo) != 2 || hi > 15) {
+		if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0 ||
+		    (hi | lo) == 0) {
 			wipe_free(out, n + 1);
 			return NULL;
 		}
@@ -591,6 +604,30 @@ set_stream(struct parser *p, int k, const char *v)
 	}
 }
 
+/* ADDRESS or ADDRESS/PREFIX, n bytes. Returns 0 or -1. */
+static int
+parse_cidr(const char *t, size_t n, struct cidr *r)
+{
+	char addr[INET6_ADDRSTRLEN];
+	const char *slash = memchr(t, '/', n);
+	size_t alen = slash ? (size_t)(slash - t) : n;
+	long long prefix;
+
+	memset(r, 0, sizeof(*r));
+	r->family = memchr(t, ':', alen) ? AF_INET6 : AF_INET;
+	prefix = r->family == AF_INET ? 32 : 128;
+	if (alen >= sizeof(addr))
+		return -1;
+	memcpy(addr, t, alen);
+	addr[alen] = '\0';
+	if (inet_pton(r->family, addr, r->addr) != 1)
+		return -1;
+	if (slash && parse_ll(slash + 1, n - alen - 1, 0, prefix, &prefix) == -1)
+		return -1;
+	r->prefix = (unsigned)prefix;
+	return 0;
+}
+
 static void
 set_allow_from(struct parser *p, struct channel *ch, const char *v)
 {
@@ -600,23 +637,14 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 	bool bad = false;
 
 	while ((t = next_token(&v, " \t,", &len)) != NULL) {
-		char addr[INET6_ADDRSTRLEN];
-		const char *slash = memchr(t, '/', len);
-		size_t alen = slash ? (size_t)(slash - t) : len;
-		long long prefix;
-		struct cidr r = { 0 };
+		struct cidr r;
 
-		r.family = memchr(t, ':', alen) ? AF_INET6 : AF_INET;
-		prefix = r.family == AF_INET ? 32 : 128;
-		if (alen >= sizeof(addr) ||
-		    (memcpy(addr, t, alen), addr[alen] = '\0', inet_pton(r.family, addr, r.addr) != 1) ||
-		    (slash && parse_ll(slash + 1, len - alen - 1, 0, prefix, &prefix) == -1)) {
+		if (parse_cidr(t, len, &r) == -1) {
 			err(p, p->line, "allow_from: bad entry '%.*s' (expected ADDRESS or ADDRESS/PREFIX)",
 			    (int)(len > 64 ? 64 : len), t);
 			bad = true;
 			continue;
 		}
-		r.prefix = (unsigned)prefix;
 		if ((q = grow(list, n, sizeof(*list))) == NULL) {
 			err(p, p->line, NO_MEMORY);
 			bad = true;
@@ -743,7 +771,7 @@ set_secrets(struct parser *p, struct webhook *w, const char *v)
 			err(p, p->line, "secret: at most %d secrets", WEBHOOK_MAX_SECRETS);
 			break;
 		}
-		if (len > 6 && strncmp(t, "whsec_", 6) == 0) {
+		if (len >= 6 && strncmp(t, "whsec_", 6) == 0) {
 			if (crypto_base64_decode(t + 6, len - 6, &key, &klen) == -1 || klen == 0) {
 				err(p, p->line, "secret %zu: whsec_ value is not valid base64", i);
 				wipe_free(key, klen);
@@ -927,13 +955,14 @@ begin_section(struct parser *p, const char *name)
 	const char *n;
 	size_t i;
 	void *q;
+	int first;
 
 	p->kind = SEC_IGNORE;
 	snprintf(p->section, sizeof(p->section), "%s", name);
 	for (i = 0; i < 4; i++) {
 		if (strcmp(name, single_names[i]) != 0)
 			continue;
-		if (p->single[i].header)
+		if ((first = p->single[i].header) != 0)
 			goto dup;
 		p->single[i].header = p->line;
 		p->kind = SEC_DAEMON + (int)i;
@@ -944,8 +973,10 @@ begin_section(struct parser *p, const char *name)
 		if (!config_name_valid(n))
 			goto bad_name;
 		for (i = 0; i < c->nchannels; i++)
-			if (strcmp(c->channels[i].name, n) == 0)
-				goto dup_at;
+			if (strcmp(c->channels[i].name, n) == 0) {
+				first = c->channels[i].line;
+				goto dup;
+			}
 		if ((q = grow(p->chseen, c->nchannels, sizeof(*p->chseen))) == NULL)
 			goto oom;
 		p->chseen = q;
@@ -969,8 +1000,10 @@ begin_section(struct parser *p, const char *name)
 		if (!config_name_valid(n))
 			goto bad_name;
 		for (i = 0; i < c->nwebhooks; i++)
-			if (strcmp(c->webhooks[i].name, n) == 0)
-				goto dup_at;
+			if (strcmp(c->webhooks[i].name, n) == 0) {
+				first = c->webhooks[i].line;
+				goto dup;
+			}
 		if ((q = grow(p->whseen, c->nwebhooks, sizeof(*p->whseen))) == NULL)
 			goto oom;
 		p->whseen = q;
@@ -993,12 +1026,8 @@ begin_section(struct parser *p, const char *name)
 	}
 	err(p, p->line, "unknown section [%.100s]", name);
 	return;
-dup_at:
-	err(p, p->line, "duplicate section [%.100s] (first at line %d)", name,
-	    name[0] == 'c' ? c->channels[i].line : c->webhooks[i].line);
-	return;
 dup:
-	err(p, p->line, "duplicate section [%s] (first at line %d)", name, p->single[i].header);
+	err(p, p->line, "duplicate section [%.100s] (first at line %d)", name, first);
 	return;
 bad_name:
 	err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)", name);
@@ -1070,8 +1099,10 @@ read_line(char *str, int num, void *stream)
 			return str;
 		}
 		p->kind = SEC_IGNORE;
-	} else if (*(end = find_end(str, "=:")) != '\0' && *end != ';') {
-		return str;
+	} else {
+		end = find_end(str, "=:");
+		if (*end == '=' || *end == ':')
+			return str;
 	}
 	err(p, p->line, SYNTAX_ERROR);
 	if (p->first_syntax == 0)
@@ -1085,6 +1116,21 @@ missing(struct parser *p, int line, const char *section, const char *key)
 	err(p, line, "missing required key '%s' in [%.100s]", key, section);
 }
 
+static bool
+is_any(const char *host)
+{
+	return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+static bool
+same_socket(const struct netaddr *a, const struct netaddr *b)
+{
+	if (a->is_unix || b->is_unix)
+		return a->is_unix && b->is_unix && strcmp(a->path, b->path) == 0;
+	return a->port == b->port &&
+	    (strcmp(a->host, b->host) == 0 || is_any(a->host) || is_any(b->host));
+}
+
 /* Checks that need the whole file. */
 static void
 finish(struct parser *p)
@@ -1096,10 +1142,14 @@ finish(struct parser *p)
 
 	s = &p->single[SEC_REDIS - SEC_DAEMON];
 	if (p->url_password && s->at[R_PASSWORD_FILE])
-		err(p, s->at[R_PASSWORD_FILE], "give the redis password in url or password_file, not both");
-	if (!c->listen.is_unix && !c->admin_listen.is_unix && c->listen.port == c->admin_listen.port &&
-	    strcmp(c->listen.host, c->admin_listen.host) == 0)
-		err(p, p->single[SEC_ADMIN - SEC_DAEMON].at[A_LISTEN], "admin listen must differ from daemon listen");
+		err(p, s->at[R_PASSWORD_FILE],
+		    "give the redis password in url or password_file, not both");
+	if (same_socket(&c->listen, &c->admin_listen)) {
+		int line = p->single[SEC_ADMIN - SEC_DAEMON].at[A_LISTEN];
+
+		err(p, line ? line : p->single[0].at[D_LISTEN],
+		    "[admin] listen must not be the same socket as [daemon] listen");
+	}
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
 		bool epay = ch->family && strcmp(ch->family->name, "epay") == 0;

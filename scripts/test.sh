@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite twice: a
+# warnings-as-errors build, then an ASan+UBSan build.
+# Usage: scripts/test.sh [--quick]   (--quick: the first build only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+
+[ -d ../shared/vectors ] || { echo "test: ../shared/vectors is missing (the test vectors live beside the checkout)" >&2; exit 1; }
+bash scripts/deps.sh
+
+status=0
+run_suite() {
+  local dir=$1; shift
+  echo "== build $dir ($*)"
+  bash scripts/build.sh "$dir" "$@"
+  echo "== test $dir"
+  if ! meson test -C "$dir" --print-errorlogs --num-processes 2; then
+    status=1
+  fi
+}
+
+run_suite build-test -Dwerror=true --buildtype=debugoptimized
+if [ "${1:-}" != "--quick" ]; then
+  # meson 1.0 does not set UBSAN_OPTIONS: tests/meson.build does.
+  run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
+fi
+cd "$top"
+exit $status
