@@ -22,6 +22,9 @@
 -- distinct_answered. The stream must hold between distinct_answered and
 -- distinct_issued new entries.
 
+local ffi = require("ffi")
+ffi.cdef("int usleep(unsigned int usec);")
+
 local threads = {}
 local nsetup = 0
 
@@ -40,13 +43,19 @@ answered = 0
 bad = 0
 wraps = 0
 bad_sample = ""
+go = false
+go_file = nil
 
 function init(args)
 	local file = args[1]
 	local nthreads = tonumber(args[2])
 	if not file or not nthreads or nthreads < 1 then
-		io.stderr:write("callbacks.lua: usage: -- PATHS_FILE NTHREADS\n")
+		io.stderr:write("callbacks.lua: usage: -- PATHS_FILE NTHREADS [GO_FILE]\n")
 		os.exit(2)
+	end
+	go_file = args[3] or (file .. ".go")
+	if (tid or 0) == 0 then
+		os.remove(go_file)
 	end
 	local f, err = io.open(file, "r")
 	if not f then
@@ -71,6 +80,29 @@ function init(args)
 		io.stderr:write("callbacks.lua: thread " .. t .. " has no paths\n")
 		os.exit(2)
 	end
+	if t == nthreads - 1 then
+		-- The last init: every thread has its slice, the run may start.
+		local g = assert(io.open(go_file, "w"))
+		g:close()
+	end
+end
+
+-- wrk runs init() for one thread after the other and starts each thread as
+-- soon as its init() returns: without this gate, thread 0 would send requests
+-- while the later threads are still loading their slices, outside of the
+-- measured duration (wrk starts its clock after the last thread starts).
+-- The first request() of each thread waits (blocking its own event loop, which
+-- has nothing else to do yet) until the last init() has created the go file.
+local function wait_for_go()
+	for _ = 1, 120000 do
+		local g = io.open(go_file, "r")
+		if g then
+			g:close()
+			return
+		end
+		ffi.C.usleep(1000)
+	end
+	io.stderr:write("callbacks.lua: go file never appeared; starting anyway\n")
 end
 
 function request()
@@ -78,6 +110,10 @@ function request()
 		-- wrk calls request() once in its main Lua state to check the script;
 		-- that call sends nothing.
 		return wrk.format("GET", "/")
+	end
+	if not go then
+		wait_for_go()
+		go = true
 	end
 	pos = pos + 1
 	if pos > slice then

@@ -218,15 +218,16 @@ run_wrk() { # name port server-pids...
 	local s0 s1 w0 c0 c1 ts0 ts1 line
 	shift 2
 	echo "ingest.sh: wrk -t$THREADS -c$CONNECTIONS -d$DURATION against $name (127.0.0.1:$port)" >&2
+	rm -f "$TMP/go-$name"
 	timeout --signal=INT --kill-after=10 $((DUR_S + 60)) \
 		wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency \
-		-s "$BENCH_DIR/callbacks.lua" "http://127.0.0.1:$port/" -- "$PATHS_FILE" "$THREADS" \
+		-s "$BENCH_DIR/callbacks.lua" "http://127.0.0.1:$port/" -- "$PATHS_FILE" "$THREADS" "$TMP/go-$name" \
 		>"$out" 2>&1 &
 	wpid=$!
-	# wrk loads the paths in every thread's init() and prints "Running ..."
-	# when the threads start: the CPU figures cover only the run itself.
+	# wrk loads the paths in every thread's init(); the last one creates the
+	# go file (callbacks.lua) and the run starts: CPU figures cover the run only.
 	for ((i = 0; i < 6000; i++)); do
-		grep -q '^Running' "$out" && break
+		[ -e "$TMP/go-$name" ] && break
 		kill -0 "$wpid" 2>/dev/null || break
 		sleep 0.01
 	done

@@ -142,8 +142,9 @@ family_amount(const char *s, int64_t *fen)
 }
 
 void
-family_finish(const struct channel *ch, struct event *ev)
+family_finish(const struct channel *ch, const struct params *p, struct event *ev)
 {
+	ev->raw = p;
 	ev->channel = ch->name;
 	ev->merchant_id = ch->merchant_id;
 	event_make_id(ev->id, ch->name, ev->trade_no, ev->status);

@@ -61,9 +61,9 @@ int family_sign_string(const struct params *p, const char *const *exclude, unsig
 /* True when `got` (hex, any case) equals the hex digest `want`
  * (constant time). */
 bool family_hex_equal(const char *want, const char *got);
-/* Fills the fields every family shares (channel, merchant_id) and the id
+/* Fills the fields every family shares (channel, merchant_id, raw = p) and the id
  * from channel, trade_no and status. Each verify calls it on success. */
-void family_finish(const struct channel *ch, struct event *ev);
+void family_finish(const struct channel *ch, const struct params *p, struct event *ev);
 /* Parses `s` into fen; NULL or invalid gives -1. */
 int family_amount(const char *s, int64_t *fen) WUR;
 

@@ -108,7 +108,7 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 	ev->subject = params_value(p, "name");
 	ev->passthrough = params_value(p, "param");
 	ev->gateway_time = params_value(p, "endtime");
-	family_finish(ch, ev);
+	family_finish(ch, p, ev);
 	return VERDICT_OK;
 }
 

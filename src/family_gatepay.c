@@ -65,7 +65,7 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 	ev->subject = NULL;
 	ev->passthrough = params_value(p, "extend");
 	ev->gateway_time = params_value(p, "paytime");
-	family_finish(ch, ev);
+	family_finish(ch, p, ev);
 	v = VERDICT_OK;
 out:
 	if (s.p != NULL)

@@ -64,7 +64,7 @@ payindex_verify(const struct channel *ch, const struct params *p, time_t now, st
 	ev->subject = NULL;
 	ev->passthrough = params_value(p, "attach");
 	ev->gateway_time = params_value(p, "datetime");
-	family_finish(ch, ev);
+	family_finish(ch, p, ev);
 	v = VERDICT_OK;
 out:
 	if (s.p != NULL)

@@ -334,7 +334,6 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 	}
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
-	ev.raw = &p;
 	if ((code = ingest_record(env, req, ch, &ev)) != 0)
 		ingest_fail(env, req, code, INGEST_UNAVAILABLE);
 out:

@@ -778,7 +778,7 @@ class IngestTest(DaemonCase):
         text = self.daemon.log_text()
         self.assertNoSecrets(text)
         for line in text.splitlines():
-            self.assertRegex(line, r"^level=\w+ msg=")
+            self.assertRegex(line, r"^(ts=\S+ )?level=(debug|info|warn|warning|error) msg=")
 
     def test_zz_sigterm_exits_zero(self):
         self.assertTrue(self.daemon.alive())
