@@ -11,10 +11,11 @@
  * --check-config shows them all at once. No message quotes a secret or a
  * URL (URLs may carry credentials).
  *
- * [redis] url: redis://[[user][:password]@]host[:port][/db] (user and
- * password may be %XX-encoded; host numeric or localhost; port 6379 and
- * db 0 by default) or unix:/path or unix:///path, both with an optional
- * ?db=N. rediss:// is refused: hiredis 0.14 has no TLS.
+ * [redis] url: redis://[[user][:password]@]host[:port][/db] (host numeric or
+ * localhost; port 6379 and db 0 by default; user and password are taken
+ * verbatim, so a password with '/', '?' or '#' goes in password_file), or
+ * unix:/path or unix:///path, both with an optional ?db=N. No rediss://:
+ * hiredis 0.14 has no TLS.
  */
 #include "config.h"
 
@@ -35,67 +36,96 @@
 
 #define CONFIG_MAX (1024 * 1024)
 #define SECRET_MAX (64 * 1024)
-#define MAX_KEYS 12
 #define WS " \t"
 
 static const char SYNTAX_ERROR[] = "syntax error: expected [section] or key = value";
 static const char NO_MEMORY[] = "out of memory";
 
 enum sect_kind {
-	SEC_NONE, /* before the first header: keys are errors */
-	SEC_IGNORE, /* a bad header: its keys are not checked */
-	SEC_DAEMON,
-	SEC_ADMIN,
-	SEC_REDIS,
-	SEC_STREAM,
-	SEC_CHANNEL,
-	SEC_WEBHOOK,
+	SEC_NONE,   /* before the first header: a key is an error */
+	SEC_IGNORE, /* after a bad header: its keys are not looked at */
+	SEC_DAEMON, SEC_ADMIN, SEC_REDIS, SEC_STREAM, /* in the order of single_names */
+	SEC_CHANNEL, SEC_WEBHOOK,
+};
+static const char *const single_names[] = { "daemon", "admin", "redis", "stream" };
+
+enum key {
+	K_LISTEN, K_SHUTDOWN_TIMEOUT, K_DEDUP_TTL, K_LOG_LEVEL,
+	K_ADMIN_LISTEN, K_TOKEN, K_TOKEN_FILE,
+	K_REDIS_URL, K_PASSWORD_FILE, K_PREFIX, K_REDIS_TIMEOUT,
+	K_STREAM_KEY, K_MAXLEN,
+	K_FAMILY, K_SIGN_TYPE, K_PUBKEY_FILE, K_MERCHANT_ID, K_KEY, K_KEY_FILE, K_API_BASE,
+	K_POLL_AFTER, K_POLL_RATE, K_SWEEP, K_SWEEP_INTERVAL, K_ALLOW_FROM,
+	K_URL, K_SECRET, K_EVENTS, K_CHANNELS, K_TIMEOUT_MS, K_MAX_IN_FLIGHT, K_SCHEDULE,
+	K_COUNT
 };
 
-/* Each key list is in the order of the enum that follows it. */
-static const char *const single_names[] = { "daemon", "admin", "redis", "stream" };
-static const char *const daemon_keys[] = { "listen", "shutdown_timeout", "dedup_ttl",
-	"log_level", NULL };
-enum { D_LISTEN, D_SHUTDOWN_TIMEOUT, D_DEDUP_TTL, D_LOG_LEVEL };
-static const char *const admin_keys[] = { "listen", "token", "token_file", NULL };
-enum { A_LISTEN, A_TOKEN, A_TOKEN_FILE };
-static const char *const redis_keys[] = { "url", "password_file", "prefix", "timeout_ms", NULL };
-enum { R_URL, R_PASSWORD_FILE, R_PREFIX, R_TIMEOUT_MS };
-static const char *const stream_keys[] = { "key", "maxlen", NULL };
-enum { S_KEY, S_MAXLEN };
-static const char *const channel_keys[] = { "family", "sign_type", "platform_public_key_file",
-	"merchant_id", "key", "key_file", "api_base", "poll_after", "poll_rate", "sweep",
-	"sweep_interval", "allow_from", NULL };
-enum { C_FAMILY, C_SIGN_TYPE, C_PUBKEY_FILE, C_MERCHANT_ID, C_KEY, C_KEY_FILE, C_API_BASE,
-	C_POLL_AFTER, C_POLL_RATE, C_SWEEP, C_SWEEP_INTERVAL, C_ALLOW_FROM };
-static const char *const webhook_keys[] = { "url", "secret", "events", "channels", "timeout_ms",
-	"max_in_flight", "schedule", NULL };
-enum { W_URL, W_SECRET, W_EVENTS, W_CHANNELS, W_TIMEOUT_MS, W_MAX_IN_FLIGHT, W_SCHEDULE };
+/* Every key; an integer key has max > 0 and is range-checked before use. */
+static const struct {
+	enum sect_kind sect;
+	const char *name;
+	long long min, max;
+} keys[K_COUNT] = {
+	[K_LISTEN] = { SEC_DAEMON, "listen", 0, 0 },
+	[K_SHUTDOWN_TIMEOUT] = { SEC_DAEMON, "shutdown_timeout", 1, 600 },
+	[K_DEDUP_TTL] = { SEC_DAEMON, "dedup_ttl", 3600, 315360000 },
+	[K_LOG_LEVEL] = { SEC_DAEMON, "log_level", 0, 0 },
+	[K_ADMIN_LISTEN] = { SEC_ADMIN, "listen", 0, 0 },
+	[K_TOKEN] = { SEC_ADMIN, "token", 0, 0 },
+	[K_TOKEN_FILE] = { SEC_ADMIN, "token_file", 0, 0 },
+	[K_REDIS_URL] = { SEC_REDIS, "url", 0, 0 },
+	[K_PASSWORD_FILE] = { SEC_REDIS, "password_file", 0, 0 },
+	[K_PREFIX] = { SEC_REDIS, "prefix", 0, 0 },
+	[K_REDIS_TIMEOUT] = { SEC_REDIS, "timeout_ms", 100, 60000 },
+	[K_STREAM_KEY] = { SEC_STREAM, "key", 0, 0 },
+	[K_MAXLEN] = { SEC_STREAM, "maxlen", 1000, 1000000000 },
+	[K_FAMILY] = { SEC_CHANNEL, "family", 0, 0 },
+	[K_SIGN_TYPE] = { SEC_CHANNEL, "sign_type", 0, 0 },
+	[K_PUBKEY_FILE] = { SEC_CHANNEL, "platform_public_key_file", 0, 0 },
+	[K_MERCHANT_ID] = { SEC_CHANNEL, "merchant_id", 0, 0 },
+	[K_KEY] = { SEC_CHANNEL, "key", 0, 0 },
+	[K_KEY_FILE] = { SEC_CHANNEL, "key_file", 0, 0 },
+	[K_API_BASE] = { SEC_CHANNEL, "api_base", 0, 0 },
+	[K_POLL_AFTER] = { SEC_CHANNEL, "poll_after", 1, 86400 },
+	[K_POLL_RATE] = { SEC_CHANNEL, "poll_rate", 1, 1000 },
+	[K_SWEEP] = { SEC_CHANNEL, "sweep", 0, 0 },
+	[K_SWEEP_INTERVAL] = { SEC_CHANNEL, "sweep_interval", 10, 86400 },
+	[K_ALLOW_FROM] = { SEC_CHANNEL, "allow_from", 0, 0 },
+	[K_URL] = { SEC_WEBHOOK, "url", 0, 0 },
+	[K_SECRET] = { SEC_WEBHOOK, "secret", 0, 0 },
+	[K_EVENTS] = { SEC_WEBHOOK, "events", 0, 0 },
+	[K_CHANNELS] = { SEC_WEBHOOK, "channels", 0, 0 },
+	[K_TIMEOUT_MS] = { SEC_WEBHOOK, "timeout_ms", 100, 300000 },
+	[K_MAX_IN_FLIGHT] = { SEC_WEBHOOK, "max_in_flight", 1, 1024 },
+	[K_SCHEDULE] = { SEC_WEBHOOK, "schedule", 0, 0 },
+};
 
 static const unsigned default_schedule[] = { 0, 5, 300, 1800, 7200, 18000, 36000, 36000 };
+#define DEFAULT_NSCHEDULE (sizeof(default_schedule) / sizeof(default_schedule[0]))
 
 /* Where a section and each of its keys were given (0: not given). */
 struct seen {
 	int header;
-	int at[MAX_KEYS];
+	int at[K_COUNT];
 };
 
 struct parser {
 	struct config *c;
 	struct config_errors *errs; /* may be NULL */
-	size_t nerr; /* problems found, recorded or not */
-	char *dir; /* of the config file, for relative paths */
-	const char *buf; /* the file, served to inih one line per call */
+	size_t nerr;                /* problems found, recorded or not */
+	char *dir;                  /* of the config file, for relative paths */
+	const char *buf;            /* the file, served to inih one line per call */
 	size_t len, pos;
-	int line; /* the line inih is working on */
-	int first_syntax; /* the first line with a syntax error, or 0 */
+	int line;                   /* the line inih is working on */
+	int first_syntax;           /* the first line with a syntax error, or 0 */
 	enum sect_kind kind;
-	char section[INI_MAX_LINE];
-	size_t idx; /* of the current channel or webhook */
-	struct seen single[4]; /* daemon, admin, redis, stream */
-	struct seen *chseen; /* parallel to c->channels */
-	struct seen *whseen; /* parallel to c->webhooks */
-	bool url_password; /* [redis] url carried a password */
+	char section[INI_MAX_LINE]; /* its name, for messages */
+	const char *key;            /* the key being set, for messages */
+	size_t idx;                 /* of the current channel or webhook */
+	struct seen single[4];      /* daemon, admin, redis, stream */
+	struct seen *chseen;        /* parallel to c->channels */
+	struct seen *whseen;        /* parallel to c->webhooks */
+	bool url_password;          /* [redis] url carried a password */
 };
 
 static void err(struct parser *p, int line, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -145,8 +175,8 @@ pdup(struct parser *p, const char *s)
 	return d;
 }
 
-/* A copy of `arr` (n items of `size` bytes) with one more, zeroed, item;
- * NULL (and `arr` untouched) when out of memory. */
+/* `arr` (n items of `size` bytes) grown by one zeroed item; NULL (and `arr`
+ * untouched) when out of memory. */
 static void *
 grow(void *arr, size_t n, size_t size)
 {
@@ -160,13 +190,12 @@ grow(void *arr, size_t n, size_t size)
 static void
 wipe_free(void *p, size_t n)
 {
-	if (p == NULL)
-		return;
-	explicit_bzero(p, n);
+	if (p != NULL)
+		explicit_bzero(p, n);
 	free(p);
 }
 
-/* Strict decimal: digits only, within [min, max]. Returns 0 or -1. */
+/* Strict decimal: n bytes of digits, within [min, max]. Returns 0 or -1. */
 static int
 parse_ll(const char *s, size_t n, long long min, long long max, long long *out)
 {
@@ -188,16 +217,6 @@ parse_ll(const char *s, size_t n, long long min, long long max, long long *out)
 	return 0;
 }
 
-static bool
-get_int(struct parser *p, const char *key, const char *v, long long min, long long max,
-    long long *out)
-{
-	if (parse_ll(v, strlen(v), min, max, out) == 0)
-		return true;
-	err(p, p->line, "%s must be an integer from %lld to %lld", key, min, max);
-	return false;
-}
-
 /* The next token of *s delimited by any of `seps`; NULL at the end. */
 static const char *
 next_token(const char **s, const char *seps, size_t *n)
@@ -211,44 +230,36 @@ next_token(const char **s, const char *seps, size_t *n)
 	return t;
 }
 
-/* `host[:port]` or `[v6][:port]` of n bytes. "localhost" is 127.0.0.1, and
- * with `wildcard` "*" is 0.0.0.0. Without a port, `defport` (0: required).
- * Returns 0, -1 on bad syntax, -2 on a host that is not numeric. */
+/* `host[:port]` or `[v6][:port]`, n bytes. "localhost" is 127.0.0.1 and,
+ * with `wildcard`, "*" is 0.0.0.0. Without a port, `defport` (0: a port is
+ * required). Returns 0, -1 on bad syntax, -2 on a host that is not numeric. */
 static int
 parse_hostport(const char *s, size_t n, unsigned defport, bool wildcard, struct netaddr *na)
 {
 	char host[sizeof(na->host)];
 	unsigned char bin[16];
-	const char *h = s, *port = NULL, *end = s + n;
+	const char *h = s, *port = NULL, *end = s + n, *sep;
 	size_t hlen;
 	long long pv = defport;
 
 	if (n > 0 && s[0] == '[') {
-		const char *rb = memchr(s, ']', n);
-
-		if (rb == NULL || (rb + 1 < end && rb[1] != ':'))
+		if ((sep = memchr(s, ']', n)) == NULL || (sep + 1 < end && sep[1] != ':'))
 			return -1;
 		h = s + 1;
-		hlen = (size_t)(rb - h);
-		if (rb + 1 < end)
-			port = rb + 2;
+		hlen = (size_t)(sep - h);
+		port = sep + 1 < end ? sep + 2 : NULL;
 	} else {
-		const char *colon = memchr(s, ':', n);
-
-		hlen = colon ? (size_t)(colon - s) : n;
-		if (colon != NULL) {
-			port = colon + 1;
-			if (memchr(port, ':', (size_t)(end - port)) != NULL)
-				return -1; /* an IPv6 address needs brackets */
-		}
+		sep = memchr(s, ':', n);
+		hlen = sep ? (size_t)(sep - s) : n;
+		port = sep ? sep + 1 : NULL;
+		if (port != NULL && memchr(port, ':', (size_t)(end - port)) != NULL)
+			return -1; /* an IPv6 address needs brackets */
 	}
 	if (hlen == 0 || hlen >= sizeof(host))
 		return hlen == 0 ? -1 : -2;
 	memcpy(host, h, hlen);
 	host[hlen] = '\0';
-	if (port != NULL && parse_ll(port, (size_t)(end - port), 1, 65535, &pv) == -1)
-		return -1;
-	if (pv == 0)
+	if ((port != NULL && parse_ll(port, (size_t)(end - port), 1, 65535, &pv) == -1) || pv == 0)
 		return -1;
 	if (h != s) {
 		if (inet_pton(AF_INET6, host, bin) != 1)
@@ -266,7 +277,7 @@ parse_hostport(const char *s, size_t n, unsigned defport, bool wildcard, struct 
 	return 0;
 }
 
-/* unix:/path, or a path that must fit sockaddr_un. */
+/* A unix socket path of n bytes; it must fit sockaddr_un. */
 static int
 set_unix(const char *path, size_t n, struct netaddr *na)
 {
@@ -279,7 +290,7 @@ set_unix(const char *path, size_t n, struct netaddr *na)
 }
 
 static void
-set_listen(struct parser *p, const char *key, const char *v, struct netaddr *na)
+set_listen(struct parser *p, const char *v, struct netaddr *na)
 {
 	int rc;
 
@@ -288,78 +299,27 @@ set_listen(struct parser *p, const char *key, const char *v, struct netaddr *na)
 	else
 		rc = parse_hostport(v, strlen(v), 0, true, na);
 	if (rc == -2)
-		err(p, p->line, "%s: host must be a numeric address, localhost or *", key);
+		err(p, p->line, "listen: the host must be a numeric address, localhost or *");
 	else if (rc < 0)
-		err(p, p->line, "%s must be host:port, [v6]:port or unix:/path (path under %zu bytes)",
-		    key, sizeof(na->path));
-}
-
-static int
-hexval(char h)
-{
-	if (h >= '0' && h <= '9')
-		return h - '0';
-	if (h >= 'a' && h <= 'f')
-		return h - 'a' + 10;
-	if (h >= 'A' && h <= 'F')
-		return h - 'A' + 10;
-	return -1;
-}
-
-/* Decodes %XX in n bytes of s (%00 is refused). The caller frees the
- * result; NULL on a bad escape or no memory. */
-static char *
-pct_decode(const char *s, size_t n)
-{
-	char *out = malloc(n + 1), *o = out;
-	size_t i;
-
-	if (out == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		int hi, lo;
-
-		if (s[i] != '%') {
-			*o++ = s[i];
-			continue;
-		}
-		if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0 ||
-		    (hi | lo) == 0) {
-			wipe_free(out, n + 1);
-			return NULL;
-		}
-		*o++ = (char)(hi << 4 | lo);
-		i += 2;
-	}
-	*o = '\0';
-	return out;
-}
-
-static int
-parse_db(const char *s, size_t n, int *db)
-{
-	long long v;
-
-	if (parse_ll(s, n, 0, INT_MAX, &v) == -1)
-		return -1;
-	*db = (int)v;
-	return 0;
+		err(p, p->line, "listen must be host:port, [v6]:port or unix:/path (under %zu bytes)",
+		    sizeof(na->path));
 }
 
 static void
 set_redis_url(struct parser *p, const char *v)
 {
 	struct config *c = p->c;
-	const char *s, *auth_end, *at, *q;
+	const char *s, *auth_end, *at = NULL, *colon, *q;
 	char *user = NULL, *pass = NULL;
-	int rc = -1, db = 0;
+	size_t ulen;
+	long long db = 0;
+	int rc = -1;
 
 	if (strncmp(v, "unix:", 5) == 0) {
-		s = v + 5;
-		if (strncmp(s, "//", 2) == 0)
-			s += 2;
+		s = v + 5 + (strncmp(v + 5, "//", 2) == 0 ? 2 : 0);
 		q = strchr(s, '?');
-		if (q != NULL && (strncmp(q, "?db=", 4) != 0 || parse_db(q + 4, strlen(q + 4), &db)))
+		if (q != NULL && (strncmp(q, "?db=", 4) != 0 ||
+		    parse_ll(q + 4, strlen(q + 4), 0, INT_MAX, &db) == -1))
 			goto out;
 		rc = set_unix(s, q ? (size_t)(q - s) : strlen(s), &c->redis);
 		goto out;
@@ -374,101 +334,99 @@ set_redis_url(struct parser *p, const char *v)
 	auth_end = s + strcspn(s, "/?#");
 	if (*auth_end == '?' || *auth_end == '#')
 		goto out;
-	for (at = NULL, q = s; q < auth_end; q++)
+	for (q = s; q < auth_end; q++)
 		if (*q == '@')
 			at = q;
 	if (at != NULL) {
-		const char *colon = memchr(s, ':', (size_t)(at - s));
-		size_t ulen = colon ? (size_t)(colon - s) : (size_t)(at - s);
-
-		if (ulen > 0 && (user = pct_decode(s, ulen)) == NULL)
+		colon = memchr(s, ':', (size_t)(at - s));
+		ulen = (size_t)((colon ? colon : at) - s);
+		if (ulen > 0 && (user = strndup(s, ulen)) == NULL)
 			goto out;
 		if (colon != NULL && colon + 1 < at &&
-		    (pass = pct_decode(colon + 1, (size_t)(at - colon - 1))) == NULL)
+		    (pass = strndup(colon + 1, (size_t)(at - colon - 1))) == NULL)
 			goto out;
 		s = at + 1;
 	}
-	rc = parse_hostport(s, (size_t)(auth_end - s), 6379, false, &c->redis);
-	if (rc == -2) {
+	if ((rc = parse_hostport(s, (size_t)(auth_end - s), 6379, false, &c->redis)) == -2) {
 		err(p, p->line, "redis host must be a numeric address");
 		goto out;
 	}
 	if (rc == 0 && *auth_end == '/' && auth_end[1] != '\0')
-		rc = parse_db(auth_end + 1, strlen(auth_end + 1), &db);
+		rc = parse_ll(auth_end + 1, strlen(auth_end + 1), 0, INT_MAX, &db);
 	if (rc == 0) {
 		c->redis_user = user;
-		c->redis_password = pass;
-		p->url_password = pass != NULL;
-		user = pass = NULL;
+		user = NULL;
+		if (pass != NULL) { /* with password_file too: an error in finish() */
+			if (c->redis_password != NULL)
+				wipe_free(c->redis_password, strlen(c->redis_password));
+			c->redis_password = pass;
+			p->url_password = true;
+			pass = NULL;
+		}
 	}
 out:
 	if (rc == -1)
 		err(p, p->line, "redis url must be redis://[[user]:password@]host[:port][/db] "
 				"or unix:/path[?db=N]");
 	else if (rc == 0)
-		c->redis_db = db;
+		c->redis_db = (int)db;
 	free(user);
 	if (pass != NULL)
 		wipe_free(pass, strlen(pass));
 }
 
-/* `v` resolved against the config file's directory. The caller frees it. */
-static char *
-resolve(struct parser *p, const char *v)
+/* Reads the file `v` (relative to the config file's directory), at most
+ * `max` bytes, trailing white space trimmed. The caller wipes and frees
+ * *out. Returns 0 or -1 (the problem recorded with the path, never the
+ * content). */
+static int
+read_value_file(struct parser *p, const char *v, size_t max, char **out, size_t *outlen)
 {
-	size_t n;
-	char *path;
+	char *path = NULL, *buf;
+	size_t len = 0, n;
+	int rc = -1;
 
-	if (v[0] == '/')
-		return pdup(p, v);
+	if (*v == '\0') {
+		err(p, p->line, "%s must not be empty", p->key);
+		goto out;
+	}
 	n = strlen(p->dir) + strlen(v) + 2;
 	if ((path = malloc(n)) == NULL) {
 		err(p, p->line, NO_MEMORY);
-		return NULL;
-	}
-	snprintf(path, n, "%s/%s", p->dir, v);
-	return path;
-}
-
-/* Reads the file named by `key` = `v`, at most `max` bytes, trailing white
- * space trimmed. The caller wipes and frees *out. Returns 0 or -1 (the
- * problem recorded, naming the path but never the content). */
-static int
-read_value_file(struct parser *p, const char *key, const char *v, size_t max, char **out,
-    size_t *outlen)
-{
-	char *path = NULL, *buf = NULL;
-	size_t len = 0;
-	int rc = -1, e;
-
-	if (*v == '\0') {
-		err(p, p->line, "%s must not be empty", key);
 		goto out;
 	}
-	if ((path = resolve(p, v)) == NULL)
-		goto out;
+	snprintf(path, n, "%s/%s", v[0] == '/' ? "" : p->dir, v[0] == '/' ? v + 1 : v);
 	if ((buf = read_file(path, max, &len)) == NULL) {
-		e = errno;
-		if (e == EFBIG)
-			err(p, p->line, "%s %s: larger than %zu KiB", key, path, max / 1024);
+		if (errno == EFBIG)
+			err(p, p->line, "%s %s: larger than %zu KiB", p->key, path, max / 1024);
 		else
-			err(p, p->line, "%s %s: %s", key, path, strerror(e));
+			err(p, p->line, "%s %s: %s", p->key, path, strerror(errno));
 		goto out;
 	}
 	while (len > 0 && strchr(" \t\r\n", buf[len - 1]) != NULL)
 		buf[--len] = '\0';
-	if (memchr(buf, '\0', len) != NULL) {
-		err(p, p->line, "%s %s: contains a NUL byte", key, path);
+	if (strlen(buf) != len) {
+		err(p, p->line, "%s %s: contains a NUL byte", p->key, path);
+		wipe_free(buf, len);
 		goto out;
 	}
 	*out = buf;
 	*outlen = len;
-	buf = NULL;
 	rc = 0;
 out:
-	wipe_free(buf, len);
 	free(path);
 	return rc;
+}
+
+/* A secret given inline (`file` false) or in the file `v`. The caller wipes
+ * and frees *out. Returns 0 or -1. */
+static int
+get_secret(struct parser *p, bool file, const char *v, char **out, size_t *len)
+{
+	if (file)
+		return read_value_file(p, v, SECRET_MAX, out, len);
+	*len = strlen(v);
+	return (*out = pdup(p, v)) != NULL ? 0 : -1;
 }
 
 static bool
@@ -476,132 +434,8 @@ valid_http_url(const char *v)
 {
 	size_t skip = strncasecmp(v, "http://", 7) == 0 ? 7 :
 	    strncasecmp(v, "https://", 8) == 0 ? 8 : 0;
-	const char *q;
 
-	if (skip == 0 || v[skip] == '\0' || v[skip] == '/')
-		return false;
-	for (q = v; *q; q++)
-		if ((unsigned char)*q <= ' ' || *q == 0x7f)
-			return false;
-	return true;
-}
-
-static void
-set_daemon(struct parser *p, int k, const char *v)
-{
-	struct config *c = p->c;
-	long long n;
-	enum log_level lvl;
-
-	switch (k) {
-	case D_LISTEN:
-		set_listen(p, "listen", v, &c->listen);
-		break;
-	case D_SHUTDOWN_TIMEOUT:
-		if (get_int(p, "shutdown_timeout", v, 1, 600, &n))
-			c->shutdown_timeout = (int)n;
-		break;
-	case D_DEDUP_TTL:
-		if (get_int(p, "dedup_ttl", v, 3600, 315360000, &n))
-			c->dedup_ttl = n;
-		break;
-	case D_LOG_LEVEL:
-		if (log_parse_level(v, &lvl) == 0)
-			c->log_level = (int)lvl;
-		else
-			err(p, p->line, "log_level must be debug, info, warn or error");
-		break;
-	}
-}
-
-static void
-set_admin(struct parser *p, int k, const char *v)
-{
-	struct config *c = p->c;
-	struct seen *s = &p->single[SEC_ADMIN - SEC_DAEMON];
-	char *tok = NULL;
-	size_t len = 0, i;
-
-	if (k == A_LISTEN) {
-		set_listen(p, "listen", v, &c->admin_listen);
-		return;
-	}
-	if (s->at[A_TOKEN] && s->at[A_TOKEN_FILE]) {
-		err(p, p->line, "give token or token_file, not both");
-		return;
-	}
-	if (k == A_TOKEN) {
-		len = strlen(v);
-		if ((tok = pdup(p, v)) == NULL)
-			return;
-	} else if (read_value_file(p, "token_file", v, SECRET_MAX, &tok, &len) == -1) {
-		return;
-	}
-	for (i = 0; i < len; i++)
-		if ((unsigned char)tok[i] <= ' ' || (unsigned char)tok[i] >= 0x7f)
-			break;
-	if (len < 16)
-		err(p, p->line, "admin token must be at least 16 bytes");
-	else if (i < len)
-		err(p, p->line, "admin token must be printable ASCII without spaces");
-	else {
-		c->admin_token = tok;
-		return;
-	}
-	wipe_free(tok, len);
-}
-
-static void
-set_redis(struct parser *p, int k, const char *v)
-{
-	struct config *c = p->c;
-	char *pw = NULL;
-	size_t len = 0;
-	long long n;
-
-	switch (k) {
-	case R_URL:
-		set_redis_url(p, v);
-		break;
-	case R_PASSWORD_FILE:
-		if (read_value_file(p, "password_file", v, SECRET_MAX, &pw, &len) == -1)
-			break;
-		if (len == 0) {
-			err(p, p->line, "password_file is empty");
-			wipe_free(pw, len);
-			break;
-		}
-		if (c->redis_password != NULL)
-			wipe_free(c->redis_password, strlen(c->redis_password));
-		c->redis_password = pw;
-		break;
-	case R_PREFIX:
-		free(c->redis_prefix);
-		c->redis_prefix = pdup(p, v);
-		break;
-	case R_TIMEOUT_MS:
-		if (get_int(p, "timeout_ms", v, 100, 60000, &n))
-			c->redis_timeout_ms = (int)n;
-		break;
-	}
-}
-
-static void
-set_stream(struct parser *p, int k, const char *v)
-{
-	struct config *c = p->c;
-	long long n;
-
-	if (k == S_KEY) {
-		if (*v == '\0') {
-			err(p, p->line, "key must not be empty");
-			return;
-		}
-		free(c->stream_key);
-		c->stream_key = pdup(p, v);
-	} else if (get_int(p, "maxlen", v, 1000, 1000000000, &n)) {
-		c->stream_maxlen = n;
-	}
+	return skip > 0 && v[skip] != '\0' && v[skip] != '/' && strpbrk(v, " \t") == NULL;
 }
 
 /* ADDRESS or ADDRESS/PREFIX, n bytes. Returns 0 or -1. */
@@ -620,9 +454,8 @@ parse_cidr(const char *t, size_t n, struct cidr *r)
 		return -1;
 	memcpy(addr, t, alen);
 	addr[alen] = '\0';
-	if (inet_pton(r->family, addr, r->addr) != 1)
-		return -1;
-	if (slash && parse_ll(slash + 1, n - alen - 1, 0, prefix, &prefix) == -1)
+	if (inet_pton(r->family, addr, r->addr) != 1 ||
+	    (slash && parse_ll(slash + 1, n - alen - 1, 0, prefix, &prefix) == -1))
 		return -1;
 	r->prefix = (unsigned)prefix;
 	return 0;
@@ -631,27 +464,24 @@ parse_cidr(const char *t, size_t n, struct cidr *r)
 static void
 set_allow_from(struct parser *p, struct channel *ch, const char *v)
 {
-	struct cidr *list = NULL, *q;
+	struct cidr *list = NULL, *q, r;
 	size_t n = 0, len;
 	const char *t;
 	bool bad = false;
 
 	while ((t = next_token(&v, " \t,", &len)) != NULL) {
-		struct cidr r;
-
 		if (parse_cidr(t, len, &r) == -1) {
-			err(p, p->line, "allow_from: bad entry '%.*s' (expected ADDRESS or ADDRESS/PREFIX)",
-			    (int)(len > 64 ? 64 : len), t);
+			err(p, p->line, "allow_from: bad entry '%.*s' (expected ADDRESS or "
+					"ADDRESS/PREFIX)", (int)(len > 64 ? 64 : len), t);
 			bad = true;
-			continue;
-		}
-		if ((q = grow(list, n, sizeof(*list))) == NULL) {
+		} else if ((q = grow(list, n, sizeof(*list))) == NULL) {
 			err(p, p->line, NO_MEMORY);
 			bad = true;
 			break;
+		} else {
+			list = q;
+			list[n++] = r;
 		}
-		list = q;
-		list[n++] = r;
 	}
 	if (n == 0 && !bad)
 		err(p, p->line, "allow_from is empty (leave it out to allow any address)");
@@ -661,100 +491,6 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 	}
 	ch->allow = list;
 	ch->nallow = n;
-}
-
-static void
-set_channel(struct parser *p, int k, const char *v)
-{
-	struct channel *ch = &p->c->channels[p->idx];
-	struct seen *s = &p->chseen[p->idx];
-	char *buf = NULL;
-	size_t len = 0;
-	long long n;
-
-	switch (k) {
-	case C_FAMILY:
-		if ((ch->family = family_find(v)) == NULL)
-			err(p, p->line, "unknown family '%.64s' (epay, gatepay or payindex)", v);
-		break;
-	case C_SIGN_TYPE:
-		if (strcasecmp(v, "MD5") == 0)
-			ch->sign_type = SIGN_MD5;
-		else if (strcasecmp(v, "RSA") == 0)
-			ch->sign_type = SIGN_RSA;
-		else
-			err(p, p->line, "sign_type must be MD5 or RSA");
-		break;
-	case C_PUBKEY_FILE:
-		if (read_value_file(p, "platform_public_key_file", v, SECRET_MAX, &buf, &len) == -1)
-			break;
-		if ((ch->platform_key = crypto_pkey_load_pem(buf, len)) == NULL)
-			err(p, p->line, "platform_public_key_file %.160s: not a PEM public key", v);
-		free(buf);
-		break;
-	case C_MERCHANT_ID:
-		if (*v == '\0')
-			err(p, p->line, "merchant_id must not be empty");
-		else
-			ch->merchant_id = pdup(p, v);
-		break;
-	case C_KEY:
-	case C_KEY_FILE:
-		if (s->at[C_KEY] && s->at[C_KEY_FILE]) {
-			err(p, p->line, "give key or key_file, not both");
-			break;
-		}
-		if (k == C_KEY) {
-			len = strlen(v);
-			buf = pdup(p, v);
-		} else if (read_value_file(p, "key_file", v, SECRET_MAX, &buf, &len) == -1) {
-			break;
-		}
-		if (buf != NULL && len == 0) {
-			err(p, p->line, "channel has an empty key");
-			wipe_free(buf, len);
-		} else {
-			ch->key = buf;
-			ch->key_len = len;
-		}
-		break;
-	case C_API_BASE:
-		if (!valid_http_url(v)) {
-			err(p, p->line, "api_base must start with http:// or https:// and have no spaces");
-			break;
-		}
-		if ((ch->api_base = pdup(p, v)) != NULL) {
-			len = strlen(ch->api_base);
-			while (len > 0 && ch->api_base[len - 1] == '/')
-				ch->api_base[--len] = '\0';
-		}
-		break;
-	case C_POLL_AFTER:
-		if (get_int(p, "poll_after", v, 1, 86400, &n))
-			ch->poll_after = (int)n;
-		break;
-	case C_POLL_RATE:
-		if (get_int(p, "poll_rate", v, 1, 1000, &n))
-			ch->poll_rate = (int)n;
-		break;
-	case C_SWEEP:
-		if (strcasecmp(v, "on") == 0 || strcasecmp(v, "true") == 0 ||
-		    strcasecmp(v, "yes") == 0 || strcmp(v, "1") == 0)
-			ch->sweep = true;
-		else if (strcasecmp(v, "off") == 0 || strcasecmp(v, "false") == 0 ||
-			 strcasecmp(v, "no") == 0 || strcmp(v, "0") == 0)
-			ch->sweep = false;
-		else
-			err(p, p->line, "sweep must be on or off");
-		break;
-	case C_SWEEP_INTERVAL:
-		if (get_int(p, "sweep_interval", v, 10, 86400, &n))
-			ch->sweep_interval = (int)n;
-		break;
-	case C_ALLOW_FROM:
-		set_allow_from(p, ch, v);
-		break;
-	}
 }
 
 static void
@@ -777,12 +513,12 @@ set_secrets(struct parser *p, struct webhook *w, const char *v)
 				wipe_free(key, klen);
 				continue;
 			}
-		} else if ((key = malloc(len)) != NULL) {
-			memcpy(key, t, len);
-			klen = len;
-		} else {
+		} else if ((key = malloc(len)) == NULL) {
 			err(p, p->line, NO_MEMORY);
 			break;
+		} else {
+			memcpy(key, t, len);
+			klen = len;
 		}
 		w->secrets[w->nsecrets].key = key;
 		w->secrets[w->nsecrets++].len = klen;
@@ -792,248 +528,398 @@ set_secrets(struct parser *p, struct webhook *w, const char *v)
 }
 
 static void
-set_webhook(struct parser *p, int k, const char *v)
+set_events(struct parser *p, struct webhook *w, const char *v)
 {
-	struct webhook *w = &p->c->webhooks[p->idx];
+	const char *t, *name;
+	size_t len;
+	int e;
+
+	w->events = 0;
+	while ((t = next_token(&v, WS, &len)) != NULL) {
+		for (e = EVENT_PAID; e <= EVENT_AMOUNT_MISMATCH; e++) {
+			name = event_type_str((enum event_type)e);
+			if (strlen(name) == len && memcmp(name, t, len) == 0)
+				break;
+		}
+		if (e <= EVENT_AMOUNT_MISMATCH)
+			w->events |= 1u << e;
+		else
+			err(p, p->line, "unknown event '%.*s' (order.paid, order.status or "
+					"order.amount_mismatch)", (int)(len > 64 ? 64 : len), t);
+	}
+	if (w->events == 0)
+		err(p, p->line, "events must name at least one event");
+}
+
+/* The names are checked against the channels once the whole file is read. */
+static void
+set_channels(struct parser *p, struct webhook *w, const char *v)
+{
 	const char *t;
 	size_t len;
-	long long n;
+	char **q;
+
+	if (strcmp(v, "*") == 0)
+		return;
+	while ((t = next_token(&v, WS, &len)) != NULL) {
+		if (len == 1 && *t == '*') {
+			err(p, p->line, "channels: * cannot be mixed with channel names");
+			continue;
+		}
+		if ((q = grow(w->channels, w->nchannels, sizeof(*q))) == NULL) {
+			err(p, p->line, NO_MEMORY);
+			return;
+		}
+		w->channels = q;
+		if ((q[w->nchannels] = strndup(t, len)) == NULL) {
+			err(p, p->line, NO_MEMORY);
+			return;
+		}
+		w->nchannels++;
+	}
+	if (w->nchannels == 0)
+		err(p, p->line, "channels must be * or channel names");
+}
+
+static void
+set_schedule(struct parser *p, struct webhook *w, const char *v)
+{
+	const char *t;
+	size_t len, n = 0;
+	long long d;
+
+	while ((t = next_token(&v, WS, &len)) != NULL) {
+		if (n == WEBHOOK_MAX_SCHEDULE || parse_ll(t, len, 0, 604800, &d) == -1) {
+			n = 0;
+			break;
+		}
+		w->schedule[n++] = (unsigned)d;
+	}
+	if (n == 0) {
+		err(p, p->line, "schedule must be 1 to %d delays in seconds, each from 0 to 604800",
+		    WEBHOOK_MAX_SCHEDULE);
+		return;
+	}
+	w->nschedule = n;
+}
+
+static bool
+parse_bool(const char *v, bool *out)
+{
+	static const char *const names[] = { "off", "on", "false", "true", "no", "yes", "0", "1" };
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(v, names[i]) == 0) {
+			*out = i % 2 == 1;
+			return true;
+		}
+	return false;
+}
+
+/* Sets key `k` of the current section; an integer key arrives checked in `n`. */
+static void
+set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n)
+{
+	struct config *c = p->c;
+	struct channel *ch = p->kind == SEC_CHANNEL ? &c->channels[p->idx] : NULL;
+	struct webhook *w = p->kind == SEC_WEBHOOK ? &c->webhooks[p->idx] : NULL;
+	enum log_level lvl;
+	char *buf = NULL;
+	size_t len = 0;
 
 	switch (k) {
-	case W_URL:
+	case K_LISTEN:
+		set_listen(p, v, &c->listen);
+		break;
+	case K_SHUTDOWN_TIMEOUT:
+		c->shutdown_timeout = (int)n;
+		break;
+	case K_DEDUP_TTL:
+		c->dedup_ttl = n;
+		break;
+	case K_LOG_LEVEL:
+		if (log_parse_level(v, &lvl) == 0)
+			c->log_level = (int)lvl;
+		else
+			err(p, p->line, "log_level must be debug, info, warn or error");
+		break;
+	case K_ADMIN_LISTEN:
+		set_listen(p, v, &c->admin_listen);
+		break;
+	case K_TOKEN:
+	case K_TOKEN_FILE:
+		if (s->at[K_TOKEN] && s->at[K_TOKEN_FILE])
+			err(p, p->line, "give token or token_file, not both");
+		else if (get_secret(p, k == K_TOKEN_FILE, v, &buf, &len) == -1)
+			break;
+		else if (len < 16)
+			err(p, p->line, "admin token must be at least 16 bytes");
+		else {
+			c->admin_token = buf;
+			buf = NULL;
+		}
+		break;
+	case K_REDIS_URL:
+		set_redis_url(p, v);
+		break;
+	case K_PASSWORD_FILE:
+		if (get_secret(p, true, v, &buf, &len) == -1)
+			break;
+		if (len == 0) {
+			err(p, p->line, "password_file is empty");
+			break;
+		}
+		if (c->redis_password != NULL) /* given in the url too: an error in finish() */
+			wipe_free(c->redis_password, strlen(c->redis_password));
+		c->redis_password = buf;
+		buf = NULL;
+		break;
+	case K_PREFIX:
+		free(c->redis_prefix);
+		c->redis_prefix = pdup(p, v);
+		break;
+	case K_REDIS_TIMEOUT:
+		c->redis_timeout_ms = (int)n;
+		break;
+	case K_STREAM_KEY:
+		if (*v == '\0') {
+			err(p, p->line, "key must not be empty");
+			break;
+		}
+		free(c->stream_key);
+		c->stream_key = pdup(p, v);
+		break;
+	case K_MAXLEN:
+		c->stream_maxlen = n;
+		break;
+	case K_FAMILY:
+		if ((ch->family = family_find(v)) == NULL)
+			err(p, p->line, "unknown family '%.64s' (epay, gatepay or payindex)", v);
+		break;
+	case K_SIGN_TYPE:
+		if (strcasecmp(v, "MD5") == 0)
+			ch->sign_type = SIGN_MD5;
+		else if (strcasecmp(v, "RSA") == 0)
+			ch->sign_type = SIGN_RSA;
+		else
+			err(p, p->line, "sign_type must be MD5 or RSA");
+		break;
+	case K_PUBKEY_FILE:
+		if (read_value_file(p, v, SECRET_MAX, &buf, &len) == 0 &&
+		    (ch->platform_key = crypto_pkey_load_pem(buf, len)) == NULL)
+			err(p, p->line, "platform_public_key_file %.160s: not a PEM public key", v);
+		break;
+	case K_MERCHANT_ID:
+		if (*v == '\0')
+			err(p, p->line, "merchant_id must not be empty");
+		else
+			ch->merchant_id = pdup(p, v);
+		break;
+	case K_KEY:
+	case K_KEY_FILE:
+		if (s->at[K_KEY] && s->at[K_KEY_FILE])
+			err(p, p->line, "give key or key_file, not both");
+		else if (get_secret(p, k == K_KEY_FILE, v, &buf, &len) == -1)
+			break;
+		else if (len == 0)
+			err(p, p->line, "channel has an empty key");
+		else {
+			ch->key = buf;
+			ch->key_len = len;
+			buf = NULL;
+		}
+		break;
+	case K_API_BASE:
+		if (!valid_http_url(v)) {
+			err(p, p->line, "api_base must be an http:// or https:// URL without spaces");
+			break;
+		}
+		if ((ch->api_base = pdup(p, v)) == NULL)
+			break;
+		len = strlen(ch->api_base);
+		while (len > 0 && ch->api_base[len - 1] == '/')
+			ch->api_base[--len] = '\0';
+		break;
+	case K_POLL_AFTER:
+		ch->poll_after = (int)n;
+		break;
+	case K_POLL_RATE:
+		ch->poll_rate = (int)n;
+		break;
+	case K_SWEEP:
+		if (!parse_bool(v, &ch->sweep))
+			err(p, p->line, "sweep must be on or off");
+		break;
+	case K_SWEEP_INTERVAL:
+		ch->sweep_interval = (int)n;
+		break;
+	case K_ALLOW_FROM:
+		set_allow_from(p, ch, v);
+		break;
+	case K_URL:
 		if (valid_http_url(v))
 			w->url = pdup(p, v);
 		else
-			err(p, p->line, "url must start with http:// or https:// and have no spaces");
+			err(p, p->line, "url must be an http:// or https:// URL without spaces");
 		break;
-	case W_SECRET:
+	case K_SECRET:
 		set_secrets(p, w, v);
 		break;
-	case W_EVENTS:
-		w->events = 0;
-		while ((t = next_token(&v, WS, &len)) != NULL) {
-			enum event_type e;
-
-			for (e = EVENT_PAID; e <= EVENT_AMOUNT_MISMATCH; e++) {
-				const char *name = event_type_str(e);
-
-				if (strlen(name) == len && memcmp(name, t, len) == 0)
-					break;
-			}
-			if (e <= EVENT_AMOUNT_MISMATCH)
-				w->events |= 1u << e;
-			else
-				err(p, p->line, "unknown event '%.*s' (order.paid, order.status, "
-						"order.amount_mismatch)", (int)(len > 64 ? 64 : len), t);
-		}
-		if (w->events == 0)
-			err(p, p->line, "events must name at least one event");
+	case K_EVENTS:
+		set_events(p, w, v);
 		break;
-	case W_CHANNELS:
-		if (strcmp(v, "*") == 0)
-			break;
-		while ((t = next_token(&v, WS, &len)) != NULL) {
-			char **q;
-
-			if (len == 1 && *t == '*') {
-				err(p, p->line, "channels: '*' cannot be mixed with names");
-				continue;
-			}
-			if ((q = grow(w->channels, w->nchannels, sizeof(*q))) == NULL ||
-			    (q[w->nchannels] = strndup(t, len)) == NULL) {
-				if (q != NULL)
-					w->channels = q;
-				err(p, p->line, NO_MEMORY);
-				break;
-			}
-			w->channels = q;
-			w->nchannels++;
-		}
-		if (w->channels == NULL)
-			err(p, p->line, "channels must be * or channel names");
+	case K_CHANNELS:
+		set_channels(p, w, v);
 		break;
-	case W_TIMEOUT_MS:
-		if (get_int(p, "timeout_ms", v, 100, 300000, &n))
-			w->timeout_ms = (int)n;
+	case K_TIMEOUT_MS:
+		w->timeout_ms = (int)n;
 		break;
-	case W_MAX_IN_FLIGHT:
-		if (get_int(p, "max_in_flight", v, 1, 1024, &n))
-			w->max_in_flight = (int)n;
+	case K_MAX_IN_FLIGHT:
+		w->max_in_flight = (int)n;
 		break;
-	case W_SCHEDULE:
-		w->nschedule = 0;
-		while ((t = next_token(&v, WS, &len)) != NULL) {
-			if (w->nschedule == WEBHOOK_MAX_SCHEDULE ||
-			    parse_ll(t, len, 0, 604800, &n) == -1) {
-				w->nschedule = 0;
-				break;
-			}
-			w->schedule[w->nschedule++] = (unsigned)n;
-		}
-		if (w->nschedule == 0) {
-			err(p, p->line, "schedule must be 1 to %d delays in seconds, each from 0 to 604800",
-			    WEBHOOK_MAX_SCHEDULE);
-			memcpy(w->schedule, default_schedule, sizeof(default_schedule));
-			w->nschedule = sizeof(default_schedule) / sizeof(default_schedule[0]);
-		}
+	case K_SCHEDULE:
+		set_schedule(p, w, v);
+		break;
+	case K_COUNT:
 		break;
 	}
-}
-
-static int
-key_index(const char *const *keys, const char *name)
-{
-	int i;
-
-	for (i = 0; keys[i] != NULL; i++)
-		if (strcmp(keys[i], name) == 0)
-			return i;
-	return -1;
+	wipe_free(buf, len);
 }
 
 static int
 on_key(void *user, const char *section, const char *name, const char *value)
 {
-	static const char *const *const keys[] = { daemon_keys, admin_keys, redis_keys,
-		stream_keys, channel_keys, webhook_keys };
 	struct parser *p = user;
 	struct seen *s;
+	long long n = 0;
 	int k;
 
 	(void)section; /* inih cuts it at 49 bytes: ours is p->section */
-	if (p->kind == SEC_NONE) {
+	if (p->kind == SEC_NONE)
 		err(p, p->line, "key '%.64s' outside any section", name);
+	if (p->kind == SEC_NONE || p->kind == SEC_IGNORE)
 		return 1;
-	}
-	if (p->kind == SEC_IGNORE)
-		return 1;
+	for (k = 0; k < K_COUNT; k++)
+		if (keys[k].sect == p->kind && strcmp(keys[k].name, name) == 0)
+			break;
 	if (p->kind == SEC_CHANNEL)
 		s = &p->chseen[p->idx];
 	else if (p->kind == SEC_WEBHOOK)
 		s = &p->whseen[p->idx];
 	else
 		s = &p->single[p->kind - SEC_DAEMON];
-	if ((k = key_index(keys[p->kind - SEC_DAEMON], name)) < 0) {
+	p->key = name;
+	if (k == K_COUNT) {
 		err(p, p->line, "unknown key '%.64s' in [%.100s]", name, p->section);
-		return 1;
+	} else if (s->at[k]) {
+		err(p, p->line, "duplicate key '%s' in [%.100s] (first at line %d)", name,
+		    p->section, s->at[k]);
+	} else {
+		s->at[k] = p->line;
+		if (keys[k].max > 0 &&
+		    parse_ll(value, strlen(value), keys[k].min, keys[k].max, &n) == -1)
+			err(p, p->line, "%s must be an integer from %lld to %lld", name,
+			    keys[k].min, keys[k].max);
+		else
+			set_key(p, s, (enum key)k, value, n);
 	}
-	if (s->at[k]) {
-		err(p, p->line, "duplicate key '%s' in [%.100s] (first at line %d)", name, p->section,
-		    s->at[k]);
-		return 1;
+	return 1; /* problems go to p->errs: inih's own result is syntax only */
+}
+
+/* Adds a channel or webhook section called `name` (valid and new). */
+static void
+add_named(struct parser *p, enum sect_kind kind, const char *name)
+{
+	struct config *c = p->c;
+	struct seen **seen = kind == SEC_CHANNEL ? &p->chseen : &p->whseen;
+	size_t n = kind == SEC_CHANNEL ? c->nchannels : c->nwebhooks;
+	struct channel *ch;
+	struct webhook *w;
+	void *q;
+
+	if ((q = grow(*seen, n, sizeof(**seen))) == NULL)
+		goto oom;
+	*seen = q;
+	(*seen)[n].header = p->line;
+	if (kind == SEC_CHANNEL) {
+		if ((ch = grow(c->channels, n, sizeof(*ch))) == NULL)
+			goto oom;
+		c->channels = ch;
+		ch += n;
+		ch->line = p->line;
+		ch->sign_type = SIGN_MD5;
+		ch->poll_after = 60;
+		ch->poll_rate = 5;
+		ch->sweep_interval = 300;
+		if ((ch->name = pdup(p, name)) == NULL)
+			return;
+		c->nchannels++;
+	} else {
+		if ((w = grow(c->webhooks, n, sizeof(*w))) == NULL)
+			goto oom;
+		c->webhooks = w;
+		w += n;
+		w->line = p->line;
+		w->events = 1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH;
+		w->timeout_ms = 10000;
+		w->max_in_flight = 32;
+		memcpy(w->schedule, default_schedule, sizeof(default_schedule));
+		w->nschedule = DEFAULT_NSCHEDULE;
+		if ((w->name = pdup(p, name)) == NULL)
+			return;
+		c->nwebhooks++;
 	}
-	s->at[k] = p->line;
-	switch (p->kind) {
-	case SEC_DAEMON:
-		set_daemon(p, k, value);
-		break;
-	case SEC_ADMIN:
-		set_admin(p, k, value);
-		break;
-	case SEC_REDIS:
-		set_redis(p, k, value);
-		break;
-	case SEC_STREAM:
-		set_stream(p, k, value);
-		break;
-	case SEC_CHANNEL:
-		set_channel(p, k, value);
-		break;
-	case SEC_WEBHOOK:
-		set_webhook(p, k, value);
-		break;
-	default:
-		break;
-	}
-	return 1; /* problems are in p->errs: inih's own error is syntax only */
+	p->idx = n;
+	p->kind = kind;
+	return;
+oom:
+	err(p, p->line, NO_MEMORY);
 }
 
 static void
 begin_section(struct parser *p, const char *name)
 {
 	struct config *c = p->c;
-	const char *n;
+	enum sect_kind kind = SEC_IGNORE;
+	const char *n = strchr(name, ':');
+	int first = 0;
 	size_t i;
-	void *q;
-	int first;
 
 	p->kind = SEC_IGNORE;
 	snprintf(p->section, sizeof(p->section), "%s", name);
-	for (i = 0; i < 4; i++) {
-		if (strcmp(name, single_names[i]) != 0)
-			continue;
-		if ((first = p->single[i].header) != 0)
-			goto dup;
-		p->single[i].header = p->line;
-		p->kind = SEC_DAEMON + (int)i;
-		return;
-	}
-	if (strncmp(name, "channel:", 8) == 0) {
-		n = name + 8;
-		if (!config_name_valid(n))
-			goto bad_name;
-		for (i = 0; i < c->nchannels; i++)
-			if (strcmp(c->channels[i].name, n) == 0) {
-				first = c->channels[i].line;
-				goto dup;
+	for (i = 0; i < 4; i++)
+		if (strcmp(name, single_names[i]) == 0) {
+			if ((first = p->single[i].header) == 0) {
+				p->single[i].header = p->line;
+				p->kind = SEC_DAEMON + (int)i;
 			}
-		if ((q = grow(p->chseen, c->nchannels, sizeof(*p->chseen))) == NULL)
-			goto oom;
-		p->chseen = q;
-		if ((q = grow(c->channels, c->nchannels, sizeof(*c->channels))) == NULL)
-			goto oom;
-		c->channels = q;
-		c->channels[c->nchannels] = (struct channel){ .line = p->line,
-			.sign_type = SIGN_MD5, .poll_after = 60, .poll_rate = 5,
-			.sweep_interval = 300 };
-		p->chseen[c->nchannels].header = p->line;
-		if ((c->channels[c->nchannels].name = pdup(p, n)) == NULL)
-			return;
-		p->idx = c->nchannels++;
-		p->kind = SEC_CHANNEL;
-		return;
-	}
-	if (strncmp(name, "webhook:", 8) == 0) {
-		struct webhook *w;
+			break;
+		}
+	if (i == 4 && n != NULL && (size_t)(n - name) == 7 && strncmp(name, "channel", 7) == 0)
+		kind = SEC_CHANNEL;
+	else if (i == 4 && n != NULL && (size_t)(n - name) == 7 && strncmp(name, "webhook", 7) == 0)
+		kind = SEC_WEBHOOK;
+	else if (i == 4)
+		err(p, p->line, "unknown section [%.100s]", name);
+	if (kind != SEC_IGNORE && !config_name_valid(++n)) {
+		err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)",
+		    name);
+	} else if (kind == SEC_CHANNEL) {
+		const struct channel *ch = config_channel(c, n);
 
-		n = name + 8;
-		if (!config_name_valid(n))
-			goto bad_name;
+		if (ch == NULL)
+			add_named(p, kind, n);
+		first = ch ? ch->line : 0;
+	} else if (kind == SEC_WEBHOOK) {
 		for (i = 0; i < c->nwebhooks; i++)
-			if (strcmp(c->webhooks[i].name, n) == 0) {
+			if (strcmp(c->webhooks[i].name, n) == 0)
 				first = c->webhooks[i].line;
-				goto dup;
-			}
-		if ((q = grow(p->whseen, c->nwebhooks, sizeof(*p->whseen))) == NULL)
-			goto oom;
-		p->whseen = q;
-		if ((q = grow(c->webhooks, c->nwebhooks, sizeof(*c->webhooks))) == NULL)
-			goto oom;
-		c->webhooks = q;
-		w = &c->webhooks[c->nwebhooks];
-		w->line = p->line;
-		w->events = 1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH;
-		w->timeout_ms = 10000;
-		w->max_in_flight = 32;
-		memcpy(w->schedule, default_schedule, sizeof(default_schedule));
-		w->nschedule = sizeof(default_schedule) / sizeof(default_schedule[0]);
-		p->whseen[c->nwebhooks].header = p->line;
-		if ((w->name = pdup(p, n)) == NULL)
-			return;
-		p->idx = c->nwebhooks++;
-		p->kind = SEC_WEBHOOK;
-		return;
+		if (first == 0)
+			add_named(p, kind, n);
 	}
-	err(p, p->line, "unknown section [%.100s]", name);
-	return;
-dup:
-	err(p, p->line, "duplicate section [%.100s] (first at line %d)", name, first);
-	return;
-bad_name:
-	err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)", name);
-	return;
-oom:
-	err(p, p->line, NO_MEMORY);
+	if (first != 0)
+		err(p, p->line, "duplicate section [%.100s] (first at line %d)", name, first);
 }
 
 /* inih's find_chars_or_comment: the first of `chars` or of an inline
@@ -1052,8 +938,8 @@ find_end(char *s, const char *chars)
 
 /* The ini_reader: serves one line per call, so that p->line is the line
  * the handler is called for. It also sees what inih does not tell us:
- * section headers (inih cuts names at 49 bytes and does not report empty
- * sections) and every syntax error (inih returns the first only). */
+ * section headers (inih cuts names at 49 bytes and says nothing of an
+ * empty section) and every syntax error (inih returns the first only). */
 static char *
 read_line(char *str, int num, void *stream)
 {
@@ -1079,18 +965,14 @@ read_line(char *str, int num, void *stream)
 		err(p, p->line, "line too long (at most %d bytes)", num - 1);
 		return str;
 	}
-	if (memchr(s, '\0', n) != NULL) {
-		err(p, p->line, "line contains a NUL byte");
-		return str;
-	}
 	while (n > 0 && (*s == ' ' || *s == '\t')) {
 		s++;
 		n--;
 	}
 	memcpy(str, s, n);
 	str[n] = '\0';
-	if (*str == '\0' || *str == ';' || *str == '#')
-		return str;
+	if (*str == '\0' || *str == ';' || *str == '#' || strlen(str) != n)
+		return str; /* a NUL byte ends the line for inih too */
 	if (*str == '[') {
 		if (*(end = find_end(str + 1, "]")) == ']') {
 			*end = '\0';
@@ -1099,10 +981,8 @@ read_line(char *str, int num, void *stream)
 			return str;
 		}
 		p->kind = SEC_IGNORE;
-	} else {
-		end = find_end(str, "=:");
-		if (*end == '=' || *end == ':')
-			return str;
+	} else if (*(end = find_end(str, "=:")) == '=' || *end == ':') {
+		return str;
 	}
 	err(p, p->line, SYNTAX_ERROR);
 	if (p->first_syntax == 0)
@@ -1111,24 +991,9 @@ read_line(char *str, int num, void *stream)
 }
 
 static void
-missing(struct parser *p, int line, const char *section, const char *key)
+missing(struct parser *p, int line, const char *key, const char *kind, const char *name)
 {
-	err(p, line, "missing required key '%s' in [%.100s]", key, section);
-}
-
-static bool
-is_any(const char *host)
-{
-	return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
-}
-
-static bool
-same_socket(const struct netaddr *a, const struct netaddr *b)
-{
-	if (a->is_unix || b->is_unix)
-		return a->is_unix && b->is_unix && strcmp(a->path, b->path) == 0;
-	return a->port == b->port &&
-	    (strcmp(a->host, b->host) == 0 || is_any(a->host) || is_any(b->host));
+	err(p, line, "missing required key '%s' in [%s:%s]", key, kind, name);
 }
 
 /* Checks that need the whole file. */
@@ -1136,81 +1001,51 @@ static void
 finish(struct parser *p)
 {
 	struct config *c = p->c;
-	struct seen *s;
+	struct seen *s = &p->single[SEC_REDIS - SEC_DAEMON];
 	size_t i, j;
-	char sect[80];
 
-	s = &p->single[SEC_REDIS - SEC_DAEMON];
-	if (p->url_password && s->at[R_PASSWORD_FILE])
-		err(p, s->at[R_PASSWORD_FILE],
-		    "give the redis password in url or password_file, not both");
-	if (same_socket(&c->listen, &c->admin_listen)) {
-		int line = p->single[SEC_ADMIN - SEC_DAEMON].at[A_LISTEN];
-
-		err(p, line ? line : p->single[0].at[D_LISTEN],
-		    "[admin] listen must not be the same socket as [daemon] listen");
-	}
+	if (p->url_password && s->at[K_PASSWORD_FILE])
+		err(p, s->at[K_PASSWORD_FILE], "give the redis password in url or password_file, "
+					       "not both");
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
-		bool epay = ch->family && strcmp(ch->family->name, "epay") == 0;
+		bool epay = ch->family != NULL && strcmp(ch->family->name, "epay") == 0;
 
 		s = &p->chseen[i];
-		snprintf(sect, sizeof(sect), "channel:%s", ch->name);
-		if (!s->at[C_FAMILY])
-			missing(p, ch->line, sect, "family");
-		if (!s->at[C_MERCHANT_ID])
-			missing(p, ch->line, sect, "merchant_id");
-		if (!s->at[C_KEY] && !s->at[C_KEY_FILE])
-			err(p, ch->line, "missing required key 'key' or 'key_file' in [%s]", sect);
-		if (ch->family && !epay) {
-			if (s->at[C_SIGN_TYPE])
-				err(p, s->at[C_SIGN_TYPE], "sign_type is only for family epay");
+		if (!s->at[K_FAMILY])
+			missing(p, ch->line, "family", "channel", ch->name);
+		if (!s->at[K_MERCHANT_ID])
+			missing(p, ch->line, "merchant_id", "channel", ch->name);
+		if (!s->at[K_KEY] && !s->at[K_KEY_FILE])
+			missing(p, ch->line, "key' or 'key_file", "channel", ch->name);
+		if (ch->family != NULL && !epay) {
+			if (s->at[K_SIGN_TYPE])
+				err(p, s->at[K_SIGN_TYPE], "sign_type is only for family epay");
 			if (ch->sweep)
-				err(p, s->at[C_SWEEP], "sweep = on is only for family epay");
-			continue;
+				err(p, s->at[K_SWEEP], "sweep = on is only for family epay");
+		} else if (ch->sign_type == SIGN_RSA && !s->at[K_PUBKEY_FILE]) {
+			err(p, ch->line, "sign_type = RSA needs platform_public_key_file in "
+					 "[channel:%s]", ch->name);
+		} else if (ch->sign_type != SIGN_RSA && s->at[K_PUBKEY_FILE]) {
+			err(p, s->at[K_PUBKEY_FILE], "platform_public_key_file is only for "
+						     "sign_type = RSA");
 		}
-		if (ch->sign_type == SIGN_RSA && !s->at[C_PUBKEY_FILE])
-			err(p, ch->line, "sign_type = RSA needs platform_public_key_file in [%s]", sect);
-		if (ch->sign_type != SIGN_RSA && s->at[C_PUBKEY_FILE])
-			err(p, s->at[C_PUBKEY_FILE], "platform_public_key_file is only for sign_type = RSA");
 	}
 	for (i = 0; i < c->nwebhooks; i++) {
 		struct webhook *w = &c->webhooks[i];
 
 		s = &p->whseen[i];
-		snprintf(sect, sizeof(sect), "webhook:%s", w->name);
-		if (!s->at[W_URL])
-			missing(p, w->line, sect, "url");
-		if (!s->at[W_SECRET])
-			missing(p, w->line, sect, "secret");
+		if (!s->at[K_URL])
+			missing(p, w->line, "url", "webhook", w->name);
+		if (!s->at[K_SECRET])
+			missing(p, w->line, "secret", "webhook", w->name);
 		for (j = 0; j < w->nchannels; j++)
 			if (config_channel(c, w->channels[j]) == NULL)
-				err(p, s->at[W_CHANNELS], "channels: no channel named '%.64s'",
+				err(p, s->at[K_CHANNELS], "channels: no channel named '%.64s'",
 				    w->channels[j]);
 	}
 	if (c->nchannels == 0)
 		err(p, 0, "no [channel:NAME] section: nothing to receive");
-}
-
-/* Sorts the errors from `from` on by line (stably; line 0 last). */
-static void
-sort_errors(struct config_errors *e, size_t from)
-{
-	size_t i, j;
-
-	for (i = from + 1; i < e->n; i++) {
-		struct config_error t = e->v[i];
-		unsigned key = t.line > 0 ? (unsigned)t.line : UINT_MAX;
-
-		for (j = i; j > from; j--) {
-			int l = e->v[j - 1].line;
-
-			if ((l > 0 ? (unsigned)l : UINT_MAX) <= key)
-				break;
-			e->v[j] = e->v[j - 1];
-		}
-		e->v[j] = t;
-	}
 }
 
 static void
@@ -1231,27 +1066,25 @@ set_defaults(struct parser *p)
 	c->stream_maxlen = 1000000;
 	c->redis_prefix = pdup(p, "payrelay:");
 	c->stream_key = pdup(p, "payrelay:events");
+	c->path = pdup(p, p->c->path);
 }
 
 struct config *
 config_load(const char *path, struct config_errors *errs)
 {
 	struct parser p = { 0 };
-	struct config *c = NULL;
+	const char *slash = strrchr(path, '/');
 	char *buf = NULL;
-	const char *slash;
-	size_t len = 0, first = errs ? errs->n : 0;
-	int rc, e;
+	size_t len = 0;
+	int rc;
 
 	p.errs = errs;
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
+	if ((p.c = calloc(1, sizeof(*p.c))) == NULL) {
 		err(&p, 0, NO_MEMORY);
 		goto out;
 	}
-	p.c = c;
-	c->path = pdup(&p, path);
+	p.c->path = (char *)path; /* copied by set_defaults */
 	set_defaults(&p);
-	slash = strrchr(path, '/');
 	if (slash == NULL)
 		p.dir = pdup(&p, ".");
 	else if ((p.dir = strndup(path, slash == path ? 1 : (size_t)(slash - path))) == NULL)
@@ -1259,11 +1092,10 @@ config_load(const char *path, struct config_errors *errs)
 	if (p.nerr > 0)
 		goto out;
 	if ((buf = read_file(path, CONFIG_MAX, &len)) == NULL) {
-		e = errno;
-		if (e == EFBIG)
+		if (errno == EFBIG)
 			err(&p, 0, "larger than %d MiB", CONFIG_MAX / 1024 / 1024);
 		else
-			err(&p, 0, "cannot read: %s", strerror(e));
+			err(&p, 0, "cannot read: %s", strerror(errno));
 		goto out;
 	}
 	p.buf = buf;
@@ -1275,17 +1107,15 @@ config_load(const char *path, struct config_errors *errs)
 		err(&p, 0, NO_MEMORY);
 	finish(&p);
 out:
-	wipe_free(buf, len);
+	wipe_free(buf, len); /* it may hold inline secrets */
 	free(p.dir);
 	free(p.chseen);
 	free(p.whseen);
-	if (errs != NULL)
-		sort_errors(errs, first);
 	if (p.nerr > 0) {
-		config_free(c);
+		config_free(p.c);
 		return NULL;
 	}
-	return c;
+	return p.c;
 }
 
 void
@@ -1337,7 +1167,7 @@ config_channel(const struct config *c, const char *name)
 	if (c == NULL || name == NULL)
 		return NULL;
 	for (i = 0; i < c->nchannels; i++)
-		if (c->channels[i].name != NULL && strcmp(c->channels[i].name, name) == 0)
+		if (strcmp(c->channels[i].name, name) == 0)
 			return &c->channels[i];
 	return NULL;
 }
@@ -1359,8 +1189,8 @@ webhook_matches(const struct webhook *w, enum event_type type, const char *chann
 		return false;
 	if (w->channels == NULL)
 		return true;
-	for (i = 0; i < w->nchannels; i++)
-		if (channel != NULL && strcmp(w->channels[i], channel) == 0)
+	for (i = 0; channel != NULL && i < w->nchannels; i++)
+		if (strcmp(w->channels[i], channel) == 0)
 			return true;
 	return false;
 }
@@ -1369,44 +1199,35 @@ static bool
 cidr_match(const struct cidr *r, const unsigned char *a)
 {
 	unsigned full = r->prefix / 8, rest = r->prefix % 8;
-	unsigned char mask;
+	unsigned char mask = (unsigned char)(0xff << (8 - rest));
 
 	if (memcmp(r->addr, a, full) != 0)
 		return false;
-	if (rest == 0)
-		return true;
-	mask = (unsigned char)(0xff << (8 - rest));
-	return (r->addr[full] & mask) == (a[full] & mask);
+	return rest == 0 || (r->addr[full] & mask) == (a[full] & mask);
 }
 
-/* A unix-socket peer (no address) passes only a channel without allow_from. */
+/* An IPv4-mapped IPv6 peer is matched against the IPv4 ranges too. A peer
+ * with no address (a unix socket) passes only when there is no allow_from. */
 bool
 channel_allows(const struct channel *ch, const struct sockaddr *sa)
 {
 	const unsigned char *v4 = NULL, *v6 = NULL;
+	const struct in6_addr *a6;
 	size_t i;
 
 	if (ch->allow == NULL)
 		return true;
-	if (sa == NULL)
-		return false;
-	if (sa->sa_family == AF_INET) {
+	if (sa != NULL && sa->sa_family == AF_INET) {
 		v4 = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-	} else if (sa->sa_family == AF_INET6) {
-		const struct in6_addr *a6 =
-		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-
+	} else if (sa != NULL && sa->sa_family == AF_INET6) {
+		a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
 		v6 = a6->s6_addr;
 		if (IN6_IS_ADDR_V4MAPPED(a6))
 			v4 = v6 + 12;
 	}
-	for (i = 0; i < ch->nallow; i++) {
-		const struct cidr *r = &ch->allow[i];
-
-		if (r->family == AF_INET && v4 != NULL && cidr_match(r, v4))
+	for (i = 0; i < ch->nallow; i++)
+		if ((ch->allow[i].family == AF_INET && v4 && cidr_match(&ch->allow[i], v4)) ||
+		    (ch->allow[i].family == AF_INET6 && v6 && cidr_match(&ch->allow[i], v6)))
 			return true;
-		if (r->family == AF_INET6 && v6 != NULL && cidr_match(r, v6))
-			return true;
-	}
 	return false;
 }

@@ -28,6 +28,7 @@
 struct pending {
 	struct env *env;
 	struct evhttp_request *req; /* NULL once the connection is gone */
+	bool replying;              /* the answer is being written */
 	const struct family *family;
 	char channel[65];
 	char event_id[EVENT_ID_LEN + 1];
@@ -129,12 +130,40 @@ pending_free(struct pending *pd)
 	free(pd);
 }
 
+/* The callback is over for us: answered (or its connection gone). */
+static void
+pending_done(struct pending *pd)
+{
+	struct env *env = pd->env;
+
+	pending_free(pd);
+	env->pending--;
+	daemon_request_done(env);
+}
+
 static void
 ingest_conn_closed(struct evhttp_connection *evcon, void *arg)
 {
 	struct pending *pd = arg;
 
+	if (pd->replying) {
+		/* The answer could not be written; the gateway will retry. */
+		log_warnx("callback answer not delivered, connection closed",
+		    "channel=%s event=%s", pd->channel, pd->event_id);
+		pending_done(pd);
+		return;
+	}
 	pd->req = NULL;
+}
+
+/* The answer was written out: only now may a shutdown close the connection. */
+static void
+ingest_reply_sent(struct evhttp_request *req, void *arg)
+{
+	struct pending *pd = arg;
+
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+	pending_done(pd);
 }
 
 static void
@@ -144,8 +173,6 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	struct env *env = pd->env;
 	struct evhttp_request *req = pd->req;
 
-	if (req != NULL)
-		evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
 	switch (r) {
 	case STORE_NEW:
 		env->results[INGEST_RECORDED]++;
@@ -174,14 +201,17 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	if (req == NULL) {
 		log_warnx("callback connection closed before the answer", "channel=%s event=%s",
 		    pd->channel, pd->event_id);
-	} else if (r == STORE_NEW || r == STORE_DUP) {
-		ingest_reply(req, 200, "OK", pd->family->ack_body);
-	} else {
-		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
+		pending_done(pd);
+		return;
 	}
-	pending_free(pd);
-	env->pending--;
-	daemon_request_done(env);
+	/* The connection's close callback still points at pd, and fires
+	 * instead of the completion one if the answer cannot be written. */
+	pd->replying = true;
+	evhttp_request_set_on_complete_cb(req, ingest_reply_sent, pd);
+	if (r == STORE_NEW || r == STORE_DUP)
+		ingest_reply(req, 200, "OK", pd->family->ack_body);
+	else
+		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
 }
 
 /* "application/x-www-form-urlencoded", maybe with parameters; absent counts

@@ -261,6 +261,10 @@ main(int argc, char **argv)
 		goto out;
 	}
 	event_base_dispatch(env.base);
+	/* Freeing the signal events restores the default action: a second
+	 * SIGTERM must not kill the teardown. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
 	rc = 0;
 	log_info("stopped", "recorded=%llu duplicates=%llu refused=%llu unavailable=%llu",
 	    (unsigned long long)env.results[INGEST_RECORDED],

@@ -335,6 +335,22 @@ class Daemon:
         raise RuntimeError("payrelayd is not listening on %d after %.0f s:\n%s"
                            % (self.port, timeout, self.log_tail()))
 
+    def wait(self, timeout=10.0):
+        """Waits for the process to exit on its own (killed after `timeout`).
+        Returns (returncode, exited_within_timeout)."""
+        if self.proc is None:
+            return None, True
+        p, self.proc = self.proc, None
+        try:
+            p.wait(timeout=timeout)
+            in_time = True
+        except subprocess.TimeoutExpired:
+            in_time = False
+            p.kill()
+            p.wait(timeout=5)
+        _LIVE.discard(p)
+        return p.returncode, in_time
+
     def stop(self, sig=signal.SIGTERM, timeout=10.0):
         """Returns (returncode, exited_within_timeout)."""
         if self.proc is None:

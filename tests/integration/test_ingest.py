@@ -18,7 +18,9 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
+import urllib.parse
 import unittest
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
@@ -491,6 +493,51 @@ class IngestTest(DaemonCase):
         self.assertAck(reply, "OK")
         self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
 
+    def test_non_utf8_value_is_verified_and_recorded_as_utf8(self):
+        # old gateways send GBK product names: signed over the decoded bytes,
+        # recorded as valid UTF-8 JSON
+        p = {k: v.encode() for k, v in params_of(EPAY[0]).items()}
+        p["name"] = "商品".encode("gbk")
+        signed = sorted((k, v) for k, v in p.items() if k not in ("sign", "sign_type") and v)
+        p["sign"] = h.md5hex(b"&".join(k.encode() + b"=" + v for k, v in signed) +
+                             self.setup.epay_key.encode()).encode()
+        qs = "&".join(urllib.parse.quote_plus(k) + "=" + urllib.parse.quote_plus(v)
+                      for k, v in p.items())
+        reply = h.http(self.port, "GET", "/notify/shop-epay?" + qs)
+        self.assertAck(reply, "success")
+        raw = self.r.cmd("XRANGE", STREAM, "-", "+")
+        self.assertEqual(len(raw), 1)
+        event_bytes = dict(zip(raw[0][1][::2], raw[0][1][1::2]))[b"event"]
+        ev = json.loads(event_bytes.decode("utf-8"))  # strict: must be valid UTF-8
+        self.assertEqual(ev["type"], "order.paid")
+        self.assertIn("name", ev["raw"])
+
+    def test_concurrent_identical_callbacks_are_recorded_once(self):
+        p = params_of(PIDX[0], drop=())
+        n = 16
+        barrier = threading.Barrier(n)
+        results = []
+
+        def worker():
+            try:
+                barrier.wait(5)
+                results.append(self.post("shop-payindex", p))
+            except Exception as e:  # reported below
+                results.append(e)
+
+        threads = [threading.Thread(target=worker) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(len(results), n, results)
+        for r in results:
+            self.assertIsInstance(r, h.Reply, r)
+            self.assertAck(r, "OK")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+        self.assertEqual(len(self.r.keys("payrelay:dedup:*")), 1)
+        self.assertEqual(len(self.deliveries()), 1)
+
     # --- 2. duplicates ------------------------------------------------------
 
     def test_duplicate_callback_is_acked_once_recorded(self):
@@ -647,6 +694,20 @@ class IngestTest(DaemonCase):
         self.assertNotIn(b"success", rbody.lower())
         self.assertNotIn(b"ok", rbody.lower())
         self.assertNothingRecorded()
+        self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
+
+    def test_limit_chunked_body_over_64k_is_refused(self):
+        head = (b"POST /notify/shop-epay HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        chunk = b"2000\r\n" + b"a" * 0x2000 + b"\r\n"
+        body = chunk * 9 + b"0\r\n\r\n"  # 72 KiB
+        status, rbody, raw = h.raw_exchange(self.port, head, body, wait_before_body=0.2)
+        self.assertNotEqual(status, 200, raw[:300])
+        self.assertNotIn(b"success", raw.lower())
+        self.assertNotIn(b"ok", rbody.lower())
+        self.assertNothingRecorded()
+        self.assertTrue(self.daemon.alive())
         self.assertAck(self.get("shop-epay", params_of(EPAY[0], drop=())), "success")
 
     def test_limit_body_of_exactly_64k_is_accepted(self):
@@ -884,6 +945,53 @@ class RedisDownAtStartTest(DaemonCase):
         self.daemon.wait_log(h.READY_RE, timeout=5)
 
 
+class ShutdownTest(DaemonCase):
+    """SIGTERM with a callback in flight (SPEC section 7): the callback is
+    finished and acked, the listener stops accepting, the process exits 0
+    within shutdown_timeout."""
+
+    def test_sigterm_with_a_callback_in_flight(self):
+        p = params_of(PIDX[0], drop=())
+        self.assertAck(self.post("shop-payindex", p), "OK")
+        self.r.cmd("FLUSHALL")
+        pauser = self.redis_client()
+        # Redis holds the record step for 0.8 s (< timeout_ms): SIGTERM comes
+        # while it waits, the step then succeeds and the ack must go out
+        self.assertEqual(pauser.cmd("CLIENT", "PAUSE", "800", "WRITE"), "OK")
+        result = []
+
+        def worker():
+            try:
+                result.append(self.post("shop-payindex", p, timeout=10))
+            except Exception as e:  # reported below
+                result.append(e)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        time.sleep(0.3)  # the callback is now waiting on Redis
+        t0 = time.monotonic()
+        self.daemon.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            late = self.post("shop-payindex", p, timeout=3)
+        except OSError:
+            late = None  # refused: the listener is closed
+        t.join(10)
+        rc, in_time = self.daemon.wait(timeout=7)  # one SIGTERM only, as systemd sends
+        self.assertTrue(in_time, "no exit within 7 s of SIGTERM (shutdown_timeout = 5)")
+        self.assertEqual(rc, 0, self.daemon.log_tail())
+        self.assertLess(time.monotonic() - t0, 7.5)
+        self.assertEqual(len(result), 1)
+        reply = result[0]
+        self.assertIsInstance(reply, h.Reply, "the in-flight callback got no answer: %r\n%s"
+                              % (reply, self.daemon.log_tail()))
+        self.assertAck(reply, "OK")
+        self.assertEqual(self.redis_client().cmd("XLEN", STREAM), 1)
+        if late is not None:
+            self.assertNotEqual(late.status, 200, "a callback was accepted after SIGTERM")
+            self.assertEqual(late.body, b"fail")
+
+
 # ==========================================================================
 
 
@@ -954,6 +1062,14 @@ class CommandLineTest(unittest.TestCase):
         rc, out = self.check(path)
         self.assertEqual(rc, 2, out)
         self.assertIn(path + ":", out)
+
+    def test_daemon_refuses_to_start_with_a_bad_file(self):
+        text = self.setup.config_text().replace(
+            "key = %s\n" % self.setup.payindex_key, "key = \n")
+        path = self.write("no-start.conf", text)
+        rc, out, err = h.run_binary([BINARY, "-c", path], timeout=10)
+        self.assertNotEqual(rc, 0, out + err)
+        self.assertFalse(h.port_open(self.setup.port))
 
     def test_version(self):
         rc, out, err = h.run_binary([BINARY, "--version"])

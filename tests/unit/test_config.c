@@ -1,0 +1,729 @@
+/* The configuration file (SPEC §8): values, defaults, and every kind of
+ * error reported on the right line without quoting a secret. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "family.h"
+#include "log.h"
+#include "vectors.h"
+
+#define SECRET "Sup3rSecretMerchantKey"
+
+static char dir[64];
+static char conf_path[128];
+static struct config_errors errs;
+
+static void
+setup(void)
+{
+	strcpy(dir, "/tmp/payrelay-test-config-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(conf_path, sizeof(conf_path), "%s/payrelayd.conf", dir);
+	memset(&errs, 0, sizeof(errs));
+}
+
+static void
+teardown(void)
+{
+	char cmd[128];
+
+	config_errors_free(&errs);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+/* Writes `text` to `name` inside the test directory (creating one level of
+ * sub-directory when the name has one). */
+static void
+write_file(const char *name, const char *text)
+{
+	char path[256], *slash;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if ((slash = strrchr(path, '/')) != NULL && slash > path + strlen(dir)) {
+		*slash = '\0';
+		mkdir(path, 0700);
+		*slash = '/';
+	}
+	ck_assert_msg((f = fopen(path, "w")) != NULL, "cannot write %s", path);
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+static struct config *
+load(const char *text)
+{
+	config_errors_free(&errs);
+	write_file("payrelayd.conf", text);
+	return config_load(conf_path, &errs);
+}
+
+static void
+dump_errors(void)
+{
+	size_t i;
+
+	for (i = 0; i < errs.n; i++)
+		fprintf(stderr, "  line %d: %s\n", errs.v[i].line, errs.v[i].msg);
+}
+
+/* True when an error on `line` contains `text`. */
+static bool
+has_error(int line, const char *text)
+{
+	size_t i;
+
+	for (i = 0; i < errs.n; i++)
+		if (errs.v[i].line == line && strstr(errs.v[i].msg, text) != NULL)
+			return true;
+	return false;
+}
+
+#define ck_assert_error(line, text)                                              \
+	do {                                                                     \
+		if (!has_error((line), (text)))                                  \
+			dump_errors();                                           \
+		ck_assert_msg(has_error((line), (text)), "no error '%s' on line %d", \
+		    (text), (line));                                             \
+	} while (0)
+
+/* Loads `text`, which must be refused with `text_err` on `line`. */
+static void
+expect_error(const char *text, int line, const char *text_err)
+{
+	struct config *c = load(text);
+
+	ck_assert_ptr_null(c);
+	ck_assert_error(line, text_err);
+}
+
+static void
+no_secret_in(const char *secret)
+{
+	size_t i;
+
+	for (i = 0; i < errs.n; i++)
+		ck_assert_msg(strstr(errs.v[i].msg, secret) == NULL,
+		    "error on line %d quotes a secret: %s", errs.v[i].line, errs.v[i].msg);
+}
+
+static const char minimal[] =
+    "[channel:shop]\n"
+    "family = epay\n"
+    "merchant_id = 1001\n"
+    "key = " SECRET "\n";
+
+START_TEST(test_full_file)
+{
+	struct config *c;
+	const struct channel *ch;
+	const struct webhook *w;
+
+	write_file("shop-epay.key", SECRET "\n\n");
+	write_file("admin.token", "0123456789abcdef0123\n");
+	write_file("redis.pw", "redis-pass\n");
+	c = load("; payrelay\n"
+		 "[daemon]\n"
+		 "listen = 0.0.0.0:9787          ; public listener\n"
+		 "shutdown_timeout = 20\n"
+		 "dedup_ttl = 86400            ; seconds\n"
+		 "log_level = debug\n"
+		 "\n"
+		 "[admin]\n"
+		 "listen = unix:/run/payrelay/admin.sock\n"
+		 "token_file = admin.token   ; or: token = ...\n"
+		 "\n"
+		 "[redis]\n"
+		 "url = redis://10.1.2.3:6380/2\n"
+		 "password_file = redis.pw\n"
+		 "prefix = pr:\n"
+		 "timeout_ms = 500\n"
+		 "\n"
+		 "[stream]\n"
+		 "key = pr:events\n"
+		 "maxlen = 5000\n"
+		 "\n"
+		 "[channel:shop-epay]\n"
+		 "family = epay                   ; epay | gatepay | payindex\n"
+		 "sign_type = MD5\n"
+		 "merchant_id = 1001\n"
+		 "key_file = shop-epay.key    ; or: key = ...\n"
+		 "api_base = https://pay.example.com/\n"
+		 "poll_after = 30\n"
+		 "poll_rate = 7\n"
+		 "sweep = on\n"
+		 "sweep_interval = 600\n"
+		 "allow_from = 0.0.0.0/0\n"
+		 "\n"
+		 "[channel:gp]\n"
+		 "family = gatepay\n"
+		 "merchant_id = appkey1\n"
+		 "key = gpsecret\n"
+		 "\n"
+		 "[webhook:orders-service]\n"
+		 "url = http://127.0.0.1:9000/payrelay\n"
+		 "secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw rawsecret\n"
+		 "events = order.paid order.amount_mismatch   ; default: all\n"
+		 "channels = shop-epay\n"
+		 "timeout_ms = 5000\n"
+		 "max_in_flight = 8\n"
+		 "schedule = 0 5 300\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(errs.n, 0);
+
+	ck_assert(!c->listen.is_unix);
+	ck_assert_str_eq(c->listen.host, "0.0.0.0");
+	ck_assert_uint_eq(c->listen.port, 9787);
+	ck_assert_int_eq(c->shutdown_timeout, 20);
+	ck_assert_int_eq(c->dedup_ttl, 86400);
+	ck_assert_int_eq(c->log_level, LOG_DEBUG);
+
+	ck_assert(c->admin_listen.is_unix);
+	ck_assert_str_eq(c->admin_listen.path, "/run/payrelay/admin.sock");
+	ck_assert_str_eq(c->admin_token, "0123456789abcdef0123");
+
+	ck_assert(!c->redis.is_unix);
+	ck_assert_str_eq(c->redis.host, "10.1.2.3");
+	ck_assert_uint_eq(c->redis.port, 6380);
+	ck_assert_int_eq(c->redis_db, 2);
+	ck_assert_ptr_null(c->redis_user);
+	ck_assert_str_eq(c->redis_password, "redis-pass");
+	ck_assert_str_eq(c->redis_prefix, "pr:");
+	ck_assert_int_eq(c->redis_timeout_ms, 500);
+
+	ck_assert_str_eq(c->stream_key, "pr:events");
+	ck_assert_int_eq(c->stream_maxlen, 5000);
+
+	ck_assert_uint_eq(c->nchannels, 2);
+	ch = config_channel(c, "shop-epay");
+	ck_assert_ptr_nonnull(ch);
+	ck_assert_int_eq(ch->line, 22);
+	ck_assert_ptr_eq(ch->family, family_find("epay"));
+	ck_assert_int_eq(ch->sign_type, SIGN_MD5);
+	ck_assert_str_eq(ch->merchant_id, "1001");
+	ck_assert_uint_eq(ch->key_len, strlen(SECRET));
+	ck_assert_mem_eq(ch->key, SECRET, strlen(SECRET));
+	ck_assert_ptr_null(ch->platform_key);
+	ck_assert_str_eq(ch->api_base, "https://pay.example.com");
+	ck_assert_int_eq(ch->poll_after, 30);
+	ck_assert_int_eq(ch->poll_rate, 7);
+	ck_assert(ch->sweep);
+	ck_assert_int_eq(ch->sweep_interval, 600);
+	ck_assert_uint_eq(ch->nallow, 1);
+	ck_assert_int_eq(ch->allow[0].family, AF_INET);
+	ck_assert_uint_eq(ch->allow[0].prefix, 0);
+
+	ch = config_channel(c, "gp");
+	ck_assert_ptr_nonnull(ch);
+	ck_assert_ptr_eq(ch->family, family_find("gatepay"));
+	ck_assert_uint_eq(ch->key_len, 8);
+	ck_assert_mem_eq(ch->key, "gpsecret", 8);
+	ck_assert_ptr_null(ch->api_base);
+	ck_assert_ptr_null(ch->allow);
+	ck_assert_ptr_null(config_channel(c, "nope"));
+
+	ck_assert_uint_eq(c->nwebhooks, 1);
+	w = &c->webhooks[0];
+	ck_assert_str_eq(w->name, "orders-service");
+	ck_assert_int_eq(w->line, 39);
+	ck_assert_str_eq(w->url, "http://127.0.0.1:9000/payrelay");
+	ck_assert_uint_eq(w->nsecrets, 2);
+	ck_assert_uint_eq(w->secrets[0].len, 24); /* 32 base64 characters */
+	ck_assert_uint_eq(w->secrets[1].len, 9);
+	ck_assert_mem_eq(w->secrets[1].key, "rawsecret", 9);
+	ck_assert_uint_eq(w->events, 1u << EVENT_PAID | 1u << EVENT_AMOUNT_MISMATCH);
+	ck_assert_uint_eq(w->nchannels, 1);
+	ck_assert_str_eq(w->channels[0], "shop-epay");
+	ck_assert_int_eq(w->timeout_ms, 5000);
+	ck_assert_int_eq(w->max_in_flight, 8);
+	ck_assert_uint_eq(w->nschedule, 3);
+	ck_assert_uint_eq(w->schedule[2], 300);
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_defaults)
+{
+	static const unsigned sched[] = { 0, 5, 300, 1800, 7200, 18000, 36000, 36000 };
+	struct config *c = load(minimal);
+	const struct channel *ch;
+	const struct webhook *w;
+	size_t i;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->listen.host, "0.0.0.0");
+	ck_assert_uint_eq(c->listen.port, 8787);
+	ck_assert_int_eq(c->shutdown_timeout, 10);
+	ck_assert_int_eq(c->dedup_ttl, 2592000);
+	ck_assert_int_eq(c->log_level, LOG_INFO);
+	ck_assert_str_eq(c->admin_listen.host, "127.0.0.1");
+	ck_assert_uint_eq(c->admin_listen.port, 8788);
+	ck_assert_ptr_null(c->admin_token);
+	ck_assert_str_eq(c->redis.host, "127.0.0.1");
+	ck_assert_uint_eq(c->redis.port, 6379);
+	ck_assert_int_eq(c->redis_db, 0);
+	ck_assert_ptr_null(c->redis_password);
+	ck_assert_str_eq(c->redis_prefix, "payrelay:");
+	ck_assert_int_eq(c->redis_timeout_ms, 2000);
+	ck_assert_str_eq(c->stream_key, "payrelay:events");
+	ck_assert_int_eq(c->stream_maxlen, 1000000);
+	ck_assert_str_eq(c->path, conf_path);
+	ch = config_channel(c, "shop");
+	ck_assert_ptr_nonnull(ch);
+	ck_assert_int_eq(ch->sign_type, SIGN_MD5);
+	ck_assert_int_eq(ch->poll_after, 60);
+	ck_assert_int_eq(ch->poll_rate, 5);
+	ck_assert(!ch->sweep);
+	ck_assert_int_eq(ch->sweep_interval, 300);
+	ck_assert_ptr_null(ch->allow);
+	ck_assert_uint_eq(c->nwebhooks, 0);
+	config_free(c);
+
+	c = load("[webhook:w]\nurl = https://h.example/x\nsecret = s\n[channel:shop]\n"
+		 "family = payindex\nmerchant_id = 10001\nkey = k\n");
+	ck_assert_ptr_nonnull(c);
+	w = &c->webhooks[0];
+	ck_assert_uint_eq(w->events,
+	    1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH);
+	ck_assert_ptr_null(w->channels);
+	ck_assert_int_eq(w->timeout_ms, 10000);
+	ck_assert_int_eq(w->max_in_flight, 32);
+	ck_assert_uint_eq(w->nschedule, 8);
+	for (i = 0; i < 8; i++)
+		ck_assert_uint_eq(w->schedule[i], sched[i]);
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_key_file)
+{
+	struct config *c;
+	const struct channel *ch;
+
+	write_file("keys/shop.key", "abc def\r\n \n");
+	c = load("[channel:shop]\nfamily = epay\nmerchant_id = 1\nkey_file = keys/shop.key\n");
+	ck_assert_ptr_nonnull(c);
+	ch = config_channel(c, "shop");
+	ck_assert_uint_eq(ch->key_len, 7);
+	ck_assert_mem_eq(ch->key, "abc def", 7);
+	config_free(c);
+
+	/* an absolute path is used as it is */
+	char text[512];
+	snprintf(text, sizeof(text),
+	    "[channel:shop]\nfamily = epay\nmerchant_id = 1\nkey_file = %s/keys/shop.key\n", dir);
+	c = load(text);
+	ck_assert_ptr_nonnull(c);
+	config_free(c);
+
+	expect_error("[channel:shop]\nfamily = epay\nmerchant_id = 1\nkey_file = missing.key\n",
+	    4, "missing.key: No such file");
+}
+END_TEST
+
+START_TEST(test_forms)
+{
+	struct config *c;
+
+	c = load("[daemon]\nlisten = *:80\n[admin]\nlisten = [::1]:9000\ntoken = 0123456789abcdef\n"
+		 "[redis]\nurl = redis://app:pw:x@localhost\n" "[channel:a]\n"
+		 "family = epay\nmerchant_id = 1\nkey = k\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->listen.host, "0.0.0.0");
+	ck_assert_uint_eq(c->listen.port, 80);
+	ck_assert_str_eq(c->admin_listen.host, "::1");
+	ck_assert_uint_eq(c->admin_listen.port, 9000);
+	ck_assert_str_eq(c->admin_token, "0123456789abcdef");
+	ck_assert_str_eq(c->redis.host, "127.0.0.1");
+	ck_assert_uint_eq(c->redis.port, 6379);
+	ck_assert_str_eq(c->redis_user, "app");
+	ck_assert_str_eq(c->redis_password, "pw:x");
+	config_free(c);
+
+	c = load("[redis]\nurl = unix:///run/redis/redis.sock?db=3\n[channel:a]\n"
+		 "family = epay\nmerchant_id = 1\nkey = k\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert(c->redis.is_unix);
+	ck_assert_str_eq(c->redis.path, "/run/redis/redis.sock");
+	ck_assert_int_eq(c->redis_db, 3);
+	config_free(c);
+
+	c = load("[redis]\nurl = redis://:pw@[::1]:7000/1\n[channel:a]\n"
+		 "family = epay\nmerchant_id = 1\nkey = k\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->redis.host, "::1");
+	ck_assert_uint_eq(c->redis.port, 7000);
+	ck_assert_int_eq(c->redis_db, 1);
+	ck_assert_ptr_null(c->redis_user);
+	ck_assert_str_eq(c->redis_password, "pw");
+	config_free(c);
+
+	/* a CRLF file with a BOM, indented keys, and a 60-byte channel name
+	 * (longer than inih's own section buffer) */
+	c = load("\xef\xbb\xbf[channel:aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff]\r\n"
+		 "  family = epay\r\n  merchant_id = 1\r\n  key = k ; comment\r\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->channels[0].name,
+	    "aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff");
+	ck_assert_uint_eq(c->channels[0].key_len, 1);
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_rsa)
+{
+	json_t *root = vectors_load("epay_rsa.json");
+	struct config *c;
+
+	write_file("platform.pem", vectors_str(root, "platform_public_key_pem"));
+	write_file("bad.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+	json_decref(root);
+	c = load("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n"
+		 "platform_public_key_file = platform.pem\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->channels[0].sign_type, SIGN_RSA);
+	ck_assert_ptr_nonnull(c->channels[0].platform_key);
+	config_free(c);
+
+	expect_error("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n",
+	    1, "platform_public_key_file");
+	expect_error("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n"
+		     "platform_public_key_file = bad.pem\n", 6, "not a PEM public key");
+	expect_error("[channel:md5]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "platform_public_key_file = platform.pem\n", 5, "only for sign_type = RSA");
+}
+END_TEST
+
+START_TEST(test_line_errors)
+{
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\ncolour = blue\n", 5,
+	    "unknown key 'colour' in [channel:a]");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n\n[deamon]\n", 6,
+	    "unknown section [deamon]");
+	expect_error("[daemon]\nshutdown_timeout = 10s\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n", 2, "shutdown_timeout must be an integer from 1 to 600");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\npoll_rate = +5\n", 5,
+	    "poll_rate must be an integer from 1 to 1000");
+	expect_error("[stream]\nmaxlen = 99\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "maxlen must be an integer from 1000 to 1000000000");
+	expect_error("[daemon]\n[channel:a]\nfamily = epay\nkey = k\n", 2,
+	    "missing required key 'merchant_id' in [channel:a]");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "secret = s\n", 5, "missing required key 'url' in [webhook:w]");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nmerchant_id = 2\nkey = k\n", 4,
+	    "duplicate key 'merchant_id'");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[channel:a]\n", 5,
+	    "duplicate section [channel:a] (first at line 1)");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey =\n", 4,
+	    "channel has an empty key");
+	write_file("empty.key", "\n  \n");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey_file = empty.key\n", 4,
+	    "channel has an empty key");
+	write_file("a.key", "k\n");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\nkey_file = a.key\n", 5,
+	    "not both");
+	expect_error("[channel:a]\nfamily = gatepay\nmerchant_id = 1\nkey = k\nsign_type = MD5\n",
+	    5, "sign_type is only for family epay");
+	expect_error("[channel:a]\nfamily = payindex\nmerchant_id = 1\nkey = k\nsweep = on\n", 5,
+	    "sweep = on is only for family epay");
+	expect_error("[channel:a]\nfamily = alipay\nmerchant_id = 1\nkey = k\n", 2,
+	    "unknown family 'alipay'");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "allow_from = 10.0.0.0/8, 10.1.2.3/33\n", 5, "allow_from: bad entry '10.1.2.3/33'");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "allow_from = 2001:db8::/129\n", 5, "bad entry");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "url = http://h/\nsecret = s\nchannels = a b\n", 8,
+	    "channels: no channel named 'b'");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "url = http://h/\nsecret = whsec_not*base64\n", 7,
+	    "whsec_ value is not valid base64");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "url = http://h/\nsecret = s\nevents = order.paid order.refunded\n", 8,
+	    "unknown event 'order.refunded'");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "url = ftp://h/\nsecret = s\n", 6, "url must be");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
+		     "url = http://h/\nsecret = s\nschedule = 0 5 604801\n", 8, "schedule must be");
+	expect_error("key = k\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n", 1,
+	    "outside any section");
+	expect_error("[channel:a b]\n", 1, "invalid name");
+	expect_error("[admin]\ntoken = short\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "admin token must be at least 16 bytes");
+	expect_error("[redis]\nurl = redis://redis.internal:6379/0\n", 2,
+	    "redis host must be a numeric address");
+	expect_error("[redis]\nurl = http://127.0.0.1/\n", 2, "redis url must be");
+	expect_error("[daemon]\nlisten = example.com:80\n", 2, "numeric");
+	expect_error("[daemon]\nlisten = 127.0.0.1\n", 2, "listen must be");
+	expect_error("[daemon]\nlog_level = loud\n", 2, "log_level must be");
+	expect_error("[daemon]\n", 0, "no [channel:NAME] section: nothing to receive");
+}
+END_TEST
+
+START_TEST(test_syntax_errors)
+{
+	char text[1024];
+
+	memset(text, 0, sizeof(text));
+	strcat(text, "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\napi_base = https://x/");
+	memset(text + strlen(text), 'a', 200);
+	strcat(text, "\n");
+	expect_error(text, 5, "line too long (at most 199 bytes)");
+
+	/* 199 bytes is fine */
+	memset(text, 0, sizeof(text));
+	strcat(text, "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\napi_base = https://x/");
+	memset(text + strlen(text), 'a', 199 - strlen("api_base = https://x/"));
+	strcat(text, "\n");
+	struct config *c = load(text);
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	config_free(c);
+
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id 1\nkey = k\n", 3,
+	    "syntax error: expected [section] or key = value");
+	expect_error("[channel:a\nfamily = epay\n", 1, "syntax error");
+	expect_error("[channel:a]\nfamily ;= epay\n", 2, "syntax error");
+}
+END_TEST
+
+START_TEST(test_many_errors)
+{
+	struct config *c = load("[daemon]\n"		  /* 1 */
+				"shutdown_timeout = 0\n"  /* 2 */
+				"bogus = 1\n"		  /* 3 */
+				"[nope]\n"		  /* 4 */
+				"x = 1\n"		  /* 5: ignored */
+				"[channel:a]\n"		  /* 6 */
+				"family = epay\n"	  /* 7 */
+				"key = " SECRET "\n"	  /* 8 */
+				"this is not ini\n"	  /* 9 */
+				"key = " SECRET "\n"	  /* 10 */
+				"[channel:b]\n"		  /* 11 */
+				"family = gatepay\n"	  /* 12 */
+				"merchant_id = 2\n"	  /* 13 */
+				"sign_type = RSA\n"	  /* 14 */
+				"also not ini\n");	  /* 15 */
+
+	ck_assert_ptr_null(c);
+	ck_assert_error(2, "shutdown_timeout");
+	ck_assert_error(3, "unknown key 'bogus' in [daemon]");
+	ck_assert_error(4, "unknown section [nope]");
+	ck_assert_error(6, "missing required key 'merchant_id' in [channel:a]");
+	ck_assert_error(9, "syntax error");
+	ck_assert_error(10, "duplicate key 'key'");
+	ck_assert_error(11, "missing required key 'key' or 'key_file' in [channel:b]");
+	ck_assert_error(14, "sign_type is only for family epay");
+	ck_assert_error(15, "syntax error");
+	ck_assert_uint_eq(errs.n, 9);
+	no_secret_in(SECRET);
+}
+END_TEST
+
+START_TEST(test_no_secret_in_errors)
+{
+	struct config *c;
+
+	write_file("a.key", SECRET "\n");
+	write_file("pw", "redispw-Secret\n");
+	c = load("[admin]\ntoken = shortSECRETtok\n"
+		 "[redis]\nurl = redis://user:redispw-Secret@redis.example:6379/0\n"
+		 "password_file = pw\n"
+		 "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = " SECRET "\nkey_file = a.key\n"
+		 "key = " SECRET "\n"
+		 "[webhook:w]\nurl = http://u:" SECRET "@h\turl/\nsecret = whsec_" SECRET "!\n");
+	ck_assert_ptr_null(c);
+	ck_assert_error(2, "admin token must be at least 16 bytes");
+	ck_assert_error(4, "redis host must be a numeric address");
+	ck_assert_error(10, "give key or key_file, not both");
+	ck_assert_error(11, "duplicate key 'key'");
+	ck_assert_error(13, "url must be");
+	ck_assert_error(14, "whsec_ value is not valid base64");
+	ck_assert_uint_eq(errs.n, 6);
+	no_secret_in(SECRET);
+	no_secret_in("shortSECRETtok");
+	no_secret_in("redispw-Secret");
+
+	/* the password in the url and in a file */
+	c = load("[redis]\nurl = redis://:redispw-Secret@127.0.0.1/0\npassword_file = pw\n" );
+	ck_assert_ptr_null(c);
+	ck_assert_error(3, "not both");
+	no_secret_in("redispw-Secret");
+}
+END_TEST
+
+static struct sockaddr_in
+sin4(const char *a)
+{
+	struct sockaddr_in s;
+
+	memset(&s, 0, sizeof(s));
+	s.sin_family = AF_INET;
+	ck_assert_int_eq(inet_pton(AF_INET, a, &s.sin_addr), 1);
+	return s;
+}
+
+static struct sockaddr_in6
+sin6(const char *a)
+{
+	struct sockaddr_in6 s;
+
+	memset(&s, 0, sizeof(s));
+	s.sin6_family = AF_INET6;
+	ck_assert_int_eq(inet_pton(AF_INET6, a, &s.sin6_addr), 1);
+	return s;
+}
+
+#define ALLOWS(ch, s) channel_allows((ch), (const struct sockaddr *)(const void *)&(s))
+
+START_TEST(test_allow_from)
+{
+	struct config *c = load("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+				"allow_from = 10.0.0.0/8, 192.168.1.5 2001:db8::/32,203.0.113.128/25\n"
+				"[channel:any4]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+				"allow_from = 0.0.0.0/0\n"
+				"[channel:open]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
+	const struct channel *a, *any4, *open;
+	struct sockaddr_in s4;
+	struct sockaddr_in6 s6;
+
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	a = config_channel(c, "a");
+	any4 = config_channel(c, "any4");
+	open = config_channel(c, "open");
+	ck_assert_uint_eq(a->nallow, 4);
+
+	s4 = sin4("10.200.3.4");
+	ck_assert(ALLOWS(a, s4));
+	s4 = sin4("11.0.0.1");
+	ck_assert(!ALLOWS(a, s4));
+	s4 = sin4("192.168.1.5");
+	ck_assert(ALLOWS(a, s4));
+	s4 = sin4("192.168.1.6");
+	ck_assert(!ALLOWS(a, s4));
+	s4 = sin4("203.0.113.200");
+	ck_assert(ALLOWS(a, s4));
+	s4 = sin4("203.0.113.127");
+	ck_assert(!ALLOWS(a, s4));
+	s6 = sin6("2001:db8:1::7");
+	ck_assert(ALLOWS(a, s6));
+	s6 = sin6("2001:db9::7");
+	ck_assert(!ALLOWS(a, s6));
+	s6 = sin6("::ffff:10.1.2.3");
+	ck_assert(ALLOWS(a, s6));
+	s6 = sin6("::ffff:192.168.1.6");
+	ck_assert(!ALLOWS(a, s6));
+	ck_assert(!channel_allows(a, NULL));
+
+	s4 = sin4("8.8.8.8");
+	ck_assert(ALLOWS(any4, s4));
+	s6 = sin6("::ffff:8.8.8.8");
+	ck_assert(ALLOWS(any4, s6));
+	s6 = sin6("2001:db8::1");
+	ck_assert(!ALLOWS(any4, s6));
+
+	ck_assert(ALLOWS(open, s6));
+	ck_assert(channel_allows(open, NULL));
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_webhook_matches)
+{
+	struct config *c = load("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+				"[channel:b]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+				"[webhook:all]\nurl = http://127.0.0.1/\nsecret = s\n"
+				"[webhook:some]\nurl = http://127.0.0.1/\nsecret = s\n"
+				"events = order.paid\nchannels = b\n");
+	const struct webhook *all, *some;
+
+	ck_assert_ptr_nonnull(c);
+	all = &c->webhooks[0];
+	some = &c->webhooks[1];
+	ck_assert(webhook_matches(all, EVENT_PAID, "a"));
+	ck_assert(webhook_matches(all, EVENT_STATUS, "b"));
+	ck_assert(webhook_matches(all, EVENT_AMOUNT_MISMATCH, "a"));
+	ck_assert(webhook_matches(some, EVENT_PAID, "b"));
+	ck_assert(!webhook_matches(some, EVENT_PAID, "a"));
+	ck_assert(!webhook_matches(some, EVENT_STATUS, "b"));
+	ck_assert(!webhook_matches(some, EVENT_AMOUNT_MISMATCH, "b"));
+	config_free(c);
+}
+END_TEST
+
+START_TEST(test_names_and_misc)
+{
+	char name[70];
+
+	ck_assert(config_name_valid("shop-epay_1.v2"));
+	ck_assert(!config_name_valid(""));
+	ck_assert(!config_name_valid("a b"));
+	ck_assert(!config_name_valid("a/b"));
+	memset(name, 'x', 64);
+	name[64] = '\0';
+	ck_assert(config_name_valid(name));
+	name[64] = 'x';
+	name[65] = '\0';
+	ck_assert(!config_name_valid(name));
+	config_free(NULL);
+	config_errors_free(NULL);
+	ck_assert_ptr_null(config_channel(NULL, "a"));
+
+	ck_assert_ptr_null(config_load("/nonexistent/payrelayd.conf", &errs));
+	ck_assert_error(0, "No such file");
+}
+END_TEST
+
+static Suite *
+config_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_full_file);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_key_file);
+	tcase_add_test(tc, test_forms);
+	tcase_add_test(tc, test_rsa);
+	tcase_add_test(tc, test_line_errors);
+	tcase_add_test(tc, test_syntax_errors);
+	tcase_add_test(tc, test_many_errors);
+	tcase_add_test(tc, test_no_secret_in_errors);
+	tcase_add_test(tc, test_allow_from);
+	tcase_add_test(tc, test_webhook_matches);
+	tcase_add_test(tc, test_names_and_misc);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(config_suite());
+	int failures;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failures = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failures ? EXIT_FAILURE : EXIT_SUCCESS;
+}
