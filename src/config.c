@@ -881,42 +881,37 @@ static void
 begin_section(struct parser *p, const char *name)
 {
 	struct config *c = p->c;
-	enum sect_kind kind = SEC_IGNORE;
-	const char *n = strchr(name, ':');
+	enum sect_kind kind;
+	const char *n = name + 8;
 	int first = 0;
 	size_t i;
 
 	p->kind = SEC_IGNORE;
 	snprintf(p->section, sizeof(p->section), "%s", name);
 	for (i = 0; i < 4; i++)
-		if (strcmp(name, single_names[i]) == 0) {
-			if ((first = p->single[i].header) == 0) {
-				p->single[i].header = p->line;
-				p->kind = SEC_DAEMON + (int)i;
-			}
+		if (strcmp(name, single_names[i]) == 0)
 			break;
+	if (i < 4) {
+		if ((first = p->single[i].header) == 0) {
+			p->single[i].header = p->line;
+			p->kind = SEC_DAEMON + (int)i;
 		}
-	if (i == 4 && n != NULL && (size_t)(n - name) == 7 && strncmp(name, "channel", 7) == 0)
-		kind = SEC_CHANNEL;
-	else if (i == 4 && n != NULL && (size_t)(n - name) == 7 && strncmp(name, "webhook", 7) == 0)
-		kind = SEC_WEBHOOK;
-	else if (i == 4)
-		err(p, p->line, "unknown section [%.100s]", name);
-	if (kind != SEC_IGNORE && !config_name_valid(++n)) {
-		err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)",
-		    name);
-	} else if (kind == SEC_CHANNEL) {
-		const struct channel *ch = config_channel(c, n);
-
-		if (ch == NULL)
-			add_named(p, kind, n);
-		first = ch ? ch->line : 0;
-	} else if (kind == SEC_WEBHOOK) {
-		for (i = 0; i < c->nwebhooks; i++)
+	} else if (strncmp(name, "channel:", 8) == 0 || strncmp(name, "webhook:", 8) == 0) {
+		kind = name[0] == 'c' ? SEC_CHANNEL : SEC_WEBHOOK;
+		if (!config_name_valid(n)) {
+			err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)",
+			    name);
+			return;
+		}
+		if (kind == SEC_CHANNEL && config_channel(c, n) != NULL)
+			first = config_channel(c, n)->line;
+		for (i = 0; kind == SEC_WEBHOOK && i < c->nwebhooks; i++)
 			if (strcmp(c->webhooks[i].name, n) == 0)
 				first = c->webhooks[i].line;
 		if (first == 0)
 			add_named(p, kind, n);
+	} else {
+		err(p, p->line, "unknown section [%.100s]", name);
 	}
 	if (first != 0)
 		err(p, p->line, "duplicate section [%.100s] (first at line %d)", name, first);
@@ -965,14 +960,18 @@ read_line(char *str, int num, void *stream)
 		err(p, p->line, "line too long (at most %d bytes)", num - 1);
 		return str;
 	}
+	if (memchr(s, '\0', n) != NULL) {
+		err(p, p->line, "line contains a NUL byte");
+		return str;
+	}
 	while (n > 0 && (*s == ' ' || *s == '\t')) {
 		s++;
 		n--;
 	}
 	memcpy(str, s, n);
 	str[n] = '\0';
-	if (*str == '\0' || *str == ';' || *str == '#' || strlen(str) != n)
-		return str; /* a NUL byte ends the line for inih too */
+	if (*str == '\0' || *str == ';' || *str == '#')
+		return str;
 	if (*str == '[') {
 		if (*(end = find_end(str + 1, "]")) == ']') {
 			*end = '\0';
@@ -1023,6 +1022,9 @@ finish(struct parser *p)
 				err(p, s->at[K_SIGN_TYPE], "sign_type is only for family epay");
 			if (ch->sweep)
 				err(p, s->at[K_SWEEP], "sweep = on is only for family epay");
+			if (s->at[K_PUBKEY_FILE])
+				err(p, s->at[K_PUBKEY_FILE], "platform_public_key_file is only for "
+							     "family epay");
 		} else if (ch->sign_type == SIGN_RSA && !s->at[K_PUBKEY_FILE]) {
 			err(p, ch->line, "sign_type = RSA needs platform_public_key_file in "
 					 "[channel:%s]", ch->name);
@@ -1066,7 +1068,6 @@ set_defaults(struct parser *p)
 	c->stream_maxlen = 1000000;
 	c->redis_prefix = pdup(p, "payrelay:");
 	c->stream_key = pdup(p, "payrelay:events");
-	c->path = pdup(p, p->c->path);
 }
 
 struct config *
@@ -1083,7 +1084,7 @@ config_load(const char *path, struct config_errors *errs)
 		err(&p, 0, NO_MEMORY);
 		goto out;
 	}
-	p.c->path = (char *)path; /* copied by set_defaults */
+	p.c->path = pdup(&p, path);
 	set_defaults(&p);
 	if (slash == NULL)
 		p.dir = pdup(&p, ".");

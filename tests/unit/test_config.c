@@ -370,6 +370,16 @@ START_TEST(test_forms)
 	ck_assert_str_eq(c->redis_password, "pw");
 	config_free(c);
 
+	/* password_file before a url without a password, and a user alone */
+	write_file("pw", "from-file\n");
+	c = load("[redis]\npassword_file = pw\nurl = redis://app@127.0.0.1:6379/4\n[channel:a]\n"
+		 "family = epay\nmerchant_id = 1\nkey = k\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->redis_user, "app");
+	ck_assert_str_eq(c->redis_password, "from-file");
+	ck_assert_int_eq(c->redis_db, 4);
+	config_free(c);
+
 	/* a CRLF file with a BOM, indented keys, and a 60-byte channel name
 	 * (longer than inih's own section buffer) */
 	c = load("\xef\xbb\xbf[channel:aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff]\r\n"
@@ -442,6 +452,9 @@ START_TEST(test_line_errors)
 	    5, "sign_type is only for family epay");
 	expect_error("[channel:a]\nfamily = payindex\nmerchant_id = 1\nkey = k\nsweep = on\n", 5,
 	    "sweep = on is only for family epay");
+	write_file("k.pem", "not a key\n");
+	expect_error("[channel:a]\nfamily = gatepay\nmerchant_id = 1\nkey = k\n"
+		     "platform_public_key_file = k.pem\n", 5, "only for family epay");
 	expect_error("[channel:a]\nfamily = alipay\nmerchant_id = 1\nkey = k\n", 2,
 	    "unknown family 'alipay'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
@@ -500,6 +513,17 @@ START_TEST(test_syntax_errors)
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id 1\nkey = k\n", 3,
 	    "syntax error: expected [section] or key = value");
 	expect_error("[channel:a\nfamily = epay\n", 1, "syntax error");
+	write_file("payrelayd.conf", "");
+	{
+		FILE *f = fopen(conf_path, "w");
+
+		ck_assert_ptr_nonnull(f);
+		fwrite("[channel:a]\nkey = k\0x\n", 1, 22, f);
+		fclose(f);
+	}
+	config_errors_free(&errs);
+	ck_assert_ptr_null(config_load(conf_path, &errs));
+	ck_assert_error(2, "line contains a NUL byte");
 	expect_error("[channel:a]\nfamily ;= epay\n", 2, "syntax error");
 }
 END_TEST

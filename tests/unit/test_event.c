@@ -439,7 +439,8 @@ assert_replaced(const char *pre, const char *bad, size_t badlen, const char *pos
 	ck_assert_mem_eq(out, pre, pl);
 	ck_assert_mem_eq(out + outlen - ql, post, ql);
 	ck_assert_msg(all_replacement(out + pl, mid) && mid / 3 <= badlen,
-	    "bad bytes not replaced by 1..%zu U+FFFD", badlen);
+	    "\"%s\" + %zu bad bytes (first 0x%02x) + \"%s\": not replaced by 1..%zu U+FFFD",
+	    pre, badlen, (unsigned char)bad[0], post, badlen);
 	/* the result is valid: sanitizing it again changes nothing */
 	assert_same(out, outlen);
 	free(out);

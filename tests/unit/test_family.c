@@ -1003,6 +1003,34 @@ START_TEST(test_epay_php_float_money)
 }
 END_TEST
 
+START_TEST(test_epay_other_statuses)
+{
+	static const char *const statuses[] = { "TRADE_FINISHED", "WAIT_BUYER_PAY", "trade_success",
+		"TRADE_SUCCESS " };
+	size_t i;
+
+	/* paid iff trade_status is exactly TRADE_SUCCESS */
+	for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+		struct epay_case c;
+		struct event ev;
+		enum verdict got;
+		char id[EVENT_ID_LEN + 1];
+
+		epay_case_init(&c, NULL);
+		pset(&c.p, "trade_status", statuses[i]);
+		epay_resign(&c.p, c.key);
+		got = run(&c.ch, &c.p, time(NULL), &ev);
+		ck_assert_msg(got == VERDICT_OK, "status %s: %s", statuses[i], verdict_str(got));
+		ck_assert_msg(ev.type == EVENT_STATUS, "status \"%s\": type %s", statuses[i],
+		    event_type_str(ev.type));
+		ck_assert_str_eq(ev.status, statuses[i]);
+		event_make_id(id, c.ch.name, params_value(&c.p, "trade_no"), statuses[i]);
+		ck_assert_str_eq(ev.id, id);
+		epay_case_free(&c);
+	}
+}
+END_TEST
+
 /* ---- epay RSA ----------------------------------------------------------- */
 
 struct rsa_case {
@@ -1171,6 +1199,36 @@ START_TEST(test_epay_rsa_tampered)
 	rsa_resign(&c.p, c.priv);
 	expect(&c.ch, &c.p, c.ts, VERDICT_STALE, "re-signed 10000 s earlier");
 	expect(&c.ch, &c.p, 1794990000, VERDICT_OK, "re-signed, checked at its time");
+	rsa_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_epay_rsa_timestamp_required)
+{
+	struct rsa_case c;
+	struct event ev;
+	enum verdict got;
+
+	/* V2 notifications carry a signed timestamp; one without it is refused */
+	rsa_case_init(&c, 0);
+	params_free(&c.p);
+	params_from(&c.p, json_object_get(c.vec, "params"), "timestamp");
+	rsa_resign(&c.p, c.priv);
+	expect(&c.ch, &c.p, c.ts, VERDICT_MISSING_FIELD, "RSA without timestamp, re-signed");
+
+	pset(&c.p, "timestamp", "");
+	rsa_resign(&c.p, c.priv);
+	expect(&c.ch, &c.p, c.ts, VERDICT_MISSING_FIELD, "RSA with an empty timestamp, re-signed");
+
+	/* a timestamp that is not a number of seconds is not within the window */
+	pset(&c.p, "timestamp", "1795000000.5");
+	rsa_resign(&c.p, c.priv);
+	got = run(&c.ch, &c.p, c.ts, &ev);
+	ck_assert_msg(got != VERDICT_OK, "timestamp 1795000000.5 accepted");
+	pset(&c.p, "timestamp", "-1795000000");
+	rsa_resign(&c.p, c.priv);
+	got = run(&c.ch, &c.p, c.ts, &ev);
+	ck_assert_msg(got != VERDICT_OK, "timestamp -1795000000 accepted");
 	rsa_case_free(&c);
 }
 END_TEST
@@ -1598,6 +1656,30 @@ START_TEST(test_payindex_bad_amount)
 }
 END_TEST
 
+START_TEST(test_payindex_other_returncodes)
+{
+	static const char *const codes[] = { "01", "0", "000", "SUCCESS" };
+	size_t i;
+
+	/* paid iff returncode is exactly "00" */
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		struct pi_case c;
+		struct event ev;
+		enum verdict got;
+
+		pi_case_init(&c, 0, NULL);
+		pset(&c.p, "returncode", codes[i]);
+		payindex_resign(&c.p, c.key);
+		got = run(&c.ch, &c.p, time(NULL), &ev);
+		ck_assert_msg(got == VERDICT_OK, "returncode %s: %s", codes[i], verdict_str(got));
+		ck_assert_msg(ev.type == EVENT_STATUS, "returncode \"%s\": type %s", codes[i],
+		    event_type_str(ev.type));
+		ck_assert_str_eq(ev.status, codes[i]);
+		pi_case_free(&c);
+	}
+}
+END_TEST
+
 START_TEST(test_payindex_lowercase_sign_is_resigned_ok)
 {
 	struct pi_case c;
@@ -1649,6 +1731,7 @@ family_suite(void)
 	tcase_add_test(tc, test_epay_sign_type);
 	tcase_add_test(tc, test_epay_bad_amount);
 	tcase_add_test(tc, test_epay_php_float_money);
+	tcase_add_test(tc, test_epay_other_statuses);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("epay_rsa");
@@ -1656,6 +1739,7 @@ family_suite(void)
 	tcase_add_test(tc, test_epay_rsa_time_window);
 	tcase_add_test(tc, test_epay_rsa_fresh_signatures);
 	tcase_add_test(tc, test_epay_rsa_tampered);
+	tcase_add_test(tc, test_epay_rsa_timestamp_required);
 	tcase_add_test(tc, test_epay_rsa_refuses_md5);
 	tcase_add_test(tc, test_epay_rsa_wrong_merchant);
 	suite_add_tcase(s, tc);
@@ -1677,6 +1761,7 @@ family_suite(void)
 	tcase_add_test(tc, test_payindex_wrong_merchant);
 	tcase_add_test(tc, test_payindex_missing);
 	tcase_add_test(tc, test_payindex_bad_amount);
+	tcase_add_test(tc, test_payindex_other_returncodes);
 	tcase_add_test(tc, test_payindex_lowercase_sign_is_resigned_ok);
 	suite_add_tcase(s, tc);
 	return s;
