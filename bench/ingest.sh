@@ -195,6 +195,10 @@ cpu_ticks() { # pids...: sum of utime+stime in clock ticks
 	echo "$t"
 }
 
+machine_busy_ticks() { # all CPUs: user+nice+system+irq+softirq+steal
+	awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
 child_ticks() { # CPU time of this shell's reaped children (cutime + cstime)
 	local f
 	f=$(cat "/proc/$$/stat")
@@ -211,11 +215,11 @@ to_ms() { # wrk duration (527.00us, 1.08ms, 2.00s, 1.00m) -> milliseconds
 
 CLK_TCK=$(getconf CLK_TCK)
 TARGETS=()
-declare -A RPS P50 P99 BAD ERRS SRVCPU WRKCPU ISSUED ANSWERED DIST_I DIST_A WRAPS PATHS
+declare -A RPS P50 P99 BAD ERRS SRVCPU WRKCPU RESTCPU ISSUED ANSWERED DIST_I DIST_A WRAPS PATHS
 
 run_wrk() { # name port server-pids...
 	local name=$1 port=$2 out="$TMP/wrk-$1.txt" wpid wrk_pid rc i
-	local s0 s1 w0 c0 c1 ts0 ts1 line
+	local s0 s1 w0 c0 c1 m0 m1 ts0 ts1 line
 	shift 2
 	echo "ingest.sh: wrk -t$THREADS -c$CONNECTIONS -d$DURATION against $name (127.0.0.1:$port)" >&2
 	rm -f "$TMP/go-$name"
@@ -235,10 +239,12 @@ run_wrk() { # name port server-pids...
 	s0=$(cpu_ticks "$@")
 	w0=$(cpu_ticks ${wrk_pid:-})
 	c0=$(child_ticks)
+	m0=$(machine_busy_ticks)
 	ts0=$(date +%s.%N)
 	rc=0
 	wait "$wpid" || rc=$?
 	ts1=$(date +%s.%N)
+	m1=$(machine_busy_ticks)
 	c1=$(child_ticks)
 	s1=$(cpu_ticks "$@")
 	if [ "$rc" != 0 ]; then
@@ -266,6 +272,10 @@ run_wrk() { # name port server-pids...
 	SRVCPU[$name]=$(awk -v d="$((s1 - s0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
 		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
 	WRKCPU[$name]=$(awk -v d="$((c1 - c0 - w0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
+		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
+	# The rest of the machine's busy time: softirq (loopback TCP), kernel
+	# threads, and any other process (a build running beside the benchmark).
+	RESTCPU[$name]=$(awk -v d="$((m1 - m0 - (s1 - s0) - (c1 - c0 - w0)))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
 		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
 }
 
@@ -434,14 +444,15 @@ echo
 echo "payrelay ingest benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, keep-alive, $COUNT distinct signed epay callbacks"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"
 echo
-printf '%-26s %10s %9s %9s %12s %10s %11s %8s\n' target "req/s" p50 p99 non-success "sock errs" "server CPU" "wrk CPU"
+printf '%-26s %8s %9s %9s %12s %10s %11s %8s %9s\n' target "req/s" p50 p99 non-success "sock errs" "server CPU" "wrk CPU" "rest CPU"
 for t in "${TARGETS[@]}"; do
-	printf '%-26s %10s %7sms %7sms %12s %10s %11s %8s\n' "$(label "$t")" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
-		"${BAD[$t]}" "${ERRS[$t]}" "${SRVCPU[$t]}" "${WRKCPU[$t]}"
+	printf '%-26s %8s %7sms %7sms %12s %10s %11s %8s %9s\n' "$(label "$t")" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+		"${BAD[$t]}" "${ERRS[$t]}" "${SRVCPU[$t]}" "${WRKCPU[$t]}" "${RESTCPU[$t]}"
 	[ "${BAD[$t]}" = 0 ] || FAIL+=("$(label "$t"): ${BAD[$t]} responses were not 200 \"success\" ($(grep '^BENCH first_non_success' "$TMP/wrk-$t.txt" | cut -d' ' -f3-))")
 	[ "${ERRS[$t]}" = 0 ] || FAIL+=("$(label "$t"): ${ERRS[$t]} socket errors/timeouts ($(grep 'Socket errors' "$TMP/wrk-$t.txt" | sed 's/^ *//'))")
 done
-echo "(CPU: % of one core during the run; server = payrelayd + redis-server, or nginx master + workers; $(nproc) cores in all)"
+echo "(CPU: % of one core during the run, $(nproc) cores = $(( $(nproc) * 100 ))%; server = payrelayd + redis-server, or nginx"
+echo " master + workers; rest = softirq (loopback TCP), kernel threads and any other process on the machine)"
 echo
 
 if [ "$NGINX_ONLY" = 0 ]; then

@@ -16,6 +16,10 @@
  * verbatim, so a password with '/', '?' or '#' goes in password_file), or
  * unix:/path or unix:///path, both with an optional ?db=N. No rediss://:
  * hiredis 0.14 has no TLS.
+ *
+ * allow_from: addresses or CIDR ranges separated by spaces or commas; a
+ * bare address is /32 or /128, 0.0.0.0/0 is any IPv4 peer (an IPv6 peer
+ * then needs an IPv6 range, unless it is IPv4-mapped).
  */
 #include "config.h"
 
@@ -289,11 +293,16 @@ set_unix(const char *path, size_t n, struct netaddr *na)
 	return 0;
 }
 
+/* The public listener is TCP only: allow_from needs a peer address. */
 static void
-set_listen(struct parser *p, const char *v, struct netaddr *na)
+set_listen(struct parser *p, const char *v, bool unix_ok, struct netaddr *na)
 {
 	int rc;
 
+	if (strncmp(v, "unix:", 5) == 0 && !unix_ok) {
+		err(p, p->line, "listen must be host:port or [v6]:port (no unix socket here)");
+		return;
+	}
 	if (strncmp(v, "unix:", 5) == 0)
 		rc = set_unix(v + 5, strlen(v + 5), na);
 	else
@@ -630,7 +639,7 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 
 	switch (k) {
 	case K_LISTEN:
-		set_listen(p, v, &c->listen);
+		set_listen(p, v, false, &c->listen);
 		break;
 	case K_SHUTDOWN_TIMEOUT:
 		c->shutdown_timeout = (int)n;
@@ -645,7 +654,7 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 			err(p, p->line, "log_level must be debug, info, warn or error");
 		break;
 	case K_ADMIN_LISTEN:
-		set_listen(p, v, &c->admin_listen);
+		set_listen(p, v, true, &c->admin_listen);
 		break;
 	case K_TOKEN:
 	case K_TOKEN_FILE:
@@ -1070,6 +1079,17 @@ set_defaults(struct parser *p)
 	c->stream_key = pdup(p, "payrelay:events");
 }
 
+static int
+error_cmp(const void *a, const void *b)
+{
+	const struct config_error *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	/* qsort is not stable: keep messages of one line in their order. */
+	return x < y ? -1 : (x > y);
+}
+
 struct config *
 config_load(const char *path, struct config_errors *errs)
 {
@@ -1113,6 +1133,10 @@ out:
 	free(p.chseen);
 	free(p.whseen);
 	if (p.nerr > 0) {
+		/* Checks made after the whole file was read report last: show
+		 * the problems in file order. */
+		if (errs->n > 1)
+			qsort(errs->v, errs->n, sizeof(errs->v[0]), error_cmp);
 		config_free(p.c);
 		return NULL;
 	}

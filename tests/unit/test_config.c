@@ -485,6 +485,7 @@ START_TEST(test_line_errors)
 	expect_error("[daemon]\nlisten = example.com:80\n", 2, "numeric");
 	expect_error("[daemon]\nlisten = 127.0.0.1\n", 2, "listen must be");
 	expect_error("[daemon]\nlog_level = loud\n", 2, "log_level must be");
+	expect_error("[daemon]\nlisten = unix:/run/p.sock\n", 2, "no unix socket here");
 	expect_error("[daemon]\n", 0, "no [channel:NAME] section: nothing to receive");
 }
 END_TEST

@@ -1658,7 +1658,7 @@ END_TEST
 
 START_TEST(test_payindex_other_returncodes)
 {
-	static const char *const codes[] = { "01", "0", "000", "SUCCESS" };
+	static const char *const codes[] = { "01", "000", "SUCCESS", "11" };
 	size_t i;
 
 	/* paid iff returncode is exactly "00" */
