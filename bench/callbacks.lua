@@ -19,8 +19,9 @@
 -- issued counts request() calls (a request written at the end of the run may
 -- never be answered, but the server may still have recorded it);
 -- distinct_issued = sum over threads of min(issued, slice size), likewise
--- distinct_answered. The stream must hold between distinct_answered and
--- distinct_issued new entries.
+-- distinct_answered. It also prints one line per thread:
+--   BENCH_THREAD tid=.. slice=.. issued=.. answered=..
+-- from which bench/check_stream.py rebuilds the exact set of callbacks sent.
 
 local ffi = require("ffi")
 ffi.cdef([[
@@ -149,10 +150,12 @@ end
 function done(summary, latency, requests)
 	local t_issued, t_answered, t_bad, d_issued, d_answered, paths, t_wraps = 0, 0, 0, 0, 0, 0, 0
 	local sample = ""
-	for _, thread in ipairs(threads) do
+	for i, thread in ipairs(threads) do
 		local n = thread:get("slice") or 0
 		local is = thread:get("issued") or 0
 		local an = thread:get("answered") or 0
+		-- Thread i-1 sent positions 1..min(issued, slice) of its slice.
+		io.write(string.format("BENCH_THREAD tid=%d slice=%d issued=%d answered=%d\n", i - 1, n, is, an))
 		t_issued = t_issued + is
 		t_answered = t_answered + an
 		t_bad = t_bad + (thread:get("bad") or 0)

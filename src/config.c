@@ -48,19 +48,48 @@ static const char NO_MEMORY[] = "out of memory";
 enum sect_kind {
 	SEC_NONE,   /* before the first header: a key is an error */
 	SEC_IGNORE, /* after a bad header: its keys are not looked at */
-	SEC_DAEMON, SEC_ADMIN, SEC_REDIS, SEC_STREAM, /* in the order of single_names */
-	SEC_CHANNEL, SEC_WEBHOOK,
+	SEC_DAEMON,
+	SEC_ADMIN,
+	SEC_REDIS,
+	SEC_STREAM, /* in the order of single_names */
+	SEC_CHANNEL,
+	SEC_WEBHOOK,
 };
 static const char *const single_names[] = { "daemon", "admin", "redis", "stream" };
 
 enum key {
-	K_LISTEN, K_SHUTDOWN_TIMEOUT, K_DEDUP_TTL, K_LOG_LEVEL,
-	K_ADMIN_LISTEN, K_TOKEN, K_TOKEN_FILE,
-	K_REDIS_URL, K_PASSWORD_FILE, K_PREFIX, K_REDIS_TIMEOUT,
-	K_STREAM_KEY, K_MAXLEN,
-	K_FAMILY, K_SIGN_TYPE, K_PUBKEY_FILE, K_MERCHANT_ID, K_KEY, K_KEY_FILE, K_API_BASE,
-	K_POLL_AFTER, K_POLL_RATE, K_SWEEP, K_SWEEP_INTERVAL, K_ALLOW_FROM,
-	K_URL, K_SECRET, K_EVENTS, K_CHANNELS, K_TIMEOUT_MS, K_MAX_IN_FLIGHT, K_SCHEDULE,
+	K_LISTEN,
+	K_SHUTDOWN_TIMEOUT,
+	K_DEDUP_TTL,
+	K_LOG_LEVEL,
+	K_ADMIN_LISTEN,
+	K_TOKEN,
+	K_TOKEN_FILE,
+	K_REDIS_URL,
+	K_PASSWORD_FILE,
+	K_PREFIX,
+	K_REDIS_TIMEOUT,
+	K_STREAM_KEY,
+	K_MAXLEN,
+	K_FAMILY,
+	K_SIGN_TYPE,
+	K_PUBKEY_FILE,
+	K_MERCHANT_ID,
+	K_KEY,
+	K_KEY_FILE,
+	K_API_BASE,
+	K_POLL_AFTER,
+	K_POLL_RATE,
+	K_SWEEP,
+	K_SWEEP_INTERVAL,
+	K_ALLOW_FROM,
+	K_URL,
+	K_SECRET,
+	K_EVENTS,
+	K_CHANNELS,
+	K_TIMEOUT_MS,
+	K_MAX_IN_FLIGHT,
+	K_SCHEDULE,
 	K_COUNT
 };
 
@@ -120,8 +149,8 @@ struct parser {
 	char *dir;                  /* of the config file, for relative paths */
 	const char *buf;            /* the file, served to inih one line per call */
 	size_t len, pos;
-	int line;                   /* the line inih is working on */
-	int first_syntax;           /* the first line with a syntax error, or 0 */
+	int line;         /* the line inih is working on */
+	int first_syntax; /* the first line with a syntax error, or 0 */
 	enum sect_kind kind;
 	char section[INI_MAX_LINE]; /* its name, for messages */
 	const char *key;            /* the key being set, for messages */
@@ -310,7 +339,8 @@ set_listen(struct parser *p, const char *v, bool unix_ok, struct netaddr *na)
 	if (rc == -2)
 		err(p, p->line, "listen: the host must be a numeric address, localhost or *");
 	else if (rc < 0)
-		err(p, p->line, "listen must be host:port, [v6]:port or unix:/path (under %zu bytes)",
+		err(p, p->line,
+		    "listen must be host:port, [v6]:port or unix:/path (under %zu bytes)",
 		    sizeof(na->path));
 }
 
@@ -327,8 +357,9 @@ set_redis_url(struct parser *p, const char *v)
 	if (strncmp(v, "unix:", 5) == 0) {
 		s = v + 5 + (strncmp(v + 5, "//", 2) == 0 ? 2 : 0);
 		q = strchr(s, '?');
-		if (q != NULL && (strncmp(q, "?db=", 4) != 0 ||
-		    parse_ll(q + 4, strlen(q + 4), 0, INT_MAX, &db) == -1))
+		if (q != NULL &&
+		    (strncmp(q, "?db=", 4) != 0 ||
+			parse_ll(q + 4, strlen(q + 4), 0, INT_MAX, &db) == -1))
 			goto out;
 		rc = set_unix(s, q ? (size_t)(q - s) : strlen(s), &c->redis);
 		goto out;
@@ -375,8 +406,9 @@ set_redis_url(struct parser *p, const char *v)
 	}
 out:
 	if (rc == -1)
-		err(p, p->line, "redis url must be redis://[[user]:password@]host[:port][/db] "
-				"or unix:/path[?db=N]");
+		err(p, p->line,
+		    "redis url must be redis://[[user]:password@]host[:port][/db] "
+		    "or unix:/path[?db=N]");
 	else if (rc == 0)
 		c->redis_db = (int)db;
 	free(user);
@@ -441,8 +473,9 @@ get_secret(struct parser *p, bool file, const char *v, char **out, size_t *len)
 static bool
 valid_http_url(const char *v)
 {
-	size_t skip = strncasecmp(v, "http://", 7) == 0 ? 7 :
-	    strncasecmp(v, "https://", 8) == 0 ? 8 : 0;
+	size_t skip = strncasecmp(v, "http://", 7) == 0 ? 7
+	    : strncasecmp(v, "https://", 8) == 0        ? 8
+							: 0;
 
 	return skip > 0 && v[skip] != '\0' && v[skip] != '/' && strpbrk(v, " \t") == NULL;
 }
@@ -480,8 +513,10 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 
 	while ((t = next_token(&v, " \t,", &len)) != NULL) {
 		if (parse_cidr(t, len, &r) == -1) {
-			err(p, p->line, "allow_from: bad entry '%.*s' (expected ADDRESS or "
-					"ADDRESS/PREFIX)", (int)(len > 64 ? 64 : len), t);
+			err(p, p->line,
+			    "allow_from: bad entry '%.*s' (expected ADDRESS or "
+			    "ADDRESS/PREFIX)",
+			    (int)(len > 64 ? 64 : len), t);
 			bad = true;
 		} else if ((q = grow(list, n, sizeof(*list))) == NULL) {
 			err(p, p->line, NO_MEMORY);
@@ -553,8 +588,10 @@ set_events(struct parser *p, struct webhook *w, const char *v)
 		if (e <= EVENT_AMOUNT_MISMATCH)
 			w->events |= 1u << e;
 		else
-			err(p, p->line, "unknown event '%.*s' (order.paid, order.status or "
-					"order.amount_mismatch)", (int)(len > 64 ? 64 : len), t);
+			err(p, p->line,
+			    "unknown event '%.*s' (order.paid, order.status or "
+			    "order.amount_mismatch)",
+			    (int)(len > 64 ? 64 : len), t);
 	}
 	if (w->events == 0)
 		err(p, p->line, "events must name at least one event");
@@ -741,7 +778,8 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 		break;
 	case K_API_BASE:
 		if (!valid_http_url(v)) {
-			err(p, p->line, "api_base must be an http:// or https:// URL without spaces");
+			err(p, p->line,
+			    "api_base must be an http:// or https:// URL without spaces");
 			break;
 		}
 		if ((ch->api_base = pdup(p, v)) == NULL)
@@ -908,8 +946,8 @@ begin_section(struct parser *p, const char *name)
 	} else if (strncmp(name, "channel:", 8) == 0 || strncmp(name, "webhook:", 8) == 0) {
 		kind = name[0] == 'c' ? SEC_CHANNEL : SEC_WEBHOOK;
 		if (!config_name_valid(n)) {
-			err(p, p->line, "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)",
-			    name);
+			err(p, p->line,
+			    "invalid name in [%.100s] (1 to 64 bytes of A-Z a-z 0-9 . _ -)", name);
 			return;
 		}
 		if (kind == SEC_CHANNEL && config_channel(c, n) != NULL)
@@ -1013,8 +1051,9 @@ finish(struct parser *p)
 	size_t i, j;
 
 	if (p->url_password && s->at[K_PASSWORD_FILE])
-		err(p, s->at[K_PASSWORD_FILE], "give the redis password in url or password_file, "
-					       "not both");
+		err(p, s->at[K_PASSWORD_FILE],
+		    "give the redis password in url or password_file, "
+		    "not both");
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
 		bool epay = ch->family != NULL && strcmp(ch->family->name, "epay") == 0;
@@ -1032,14 +1071,18 @@ finish(struct parser *p)
 			if (ch->sweep)
 				err(p, s->at[K_SWEEP], "sweep = on is only for family epay");
 			if (s->at[K_PUBKEY_FILE])
-				err(p, s->at[K_PUBKEY_FILE], "platform_public_key_file is only for "
-							     "family epay");
+				err(p, s->at[K_PUBKEY_FILE],
+				    "platform_public_key_file is only for "
+				    "family epay");
 		} else if (ch->sign_type == SIGN_RSA && !s->at[K_PUBKEY_FILE]) {
-			err(p, ch->line, "sign_type = RSA needs platform_public_key_file in "
-					 "[channel:%s]", ch->name);
+			err(p, ch->line,
+			    "sign_type = RSA needs platform_public_key_file in "
+			    "[channel:%s]",
+			    ch->name);
 		} else if (ch->sign_type != SIGN_RSA && s->at[K_PUBKEY_FILE]) {
-			err(p, s->at[K_PUBKEY_FILE], "platform_public_key_file is only for "
-						     "sign_type = RSA");
+			err(p, s->at[K_PUBKEY_FILE],
+			    "platform_public_key_file is only for "
+			    "sign_type = RSA");
 		}
 	}
 	for (i = 0; i < c->nwebhooks; i++) {
@@ -1200,7 +1243,8 @@ config_channel(const struct config *c, const char *name)
 bool
 config_name_valid(const char *name)
 {
-	size_t n = strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
+	size_t n =
+	    strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
 
 	return n >= 1 && n <= 64 && name[n] == '\0';
 }
@@ -1243,7 +1287,8 @@ channel_allows(const struct channel *ch, const struct sockaddr *sa)
 	if (ch->allow == NULL)
 		return true;
 	if (sa != NULL && sa->sa_family == AF_INET) {
-		v4 = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+		v4 = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)
+			 ->sin_addr;
 	} else if (sa != NULL && sa->sa_family == AF_INET6) {
 		a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
 		v6 = a6->s6_addr;

@@ -32,8 +32,7 @@ crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
 
 	if (keylen > INT_MAX)
 		return -1;
-	if (HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen) == NULL ||
-	    outlen != 32)
+	if (HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen) == NULL || outlen != 32)
 		return -1;
 	return 0;
 }

@@ -17,11 +17,11 @@ struct store;
 enum ingest_result {
 	INGEST_RECORDED,
 	INGEST_DUPLICATE,
-	INGEST_REFUSED,   /* 400: verification or parse failure */
-	INGEST_FORBIDDEN, /* 403 */
-	INGEST_NOT_FOUND, /* 404 */
+	INGEST_REFUSED,     /* 400: verification or parse failure */
+	INGEST_FORBIDDEN,   /* 403 */
+	INGEST_NOT_FOUND,   /* 404 */
 	INGEST_UNAVAILABLE, /* 503: Redis away, slow or failing */
-	INGEST_OTHER,     /* 405, 415 */
+	INGEST_OTHER,       /* 405, 415 */
 	INGEST_NRESULTS,
 };
 

@@ -35,7 +35,7 @@ struct event {
 	const char *status;       /* "paid" or the gateway's raw status */
 	const char *amount;       /* as received */
 	int64_t amount_fen;
-	const char *paid_amount;  /* as received; = amount when the family has none */
+	const char *paid_amount; /* as received; = amount when the family has none */
 	int64_t paid_amount_fen;
 	const char *method;       /* may be NULL */
 	const char *subject;      /* may be NULL */

@@ -16,7 +16,7 @@ struct channel;
 /* Why a callback was refused. Every refusal is answered `fail`. */
 enum verdict {
 	VERDICT_OK = 0,
-	VERDICT_MISSING_FIELD,  /* a required parameter is absent or empty */
+	VERDICT_MISSING_FIELD, /* a required parameter is absent or empty */
 	VERDICT_BAD_SIGNATURE,
 	VERDICT_SIGN_TYPE,      /* the request's sign_type differs from the channel's */
 	VERDICT_WRONG_MERCHANT, /* pid / appkey / memberid is not the channel's */
@@ -48,9 +48,9 @@ const struct family *family_find(const char *name);
 
 /* Which parameters a sorted "k=v&k=v" signing string leaves out. */
 enum skip_rule {
-	SKIP_EMPTY = 1 << 0,       /* value "" */
-	SKIP_BLANK = 1 << 1,       /* value only PHP trim() white space */
-	SKIP_ZERO = 1 << 2,        /* value "0" (PHP empty()) */
+	SKIP_EMPTY = 1 << 0, /* value "" */
+	SKIP_BLANK = 1 << 1, /* value only PHP trim() white space */
+	SKIP_ZERO = 1 << 2,  /* value "0" (PHP empty()) */
 };
 
 /* Appends the parameters of `p`, but for those named in `exclude`

@@ -11,8 +11,7 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 {
 	static const char *const signed_fields[] = { "order_id", "out_order_id", "price",
 		"realprice", "type", "paytime", "extend", NULL };
-	static const char *const required[] = { "order_id", "out_order_id", "price", "sign",
-		NULL };
+	static const char *const required[] = { "order_id", "out_order_id", "price", "sign", NULL };
 	const char *const *f;
 	const char *appkey, *realprice;
 	char inner[33], outer[33];

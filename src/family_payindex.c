@@ -11,8 +11,8 @@ static const char *const payindex_unsigned[] = { "sign", "attach", NULL };
 static enum verdict
 payindex_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
 {
-	static const char *const required[] = { "memberid", "orderid", "amount",
-		"transaction_id", "returncode", "sign", NULL };
+	static const char *const required[] = { "memberid", "orderid", "amount", "transaction_id",
+		"returncode", "sign", NULL };
 	const char *const *f;
 	const char *code, *true_amount;
 	char md5[33];

@@ -29,10 +29,10 @@ struct params {
 
 enum form_error {
 	FORM_OK = 0,
-	FORM_TOO_MANY,     /* more than FORM_MAX_PARAMS distinct names */
+	FORM_TOO_MANY, /* more than FORM_MAX_PARAMS distinct names */
 	FORM_NAME_TOO_LONG,
 	FORM_VALUE_TOO_LONG,
-	FORM_ARRAY_NAME,   /* name with '[' */
+	FORM_ARRAY_NAME, /* name with '[' */
 	FORM_NOMEM,
 };
 

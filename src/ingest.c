@@ -60,8 +60,11 @@ ingest_fail(struct env *env, struct evhttp_request *req, int code, enum ingest_r
 		int code;
 		const char *reason;
 	} reasons[] = {
-		{ 400, "Bad Request" }, { 403, "Forbidden" }, { 404, "Not Found" },
-		{ 405, "Method Not Allowed" }, { 415, "Unsupported Media Type" },
+		{ 400, "Bad Request" },
+		{ 403, "Forbidden" },
+		{ 404, "Not Found" },
+		{ 405, "Method Not Allowed" },
+		{ 415, "Unsupported Media Type" },
 		{ 503, "Service Unavailable" },
 	};
 	const char *reason = "Error";
@@ -148,8 +151,8 @@ ingest_conn_closed(struct evhttp_connection *evcon, void *arg)
 
 	if (pd->replying) {
 		/* The answer could not be written; the gateway will retry. */
-		log_warnx("callback answer not delivered, connection closed",
-		    "channel=%s event=%s", pd->channel, pd->event_id);
+		log_warnx("callback answer not delivered, connection closed", "channel=%s event=%s",
+		    pd->channel, pd->event_id);
 		pending_done(pd);
 		return;
 	}
@@ -178,12 +181,14 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 		env->results[INGEST_RECORDED]++;
 		if (strcmp(type, "order.amount_mismatch") == 0)
 			log_warnx("callback recorded with amount mismatch",
-			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" amount_fen=%lld",
+			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
+			    "amount_fen=%lld",
 			    pd->channel, pd->event_id, type, pd->trade_no, pd->out_trade_no,
 			    pd->amount_fen);
 		else
 			log_info("callback recorded",
-			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" amount_fen=%lld",
+			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
+			    "amount_fen=%lld",
 			    pd->channel, pd->event_id, type, pd->trade_no, pd->out_trade_no,
 			    pd->amount_fen);
 		break;
@@ -195,7 +200,8 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	case STORE_ERROR:
 	case STORE_TIMEOUT:
 		log_warnx("callback not recorded, answered 503", "channel=%s event=%s reason=%s",
-		    pd->channel, pd->event_id, r == STORE_TIMEOUT ? "redis timeout" : "redis error");
+		    pd->channel, pd->event_id,
+		    r == STORE_TIMEOUT ? "redis timeout" : "redis error");
 		break;
 	}
 	if (req == NULL) {
@@ -254,8 +260,8 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 	for (i = 0; i < cfg->nwebhooks; i++) {
 		const struct webhook *w = &cfg->webhooks[i];
 		bool as_is = webhook_matches(w, ev->type, ch->name);
-		bool mm = ev->type == EVENT_PAID &&
-		    webhook_matches(w, EVENT_AMOUNT_MISMATCH, ch->name);
+		bool mm =
+		    ev->type == EVENT_PAID && webhook_matches(w, EVENT_AMOUNT_MISMATCH, ch->name);
 
 		if (!as_is && !mm)
 			continue;
@@ -339,8 +345,8 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 	if (ferr == FORM_OK && method == EVHTTP_REQ_POST) {
 		struct evbuffer *in = evhttp_request_get_input_buffer(req);
 		size_t len = evbuffer_get_length(in);
-		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req),
-		    "Content-Type");
+		const char *ct =
+		    evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 
 		if (len > 0 && !is_form_content_type(ct)) {
 			ingest_log_refusal(req, ch->name, "unsupported content type", NULL);
@@ -421,9 +427,10 @@ ingest_start(struct env *env)
 	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
 	evhttp_set_timeout(env->http, INGEST_READ_TIMEOUT);
 	/* Let every method through to answer 405 "fail" ourselves. */
-	evhttp_set_allowed_methods(env->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-	    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+	evhttp_set_allowed_methods(env->http,
+	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+		EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
+		EVHTTP_REQ_PATCH);
 	/* Read the rest of an oversized body so the client sees the 413. */
 	evhttp_set_flags(env->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_gencb(env->http, ingest_cb, env);

@@ -15,10 +15,10 @@ int log_parse_level(const char *s, enum log_level *out) WUR;
 /* `msg` is a short fixed text; `kv` formats the key=value pairs (may be NULL). */
 void log_emit(enum log_level lvl, const char *msg, const char *kv, ...) PRINTF_LIKE(3, 4);
 
-#define log_at(lvl, msg, ...)                                   \
-	do {                                                    \
-		if ((lvl) >= log_min_level)                     \
-			log_emit((lvl), (msg), __VA_ARGS__);    \
+#define log_at(lvl, msg, ...) \
+	do { \
+		if ((lvl) >= log_min_level) \
+			log_emit((lvl), (msg), __VA_ARGS__); \
 	} while (0)
 #define log_debug(msg, ...) log_at(LOG_DEBUG, msg, __VA_ARGS__)
 #define log_info(msg, ...) log_at(LOG_INFO, msg, __VA_ARGS__)

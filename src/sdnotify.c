@@ -52,10 +52,30 @@ sdnotify_watchdog_usec(void)
 	return usec;
 }
 #else
-void sdnotify_ready(void) {}
-void sdnotify_reloading(void) {}
-void sdnotify_stopping(void) {}
-void sdnotify_watchdog(void) {}
-void sdnotify_status(const char *status) { (void)status; }
-uint64_t sdnotify_watchdog_usec(void) { return 0; }
+void
+sdnotify_ready(void)
+{
+}
+void
+sdnotify_reloading(void)
+{
+}
+void
+sdnotify_stopping(void)
+{
+}
+void
+sdnotify_watchdog(void)
+{
+}
+void
+sdnotify_status(const char *status)
+{
+	(void)status;
+}
+uint64_t
+sdnotify_watchdog_usec(void)
+{
+	return 0;
+}
 #endif

@@ -140,8 +140,8 @@ store_schedule_reconnect(struct store *s)
 	tv.tv_sec = s->backoff_ms / 1000;
 	tv.tv_usec = (s->backoff_ms % 1000) * 1000;
 	evtimer_add(s->reconnect_ev, &tv);
-	s->backoff_ms = s->backoff_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS :
-								   s->backoff_ms * 2;
+	s->backoff_ms =
+	    s->backoff_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
 
 static void
@@ -209,8 +209,8 @@ store_on_connect(const redisAsyncContext *c, int status)
 	/* Commands are pipelined in order: AUTH and SELECT run before the load. */
 	if (s->password != NULL) {
 		if (s->user != NULL)
-			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s %s", s->user,
-			    s->password);
+			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s %s",
+			    s->user, s->password);
 		else
 			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s",
 			    s->password);
@@ -439,8 +439,7 @@ req_args(struct store_req *r, const char *s)
 	return req_arg(r, s, strlen(s));
 }
 
-static int
-req_argf(struct store_req *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+static int req_argf(struct store_req *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
 
 static int
 req_argf(struct store_req *r, const char *fmt, ...)
@@ -544,8 +543,8 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	}
 	if (rc != 0)
 		goto fail;
-	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc,
-		(const char **)r->argv, r->lens) != REDIS_OK)
+	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, (const char **)r->argv,
+		r->lens) != REDIS_OK)
 		goto fail;
 	s->in_flight++;
 	tv.tv_sec = s->timeout_ms / 1000;

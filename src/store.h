@@ -15,10 +15,10 @@ struct config;
 struct store;
 
 enum store_result {
-	STORE_NEW,         /* recorded now */
-	STORE_DUP,         /* recorded before: nothing new was written */
-	STORE_ERROR,       /* Redis answered with an error, or the connection dropped */
-	STORE_TIMEOUT,     /* no answer within [redis] timeout_ms (it may still apply) */
+	STORE_NEW,     /* recorded now */
+	STORE_DUP,     /* recorded before: nothing new was written */
+	STORE_ERROR,   /* Redis answered with an error, or the connection dropped */
+	STORE_TIMEOUT, /* no answer within [redis] timeout_ms (it may still apply) */
 };
 
 /* One webhook that may get a delivery of the event. */
@@ -44,8 +44,8 @@ typedef void store_ready_cb(void *arg);
 
 /* Copies what it needs of cfg ([redis], [stream], dedup_ttl): changing
  * those needs a restart. Connects at once and keeps reconnecting. */
-struct store *store_new(struct event_base *base, const struct config *cfg,
-    store_ready_cb *ready_cb, void *ready_arg);
+struct store *store_new(struct event_base *base, const struct config *cfg, store_ready_cb *ready_cb,
+    void *ready_arg);
 /* Closes the connection; pending callbacks get STORE_ERROR. NULL is ok. */
 void store_free(struct store *s);
 bool store_ready(const struct store *s);

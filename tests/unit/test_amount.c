@@ -22,7 +22,8 @@ START_TEST(test_vectors_valid)
 
 	ck_assert_msg(json_is_object(valid) && json_object_size(valid) > 0,
 	    "amounts.json has no \"valid\" object");
-	json_object_foreach(valid, s, want) {
+	json_object_foreach(valid, s, want)
+	{
 		int64_t fen = -12345;
 		int rc = parse(s, &fen);
 
@@ -44,7 +45,8 @@ START_TEST(test_vectors_invalid)
 	json_t *invalid = vectors_array(root, "invalid"), *v;
 	size_t i;
 
-	json_array_foreach(invalid, i, v) {
+	json_array_foreach(invalid, i, v)
+	{
 		const char *s = json_string_value(v);
 		int64_t fen = 0;
 		int rc;
@@ -61,8 +63,25 @@ END_TEST
 START_TEST(test_more_invalid)
 {
 	static const char *const bad[] = {
-		"1..0", "1.0.", "..", ".", "1. 0", "\t1", "1\n", "0x1", "1_000", "１",
-		"1.00-", "--1", "-0", "+0", "inf", "Infinity", "1.0e0", "1.01e2", "2.50.",
+		"1..0",
+		"1.0.",
+		"..",
+		".",
+		"1. 0",
+		"\t1",
+		"1\n",
+		"0x1",
+		"1_000",
+		"１",
+		"1.00-",
+		"--1",
+		"-0",
+		"+0",
+		"inf",
+		"Infinity",
+		"1.0e0",
+		"1.01e2",
+		"2.50.",
 	};
 	size_t i;
 
@@ -140,8 +159,8 @@ assert_format(int64_t fen, const char *want)
 
 	memset(out, 'x', sizeof(out));
 	amount_format(fen, out, sizeof(out));
-	ck_assert_msg(memchr(out, '\0', sizeof(out)) != NULL, "amount_format(%" PRId64
-	    ") not NUL-terminated", fen);
+	ck_assert_msg(memchr(out, '\0', sizeof(out)) != NULL,
+	    "amount_format(%" PRId64 ") not NUL-terminated", fen);
 	ck_assert_msg(strcmp(out, want) == 0, "amount_format(%" PRId64 ") = \"%s\", want \"%s\"",
 	    fen, out, want);
 }
@@ -179,7 +198,8 @@ START_TEST(test_format_parse_round_trip)
 	size_t i;
 
 	ck_assert_ptr_nonnull(valid);
-	json_object_foreach(valid, s, want) {
+	json_object_foreach(valid, s, want)
+	{
 		int64_t fen = (int64_t)json_integer_value(want), back = -1;
 		char out[32];
 

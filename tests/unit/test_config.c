@@ -87,12 +87,12 @@ has_error(int line, const char *text)
 	return false;
 }
 
-#define ck_assert_error(line, text)                                              \
-	do {                                                                     \
-		if (!has_error((line), (text)))                                  \
-			dump_errors();                                           \
-		ck_assert_msg(has_error((line), (text)), "no error '%s' on line %d", \
-		    (text), (line));                                             \
+#define ck_assert_error(line, text) \
+	do { \
+		if (!has_error((line), (text))) \
+			dump_errors(); \
+		ck_assert_msg(has_error((line), (text)), "no error '%s' on line %d", (text), \
+		    (line)); \
 	} while (0)
 
 /* Loads `text`, which must be refused with `text_err` on `line`. */
@@ -115,11 +115,10 @@ no_secret_in(const char *secret)
 		    "error on line %d quotes a secret: %s", errs.v[i].line, errs.v[i].msg);
 }
 
-static const char minimal[] =
-    "[channel:shop]\n"
-    "family = epay\n"
-    "merchant_id = 1001\n"
-    "key = " SECRET "\n";
+static const char minimal[] = "[channel:shop]\n"
+			      "family = epay\n"
+			      "merchant_id = 1001\n"
+			      "key = " SECRET "\n";
 
 START_TEST(test_full_file)
 {
@@ -326,8 +325,8 @@ START_TEST(test_key_file)
 	ck_assert_ptr_nonnull(c);
 	config_free(c);
 
-	expect_error("[channel:shop]\nfamily = epay\nmerchant_id = 1\nkey_file = missing.key\n",
-	    4, "missing.key: No such file");
+	expect_error("[channel:shop]\nfamily = epay\nmerchant_id = 1\nkey_file = missing.key\n", 4,
+	    "missing.key: No such file");
 }
 END_TEST
 
@@ -336,7 +335,8 @@ START_TEST(test_forms)
 	struct config *c;
 
 	c = load("[daemon]\nlisten = *:80\n[admin]\nlisten = [::1]:9000\ntoken = 0123456789abcdef\n"
-		 "[redis]\nurl = redis://app:pw:x@localhost\n" "[channel:a]\n"
+		 "[redis]\nurl = redis://app:pw:x@localhost\n"
+		 "[channel:a]\n"
 		 "family = epay\nmerchant_id = 1\nkey = k\n");
 	if (c == NULL)
 		dump_errors();
@@ -382,8 +382,9 @@ START_TEST(test_forms)
 
 	/* a CRLF file with a BOM, indented keys, and a 60-byte channel name
 	 * (longer than inih's own section buffer) */
-	c = load("\xef\xbb\xbf[channel:aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff]\r\n"
-		 "  family = epay\r\n  merchant_id = 1\r\n  key = k ; comment\r\n");
+	c = load(
+	    "\xef\xbb\xbf[channel:aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff]\r\n"
+	    "  family = epay\r\n  merchant_id = 1\r\n  key = k ; comment\r\n");
 	if (c == NULL)
 		dump_errors();
 	ck_assert_ptr_nonnull(c);
@@ -411,12 +412,14 @@ START_TEST(test_rsa)
 	ck_assert_ptr_nonnull(c->channels[0].platform_key);
 	config_free(c);
 
-	expect_error("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n",
-	    1, "platform_public_key_file");
+	expect_error("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n", 1,
+	    "platform_public_key_file");
 	expect_error("[channel:rsa]\nfamily = epay\nsign_type = RSA\nmerchant_id = 1\nkey = k\n"
-		     "platform_public_key_file = bad.pem\n", 6, "not a PEM public key");
+		     "platform_public_key_file = bad.pem\n",
+	    6, "not a PEM public key");
 	expect_error("[channel:md5]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
-		     "platform_public_key_file = platform.pem\n", 5, "only for sign_type = RSA");
+		     "platform_public_key_file = platform.pem\n",
+	    5, "only for sign_type = RSA");
 }
 END_TEST
 
@@ -427,15 +430,18 @@ START_TEST(test_line_errors)
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n\n[deamon]\n", 6,
 	    "unknown section [deamon]");
 	expect_error("[daemon]\nshutdown_timeout = 10s\n[channel:a]\nfamily = epay\n"
-		     "merchant_id = 1\nkey = k\n", 2, "shutdown_timeout must be an integer from 1 to 600");
+		     "merchant_id = 1\nkey = k\n",
+	    2, "shutdown_timeout must be an integer from 1 to 600");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\npoll_rate = +5\n", 5,
 	    "poll_rate must be an integer from 1 to 1000");
-	expect_error("[stream]\nmaxlen = 99\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	expect_error("[stream]\nmaxlen = 99\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = "
+		     "k\n",
 	    2, "maxlen must be an integer from 1000 to 1000000000");
 	expect_error("[daemon]\n[channel:a]\nfamily = epay\nkey = k\n", 2,
 	    "missing required key 'merchant_id' in [channel:a]");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "secret = s\n", 5, "missing required key 'url' in [webhook:w]");
+		     "secret = s\n",
+	    5, "missing required key 'url' in [webhook:w]");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nmerchant_id = 2\nkey = k\n", 4,
 	    "duplicate key 'merchant_id'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[channel:a]\n", 5,
@@ -454,30 +460,36 @@ START_TEST(test_line_errors)
 	    "sweep = on is only for family epay");
 	write_file("k.pem", "not a key\n");
 	expect_error("[channel:a]\nfamily = gatepay\nmerchant_id = 1\nkey = k\n"
-		     "platform_public_key_file = k.pem\n", 5, "only for family epay");
+		     "platform_public_key_file = k.pem\n",
+	    5, "only for family epay");
 	expect_error("[channel:a]\nfamily = alipay\nmerchant_id = 1\nkey = k\n", 2,
 	    "unknown family 'alipay'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
-		     "allow_from = 10.0.0.0/8, 10.1.2.3/33\n", 5, "allow_from: bad entry '10.1.2.3/33'");
+		     "allow_from = 10.0.0.0/8, 10.1.2.3/33\n",
+	    5, "allow_from: bad entry '10.1.2.3/33'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
-		     "allow_from = 2001:db8::/129\n", 5, "bad entry");
+		     "allow_from = 2001:db8::/129\n",
+	    5, "bad entry");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = http://h/\nsecret = s\nchannels = a b\n", 8,
-	    "channels: no channel named 'b'");
+		     "url = http://h/\nsecret = s\nchannels = a b\n",
+	    8, "channels: no channel named 'b'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = http://h/\nsecret = whsec_not*base64\n", 7,
-	    "whsec_ value is not valid base64");
+		     "url = http://h/\nsecret = whsec_not*base64\n",
+	    7, "whsec_ value is not valid base64");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = http://h/\nsecret = s\nevents = order.paid order.refunded\n", 8,
-	    "unknown event 'order.refunded'");
+		     "url = http://h/\nsecret = s\nevents = order.paid order.refunded\n",
+	    8, "unknown event 'order.refunded'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = ftp://h/\nsecret = s\n", 6, "url must be");
+		     "url = ftp://h/\nsecret = s\n",
+	    6, "url must be");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = http://h/\nsecret = s\nschedule = 0 5 604801\n", 8, "schedule must be");
+		     "url = http://h/\nsecret = s\nschedule = 0 5 604801\n",
+	    8, "schedule must be");
 	expect_error("key = k\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n", 1,
 	    "outside any section");
 	expect_error("[channel:a b]\n", 1, "invalid name");
-	expect_error("[admin]\ntoken = short\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	expect_error("[admin]\ntoken = short\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = "
+		     "k\n",
 	    2, "admin token must be at least 16 bytes");
 	expect_error("[redis]\nurl = redis://redis.internal:6379/0\n", 2,
 	    "redis host must be a numeric address");
@@ -531,21 +543,21 @@ END_TEST
 
 START_TEST(test_many_errors)
 {
-	struct config *c = load("[daemon]\n"		  /* 1 */
-				"shutdown_timeout = 0\n"  /* 2 */
-				"bogus = 1\n"		  /* 3 */
-				"[nope]\n"		  /* 4 */
-				"x = 1\n"		  /* 5: ignored */
-				"[channel:a]\n"		  /* 6 */
-				"family = epay\n"	  /* 7 */
-				"key = " SECRET "\n"	  /* 8 */
-				"this is not ini\n"	  /* 9 */
-				"key = " SECRET "\n"	  /* 10 */
-				"[channel:b]\n"		  /* 11 */
-				"family = gatepay\n"	  /* 12 */
-				"merchant_id = 2\n"	  /* 13 */
-				"sign_type = RSA\n"	  /* 14 */
-				"also not ini\n");	  /* 15 */
+	struct config *c = load("[daemon]\n"             /* 1 */
+				"shutdown_timeout = 0\n" /* 2 */
+				"bogus = 1\n"            /* 3 */
+				"[nope]\n"               /* 4 */
+				"x = 1\n"                /* 5: ignored */
+				"[channel:a]\n"          /* 6 */
+				"family = epay\n"        /* 7 */
+				"key = " SECRET "\n"     /* 8 */
+				"this is not ini\n"      /* 9 */
+				"key = " SECRET "\n"     /* 10 */
+				"[channel:b]\n"          /* 11 */
+				"family = gatepay\n"     /* 12 */
+				"merchant_id = 2\n"      /* 13 */
+				"sign_type = RSA\n"      /* 14 */
+				"also not ini\n");       /* 15 */
 
 	ck_assert_ptr_null(c);
 	ck_assert_error(2, "shutdown_timeout");
@@ -587,7 +599,7 @@ START_TEST(test_no_secret_in_errors)
 	no_secret_in("redispw-Secret");
 
 	/* the password in the url and in a file */
-	c = load("[redis]\nurl = redis://:redispw-Secret@127.0.0.1/0\npassword_file = pw\n" );
+	c = load("[redis]\nurl = redis://:redispw-Secret@127.0.0.1/0\npassword_file = pw\n");
 	ck_assert_ptr_null(c);
 	ck_assert_error(3, "not both");
 	no_secret_in("redispw-Secret");
@@ -620,11 +632,12 @@ sin6(const char *a)
 
 START_TEST(test_allow_from)
 {
-	struct config *c = load("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
-				"allow_from = 10.0.0.0/8, 192.168.1.5 2001:db8::/32,203.0.113.128/25\n"
-				"[channel:any4]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
-				"allow_from = 0.0.0.0/0\n"
-				"[channel:open]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
+	struct config *c =
+	    load("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		 "allow_from = 10.0.0.0/8, 192.168.1.5 2001:db8::/32,203.0.113.128/25\n"
+		 "[channel:any4]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		 "allow_from = 0.0.0.0/0\n"
+		 "[channel:open]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
 	const struct channel *a, *any4, *open;
 	struct sockaddr_in s4;
 	struct sockaddr_in6 s6;

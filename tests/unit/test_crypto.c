@@ -108,9 +108,25 @@ END_TEST
 START_TEST(test_base64_malformed)
 {
 	static const char *const bad[] = {
-		"Zm9v!", "Zm9", "Zg", "Zg=", "Zg===", "Z===", "====", "=Zm9", "Zm=v",
-		"Zg==Zm9v", "Zm9v\n", "Zm 9v", " Zm9v", "Zm9v\r\n", "Zm-_", "Zm9v====",
-		"Zm9v.", "\xc3\xa9Zm9", "A",
+		"Zm9v!",
+		"Zm9",
+		"Zg",
+		"Zg=",
+		"Zg===",
+		"Z===",
+		"====",
+		"=Zm9",
+		"Zm=v",
+		"Zg==Zm9v",
+		"Zm9v\n",
+		"Zm 9v",
+		" Zm9v",
+		"Zm9v\r\n",
+		"Zm-_",
+		"Zm9v====",
+		"Zm9v.",
+		"\xc3\xa9Zm9",
+		"A",
 	};
 	size_t i;
 
@@ -167,7 +183,8 @@ START_TEST(test_hmac_standard_webhooks)
 	json_t *vecs = vectors_array(root, "vectors"), *v;
 	size_t i;
 
-	json_array_foreach(vecs, i, v) {
+	json_array_foreach(vecs, i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		const char *secret = vectors_str(v, "secret");
 		const char *msg_id = vectors_str(v, "msg_id");
@@ -181,8 +198,8 @@ START_TEST(test_hmac_standard_webhooks)
 
 		ck_assert_msg(strncmp(secret, "whsec_", 6) == 0, "%s: secret prefix", desc);
 		ck_assert_msg(strncmp(sig, "v1,", 3) == 0, "%s: signature prefix", desc);
-		ck_assert_msg(crypto_base64_decode(secret + 6, strlen(secret + 6), &key,
-				  &keylen) == 0,
+		ck_assert_msg(crypto_base64_decode(secret + 6, strlen(secret + 6), &key, &keylen) ==
+			0,
 		    "%s: secret did not decode", desc);
 		ck_assert_uint_gt(keylen, 0);
 
@@ -229,7 +246,8 @@ START_TEST(test_rsa_verify_vectors)
 	struct evp_pkey_st *k = load_platform_key(root);
 	size_t i;
 
-	json_array_foreach(vecs, i, v) {
+	json_array_foreach(vecs, i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		const char *data = vectors_str(v, "string_to_sign");
 		const char *sig = vectors_str(json_object_get(v, "params"), "sign");
@@ -296,7 +314,8 @@ END_TEST
 
 START_TEST(test_pkey_load_garbage)
 {
-	static const char junk[] = "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n";
+	static const char junk[] =
+	    "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n";
 
 	ck_assert_ptr_null(crypto_pkey_load_pem(junk, strlen(junk)));
 	ck_assert_ptr_null(crypto_pkey_load_pem("", 0));

@@ -18,7 +18,8 @@ START_TEST(test_id_vectors)
 	json_t *root = vectors_load("event_ids.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		char id[EVENT_ID_LEN + 1];
 
 		memset(id, 'x', sizeof(id));
@@ -439,8 +440,8 @@ assert_replaced(const char *pre, const char *bad, size_t badlen, const char *pos
 	ck_assert_mem_eq(out, pre, pl);
 	ck_assert_mem_eq(out + outlen - ql, post, ql);
 	ck_assert_msg(all_replacement(out + pl, mid) && mid / 3 <= badlen,
-	    "\"%s\" + %zu bad bytes (first 0x%02x) + \"%s\": not replaced by 1..%zu U+FFFD",
-	    pre, badlen, (unsigned char)bad[0], post, badlen);
+	    "\"%s\" + %zu bad bytes (first 0x%02x) + \"%s\": not replaced by 1..%zu U+FFFD", pre,
+	    badlen, (unsigned char)bad[0], post, badlen);
 	/* the result is valid: sanitizing it again changes nothing */
 	assert_same(out, outlen);
 	free(out);
@@ -451,7 +452,7 @@ START_TEST(test_sanitize_invalid_replaced)
 {
 	assert_replaced("a", "\xff", 1, "b");
 	assert_replaced("a", "\xfe", 1, "b");
-	assert_replaced("a", "\x80", 1, "b");             /* lone continuation byte */
+	assert_replaced("a", "\x80", 1, "b"); /* lone continuation byte */
 	assert_replaced("a", "\xbf\xbf", 2, "b");
 	assert_replaced("a", "\xc0\xaf", 2, "b");         /* overlong '/' */
 	assert_replaced("a", "\xc1\xbf", 2, "b");         /* overlong */
@@ -461,10 +462,10 @@ START_TEST(test_sanitize_invalid_replaced)
 	assert_replaced("a", "\xed\xbf\xbf", 3, "b");     /* surrogate U+DFFF */
 	assert_replaced("a", "\xf4\x90\x80\x80", 4, "b"); /* above U+10FFFF */
 	assert_replaced("a", "\xf5\x80\x80\x80", 4, "b");
-	assert_replaced("a", "\xe4\xbc", 2, "b");         /* truncated 3-byte */
-	assert_replaced("a", "\xf0\x9f\x98", 3, "b");     /* truncated 4-byte */
-	assert_replaced("VIP", "\xe4\xbc", 2, "");        /* truncated at the end */
-	assert_replaced("", "\xe5", 1, "\xe4\xbc\x9a");   /* lead byte before a valid char */
+	assert_replaced("a", "\xe4\xbc", 2, "b");       /* truncated 3-byte */
+	assert_replaced("a", "\xf0\x9f\x98", 3, "b");   /* truncated 4-byte */
+	assert_replaced("VIP", "\xe4\xbc", 2, "");      /* truncated at the end */
+	assert_replaced("", "\xe5", 1, "\xe4\xbc\x9a"); /* lead byte before a valid char */
 	assert_replaced("\xe4\xbc\x9a", "\xc3", 1, "x");
 }
 END_TEST

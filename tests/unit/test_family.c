@@ -77,7 +77,8 @@ params_from(struct params *p, json_t *obj, const char *drop)
 
 	ck_assert_msg(json_is_object(obj), "vector has no params object");
 	params_init(p);
-	json_object_foreach(obj, k, v) {
+	json_object_foreach(obj, k, v)
+	{
 		ck_assert_msg(json_is_string(v), "vector param %s is not a string", k);
 		if (drop != NULL && strcmp(k, drop) == 0)
 			continue;
@@ -139,8 +140,7 @@ excluded(const char *name, const char *const *exclude)
 
 /* "k1=v1&k2=v2" sorted by name in byte order; the caller frees it. */
 static char *
-ref_sign_string(const struct params *p, const char *const *exclude, unsigned skip,
-    size_t *lenp)
+ref_sign_string(const struct params *p, const char *const *exclude, unsigned skip, size_t *lenp)
 {
 	const struct param **v = calloc(p->n + 1, sizeof(*v));
 	size_t n = 0, len = 0, i, off = 0;
@@ -241,8 +241,7 @@ payindex_resign(struct params *p, const char *key)
 }
 
 static void
-gatepay_md5_sign(const struct params *p, const char *appkey, const char *appsecret,
-    char out[33])
+gatepay_md5_sign(const struct params *p, const char *appkey, const char *appsecret, char out[33])
 {
 	static const char *const order[] = { "order_id", "out_order_id", "price", "realprice",
 		"type", "paytime", "extend" };
@@ -387,8 +386,8 @@ check_event(const char *desc, const struct channel *ch, const struct event *ev,
 	ck_assert_msg(ev->out_trade_no && strcmp(ev->out_trade_no, w->out_trade_no) == 0,
 	    "%s: out_trade_no %s, want %s", desc, ev->out_trade_no ? ev->out_trade_no : "(null)",
 	    w->out_trade_no);
-	ck_assert_msg(ev->status && strcmp(ev->status, status) == 0, "%s: status %s, want %s",
-	    desc, ev->status ? ev->status : "(null)", status);
+	ck_assert_msg(ev->status && strcmp(ev->status, status) == 0, "%s: status %s, want %s", desc,
+	    ev->status ? ev->status : "(null)", status);
 	ck_assert_msg(ev->type == (w->paid ? EVENT_PAID : EVENT_STATUS), "%s: type %s", desc,
 	    event_type_str(ev->type));
 
@@ -408,11 +407,12 @@ check_event(const char *desc, const struct channel *ch, const struct event *ev,
 		    "%s: method %s, want %s", desc, ev->method ? ev->method : "(null)", w->method);
 	if (w->subject != NULL)
 		ck_assert_msg(ev->subject && strcmp(ev->subject, w->subject) == 0,
-		    "%s: subject %s, want %s", desc, ev->subject ? ev->subject : "(null)", w->subject);
+		    "%s: subject %s, want %s", desc, ev->subject ? ev->subject : "(null)",
+		    w->subject);
 	if (w->passthrough != NULL && *w->passthrough != '\0')
 		ck_assert_msg(ev->passthrough && strcmp(ev->passthrough, w->passthrough) == 0,
-		    "%s: passthrough %s, want %s", desc, ev->passthrough ? ev->passthrough : "(null)",
-		    w->passthrough);
+		    "%s: passthrough %s, want %s", desc,
+		    ev->passthrough ? ev->passthrough : "(null)", w->passthrough);
 	else
 		ck_assert_msg(ev->passthrough == NULL || *ev->passthrough == '\0',
 		    "%s: passthrough \"%s\" without a %s", desc, ev->passthrough,
@@ -592,7 +592,8 @@ START_TEST(test_sign_string_epay_vectors)
 	json_t *root = vectors_load("epay.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		const char *key = vectors_str(v, "key");
 		const char *want = vectors_str(v, "string_to_sign");
@@ -623,7 +624,8 @@ START_TEST(test_sign_string_epay_rsa_vectors)
 	json_t *root = vectors_load("epay_rsa.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		struct params p;
 
 		params_from(&p, json_object_get(v, "params"), NULL);
@@ -640,7 +642,8 @@ START_TEST(test_sign_string_payindex_vectors)
 	json_t *root = vectors_load("payindex.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		const char *key = vectors_str(v, "key");
 		const char *want = vectors_str(v, "string_to_sign");
@@ -733,7 +736,8 @@ START_TEST(test_epay_vectors)
 	json_t *root = vectors_load("epay.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		json_t *params = json_object_get(v, "params");
 		struct channel ch;
@@ -1272,7 +1276,8 @@ START_TEST(test_gatepay_vectors)
 	json_t *root = vectors_load("gatepay.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		const char *appkey = vectors_str(v, "appkey");
 		const char *secret = vectors_str(v, "appsecret");
@@ -1351,8 +1356,8 @@ START_TEST(test_gatepay_signed_fields_altered)
 {
 	static const char *const fields[] = { "order_id", "out_order_id", "price", "realprice",
 		"type", "paytime", "extend" };
-	static const char *const values[] = { "999", "other", "2.88", "2.88", "wxpay",
-		"1557056210", "mallory" };
+	static const char *const values[] = { "999", "other", "2.88", "2.88", "wxpay", "1557056210",
+		"mallory" };
 	size_t i;
 
 	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
@@ -1470,7 +1475,8 @@ START_TEST(test_payindex_vectors)
 	json_t *root = vectors_load("payindex.json"), *v;
 	size_t i;
 
-	json_array_foreach(vectors_array(root, "vectors"), i, v) {
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
 		const char *desc = vectors_str(v, "description");
 		json_t *params = json_object_get(v, "params");
 		struct channel ch;

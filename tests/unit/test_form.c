@@ -293,7 +293,12 @@ END_TEST
 START_TEST(test_array_name_refused)
 {
 	static const char *const inputs[] = {
-		"a[]=1", "a[b]=1", "x=1&a[=2", "%5B=1", "a%5B%5D=1", "[=1",
+		"a[]=1",
+		"a[b]=1",
+		"x=1&a[=2",
+		"%5B=1",
+		"a%5B%5D=1",
+		"[=1",
 	};
 	struct params p;
 	size_t i;
@@ -523,8 +528,12 @@ END_TEST
 START_TEST(test_error_strings)
 {
 	static const enum form_error all[] = {
-		FORM_OK, FORM_TOO_MANY, FORM_NAME_TOO_LONG, FORM_VALUE_TOO_LONG,
-		FORM_ARRAY_NAME, FORM_NOMEM,
+		FORM_OK,
+		FORM_TOO_MANY,
+		FORM_NAME_TOO_LONG,
+		FORM_VALUE_TOO_LONG,
+		FORM_ARRAY_NAME,
+		FORM_NOMEM,
 	};
 	size_t i;
 

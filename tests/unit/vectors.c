@@ -21,8 +21,7 @@ vectors_load(const char *filename)
 		ck_abort_msg("vector path too long: %s/%s", dir, filename);
 	root = json_load_file(path, 0, &err);
 	if (root == NULL)
-		ck_abort_msg("cannot load test vectors %s: %s (line %d)", path, err.text,
-		    err.line);
+		ck_abort_msg("cannot load test vectors %s: %s (line %d)", path, err.text, err.line);
 	return root;
 }
 
