@@ -10,6 +10,8 @@ top=$PWD
 bash scripts/deps.sh
 
 status=0
+passed=0
+failed=0
 run_suite() {
   local dir=$1; shift
   echo "== build $dir ($*)"
@@ -18,6 +20,9 @@ run_suite() {
   if ! meson test -C "$dir" --print-errorlogs --num-processes 2; then
     status=1
   fi
+  # One line per test in meson's JSON log: count the outcomes.
+  passed=$((passed + $(grep -c '"result": "OK"' "$dir/meson-logs/testlog.json" || true)))
+  failed=$((failed + $(grep -vc '"result": "OK"' "$dir/meson-logs/testlog.json" || true)))
 }
 
 run_suite build-test -Dwerror=true --buildtype=debugoptimized
@@ -26,4 +31,5 @@ if [ "${1:-}" != "--quick" ]; then
   run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
 fi
 cd "$top"
+echo "suites: $passed passed, $failed failed"
 exit $status
