@@ -454,6 +454,12 @@ merchant_id = 1001
 key = {epay_key}
 allow_from = 10.0.0.0/8
 
+[channel:shop-listed]
+family = epay
+merchant_id = 1001
+key = {epay_key}
+allow_from = 10.0.0.0/8, 127.0.0.0/8 ::1
+
 [webhook:orders]
 url = http://127.0.0.1:9/x
 secret = {whsec}

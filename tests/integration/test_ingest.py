@@ -663,6 +663,10 @@ class IngestTest(DaemonCase):
         self.refused(self.get("shop-locked", params_of(EPAY[0], drop=())), 403)
         self.refused(self.post("shop-locked", params_of(EPAY[0], drop=())), 403)
 
+    def test_accept_source_inside_allow_from(self):
+        reply = self.get("shop-listed", params_of(EPAY[0], drop=()))
+        self.assertEqual((reply.status, reply.body), (200, b"success"))
+
     def test_refuse_wrong_method(self):
         qs = h.form_encode(params_of(EPAY[0], drop=()))
         for method in ("PUT", "DELETE"):
