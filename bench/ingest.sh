@@ -20,6 +20,7 @@
 #
 # Usage: bench/ingest.sh [--duration 10s] [--connections 32] [--threads 2]
 #                        [--build DIR] [--callbacks N] [--nginx-only] [--keep]
+#                        [--idle-wait S]
 set -euo pipefail
 
 DURATION=10s
@@ -29,6 +30,7 @@ BUILD=build
 COUNT=200000
 NGINX_ONLY=0
 KEEP=0
+IDLE_WAIT=60
 RATIO_TARGET=0.40
 P99_TARGET_MS=5
 
@@ -44,6 +46,8 @@ Options:
   --callbacks N     distinct signed callbacks to pre-sign (default 200000)
   --nginx-only      measure nginx alone (no payrelayd needed)
   --keep            keep the temporary directory (configs, logs, wrk outputs)
+  --idle-wait S     before each run, wait up to S seconds (default 60) for the
+                    machine to be idle (<= 10 % busy); 0: do not wait
 EOF
 }
 
@@ -63,6 +67,8 @@ while [ $# -gt 0 ]; do
 	--callbacks=*) COUNT=${1#*=}; shift ;;
 	--nginx-only) NGINX_ONLY=1; shift ;;
 	--keep) KEEP=1; shift ;;
+	--idle-wait) IDLE_WAIT=${2:?--idle-wait needs a value}; shift 2 ;;
+	--idle-wait=*) IDLE_WAIT=${1#*=}; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -81,6 +87,7 @@ esac
 	die "--connections must be 1..10000"
 [[ "$THREADS" =~ ^[0-9]+$ ]] && [ "$THREADS" -ge 1 ] && [ "$THREADS" -le "$CONNECTIONS" ] ||
 	die "--threads must be 1..connections"
+[[ "$IDLE_WAIT" =~ ^[0-9]+$ ]] || die "--idle-wait must be a number of seconds"
 [[ "$COUNT" =~ ^[0-9]+$ ]] && [ "$COUNT" -ge "$THREADS" ] && [ "$COUNT" -le 10000000 ] ||
 	die "--callbacks must be threads..10000000"
 
@@ -115,7 +122,7 @@ fi
 
 # --- temporary directory and cleanup ------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/payrelay-bench.XXXXXX")
-REDIS_PID="" DAEMON_PID="" NGINX_PID=""
+REDIS_PID="" DAEMON_PID="" NGINX_PID="" NOTIFY_PID=""
 
 stop_pid() { # pid name [seconds]
 	local pid=$1 name=$2 secs=${3:-10} i
@@ -139,6 +146,7 @@ cleanup() {
 	stop_pid "$NGINX_PID" nginx
 	stop_pid "$DAEMON_PID" payrelayd
 	stop_pid "$REDIS_PID" redis-server
+	stop_pid "$NOTIFY_PID" "notify listener" 2
 	if [ "$KEEP" = 1 ]; then
 		echo "ingest.sh: kept $TMP" >&2
 	else
@@ -214,13 +222,39 @@ to_ms() { # wrk duration (527.00us, 1.08ms, 2.00s, 1.00m) -> milliseconds
 }
 
 CLK_TCK=$(getconf CLK_TCK)
+label() {
+	case "$1" in
+	nginx-1w) echo "nginx (1 worker)" ;;
+	nginx-auto) echo "nginx (auto: $(nproc) workers)" ;;
+	*) echo "$1" ;;
+	esac
+}
 TARGETS=()
 declare -A RPS P50 P99 BAD ERRS SRVCPU WRKCPU RESTCPU ISSUED ANSWERED DIST_I DIST_A WRAPS PATHS
+
+wait_idle() { # name: waits (up to IDLE_WAIT s) for a quiet machine before a run
+	local name=$1 waited=0 b0 b1 t0 t1 busy
+	[ "$IDLE_WAIT" -gt 0 ] || return 0
+	while :; do
+		b0=$(machine_busy_ticks); t0=$(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat)
+		sleep 1
+		b1=$(machine_busy_ticks); t1=$(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat)
+		busy=$(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+		[ "$busy" -le 10 ] && return 0
+		waited=$((waited + 1))
+		if [ "$waited" -ge "$IDLE_WAIT" ]; then
+			NOTES+=("the machine was ${busy}% busy (other processes) just before the run against $(label "$name"): its figures are disturbed")
+			return 0
+		fi
+		[ "$waited" = 1 ] && echo "ingest.sh: machine ${busy}% busy, waiting up to ${IDLE_WAIT}s for it to settle" >&2
+	done
+}
 
 run_wrk() { # name port server-pids...
 	local name=$1 port=$2 out="$TMP/wrk-$1.txt" wpid wrk_pid rc i
 	local s0 s1 w0 c0 c1 m0 m1 ts0 ts1 line
 	shift 2
+	wait_idle "$name"
 	echo "ingest.sh: wrk -t$THREADS -c$CONNECTIONS -d$DURATION against $name (127.0.0.1:$port)" >&2
 	rm -f "$TMP/go-$name"
 	timeout --signal=INT --kill-after=10 $((DUR_S + 60)) \
@@ -270,13 +304,13 @@ run_wrk() { # name port server-pids...
 	# % of one core over the run: servers from /proc; wrk = its whole CPU time
 	# (reaped by this shell: cutime/cstime) less what it had used at "Running".
 	SRVCPU[$name]=$(awk -v d="$((s1 - s0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
+		'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
 	WRKCPU[$name]=$(awk -v d="$((c1 - c0 - w0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
+		'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
 	# The rest of the machine's busy time: softirq (loopback TCP), kernel
 	# threads, and any other process (a build running beside the benchmark).
 	RESTCPU[$name]=$(awk -v d="$((m1 - m0 - (s1 - s0) - (c1 - c0 - w0)))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-		'BEGIN {printf "%.0f%%", 100 * d / hz / (b - a)}')
+		'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
 }
 
 start_nginx() { # workers
@@ -343,19 +377,32 @@ family = epay
 merchant_id = 1001
 key = $(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import gen_requests; print(gen_requests.DEFAULT_KEY)' "$BENCH_DIR")
 EOF
+	# Readiness: the log line msg=ready (logged at info level, so hidden at
+	# log_level = warn) or, as systemd sees it, READY=1 on $NOTIFY_SOCKET.
+	timeout "$((DUR_S * 3 + 600))" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "ab", buffering=0) as f:
+    while True:
+        f.write(s.recv(4096).replace(b"\n", b" ") + b"\n")
+' "$TMP/notify.sock" "$TMP/notify.log" &
+	NOTIFY_PID=$!
+	for ((i = 0; i < 50; i++)); do [ -S "$TMP/notify.sock" ] && break; sleep 0.1; done
 	echo "ingest.sh: starting $DAEMON" >&2
-	"$DAEMON" -c "$TMP/payrelayd.conf" 2>"$TMP/payrelayd.log" &
+	NOTIFY_SOCKET="$TMP/notify.sock" "$DAEMON" -c "$TMP/payrelayd.conf" 2>"$TMP/payrelayd.log" &
 	DAEMON_PID=$!
 	ready=0
 	for ((i = 0; i < 300; i++)); do
 		if grep -Eq 'msg="?ready' "$TMP/payrelayd.log"; then ready=1; break; fi
+		if grep -q 'READY=1' "$TMP/notify.log" 2>/dev/null; then ready=1; break; fi
 		kill -0 "$DAEMON_PID" 2>/dev/null || break
 		sleep 0.1
 	done
 	if [ "$ready" != 1 ]; then
 		echo "--- payrelayd stderr ---" >&2
 		tail -n 30 "$TMP/payrelayd.log" >&2
-		die "payrelayd did not log msg=ready within 30 s"
+		die "payrelayd was not ready (msg=ready in its log or READY=1 on NOTIFY_SOCKET) within 30 s"
 	fi
 
 	# Sanity: one callback outside the benchmark set, sent twice (new, then
@@ -417,13 +464,6 @@ if [ "$NGINX_ONLY" = 0 ]; then
 fi
 
 # --- report ---------------------------------------------------------------------
-label() {
-	case "$1" in
-	nginx-1w) echo "nginx (1 worker)" ;;
-	nginx-auto) echo "nginx (auto: $(nproc) workers)" ;;
-	*) echo "$1" ;;
-	esac
-}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 echo

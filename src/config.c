@@ -338,10 +338,12 @@ set_listen(struct parser *p, const char *v, bool unix_ok, struct netaddr *na)
 		rc = parse_hostport(v, strlen(v), 0, true, na);
 	if (rc == -2)
 		err(p, p->line, "listen: the host must be a numeric address, localhost or *");
-	else if (rc < 0)
+	else if (rc < 0 && unix_ok)
 		err(p, p->line,
 		    "listen must be host:port, [v6]:port or unix:/path (under %zu bytes)",
 		    sizeof(na->path));
+	else if (rc < 0)
+		err(p, p->line, "listen must be host:port or [v6]:port");
 }
 
 static void

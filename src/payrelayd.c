@@ -107,6 +107,28 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 	evtimer_add(env->ev_shutdown, &tv);
 }
 
+static bool
+str_differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+/* What the listener and the store copied at start-up. */
+static bool
+restart_needed(const struct config *a, const struct config *b)
+{
+	return memcmp(&a->listen, &b->listen, sizeof(a->listen)) != 0 ||
+	    memcmp(&a->redis, &b->redis, sizeof(a->redis)) != 0 || a->redis_db != b->redis_db ||
+	    str_differs(a->redis_user, b->redis_user) ||
+	    str_differs(a->redis_password, b->redis_password) ||
+	    str_differs(a->redis_prefix, b->redis_prefix) ||
+	    a->redis_timeout_ms != b->redis_timeout_ms ||
+	    str_differs(a->stream_key, b->stream_key) || a->stream_maxlen != b->stream_maxlen ||
+	    a->dedup_ttl != b->dedup_ttl;
+}
+
 /* Reloads channels and webhooks; a bad file is refused whole. */
 static void
 on_sighup(evutil_socket_t sig, short what, void *arg)
@@ -125,11 +147,10 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 		sdnotify_ready();
 		return;
 	}
-	if (memcmp(&nc->listen, &old->listen, sizeof(nc->listen)) != 0 ||
-	    memcmp(&nc->redis, &old->redis, sizeof(nc->redis)) != 0 ||
-	    strcmp(nc->redis_prefix, old->redis_prefix) != 0 ||
-	    strcmp(nc->stream_key, old->stream_key) != 0)
-		log_warnx("listen, [redis] and [stream] changes take effect on restart", "");
+	if (restart_needed(old, nc))
+		log_warnx("changes to listen, dedup_ttl, [redis] or [stream] take effect on "
+			  "restart",
+		    "");
 	env->cfg = nc;
 	config_free(old);
 	log_set_level((enum log_level)nc->log_level);
