@@ -949,6 +949,44 @@ class RedisDownAtStartTest(DaemonCase):
         self.daemon.wait_log(h.READY_RE, timeout=5)
 
 
+class ReloadTest(DaemonCase):
+    """SIGHUP (SPEC section 7): a good file replaces channels whole, a bad
+    one is refused with its errors logged and the running config kept."""
+
+    def reload(self, text):
+        mark = len(self.daemon.log_text())
+        with open(self.setup.config, "w") as f:
+            f.write(text)
+        self.daemon.proc.send_signal(signal.SIGHUP)
+        return mark
+
+    def test_reload_good_then_bad_file(self):
+        original = self.setup.config_text()
+        self.addCleanup(self.reload, original)
+        p = params_of(EPAY[0], drop=())
+        self.assertAck(self.get("shop-epay", p), "success")
+        self.assertRefused(self.get("shop-new", p), 404)
+
+        # good: a new channel appears, an old one goes away
+        renamed = original.replace("[channel:shop-epay]", "[channel:shop-new]")
+        mark = self.reload(renamed)
+        self.daemon.wait_log(r'msg="reloaded"', start=mark)
+        self.r.cmd("FLUSHALL")
+        self.assertAck(self.get("shop-new", p), "success")
+        self.assertRefused(self.get("shop-epay", p), 404)
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
+
+        # bad: refused whole, the previous (good) config keeps running
+        broken = renamed.replace("[channel:shop-new]", "[channel:shop-new]\nbogus_key = 1")
+        mark = self.reload(broken)
+        self.daemon.wait_log(r'msg="reload refused', start=mark)
+        log = self.daemon.log_text()[mark:]
+        self.assertRegex(log, r'msg="config error".*unknown key')
+        self.assertTrue(self.daemon.alive())
+        self.assertAck(self.get("shop-new", p), "success")
+        self.assertRefused(self.get("shop-epay", p), 404)
+
+
 class ShutdownTest(DaemonCase):
     """SIGTERM with a callback in flight (SPEC section 7): the callback is
     finished and acked, the listener stops accepting, the process exits 0
