@@ -33,9 +33,9 @@ local threads = {}
 local nsetup = 0
 
 function setup(thread)
-	thread:set("tid", nsetup)
-	nsetup = nsetup + 1
-	table.insert(threads, thread)
+    thread:set("tid", nsetup)
+    nsetup = nsetup + 1
+    table.insert(threads, thread)
 end
 
 -- Per-thread state (globals of the thread's Lua state, read by done()).
@@ -52,47 +52,47 @@ go_file = nil
 init_os_thread = nil
 
 function init(args)
-	local file = args[1]
-	local nthreads = tonumber(args[2])
-	if not file or not nthreads or nthreads < 1 then
-		io.stderr:write("callbacks.lua: usage: -- PATHS_FILE NTHREADS [GO_FILE]\n")
-		os.exit(2)
-	end
-	go_file = args[3] or (file .. ".go")
-	-- init() runs on wrk's main OS thread; so does the one request() call
-	-- wrk makes to check the script, the real ones run on the thread's own.
-	init_os_thread = tonumber(ffi.C.pthread_self())
-	if (tid or 0) == 0 then
-		os.remove(go_file)
-	end
-	local f, err = io.open(file, "r")
-	if not f then
-		io.stderr:write("callbacks.lua: " .. tostring(err) .. "\n")
-		os.exit(2)
-	end
-	local t = tid or 0
-	local i = 0
-	reqs = {}
-	for line in f:lines() do
-		if line ~= "" then
-			if i % nthreads == t then
-				-- Pre-format the whole request: request() then costs nothing.
-				reqs[#reqs + 1] = wrk.format("GET", line)
-			end
-			i = i + 1
-		end
-	end
-	f:close()
-	slice = #reqs
-	if slice == 0 then
-		io.stderr:write("callbacks.lua: thread " .. t .. " has no paths\n")
-		os.exit(2)
-	end
-	if t == nthreads - 1 then
-		-- The last init: every thread has its slice, the run may start.
-		local g = assert(io.open(go_file, "w"))
-		g:close()
-	end
+    local file = args[1]
+    local nthreads = tonumber(args[2])
+    if not file or not nthreads or nthreads < 1 then
+        io.stderr:write("callbacks.lua: usage: -- PATHS_FILE NTHREADS [GO_FILE]\n")
+        os.exit(2)
+    end
+    go_file = args[3] or (file .. ".go")
+    -- init() runs on wrk's main OS thread; so does the one request() call
+    -- wrk makes to check the script, the real ones run on the thread's own.
+    init_os_thread = tonumber(ffi.C.pthread_self())
+    if (tid or 0) == 0 then
+        os.remove(go_file)
+    end
+    local f, err = io.open(file, "r")
+    if not f then
+        io.stderr:write("callbacks.lua: " .. tostring(err) .. "\n")
+        os.exit(2)
+    end
+    local t = tid or 0
+    local i = 0
+    reqs = {}
+    for line in f:lines() do
+        if line ~= "" then
+            if i % nthreads == t then
+                -- Pre-format the whole request: request() then costs nothing.
+                reqs[#reqs + 1] = wrk.format("GET", line)
+            end
+            i = i + 1
+        end
+    end
+    f:close()
+    slice = #reqs
+    if slice == 0 then
+        io.stderr:write("callbacks.lua: thread " .. t .. " has no paths\n")
+        os.exit(2)
+    end
+    if t == nthreads - 1 then
+        -- The last init: every thread has its slice, the run may start.
+        local g = assert(io.open(go_file, "w"))
+        g:close()
+    end
 end
 
 -- wrk runs init() for one thread after the other and starts each thread as
@@ -102,74 +102,74 @@ end
 -- The first request() of each thread waits (blocking its own event loop, which
 -- has nothing else to do yet) until the last init() has created the go file.
 local function wait_for_go()
-	for _ = 1, 120000 do
-		local g = io.open(go_file, "r")
-		if g then
-			g:close()
-			return
-		end
-		ffi.C.usleep(1000)
-	end
-	io.stderr:write("callbacks.lua: go file never appeared; starting anyway\n")
+    for _ = 1, 120000 do
+        local g = io.open(go_file, "r")
+        if g then
+            g:close()
+            return
+        end
+        ffi.C.usleep(1000)
+    end
+    io.stderr:write("callbacks.lua: go file never appeared; starting anyway\n")
 end
 
 function request()
-	if not reqs then
-		-- Not a thread's state (older wrk check the script in the main one).
-		return wrk.format("GET", "/")
-	end
-	if not go then
-		if tonumber(ffi.C.pthread_self()) == init_os_thread then
-			-- wrk's check of the script (it counts the requests in what
-			-- request() returns): nothing is sent, so nothing is counted.
-			return reqs[1]
-		end
-		wait_for_go()
-		go = true
-	end
-	pos = pos + 1
-	if pos > slice then
-		pos = 1
-		wraps = wraps + 1
-	end
-	issued = issued + 1
-	return reqs[pos]
+    if not reqs then
+        -- Not a thread's state (older wrk check the script in the main one).
+        return wrk.format("GET", "/")
+    end
+    if not go then
+        if tonumber(ffi.C.pthread_self()) == init_os_thread then
+            -- wrk's check of the script (it counts the requests in what
+            -- request() returns): nothing is sent, so nothing is counted.
+            return reqs[1]
+        end
+        wait_for_go()
+        go = true
+    end
+    pos = pos + 1
+    if pos > slice then
+        pos = 1
+        wraps = wraps + 1
+    end
+    issued = issued + 1
+    return reqs[pos]
 end
 
 function response(status, headers, body)
-	answered = answered + 1
-	if status ~= 200 or body ~= "success" then
-		bad = bad + 1
-		if bad_sample == "" then
-			local b = tostring(body):sub(1, 80):gsub("%c", ".")
-			bad_sample = "status=" .. tostring(status) .. " body=" .. b
-		end
-	end
+    answered = answered + 1
+    if status ~= 200 or body ~= "success" then
+        bad = bad + 1
+        if bad_sample == "" then
+            local b = tostring(body):sub(1, 80):gsub("%c", ".")
+            bad_sample = "status=" .. tostring(status) .. " body=" .. b
+        end
+    end
 end
 
 function done(summary, latency, requests)
-	local t_issued, t_answered, t_bad, d_issued, d_answered, paths, t_wraps = 0, 0, 0, 0, 0, 0, 0
-	local sample = ""
-	for i, thread in ipairs(threads) do
-		local n = thread:get("slice") or 0
-		local is = thread:get("issued") or 0
-		local an = thread:get("answered") or 0
-		-- Thread i-1 sent positions 1..min(issued, slice) of its slice.
-		io.write(string.format("BENCH_THREAD tid=%d slice=%d issued=%d answered=%d\n", i - 1, n, is, an))
-		t_issued = t_issued + is
-		t_answered = t_answered + an
-		t_bad = t_bad + (thread:get("bad") or 0)
-		t_wraps = t_wraps + (thread:get("wraps") or 0)
-		d_issued = d_issued + math.min(is, n)
-		d_answered = d_answered + math.min(an, n)
-		paths = paths + n
-		local s = thread:get("bad_sample") or ""
-		if sample == "" then sample = s end
-	end
-	io.write(string.format(
-		"BENCH non_success=%d issued=%d answered=%d distinct_issued=%d distinct_answered=%d paths=%d wraps=%d\n",
-		t_bad, t_issued, t_answered, d_issued, d_answered, paths, t_wraps))
-	if sample ~= "" then
-		io.write("BENCH first_non_success " .. sample .. "\n")
-	end
+    local t_issued, t_answered, t_bad, d_issued, d_answered, paths, t_wraps = 0, 0, 0, 0, 0, 0, 0
+    local sample = ""
+    for i, thread in ipairs(threads) do
+        local n = thread:get("slice") or 0
+        local is = thread:get("issued") or 0
+        local an = thread:get("answered") or 0
+        -- Thread i-1 sent positions 1..min(issued, slice) of its slice.
+        io.write(string.format("BENCH_THREAD tid=%d slice=%d issued=%d answered=%d\n", i - 1, n, is, an))
+        t_issued = t_issued + is
+        t_answered = t_answered + an
+        t_bad = t_bad + (thread:get("bad") or 0)
+        t_wraps = t_wraps + (thread:get("wraps") or 0)
+        d_issued = d_issued + math.min(is, n)
+        d_answered = d_answered + math.min(an, n)
+        paths = paths + n
+        local s = thread:get("bad_sample") or ""
+        if sample == "" then sample = s end
+    end
+    io.write(string.format(
+        "BENCH non_success=%d issued=%d answered=%d distinct_issued=%d distinct_answered=%d paths=%d wraps=%d\n",
+        t_bad, t_issued, t_answered, d_issued, d_answered, paths, t_wraps))
+    if sample ~= "" then
+        io.write("BENCH first_non_success " .. sample .. "\n")
+    end
 end

@@ -132,13 +132,17 @@ def main():
         # Re-send the callbacks that were in flight when wrk stopped.
         conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=10)
         for o in sorted(missing):
-            conn.request("GET", sent[o])
-            r = conn.getresponse()
-            body = r.read()
+            try:
+                conn.request("GET", sent[o])
+                r = conn.getresponse()
+                status, body = r.status, r.read()
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                status, body = "error", repr(e).encode()
             resent += 1
-            if r.status != 200 or body != b"success":
+            if status != 200 or body != b"success":
                 resent_bad += 1
-                problems.append(f"re-sent out_trade_no={o}: {r.status} {body[:60]!r}")
+                problems.append(f"re-sent out_trade_no={o}: {status} {body[:60]!r}")
         conn.close()
         entries, repeated, missing, unexpected, no_id = examine()
         if missing:
