@@ -124,14 +124,35 @@ fail:
 	return NULL;
 }
 
+static bool
+utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, len;
+
+	while (i < n) {
+		if (u[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if ((len = utf8_seq(u + i, n - i)) == 0)
+			return false;
+		i += len;
+	}
+	return true;
+}
+
 static json_t *
 json_text(const char *s, size_t n)
 {
 	size_t len;
-	char *clean = utf8_sanitize(s, n, &len);
+	char *clean;
 	json_t *j;
 
-	if (clean == NULL)
+	/* Nearly every value is valid already: no copy then. */
+	if (utf8_valid(s, n))
+		return json_stringn_nocheck(s, n);
+	if ((clean = utf8_sanitize(s, n, &len)) == NULL)
 		return NULL;
 	j = json_stringn_nocheck(clean, len);
 	free(clean);
@@ -158,7 +179,7 @@ set_int(json_t *o, const char *key, json_int_t v)
 }
 
 char *
-event_to_json(const struct event *ev, bool mismatch)
+event_to_json(const struct event *ev)
 {
 	json_t *o = json_object(), *raw = json_object();
 	char received[25];
@@ -170,7 +191,7 @@ event_to_json(const struct event *ev, bool mismatch)
 		goto out;
 	format_iso8601_ms(received, ev->received_ms);
 	rc |= set_str(o, "id", ev->id);
-	rc |= set_str(o, "type", event_type_str(mismatch ? EVENT_AMOUNT_MISMATCH : ev->type));
+	rc |= set_str(o, "type", event_type_str(ev->type));
 	rc |= set_str(o, "channel", ev->channel);
 	rc |= set_str(o, "family", ev->family);
 	rc |= set_str(o, "merchant_id", ev->merchant_id);
@@ -181,8 +202,6 @@ event_to_json(const struct event *ev, bool mismatch)
 	rc |= set_int(o, "amount_fen", ev->amount_fen);
 	rc |= set_str(o, "paid_amount", ev->paid_amount);
 	rc |= set_int(o, "paid_amount_fen", ev->paid_amount_fen);
-	if (mismatch)
-		rc |= json_object_set_new_nocheck(o, "amount_mismatch", json_true());
 	rc |= set_str(o, "currency", "CNY");
 	rc |= set_str(o, "method", ev->method);
 	rc |= set_str(o, "subject", ev->subject);
@@ -198,12 +217,16 @@ event_to_json(const struct event *ev, bool mismatch)
 
 		if (strcmp(pa->name, "sign") == 0)
 			continue;
-		if ((key = utf8_sanitize(pa->name, strlen(pa->name), &klen)) == NULL) {
+		klen = strlen(pa->name);
+		if (utf8_valid(pa->name, klen))
+			key = NULL;
+		else if ((key = utf8_sanitize(pa->name, klen, &klen)) == NULL) {
 			rc = -1;
 			break;
 		}
 		val = json_text(pa->value, pa->vlen);
-		rc |= val == NULL ? -1 : json_object_set_new_nocheck(raw, key, val);
+		rc |=
+		    val == NULL ? -1 : json_object_set_new_nocheck(raw, key ? key : pa->name, val);
 		free(key);
 	}
 	rc |= json_object_set_nocheck(o, "raw", raw);

@@ -50,11 +50,12 @@ const char *event_source_str(enum event_source s);
 /* out: "evt_" + lowercase hex md5(channel NUL trade_id NUL status). */
 void event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
     const char *status);
-/* The event as compact JSON; with `mismatch` set, the type is
- * order.amount_mismatch and "amount_mismatch": true is added. Strings that
- * are not valid UTF-8 are recorded with U+FFFD in place of bad bytes.
+/* The event as compact JSON. It always starts {"id":"…","type":"…", : the
+ * record script relies on that head to turn order.paid into
+ * order.amount_mismatch (adding "amount_mismatch":true). Strings that are
+ * not valid UTF-8 are recorded with U+FFFD in place of bad bytes.
  * The caller frees the result; NULL on allocation failure. */
-char *event_to_json(const struct event *ev, bool mismatch);
+char *event_to_json(const struct event *ev);
 
 /* Copies `s` (n bytes) into a valid UTF-8 string (bad bytes become U+FFFD,
  * NUL bytes are kept). The caller frees the result; *outlen gets its length. */

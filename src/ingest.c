@@ -246,14 +246,11 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 	struct record_hook *hooks = NULL;
 	struct pending *pd = NULL;
 	struct record rec;
-	char *json = NULL, *json_mm = NULL;
+	char *json = NULL;
 	size_t i, nhooks = 0;
 	int code = 503;
 
-	json = event_to_json(ev, false);
-	if (ev->type == EVENT_PAID)
-		json_mm = event_to_json(ev, true);
-	if (json == NULL || (ev->type == EVENT_PAID && json_mm == NULL))
+	if ((json = event_to_json(ev)) == NULL)
 		goto out;
 	if (cfg->nwebhooks > 0 && (hooks = calloc(cfg->nwebhooks, sizeof(*hooks))) == NULL)
 		goto out;
@@ -285,7 +282,6 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 
 	rec.ev = ev;
 	rec.json = json;
-	rec.json_mismatch = json_mm;
 	rec.hooks = hooks;
 	rec.nhooks = nhooks;
 	if (store_record(env->store, &rec, ingest_recorded, pd) == -1) {
@@ -303,7 +299,6 @@ out:
 	pending_free(pd);
 	free(hooks);
 	free(json);
-	free(json_mm);
 	return code;
 }
 

@@ -20,41 +20,50 @@
  * KEYS[4] the orders' poll schedule (zset), then for each webhook a
  * delivery hash and that webhook's due zset.
  * ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
- * [6] its amount_mismatch variant ("" unless paid), [7] amount_fen ("" unless
- * paid), [8] dedup ttl (s), [9] stream maxlen, [10] now (ms), [11] the order's
- * member in the poll schedule, then per webhook: name, delivery id,
- * wants-as-is ("1"/"0"), wants-if-mismatch ("1"/"0").
+ * [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
+ * ttl (s), [8] stream maxlen, [9] now (ms), [10] the order's member in the
+ * poll schedule, then per webhook: name, delivery id, wants-as-is
+ * ("1"/"0"), wants-if-mismatch ("1"/"0").
+ * A payment whose amount differs from the registered order's becomes
+ * order.amount_mismatch: the JSON's fixed head {"id":…,"type":"order.paid",
+ * (event.h) is rewritten, so the event is built and sent once.
  * Returns {"new", stream id, type, deliveries} or {"dup", stream id}.
  */
 static const char record_script[] =
     "local prev = redis.call('GET', KEYS[1])\n"
     "if prev then return {'dup', prev} end\n"
     "local etype, body, order = ARGV[2], ARGV[5], false\n"
-    "if ARGV[7] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
     "  order = true\n"
     "  local want = redis.call('HGET', KEYS[3], 'amount_fen')\n"
-    "  if want and want ~= '' and ARGV[6] ~= '' and tonumber(want) ~= tonumber(ARGV[7]) then\n"
-    "    etype, body = 'order.amount_mismatch', ARGV[6]\n"
+    "  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then\n"
+    "    local head = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.paid\",'\n"
+    "    if string.sub(body, 1, #head) ~= head then\n"
+    "      return redis.error_reply('payrelay: event JSON head is not id, type')\n"
+    "    end\n"
+    "    etype = 'order.amount_mismatch'\n"
+    "    body = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.amount_mismatch\",' ..\n"
+    "      '\"amount_mismatch\":true,' .. string.sub(body, #head + 1)\n"
     "  end\n"
     "end\n"
-    "local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'id', ARGV[1],\n"
+    "local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[1],\n"
     "  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)\n"
-    "redis.call('SET', KEYS[1], sid, 'EX', ARGV[8])\n"
+    "redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])\n"
     "if order then\n"
-    "  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[10])\n"
-    "  redis.call('ZREM', KEYS[4], ARGV[11])\n"
+    "  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])\n"
+    "  redis.call('ZREM', KEYS[4], ARGV[10])\n"
     "end\n"
     "local mismatch = etype == 'order.amount_mismatch'\n"
     "local n = 0\n"
-    "for i = 0, (#ARGV - 11) / 4 - 1 do\n"
-    "  local a = 12 + i * 4\n"
+    "for i = 0, (#ARGV - 10) / 4 - 1 do\n"
+    "  local a = 11 + i * 4\n"
     "  local wants = ARGV[a + 2]\n"
     "  if mismatch then wants = ARGV[a + 3] end\n"
     "  if wants == '1' then\n"
     "    redis.call('HSET', KEYS[5 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],\n"
-    "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[10],\n"
-    "      'due_ms', ARGV[10], 'stream_id', sid, 'event', body)\n"
-    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[10], ARGV[a + 1])\n"
+    "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],\n"
+    "      'due_ms', ARGV[9], 'stream_id', sid, 'event', body)\n"
+    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[9], ARGV[a + 1])\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
@@ -93,10 +102,12 @@ struct store_req {
 	store_record_cb *cb;
 	void *arg;
 	struct event *timer;
-	bool answered; /* cb was called (timeout): only the reply is awaited */
-	bool retried;  /* NOSCRIPT was answered once already */
+	bool answered;    /* cb was called (timeout): only the reply is awaited */
+	bool retried;     /* NOSCRIPT was answered once already */
+	struct sbuf args; /* every argument's bytes, back to back */
 	int argc;
-	char **argv;
+	const char **argv; /* into args, once it is complete */
+	size_t *offs;
 	size_t *lens;
 };
 
@@ -105,15 +116,13 @@ static void store_connect(struct store *s);
 static void
 store_req_free(struct store_req *r)
 {
-	int i;
-
 	if (r == NULL)
 		return;
 	if (r->timer != NULL)
 		event_free(r->timer);
-	for (i = 0; i < r->argc; i++)
-		free(r->argv[i]);
+	sbuf_free(&r->args);
 	free(r->argv);
+	free(r->offs);
 	free(r->lens);
 	free(r);
 }
@@ -374,17 +383,13 @@ store_record_reply(redisAsyncContext *c, void *reply, void *privdata)
 		/* The script cache was flushed (restart, SCRIPT FLUSH): EVAL
 		 * sends the body and caches it again. */
 		r->retried = true;
-		free(r->argv[0]);
-		free(r->argv[1]);
-		r->argv[0] = strdup("EVAL");
-		r->argv[1] = strdup(record_script);
-		if (r->argv[0] != NULL && r->argv[1] != NULL) {
-			r->lens[0] = 4;
-			r->lens[1] = strlen(record_script);
-			if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc,
-				(const char **)r->argv, r->lens) == REDIS_OK)
-				return;
-		}
+		r->argv[0] = "EVAL";
+		r->lens[0] = 4;
+		r->argv[1] = record_script;
+		r->lens[1] = sizeof(record_script) - 1;
+		if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, r->argv,
+			r->lens) == REDIS_OK)
+			return;
 		store_req_answer(r, STORE_ERROR, NULL);
 		store_req_free(r);
 		return;
@@ -417,20 +422,14 @@ store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	store_req_answer(r, STORE_TIMEOUT, NULL);
 }
 
-/* Appends a copy of n bytes of data as the next argument. */
+/* Appends n bytes of data as the next argument. */
 static int
 req_arg(struct store_req *r, const char *data, size_t n)
 {
-	char *p = malloc(n + 1);
-
-	if (p == NULL)
-		return -1;
-	memcpy(p, data, n);
-	p[n] = '\0';
-	r->argv[r->argc] = p;
+	r->offs[r->argc] = r->args.len;
 	r->lens[r->argc] = n;
 	r->argc++;
-	return 0;
+	return sbuf_add(&r->args, data, n);
 }
 
 static int
@@ -444,21 +443,16 @@ static int req_argf(struct store_req *r, const char *fmt, ...) PRINTF_LIKE(2, 3)
 static int
 req_argf(struct store_req *r, const char *fmt, ...)
 {
-	struct sbuf b;
+	size_t start = r->args.len;
 	va_list ap;
-	int n, rc;
+	int rc;
 
-	sbuf_init(&b);
 	va_start(ap, fmt);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	rc = sbuf_vprintf(&r->args, fmt, ap);
 	va_end(ap);
-	if (n < 0 || (b.p = malloc((size_t)n + 1)) == NULL)
-		return -1;
-	va_start(ap, fmt);
-	vsnprintf(b.p, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	rc = req_arg(r, b.p, (size_t)n);
-	free(b.p);
+	r->offs[r->argc] = start;
+	r->lens[r->argc] = r->args.len - start;
+	r->argc++;
 	return rc;
 }
 
@@ -486,8 +480,8 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 {
 	const struct event *ev = rec->ev;
 	struct store_req *r;
-	size_t i, maxargs = 3 + 4 + 2 * rec->nhooks + 11 + 4 * rec->nhooks;
-	bool paid = rec->json_mismatch != NULL;
+	size_t i, maxargs = 3 + 4 + 2 * rec->nhooks + 10 + 4 * rec->nhooks;
+	char(*dids)[37] = NULL;
 	int rc = 0;
 	struct timeval tv;
 
@@ -498,11 +492,18 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	r->s = s;
 	r->cb = cb;
 	r->arg = arg;
+	sbuf_init(&r->args);
 	r->argv = calloc(maxargs, sizeof(*r->argv));
+	r->offs = calloc(maxargs, sizeof(*r->offs));
 	r->lens = calloc(maxargs, sizeof(*r->lens));
 	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
-	if (r->argv == NULL || r->lens == NULL || r->timer == NULL)
+	if (r->argv == NULL || r->offs == NULL || r->lens == NULL || r->timer == NULL ||
+	    sbuf_add(&r->args, "", 0) == -1)
 		goto fail;
+	if (rec->nhooks > 0 && (dids = calloc(rec->nhooks, sizeof(*dids))) == NULL)
+		goto fail;
+	for (i = 0; i < rec->nhooks; i++)
+		delivery_id(dids[i], ev->id, rec->hooks[i].name);
 
 	rc |= req_args(r, "EVALSHA");
 	rc |= req_args(r, s->sha);
@@ -512,10 +513,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_argf(r, "%sorder:%s:%s", s->prefix, ev->channel, ev->out_trade_no);
 	rc |= req_argf(r, "%sorders:due", s->prefix);
 	for (i = 0; i < rec->nhooks; i++) {
-		char did[37];
-
-		delivery_id(did, ev->id, rec->hooks[i].name);
-		rc |= req_argf(r, "%sdelivery:%s", s->prefix, did);
+		rc |= req_argf(r, "%sdelivery:%s", s->prefix, dids[i]);
 		rc |= req_argf(r, "%swh:%s:due", s->prefix, rec->hooks[i].name);
 	}
 	rc |= req_args(r, ev->id);
@@ -523,8 +521,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_args(r, ev->channel);
 	rc |= req_args(r, ev->out_trade_no);
 	rc |= req_args(r, rec->json);
-	rc |= req_args(r, paid ? rec->json_mismatch : "");
-	if (paid)
+	if (ev->type == EVENT_PAID)
 		rc |= req_argf(r, "%lld", (long long)ev->amount_fen);
 	else
 		rc |= req_args(r, "");
@@ -533,25 +530,27 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_argf(r, "%lld", (long long)now_ms());
 	rc |= req_argf(r, "%s:%s", ev->channel, ev->out_trade_no);
 	for (i = 0; i < rec->nhooks; i++) {
-		char did[37];
-
-		delivery_id(did, ev->id, rec->hooks[i].name);
 		rc |= req_args(r, rec->hooks[i].name);
-		rc |= req_args(r, did);
+		rc |= req_args(r, dids[i]);
 		rc |= req_args(r, rec->hooks[i].match_paid ? "1" : "0");
 		rc |= req_args(r, rec->hooks[i].match_mismatch ? "1" : "0");
 	}
 	if (rc != 0)
 		goto fail;
-	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, (const char **)r->argv,
-		r->lens) != REDIS_OK)
+	/* The buffer no longer moves: point the arguments into it. */
+	for (i = 0; i < (size_t)r->argc; i++)
+		r->argv[i] = r->args.p + r->offs[i];
+	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, r->argv, r->lens) !=
+	    REDIS_OK)
 		goto fail;
+	free(dids);
 	s->in_flight++;
 	tv.tv_sec = s->timeout_ms / 1000;
 	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
 	evtimer_add(r->timer, &tv);
 	return 0;
 fail:
+	free(dids);
 	store_req_free(r);
 	return -1;
 }

@@ -30,8 +30,7 @@ struct record_hook {
 
 struct record {
 	const struct event *ev;
-	const char *json;          /* the event as the caller built it */
-	const char *json_mismatch; /* the order.amount_mismatch variant; NULL unless paid */
+	const char *json; /* event_to_json(ev): a payment may become order.amount_mismatch */
 	const struct record_hook *hooks;
 	size_t nhooks;
 };

@@ -2,6 +2,7 @@
 #ifndef PAYRELAY_UTIL_H
 #define PAYRELAY_UTIL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@ int sbuf_add(struct sbuf *b, const void *data, size_t n) WUR;
 int sbuf_adds(struct sbuf *b, const char *s) WUR;
 int sbuf_addc(struct sbuf *b, char c) WUR;
 int sbuf_printf(struct sbuf *b, const char *fmt, ...) PRINTF_LIKE(2, 3) WUR;
+int sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap) PRINTF_LIKE(2, 0) WUR;
 /* Hands the buffer to the caller, who frees it; `b` is left empty. */
 char *sbuf_steal(struct sbuf *b);
 
