@@ -9,14 +9,26 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+/* OpenSSL 3 looks an algorithm up on every EVP_md5() use; fetch it once. */
+static EVP_MD *
+md5_algorithm(void)
+{
+	static EVP_MD *md5;
+
+	if (md5 == NULL)
+		md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+	return md5;
+}
+
 void
 crypto_md5_hex(const void *data, size_t len, char out[33])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
+	const EVP_MD *alg = md5_algorithm();
 
 	/* MD5 is what the gateways sign with; it is not used for anything else. */
-	if (EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL) != 1 || mdlen != 16) {
+	if (alg == NULL || EVP_Digest(data, len, md, &mdlen, alg, NULL) != 1 || mdlen != 16) {
 		memset(out, '0', 32);
 		out[32] = '\0';
 		return;

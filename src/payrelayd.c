@@ -56,6 +56,22 @@ log_config_errors(const char *path, const struct config_errors *errs)
 		    errs->v[i].line, errs->v[i].msg);
 }
 
+/* epoll's changelist folds the add/delete pairs evhttp makes around every
+ * request into one epoll_ctl per descriptor and loop turn. */
+static struct event_base *
+event_loop_new(void)
+{
+	struct event_config *ec = event_config_new();
+	struct event_base *base;
+
+	if (ec == NULL)
+		return NULL;
+	event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	return base;
+}
+
 void
 daemon_request_done(struct env *env)
 {
@@ -271,7 +287,7 @@ main(int argc, char **argv)
 	log_info("starting", "version=%s config=\"%s\" channels=%zu", PAYRELAY_VERSION, path,
 	    env.cfg->nchannels);
 
-	if ((env.base = event_base_new()) == NULL)
+	if ((env.base = event_loop_new()) == NULL)
 		fatalx("cannot create the event loop", "");
 	if (setup_signals(&env) == -1)
 		fatalx("cannot set up signals", "");

@@ -33,9 +33,11 @@ static const char record_script[] =
     "local prev = redis.call('GET', KEYS[1])\n"
     "if prev then return {'dup', prev} end\n"
     "local etype, body, order = ARGV[2], ARGV[5], false\n"
-    "if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "local o = {false, false}\n"
+    "if ARGV[6] ~= '' then o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state') end\n"
+    "if o[1] or o[2] then\n"
     "  order = true\n"
-    "  local want = redis.call('HGET', KEYS[3], 'amount_fen')\n"
+    "  local want = o[1]\n"
     "  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then\n"
     "    local head = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.paid\",'\n"
     "    if string.sub(body, 1, #head) ~= head then\n"
@@ -438,22 +440,35 @@ req_args(struct store_req *r, const char *s)
 	return req_arg(r, s, strlen(s));
 }
 
-static int req_argf(struct store_req *r, const char *fmt, ...) PRINTF_LIKE(2, 3);
+/* Appends the concatenation of the strings up to NULL as the next
+ * argument: key names are built without printf on the hot path. */
+static int req_cat(struct store_req *r, ...) __attribute__((sentinel));
 
 static int
-req_argf(struct store_req *r, const char *fmt, ...)
+req_cat(struct store_req *r, ...)
 {
 	size_t start = r->args.len;
+	const char *part;
 	va_list ap;
-	int rc;
+	int rc = sbuf_add(&r->args, "", 0);
 
-	va_start(ap, fmt);
-	rc = sbuf_vprintf(&r->args, fmt, ap);
+	va_start(ap, r);
+	while ((part = va_arg(ap, const char *)) != NULL)
+		rc |= sbuf_adds(&r->args, part);
 	va_end(ap);
 	r->offs[r->argc] = start;
 	r->lens[r->argc] = r->args.len - start;
 	r->argc++;
 	return rc;
+}
+
+static int
+req_argll(struct store_req *r, long long v)
+{
+	char num[24];
+
+	snprintf(num, sizeof(num), "%lld", v);
+	return req_args(r, num);
 }
 
 /* "dlv_" + md5(event id NUL webhook): the first delivery of an event to a
@@ -498,7 +513,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	r->lens = calloc(maxargs, sizeof(*r->lens));
 	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
 	if (r->argv == NULL || r->offs == NULL || r->lens == NULL || r->timer == NULL ||
-	    sbuf_add(&r->args, "", 0) == -1)
+	    sbuf_reserve(&r->args, strlen(rec->json) + 512 + 160 * rec->nhooks) == -1)
 		goto fail;
 	if (rec->nhooks > 0 && (dids = calloc(rec->nhooks, sizeof(*dids))) == NULL)
 		goto fail;
@@ -507,14 +522,14 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	rc |= req_args(r, "EVALSHA");
 	rc |= req_args(r, s->sha);
-	rc |= req_argf(r, "%zu", 4 + 2 * rec->nhooks);
-	rc |= req_argf(r, "%sdedup:%s", s->prefix, ev->id);
+	rc |= req_argll(r, (long long)(4 + 2 * rec->nhooks));
+	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= req_args(r, s->stream_key);
-	rc |= req_argf(r, "%sorder:%s:%s", s->prefix, ev->channel, ev->out_trade_no);
-	rc |= req_argf(r, "%sorders:due", s->prefix);
+	rc |= req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
+	rc |= req_cat(r, s->prefix, "orders:due", NULL);
 	for (i = 0; i < rec->nhooks; i++) {
-		rc |= req_argf(r, "%sdelivery:%s", s->prefix, dids[i]);
-		rc |= req_argf(r, "%swh:%s:due", s->prefix, rec->hooks[i].name);
+		rc |= req_cat(r, s->prefix, "delivery:", dids[i], NULL);
+		rc |= req_cat(r, s->prefix, "wh:", rec->hooks[i].name, ":due", NULL);
 	}
 	rc |= req_args(r, ev->id);
 	rc |= req_args(r, event_type_str(ev->type));
@@ -522,13 +537,13 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_args(r, ev->out_trade_no);
 	rc |= req_args(r, rec->json);
 	if (ev->type == EVENT_PAID)
-		rc |= req_argf(r, "%lld", (long long)ev->amount_fen);
+		rc |= req_argll(r, (long long)ev->amount_fen);
 	else
 		rc |= req_args(r, "");
 	rc |= req_args(r, s->dedup_ttl);
 	rc |= req_args(r, s->maxlen);
-	rc |= req_argf(r, "%lld", (long long)now_ms());
-	rc |= req_argf(r, "%s:%s", ev->channel, ev->out_trade_no);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_cat(r, ev->channel, ":", ev->out_trade_no, NULL);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_args(r, rec->hooks[i].name);
 		rc |= req_args(r, dids[i]);

@@ -35,7 +35,7 @@ sbuf_reset(struct sbuf *b)
 		b->p[0] = '\0';
 }
 
-static int
+int
 sbuf_reserve(struct sbuf *b, size_t more)
 {
 	size_t need, cap;

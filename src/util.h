@@ -21,6 +21,8 @@ struct sbuf {
 void sbuf_init(struct sbuf *b);
 void sbuf_free(struct sbuf *b);
 void sbuf_reset(struct sbuf *b);
+/* Makes room for `more` bytes (and a NUL) beyond the current length. */
+int sbuf_reserve(struct sbuf *b, size_t more) WUR;
 int sbuf_add(struct sbuf *b, const void *data, size_t n) WUR;
 int sbuf_adds(struct sbuf *b, const char *s) WUR;
 int sbuf_addc(struct sbuf *b, char c) WUR;
