@@ -1,6 +1,7 @@
 #include "store.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,93 @@ static const char record_script[] =
     "end\n"
     "return {'new', sid, etype, n}\n";
 
+/*
+ * Claiming due deliveries of one webhook with a lease.
+ * KEYS[1] the webhook's due zset. ARGV[1] now (ms), [2] lease end (ms),
+ * [3] how many at most, [4] owner (instance id), [5] the delivery hash key
+ * prefix. Each claimed delivery's due score becomes the lease end: if this
+ * instance dies, the delivery is due again then.
+ * Returns {{id, event id, event JSON, attempts}, ...}.
+ */
+static const char claim_script[] =
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, "
+    "tonumber(ARGV[3]))\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = ARGV[5] .. id\n"
+    "  local f = redis.call('HMGET', h, 'event_id', 'event', 'attempts', 'state')\n"
+    "  if f[2] and f[4] == 'pending' then\n"
+    "    redis.call('ZADD', KEYS[1], ARGV[2], id)\n"
+    "    redis.call('HSET', h, 'lease_owner', ARGV[4], 'lease_until_ms', ARGV[2])\n"
+    "    out[#out + 1] = {id, f[1], f[2], f[3] or '0'}\n"
+    "  else\n"
+    "    redis.call('ZREM', KEYS[1], id)\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * The outcome of one attempt. KEYS[1] due zset, [2] delivery hash, [3] dead
+ * zset. ARGV[1] id, [2] owner, [3] ok|retry|dead|probe, [4] now (ms),
+ * [5] next due (ms), [6] HTTP status, [7] error text, [8] how long a
+ * delivered hash is kept (s).
+ * A settled delivery is left alone; a failure by an instance whose lease
+ * was taken over is dropped (the new owner reports its own); a failed probe
+ * spends no attempt.
+ */
+static const char finish_script[] =
+    "local f = redis.call('HMGET', KEYS[2], 'state', 'lease_owner')\n"
+    "if f[1] ~= 'pending' then return 'settled' end\n"
+    "if ARGV[3] ~= 'ok' and f[2] ~= ARGV[2] then return 'lost' end\n"
+    "redis.call('HSET', KEYS[2], 'last_status', ARGV[6], 'last_error', ARGV[7],\n"
+    "  'last_attempt_ms', ARGV[4])\n"
+    "redis.call('HDEL', KEYS[2], 'lease_owner', 'lease_until_ms')\n"
+    "if ARGV[3] == 'probe' then\n"
+    "  redis.call('HSET', KEYS[2], 'due_ms', ARGV[5])\n"
+    "  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])\n"
+    "  return 'probe'\n"
+    "end\n"
+    "redis.call('HINCRBY', KEYS[2], 'attempts', 1)\n"
+    "if ARGV[3] == 'ok' then\n"
+    "  redis.call('HSET', KEYS[2], 'state', 'delivered', 'delivered_ms', ARGV[4])\n"
+    "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "  redis.call('EXPIRE', KEYS[2], ARGV[8])\n"
+    "elseif ARGV[3] == 'dead' then\n"
+    "  redis.call('HSET', KEYS[2], 'state', 'dead', 'dead_ms', ARGV[4])\n"
+    "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])\n"
+    "else\n"
+    "  redis.call('HSET', KEYS[2], 'due_ms', ARGV[5])\n"
+    "  redis.call('ZADD', KEYS[1], ARGV[5], ARGV[1])\n"
+    "end\n"
+    "return ARGV[3]\n";
+
+/*
+ * Giving a claimed delivery back (shutdown): due at ARGV[3] again, no
+ * attempt spent. KEYS[1] due zset, [2] delivery hash. ARGV[1] id, [2] owner,
+ * [3] now (ms). Returns 1, or 0 when the lease is not ours any more.
+ */
+static const char release_script[] =
+    "local f = redis.call('HMGET', KEYS[2], 'state', 'lease_owner')\n"
+    "if f[1] ~= 'pending' or f[2] ~= ARGV[2] then return 0 end\n"
+    "redis.call('HDEL', KEYS[2], 'lease_owner', 'lease_until_ms')\n"
+    "redis.call('HSET', KEYS[2], 'due_ms', ARGV[3])\n"
+    "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n"
+    "return 1\n";
+
+enum script { SCRIPT_RECORD, SCRIPT_CLAIM, SCRIPT_FINISH, SCRIPT_RELEASE, NSCRIPTS };
+
+static const struct {
+	const char *name;
+	const char *text;
+	size_t len;
+} scripts[NSCRIPTS] = {
+	[SCRIPT_RECORD] = { "record", record_script, sizeof(record_script) - 1 },
+	[SCRIPT_CLAIM] = { "claim", claim_script, sizeof(claim_script) - 1 },
+	[SCRIPT_FINISH] = { "finish", finish_script, sizeof(finish_script) - 1 },
+	[SCRIPT_RELEASE] = { "release", release_script, sizeof(release_script) - 1 },
+};
+
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 5000
 
@@ -78,9 +166,10 @@ struct store {
 	struct event_base *base;
 	redisAsyncContext *ctx; /* NULL while disconnected */
 	bool connected;         /* TCP/unix connection up */
-	bool ready;             /* authenticated and the script loaded */
+	bool ready;             /* authenticated and every script loaded */
 	bool closing;
-	char sha[41];
+	char sha[NSCRIPTS][41];
+	int nloaded;
 	struct event *reconnect_ev;
 	struct event *connect_timeout_ev;
 	int backoff_ms;
@@ -99,12 +188,24 @@ struct store {
 	int timeout_ms;
 };
 
+struct store_req;
+/* Called once per request: rep is NULL on a timeout (r->timed_out), a
+ * dropped connection or an unusable reply. */
+typedef void req_done_fn(struct store_req *r, const redisReply *rep);
+
 struct store_req {
 	struct store *s;
-	store_record_cb *cb;
+	enum script script;
+	req_done_fn *done;
+	union {
+		store_record_cb *record;
+		store_claim_cb *claim;
+		store_done_cb *done;
+	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;
-	bool answered;    /* cb was called (timeout): only the reply is awaited */
+	bool answered; /* done was called: only the reply is awaited */
+	bool timed_out;
 	bool retried;     /* NOSCRIPT was answered once already */
 	struct sbuf args; /* every argument's bytes, back to back */
 	int argc;
@@ -130,7 +231,7 @@ store_req_free(struct store_req *r)
 }
 
 static void
-store_req_answer(struct store_req *r, enum store_result res, const char *type)
+store_req_answer(struct store_req *r, const redisReply *rep)
 {
 	if (r->answered)
 		return;
@@ -138,7 +239,7 @@ store_req_answer(struct store_req *r, enum store_result res, const char *type)
 	r->s->in_flight--;
 	if (r->timer != NULL)
 		evtimer_del(r->timer);
-	r->cb(r->arg, res, type);
+	r->done(r, rep);
 }
 
 static void
@@ -164,22 +265,26 @@ store_reconnect_cb(evutil_socket_t fd, short what, void *arg)
 static void
 store_script_loaded(redisAsyncContext *c, void *reply, void *privdata)
 {
-	struct store *s = privdata;
+	struct store *s = c->data;
+	size_t i = (size_t)(uintptr_t)privdata;
 	redisReply *rep = reply;
 
 	if (rep == NULL)
 		return; /* disconnected: the disconnect callback reconnects */
 	if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
-		log_errorx("redis script load failed", "error=\"%.200s\"",
+		log_errorx("redis script load failed", "script=%s error=\"%.200s\"",
+		    scripts[i].name,
 		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
 		redisAsyncDisconnect(c);
 		return;
 	}
-	memcpy(s->sha, rep->str, 40);
-	s->sha[40] = '\0';
+	memcpy(s->sha[i], rep->str, 40);
+	s->sha[i][40] = '\0';
+	if (++s->nloaded < NSCRIPTS)
+		return;
 	s->ready = true;
 	s->backoff_ms = STORE_BACKOFF_MIN_MS;
-	log_info("redis ready", "script=%s", s->sha);
+	log_info("redis ready", "record_script=%s", s->sha[SCRIPT_RECORD]);
 	if (s->ready_cb != NULL)
 		s->ready_cb(s->ready_arg);
 }
@@ -204,6 +309,7 @@ static void
 store_on_connect(const redisAsyncContext *c, int status)
 {
 	struct store *s = c->data;
+	size_t i;
 
 	evtimer_del(s->connect_timeout_ev);
 	if (status != REDIS_OK) {
@@ -215,9 +321,10 @@ store_on_connect(const redisAsyncContext *c, int status)
 		return;
 	}
 	s->connected = true;
+	s->nloaded = 0;
 	log_info("redis connected", "");
 	redisEnableKeepAlive((redisContext *)&c->c);
-	/* Commands are pipelined in order: AUTH and SELECT run before the load. */
+	/* Commands are pipelined in order: AUTH and SELECT run before the loads. */
 	if (s->password != NULL) {
 		if (s->user != NULL)
 			redisAsyncCommand(s->ctx, store_setup_reply, (void *)"AUTH", "AUTH %s %s",
@@ -228,7 +335,9 @@ store_on_connect(const redisAsyncContext *c, int status)
 	}
 	if (s->db != 0)
 		redisAsyncCommand(s->ctx, store_setup_reply, (void *)"SELECT", "SELECT %d", s->db);
-	redisAsyncCommand(s->ctx, store_script_loaded, s, "SCRIPT LOAD %s", record_script);
+	for (i = 0; i < NSCRIPTS; i++)
+		redisAsyncCommand(s->ctx, store_script_loaded, (void *)(uintptr_t)i,
+		    "SCRIPT LOAD %b", scripts[i].text, scripts[i].len);
 }
 
 static void
@@ -340,7 +449,7 @@ store_free(struct store *s)
 		redisAsyncContext *c = s->ctx;
 
 		s->ctx = NULL;
-		/* Pending replies are called with NULL and answer STORE_ERROR. */
+		/* Pending replies are called with NULL: their callers see errors. */
 		redisAsyncFree(c);
 	}
 	if (s->reconnect_ev != NULL)
@@ -368,49 +477,35 @@ store_in_flight(const struct store *s)
 	return s->in_flight;
 }
 
+/* --- requests ---------------------------------------------------------- */
+
 static void
-store_record_reply(redisAsyncContext *c, void *reply, void *privdata)
+store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 {
 	struct store_req *r = privdata;
 	struct store *s = r->s;
 	redisReply *rep = reply;
 
-	if (rep == NULL) {
-		store_req_answer(r, STORE_ERROR, NULL);
-		store_req_free(r);
-		return;
-	}
-	if (rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
-	    !r->retried && s->ctx != NULL) {
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !r->retried && s->ctx != NULL) {
 		/* The script cache was flushed (restart, SCRIPT FLUSH): EVAL
 		 * sends the body and caches it again. */
 		r->retried = true;
 		r->argv[0] = "EVAL";
 		r->lens[0] = 4;
-		r->argv[1] = record_script;
-		r->lens[1] = sizeof(record_script) - 1;
-		if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, r->argv,
-			r->lens) == REDIS_OK)
+		r->argv[1] = scripts[r->script].text;
+		r->lens[1] = scripts[r->script].len;
+		if (redisAsyncCommandArgv(s->ctx, store_req_reply, r, r->argc, r->argv, r->lens) ==
+		    REDIS_OK)
 			return;
-		store_req_answer(r, STORE_ERROR, NULL);
-		store_req_free(r);
-		return;
+		rep = NULL;
 	}
-	if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
-	    rep->element[0]->type == REDIS_REPLY_STRING) {
-		if (strcmp(rep->element[0]->str, "dup") == 0) {
-			store_req_answer(r, STORE_DUP, NULL);
-		} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 3 &&
-		    rep->element[2]->type == REDIS_REPLY_STRING) {
-			store_req_answer(r, STORE_NEW, rep->element[2]->str);
-		} else {
-			store_req_answer(r, STORE_ERROR, NULL);
-		}
-	} else {
-		log_errorx("redis record step failed", "error=\"%.200s\"",
-		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-		store_req_answer(r, STORE_ERROR, NULL);
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+		log_errorx("redis script failed", "script=%s error=\"%.200s\"",
+		    scripts[r->script].name, rep->str);
+		rep = NULL;
 	}
+	store_req_answer(r, rep);
 	store_req_free(r);
 }
 
@@ -419,9 +514,39 @@ store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct store_req *r = arg;
 
-	/* The script may still run; the gateway's retry then finds a duplicate. */
-	log_warnx("redis record step timed out", "timeout_ms=%d", r->s->timeout_ms);
-	store_req_answer(r, STORE_TIMEOUT, NULL);
+	/* The script may still run: every script is safe to see applied late. */
+	log_warnx("redis request timed out", "script=%s timeout_ms=%d", scripts[r->script].name,
+	    r->s->timeout_ms);
+	r->timed_out = true;
+	store_req_answer(r, NULL);
+}
+
+/* A request for `script` with room for `maxargs` arguments after EVALSHA,
+ * sha and the key count; NULL when Redis is not ready or out of memory. */
+static struct store_req *
+store_req_new(struct store *s, enum script script, size_t maxargs, size_t bytes, req_done_fn *done,
+    void *arg)
+{
+	struct store_req *r;
+
+	if (!store_ready(s) || (r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	r->s = s;
+	r->script = script;
+	r->done = done;
+	r->arg = arg;
+	sbuf_init(&r->args);
+	maxargs += 3;
+	r->argv = calloc(maxargs, sizeof(*r->argv));
+	r->offs = calloc(maxargs, sizeof(*r->offs));
+	r->lens = calloc(maxargs, sizeof(*r->lens));
+	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
+	if (r->argv == NULL || r->offs == NULL || r->lens == NULL || r->timer == NULL ||
+	    sbuf_reserve(&r->args, bytes + 128) == -1) {
+		store_req_free(r);
+		return NULL;
+	}
+	return r;
 }
 
 /* Appends n bytes of data as the next argument. */
@@ -471,6 +596,68 @@ req_argll(struct store_req *r, long long v)
 	return req_args(r, num);
 }
 
+/* Starts EVALSHA sha nkeys: the first three arguments. */
+static int
+req_begin(struct store_req *r, int nkeys)
+{
+	int rc = req_args(r, "EVALSHA");
+
+	rc |= req_args(r, r->s->sha[r->script]);
+	rc |= req_argll(r, nkeys);
+	return rc;
+}
+
+/* Sends r (built without errors when rc is 0) or frees it. Returns 0 or -1
+ * (done is not called then). */
+static int
+req_send(struct store_req *r, int rc)
+{
+	struct store *s = r->s;
+	struct timeval tv;
+	int i;
+
+	if (rc != 0)
+		goto fail;
+	/* The buffer no longer moves: point the arguments into it. */
+	for (i = 0; i < r->argc; i++)
+		r->argv[i] = r->args.p + r->offs[i];
+	if (redisAsyncCommandArgv(s->ctx, store_req_reply, r, r->argc, r->argv, r->lens) !=
+	    REDIS_OK)
+		goto fail;
+	s->in_flight++;
+	tv.tv_sec = s->timeout_ms / 1000;
+	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
+	evtimer_add(r->timer, &tv);
+	return 0;
+fail:
+	store_req_free(r);
+	return -1;
+}
+
+/* --- the record step ----------------------------------------------------- */
+
+static void
+record_done(struct store_req *r, const redisReply *rep)
+{
+	store_record_cb *cb = r->cb.record;
+
+	if (rep == NULL) {
+		cb(r->arg, r->timed_out ? STORE_TIMEOUT : STORE_ERROR, NULL);
+	} else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING) {
+		if (strcmp(rep->element[0]->str, "dup") == 0)
+			cb(r->arg, STORE_DUP, NULL);
+		else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 3 &&
+		    rep->element[2]->type == REDIS_REPLY_STRING)
+			cb(r->arg, STORE_NEW, rep->element[2]->str);
+		else
+			cb(r->arg, STORE_ERROR, NULL);
+	} else {
+		log_errorx("redis record step gave an unexpected reply", "type=%d", rep->type);
+		cb(r->arg, STORE_ERROR, NULL);
+	}
+}
+
 /* "dlv_" + md5(event id NUL webhook): the first delivery of an event to a
  * webhook has a stable id, so re-recording can never schedule it twice. */
 static void
@@ -495,34 +682,25 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 {
 	const struct event *ev = rec->ev;
 	struct store_req *r;
-	size_t i, maxargs = 3 + 4 + 2 * rec->nhooks + 10 + 4 * rec->nhooks;
 	char(*dids)[37] = NULL;
-	int rc = 0;
-	struct timeval tv;
+	size_t i;
+	int rc;
 
-	if (!store_ready(s) || ev->id[0] == '\0')
+	if (ev->id[0] == '\0')
 		return -1;
-	if ((r = calloc(1, sizeof(*r))) == NULL)
+	r = store_req_new(s, SCRIPT_RECORD, 4 + 2 * rec->nhooks + 10 + 4 * rec->nhooks,
+	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
+	if (r == NULL)
 		return -1;
-	r->s = s;
-	r->cb = cb;
-	r->arg = arg;
-	sbuf_init(&r->args);
-	r->argv = calloc(maxargs, sizeof(*r->argv));
-	r->offs = calloc(maxargs, sizeof(*r->offs));
-	r->lens = calloc(maxargs, sizeof(*r->lens));
-	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
-	if (r->argv == NULL || r->offs == NULL || r->lens == NULL || r->timer == NULL ||
-	    sbuf_reserve(&r->args, strlen(rec->json) + 512 + 160 * rec->nhooks) == -1)
-		goto fail;
-	if (rec->nhooks > 0 && (dids = calloc(rec->nhooks, sizeof(*dids))) == NULL)
-		goto fail;
+	r->cb.record = cb;
+	if (rec->nhooks > 0 && (dids = calloc(rec->nhooks, sizeof(*dids))) == NULL) {
+		store_req_free(r);
+		return -1;
+	}
 	for (i = 0; i < rec->nhooks; i++)
 		delivery_id(dids[i], ev->id, rec->hooks[i].name);
 
-	rc |= req_args(r, "EVALSHA");
-	rc |= req_args(r, s->sha);
-	rc |= req_argll(r, (long long)(4 + 2 * rec->nhooks));
+	rc = req_begin(r, (int)(4 + 2 * rec->nhooks));
 	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= req_args(r, s->stream_key);
 	rc |= req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
@@ -550,22 +728,125 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		rc |= req_args(r, rec->hooks[i].match_paid ? "1" : "0");
 		rc |= req_args(r, rec->hooks[i].match_mismatch ? "1" : "0");
 	}
-	if (rc != 0)
-		goto fail;
-	/* The buffer no longer moves: point the arguments into it. */
-	for (i = 0; i < (size_t)r->argc; i++)
-		r->argv[i] = r->args.p + r->offs[i];
-	if (redisAsyncCommandArgv(s->ctx, store_record_reply, r, r->argc, r->argv, r->lens) !=
-	    REDIS_OK)
-		goto fail;
 	free(dids);
-	s->in_flight++;
-	tv.tv_sec = s->timeout_ms / 1000;
-	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
-	evtimer_add(r->timer, &tv);
-	return 0;
-fail:
-	free(dids);
-	store_req_free(r);
-	return -1;
+	return req_send(r, rc);
+}
+
+/* --- deliveries ---------------------------------------------------------- */
+
+static void
+claim_done(struct store_req *r, const redisReply *rep)
+{
+	store_claim_cb *cb = r->cb.claim;
+	struct store_claimed *items = NULL;
+	size_t i, n = 0;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+		cb(r->arg, -1, NULL, 0);
+		return;
+	}
+	if (rep->elements > 0 && (items = calloc(rep->elements, sizeof(*items))) == NULL) {
+		/* Claimed but not reported: the leases expire and they come back. */
+		cb(r->arg, -1, NULL, 0);
+		return;
+	}
+	for (i = 0; i < rep->elements; i++) {
+		const redisReply *e = rep->element[i];
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[1]->type != REDIS_REPLY_STRING ||
+		    e->element[2]->type != REDIS_REPLY_STRING ||
+		    e->element[3]->type != REDIS_REPLY_STRING)
+			continue;
+		items[n].id = e->element[0]->str;
+		items[n].event_id = e->element[1]->str;
+		items[n].body = e->element[2]->str;
+		items[n].body_len = e->element[2]->len;
+		items[n].attempts = strtol(e->element[3]->str, NULL, 10);
+		n++;
+	}
+	cb(r->arg, 0, items, n);
+	free(items);
+}
+
+int
+store_claim(struct store *s, const char *webhook, int max, const char *owner,
+    int64_t lease_until_ms, store_claim_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_CLAIM, 6, 256, claim_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.claim = cb;
+	rc = req_begin(r, 1);
+	rc |= req_cat(r, s->prefix, "wh:", webhook, ":due", NULL);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_argll(r, (long long)lease_until_ms);
+	rc |= req_argll(r, max);
+	rc |= req_args(r, owner);
+	rc |= req_cat(r, s->prefix, "delivery:", NULL);
+	return req_send(r, rc);
+}
+
+static void
+status_done(struct store_req *r, const redisReply *rep)
+{
+	store_done_cb *cb = r->cb.done;
+
+	if (cb == NULL)
+		return;
+	if (rep == NULL)
+		cb(r->arg, -1, NULL);
+	else if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS)
+		cb(r->arg, 0, rep->str);
+	else if (rep->type == REDIS_REPLY_INTEGER)
+		cb(r->arg, 0, rep->integer ? "1" : "0");
+	else
+		cb(r->arg, 0, "");
+}
+
+int
+store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_FINISH, 11,
+	    256 + (o->error != NULL ? strlen(o->error) : 0), status_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.done = cb;
+	rc = req_begin(r, 3);
+	rc |= req_cat(r, s->prefix, "wh:", o->webhook, ":due", NULL);
+	rc |= req_cat(r, s->prefix, "delivery:", o->id, NULL);
+	rc |= req_cat(r, s->prefix, "wh:", o->webhook, ":dead", NULL);
+	rc |= req_args(r, o->id);
+	rc |= req_args(r, o->owner);
+	rc |= req_args(r, o->outcome);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_argll(r, (long long)o->next_due_ms);
+	rc |= req_argll(r, o->http_status);
+	rc |= req_args(r, o->error != NULL ? o->error : "");
+	rc |= req_args(r, s->dedup_ttl);
+	return req_send(r, rc);
+}
+
+int
+store_release(struct store *s, const char *webhook, const char *id, const char *owner,
+    store_done_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_RELEASE, 5, 256, status_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.done = cb;
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "wh:", webhook, ":due", NULL);
+	rc |= req_cat(r, s->prefix, "delivery:", id, NULL);
+	rc |= req_args(r, id);
+	rc |= req_args(r, owner);
+	rc |= req_argll(r, (long long)now_ms());
+	return req_send(r, rc);
 }

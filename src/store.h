@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "event.h"
 #include "util.h"
@@ -55,5 +56,43 @@ size_t store_in_flight(const struct store *s);
  * ready; otherwise 0, and cb is called exactly once, later. Copies
  * everything it needs from r. */
 int store_record(struct store *s, const struct record *r, store_record_cb *cb, void *arg) WUR;
+
+/* Deliveries (docs/delivery.md). */
+
+/* One delivery claimed with a lease; strings live during the callback. */
+struct store_claimed {
+	const char *id;
+	const char *event_id;
+	const char *body; /* the event JSON */
+	size_t body_len;
+	long attempts; /* attempts already made */
+};
+
+/* rc is 0 with the claimed deliveries (maybe none), or -1 when Redis failed. */
+typedef void store_claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n);
+/* rc is 0 with the script's short answer, or -1 when Redis failed. */
+typedef void store_done_cb(void *arg, int rc, const char *answer);
+
+/* Claims up to `max` due deliveries of `webhook`, leased to `owner` until
+ * lease_until_ms. Returns -1 (cb not called) when Redis is not ready. */
+int store_claim(struct store *s, const char *webhook, int max, const char *owner,
+    int64_t lease_until_ms, store_claim_cb *cb, void *arg) WUR;
+
+struct store_outcome {
+	const char *webhook;
+	const char *id;
+	const char *owner;
+	const char *outcome; /* "ok", "retry", "dead" or "probe" (a failed probe) */
+	int64_t next_due_ms; /* for retry and probe */
+	long http_status;    /* 0 when no answer */
+	const char *error;   /* short text, "" when none */
+};
+
+/* Records the outcome of one attempt. cb may be NULL. Returns -1 (cb not
+ * called) when Redis is not ready. */
+int store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, void *arg) WUR;
+/* Gives a claimed delivery back, due now, no attempt spent. */
+int store_release(struct store *s, const char *webhook, const char *id, const char *owner,
+    store_done_cb *cb, void *arg) WUR;
 
 #endif
