@@ -90,6 +90,8 @@ enum key {
 	K_TIMEOUT_MS,
 	K_MAX_IN_FLIGHT,
 	K_SCHEDULE,
+	K_BREAKER_AFTER,
+	K_PROBE_INTERVAL_MAX,
 	K_COUNT
 };
 
@@ -131,6 +133,8 @@ static const struct {
 	[K_TIMEOUT_MS] = { SEC_WEBHOOK, "timeout_ms", 100, 300000 },
 	[K_MAX_IN_FLIGHT] = { SEC_WEBHOOK, "max_in_flight", 1, 1024 },
 	[K_SCHEDULE] = { SEC_WEBHOOK, "schedule", 0, 0 },
+	[K_BREAKER_AFTER] = { SEC_WEBHOOK, "breaker_after", 0, 86400 },
+	[K_PROBE_INTERVAL_MAX] = { SEC_WEBHOOK, "probe_interval_max", 1, 86400 },
 };
 
 static const unsigned default_schedule[] = { 0, 5, 300, 1800, 7200, 18000, 36000, 36000 };
@@ -830,6 +834,12 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_SCHEDULE:
 		set_schedule(p, w, v);
 		break;
+	case K_BREAKER_AFTER:
+		w->breaker_after = (int)n;
+		break;
+	case K_PROBE_INTERVAL_MAX:
+		w->probe_interval_max = (int)n;
+		break;
 	case K_COUNT:
 		break;
 	}
@@ -913,6 +923,8 @@ add_named(struct parser *p, enum sect_kind kind, const char *name)
 		w->events = 1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH;
 		w->timeout_ms = 10000;
 		w->max_in_flight = 32;
+		w->breaker_after = 300;
+		w->probe_interval_max = 300;
 		memcpy(w->schedule, default_schedule, sizeof(default_schedule));
 		w->nschedule = DEFAULT_NSCHEDULE;
 		if ((w->name = pdup(p, name)) == NULL)

@@ -69,6 +69,8 @@ struct webhook {
 	int max_in_flight;
 	unsigned schedule[WEBHOOK_MAX_SCHEDULE]; /* delays in seconds */
 	size_t nschedule;
+	int breaker_after; /* seconds of nothing but failures that open the breaker; 0: never */
+	int probe_interval_max; /* seconds: the longest gap between probes while open */
 };
 
 struct config {

@@ -12,6 +12,8 @@ struct evhttp;
 struct evhttp_bound_socket;
 struct config;
 struct store;
+struct httpc;
+struct deliver;
 
 /* What became of callbacks, for the log and (later) /metrics. */
 enum ingest_result {
@@ -30,17 +32,20 @@ struct env {
 	const char *config_path;
 	struct config *cfg; /* swapped whole on reload */
 	struct store *store;
+	struct httpc *httpc; /* one HTTP client engine for deliveries and polls */
+	struct deliver *deliver;
 	struct evhttp *http;
 	struct evhttp_bound_socket *http_sock;
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;
 	bool stopping;
+	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;
 	size_t pending; /* callbacks waiting for Redis */
 	uint64_t results[INGEST_NRESULTS];
 };
 
-/* Called by ingest when a pending callback was answered: lets shutdown
- * finish once nothing is in flight. */
+/* Called when a pending callback was answered or a delivery settled: lets
+ * shutdown finish once nothing is in flight. */
 void daemon_request_done(struct env *env);
 
 #endif

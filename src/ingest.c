@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "deliver.h"
 #include "event.h"
 #include "family.h"
 #include "form.h"
@@ -179,6 +180,8 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	switch (r) {
 	case STORE_NEW:
 		env->results[INGEST_RECORDED]++;
+		if (env->cfg->nwebhooks > 0)
+			deliver_kick(env->deliver);
 		if (strcmp(type, "order.amount_mismatch") == 0)
 			log_warnx("callback recorded with amount mismatch",
 			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
@@ -265,6 +268,7 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 		hooks[nhooks].name = w->name;
 		hooks[nhooks].match_paid = as_is;
 		hooks[nhooks].match_mismatch = mm;
+		hooks[nhooks].first_delay_ms = (int64_t)w->schedule[0] * 1000;
 		nhooks++;
 	}
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)

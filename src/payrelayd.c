@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
 #include "config.h"
 #include "config_build.h"
 #include "daemon.h"
+#include "deliver.h"
+#include "httpc.h"
 #include "ingest.h"
 #include "log.h"
 #include "sdnotify.h"
@@ -72,11 +75,17 @@ event_loop_new(void)
 	return base;
 }
 
+static bool
+nothing_in_flight(const struct env *env)
+{
+	return env->pending == 0 && deliver_busy(env->deliver) == 0;
+}
+
 void
 daemon_request_done(struct env *env)
 {
-	if (env->stopping && env->pending == 0) {
-		log_info("all callbacks answered, exiting", "");
+	if (env->stopping && nothing_in_flight(env)) {
+		log_info("nothing left in flight, exiting", "");
 		event_base_loopexit(env->base, NULL);
 	}
 }
@@ -89,19 +98,37 @@ on_store_ready(void *arg)
 	if (!env->notified_ready) {
 		env->notified_ready = true;
 		sdnotify_ready();
-		log_info("ready", "channels=%zu webhooks=%zu", env->cfg->nchannels,
-		    env->cfg->nwebhooks);
+		log_info("ready", "channels=%zu webhooks=%zu instance=%s", env->cfg->nchannels,
+		    env->cfg->nwebhooks, deliver_instance(env->deliver));
 	}
+	deliver_kick(env->deliver);
 }
 
 static void
 on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct env *env = arg;
+	struct timeval tv = { 0, 0 };
 
-	log_warnx("shutdown timeout, callbacks still waiting for Redis get no answer",
-	    "pending=%zu", env->pending);
-	event_base_loopexit(env->base, NULL);
+	if (env->aborting) {
+		log_warnx("exiting with work unsettled, leases expire",
+		    "pending=%zu deliveries=%zu", env->pending, deliver_busy(env->deliver));
+		event_base_loopexit(env->base, NULL);
+		return;
+	}
+	env->aborting = true;
+	log_warnx("shutdown timeout, giving in-flight deliveries back",
+	    "pending=%zu deliveries=%zu", env->pending, deliver_busy(env->deliver));
+	deliver_abort(env->deliver);
+	if (nothing_in_flight(env)) {
+		event_base_loopexit(env->base, NULL);
+		return;
+	}
+	/* The releases need Redis: wait for them, but not longer than a
+	 * Redis request may take. */
+	tv.tv_sec = env->cfg->redis_timeout_ms / 1000;
+	tv.tv_usec = (env->cfg->redis_timeout_ms % 1000) * 1000 + 200000;
+	evtimer_add(env->ev_shutdown, &tv);
 }
 
 static void
@@ -114,9 +141,11 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 		return;
 	env->stopping = true;
 	sdnotify_stopping();
-	log_info("stopping", "signal=%d pending=%zu", (int)sig, env->pending);
+	log_info("stopping", "signal=%d pending=%zu deliveries=%zu", (int)sig, env->pending,
+	    deliver_busy(env->deliver));
 	ingest_stop_accepting(env);
-	if (env->pending == 0) {
+	deliver_stop(env->deliver);
+	if (nothing_in_flight(env)) {
 		event_base_loopexit(env->base, NULL);
 		return;
 	}
@@ -209,8 +238,14 @@ setup_signals(struct env *env)
 static void
 env_free(struct env *env)
 {
-	store_free(env->store); /* callbacks still waiting are answered 503 */
+	/* Callbacks still waiting are answered 503; delivery outcomes not
+	 * recorded leave their leases to expire. */
+	store_free(env->store);
 	env->store = NULL;
+	httpc_free(env->httpc); /* before event_base_free: it owns events */
+	env->httpc = NULL;
+	deliver_free(env->deliver);
+	env->deliver = NULL;
 	ingest_free(env);
 	if (env->ev_sigterm)
 		event_free(env->ev_sigterm);
@@ -293,6 +328,13 @@ main(int argc, char **argv)
 		fatalx("cannot set up signals", "");
 	if (ingest_start(&env) == -1)
 		goto out;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("cannot initialise libcurl", "");
+	if ((env.httpc = httpc_new(env.base, "payrelay/" PAYRELAY_VERSION)) == NULL ||
+	    (env.deliver = deliver_new(&env)) == NULL) {
+		log_errorx("cannot set up webhook deliveries", "");
+		goto out;
+	}
 	if ((env.store = store_new(env.base, env.cfg, on_store_ready, &env)) == NULL) {
 		log_errorx("cannot set up Redis", "");
 		goto out;
@@ -310,5 +352,6 @@ main(int argc, char **argv)
 	    (unsigned long long)env.results[INGEST_UNAVAILABLE]);
 out:
 	env_free(&env);
+	curl_global_cleanup();
 	return rc;
 }

@@ -24,7 +24,7 @@
  * [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
  * ttl (s), [8] stream maxlen, [9] now (ms), [10] the order's member in the
  * poll schedule, then per webhook: name, delivery id, wants-as-is
- * ("1"/"0"), wants-if-mismatch ("1"/"0").
+ * ("1"/"0"), wants-if-mismatch ("1"/"0"), first due time (ms).
  * A payment whose amount differs from the registered order's becomes
  * order.amount_mismatch: the JSON's fixed head {"id":…,"type":"order.paid",
  * (event.h) is rewritten, so the event is built and sent once.
@@ -58,15 +58,15 @@ static const char record_script[] =
     "end\n"
     "local mismatch = etype == 'order.amount_mismatch'\n"
     "local n = 0\n"
-    "for i = 0, (#ARGV - 10) / 4 - 1 do\n"
-    "  local a = 11 + i * 4\n"
+    "for i = 0, (#ARGV - 10) / 5 - 1 do\n"
+    "  local a = 11 + i * 5\n"
     "  local wants = ARGV[a + 2]\n"
     "  if mismatch then wants = ARGV[a + 3] end\n"
     "  if wants == '1' then\n"
     "    redis.call('HSET', KEYS[5 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],\n"
     "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],\n"
-    "      'due_ms', ARGV[9], 'stream_id', sid, 'event', body)\n"
-    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[9], ARGV[a + 1])\n"
+    "      'due_ms', ARGV[a + 4], 'stream_id', sid, 'event', body)\n"
+    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[a + 4], ARGV[a + 1])\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
@@ -681,6 +681,7 @@ int
 store_record(struct store *s, const struct record *rec, store_record_cb *cb, void *arg)
 {
 	const struct event *ev = rec->ev;
+	int64_t now = now_ms();
 	struct store_req *r;
 	char(*dids)[37] = NULL;
 	size_t i;
@@ -688,7 +689,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	if (ev->id[0] == '\0')
 		return -1;
-	r = store_req_new(s, SCRIPT_RECORD, 4 + 2 * rec->nhooks + 10 + 4 * rec->nhooks,
+	r = store_req_new(s, SCRIPT_RECORD, 4 + 2 * rec->nhooks + 10 + 5 * rec->nhooks,
 	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
 	if (r == NULL)
 		return -1;
@@ -720,13 +721,14 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		rc |= req_args(r, "");
 	rc |= req_args(r, s->dedup_ttl);
 	rc |= req_args(r, s->maxlen);
-	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_argll(r, (long long)now);
 	rc |= req_cat(r, ev->channel, ":", ev->out_trade_no, NULL);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_args(r, rec->hooks[i].name);
 		rc |= req_args(r, dids[i]);
 		rc |= req_args(r, rec->hooks[i].match_paid ? "1" : "0");
 		rc |= req_args(r, rec->hooks[i].match_mismatch ? "1" : "0");
+		rc |= req_argll(r, (long long)(now + rec->hooks[i].first_delay_ms));
 	}
 	free(dids);
 	return req_send(r, rc);

@@ -25,8 +25,9 @@ enum store_result {
 /* One webhook that may get a delivery of the event. */
 struct record_hook {
 	const char *name;
-	bool match_paid;     /* wants the event as recorded by the caller */
-	bool match_mismatch; /* wants it if it turns out to be order.amount_mismatch */
+	bool match_paid;        /* wants the event as recorded by the caller */
+	bool match_mismatch;    /* wants it if it turns out to be order.amount_mismatch */
+	int64_t first_delay_ms; /* the schedule's first delay (usually 0) */
 };
 
 struct record {

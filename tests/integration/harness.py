@@ -464,6 +464,9 @@ allow_from = 10.0.0.0/8, 127.0.0.0/8 ::1
 url = http://127.0.0.1:9/x
 secret = {whsec}
 events = order.paid
+; first attempt an hour out: these tests look at what recording schedules,
+; test_deliver.py at what the engine does with it
+schedule = 3600 3600
 """.format(port=self.port, admin_port=self.admin_port, token=ADMIN_TOKEN,
            redis_port=self.redis_port, epay_key=self.epay_key, pubkey=self.pubkey_file,
            rsa_key=RSA_CHANNEL_KEY, gate_appkey=self.gate_appkey,
@@ -616,3 +619,319 @@ def new_workdir(prefix):
     if not os.environ.get("PAYRELAY_KEEP_TMP"):
         atexit.register(shutil.rmtree, d, True)
     return d
+
+
+# --------------------------------------------------------------------------
+# webhook deliveries: a scriptable local receiver, the Standard Webhooks
+# signature (https://www.standardwebhooks.com/), a logfmt line parser
+
+import hmac  # noqa: E402
+import select  # noqa: E402
+import threading  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+
+
+def webhook_key(secret):
+    """The HMAC key of a configured webhook secret: a `whsec_<base64>`
+    secret is base64-decoded, anything else is used as it is."""
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):], validate=True)
+    return secret.encode("utf-8")
+
+
+def webhook_sign(secret, msg_id, timestamp, body):
+    """`v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    msg = ("%s.%s." % (msg_id, timestamp)).encode("utf-8") + body
+    mac = hmac.new(webhook_key(secret), msg, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def webhook_signatures(header):
+    """The `v1,...` entries of a webhook-signature header, in order."""
+    return header.split(" ") if header else []
+
+
+def webhook_verify(secret, msg_id, timestamp, body, header):
+    """Index of the first signature in `header` that `secret` verifies
+    (constant-time compare), or None. Independent of payrelay's code."""
+    want = webhook_sign(secret, msg_id, timestamp, body)
+    for i, sig in enumerate(webhook_signatures(header)):
+        if hmac.compare_digest(sig.encode(), want.encode()):
+            return i
+    return None
+
+
+_LOGFMT_RE = re.compile(r'([A-Za-z0-9_.\-]+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def logfmt(line):
+    """{key: value} of one `level=... msg="..." key=value` line; quoted
+    values are unquoted (\\" and \\\\ unescaped)."""
+    out = {}
+    for k, v in _LOGFMT_RE.findall(line):
+        if v.startswith('"') and v.endswith('"') and len(v) >= 2:
+            v = re.sub(r'\\(.)', r'\1', v[1:-1])
+        out[k] = v
+    return out
+
+
+def log_records(text, msg=None):
+    """The parsed lines of a log (only those whose msg is `msg`)."""
+    out = []
+    for line in text.splitlines():
+        rec = logfmt(line)
+        if msg is None or rec.get("msg") == msg:
+            out.append(rec)
+    return out
+
+
+class Received:
+    """One request the receiver got."""
+
+    def __init__(self, method, path, headers, body, t, mono, action):
+        self.method = method
+        self.path = path
+        self.headers = headers      # {lower-case name: value}
+        self.header_list = []       # [(name, value)] as sent
+        self.body = body            # bytes
+        self.time = t               # time.time() when the body was read
+        self.mono = mono            # time.monotonic() likewise
+        self.action = action        # what the script said to do
+        self.status = None          # the status answered (None: no answer)
+        self.outcome = "pending"    # answered | client-gone | write-failed
+
+    def __repr__(self):
+        return "<%s %s id=%s action=%s status=%s %s>" % (
+            self.method, self.path, self.headers.get("webhook-id"), self.action,
+            self.status, self.outcome)
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1:<free port>, HTTP/1.1 with keep-alive,
+    in background threads. Records every request. What it answers comes
+    from `script` (one action per request, in arrival order) and then from
+    `default`; an action is
+
+        ok                      200
+        fail                    500
+        hang                    sleep `hang_s` (longer than any timeout), then 200
+                                (gives up early when the client goes away)
+        slow:SECONDS            sleep SECONDS, then 200
+        status:CODE             answer CODE
+        status:CODE:retry_after=N   CODE with `Retry-After: N`
+
+    `script` may also be a dict {path: [actions]} with `default` a dict
+    {path: action} for a receiver shared by several webhooks."""
+
+    def __init__(self, script=(), default="ok", hang_s=30.0):
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.requests = []
+        self.hang_s = hang_s
+        self._scripts = {}
+        self._defaults = {}
+        self._stopping = threading.Event()
+        self._conns = set()
+        self.active = 0        # requests being answered now
+        self.max_active = 0    # the most at once
+        self.set_script(script, default)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 60
+
+            def log_message(self, *a):
+                pass
+
+            def setup(self):
+                BaseHTTPRequestHandler.setup(self)
+                with receiver.lock:
+                    receiver._conns.add(self.connection)
+
+            def finish(self):
+                try:
+                    BaseHTTPRequestHandler.finish(self)
+                except OSError:
+                    pass
+                with receiver.lock:
+                    receiver._conns.discard(self.connection)
+
+            def _read_body(self):
+                te = (self.headers.get("Transfer-Encoding") or "").lower()
+                if "chunked" in te:
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                n = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(n) if n else b""
+
+            def _handle(self):
+                body = self._read_body()
+                rec = Received(self.command, self.path,
+                               {k.lower(): v for k, v in self.headers.items()},
+                               body, time.time(), time.monotonic(), None)
+                rec.header_list = list(self.headers.items())
+                with receiver.cond:
+                    rec.action = receiver._next_action(self.path)
+                    receiver.requests.append(rec)
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
+                    receiver.cond.notify_all()
+                try:
+                    receiver._act(self, rec)
+                finally:
+                    with receiver.cond:
+                        receiver.active -= 1
+                        receiver.cond.notify_all()
+
+            do_POST = do_GET = do_PUT = _handle
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            allow_reuse_address = True
+
+        self.server = Server((HOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    # --- behaviour --------------------------------------------------------
+
+    def url(self, path="/hook"):
+        return "http://%s:%d%s" % (HOST, self.port, path)
+
+    def set_script(self, script=(), default="ok"):
+        """Replaces the behaviour (for requests arriving from now on)."""
+        with self.lock:
+            if isinstance(script, dict):
+                self._scripts = {p: list(a) for p, a in script.items()}
+            else:
+                self._scripts = {None: list(script)}
+            if isinstance(default, dict):
+                self._defaults = dict(default)
+            else:
+                self._defaults = {None: default}
+
+    def set_default(self, default):
+        with self.lock:
+            if isinstance(default, dict):
+                self._defaults.update(default)
+            else:
+                self._defaults = {None: default}
+
+    def _next_action(self, path):  # with the lock held
+        for key in (path, None):
+            if key in self._scripts and self._scripts[key]:
+                return self._scripts[key].pop(0)
+        return self._defaults.get(path, self._defaults.get(None, "ok"))
+
+    def _client_gone(self, handler, seconds):
+        """Waits up to `seconds`; True as soon as the client closed."""
+        deadline = time.monotonic() + seconds
+        sock = handler.connection
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
+                return self._stopping.is_set()
+            try:
+                r, _, _ = select.select([sock], [], [], min(left, 0.05))
+                if r and not sock.recv(1, socket.MSG_PEEK):
+                    return True
+            except (OSError, ValueError):
+                return True
+
+    def _act(self, handler, rec):
+        action = rec.action
+        status, extra = 200, []
+        if action == "ok":
+            pass
+        elif action == "fail":
+            status = 500
+        elif action == "hang" or action.startswith("slow:"):
+            wait = self.hang_s if action == "hang" else float(action.split(":", 1)[1])
+            if self._client_gone(handler, wait):
+                with self.cond:
+                    rec.outcome = "client-gone"
+                    self.cond.notify_all()
+                handler.close_connection = True
+                return
+        elif action.startswith("status:"):
+            parts = action.split(":")
+            status = int(parts[1])
+            for p in parts[2:]:
+                if p.startswith("retry_after="):
+                    extra.append(("Retry-After", p[len("retry_after="):]))
+        else:
+            raise ValueError("unknown receiver action %r" % action)
+        payload = b"ok" if 200 <= status < 300 else b"no"
+        try:
+            handler.send_response(status)
+            for k, v in extra:
+                handler.send_header(k, v)
+            handler.send_header("Content-Type", "text/plain")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            handler.wfile.flush()
+            outcome = "answered"
+        except OSError:
+            outcome = "write-failed"
+            handler.close_connection = True
+        with self.cond:
+            rec.status = status
+            rec.outcome = outcome
+            self.cond.notify_all()
+
+    # --- what it saw --------------------------------------------------------
+
+    def snapshot(self, path=None):
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def count(self, path=None):
+        return len(self.snapshot(path))
+
+    def wait_for(self, pred, timeout):
+        """Waits until pred(list of requests) is true; returns it, or None."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                reqs = list(self.requests)
+                if pred(reqs):
+                    return reqs
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 0.1))
+
+    def wait_count(self, n, timeout, path=None):
+        reqs = self.wait_for(lambda rs: len([r for r in rs if path is None or r.path == path]) >= n,
+                             timeout)
+        return None if reqs is None else [r for r in reqs if path is None or r.path == path]
+
+    def stop(self):
+        self._stopping.set()
+        try:
+            self.server.shutdown()
+        except Exception:
+            pass
+        self.server.server_close()
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(5)

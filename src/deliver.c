@@ -1,0 +1,515 @@
+#include "deliver.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "daemon.h"
+#include "httpc.h"
+#include "log.h"
+#include "store.h"
+#include "webhook.h"
+
+/* A breaker opens only after this many failures in a row as well. */
+#define BREAKER_MIN_FAILURES 3
+#define PROBE_FIRST_MS 1000
+
+/* What this process knows of one webhook; kept by name across reloads. */
+struct hook {
+	char *name;
+	int in_flight;
+	bool claiming;
+	/* circuit breaker */
+	int64_t failing_since_ms; /* first failure of the current run; 0: none */
+	int failures;             /* in a row */
+	bool open;
+	bool probing;
+	int64_t probe_interval_ms;
+	int64_t next_probe_ms;
+	struct hook *next;
+};
+
+struct attempt {
+	struct deliver *d;
+	struct hook *hook;
+	char id[64];
+	char event_id[64];
+	long attempts; /* made before this one */
+	bool probe;
+	int64_t started_ms;
+	/* what the outcome needs of the webhook, copied: a reload may free it */
+	unsigned schedule[WEBHOOK_MAX_SCHEDULE];
+	size_t nschedule;
+	struct httpc_call *call;
+	struct attempt *prev, *next;
+};
+
+struct claim {
+	struct deliver *d;
+	struct hook *hook;
+	bool probe;
+};
+
+struct deliver {
+	struct env *env;
+	struct event *tick;
+	struct event *kick;
+	struct hook *hooks;
+	struct attempt *attempts; /* sent, or waiting for Redis to take the outcome */
+	size_t nattempts;
+	size_t nclaims;
+	bool stopping;
+	char instance[96];
+};
+
+static void deliver_claim_all(struct deliver *d);
+
+static struct hook *
+hook_get(struct deliver *d, const char *name)
+{
+	struct hook *h;
+
+	for (h = d->hooks; h != NULL; h = h->next)
+		if (strcmp(h->name, name) == 0)
+			return h;
+	if ((h = calloc(1, sizeof(*h))) == NULL || (h->name = strdup(name)) == NULL) {
+		free(h);
+		return NULL;
+	}
+	h->next = d->hooks;
+	d->hooks = h;
+	return h;
+}
+
+static const struct webhook *
+webhook_find(const struct config *cfg, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nwebhooks; i++)
+		if (strcmp(cfg->webhooks[i].name, name) == 0)
+			return &cfg->webhooks[i];
+	return NULL;
+}
+
+static void
+attempt_unlink_free(struct attempt *a)
+{
+	struct deliver *d = a->d;
+
+	if (a->prev != NULL)
+		a->prev->next = a->next;
+	else
+		d->attempts = a->next;
+	if (a->next != NULL)
+		a->next->prev = a->prev;
+	d->nattempts--;
+	a->hook->in_flight--;
+	if (a->probe)
+		a->hook->probing = false;
+	free(a);
+}
+
+/* The attempt is settled (or given up on): capacity is free again. */
+static void
+attempt_done(struct attempt *a)
+{
+	struct deliver *d = a->d;
+
+	attempt_unlink_free(a);
+	if (d->stopping)
+		daemon_request_done(d->env);
+	else
+		deliver_kick(d);
+}
+
+static void
+finish_cb(void *arg, int rc, const char *answer)
+{
+	struct attempt *a = arg;
+
+	if (rc != 0)
+		log_warnx("delivery outcome not recorded, the lease will expire",
+		    "webhook=%s delivery=%s", a->hook->name, a->id);
+	attempt_done(a);
+}
+
+/* A uniform number in [-1, 1]; jitter only, so a failed read means none. */
+static double
+jitter(void)
+{
+	uint32_t r;
+
+	if (crypto_random(&r, sizeof(r)) == -1)
+		return 0;
+	return (double)r / (double)UINT32_MAX * 2.0 - 1.0;
+}
+
+static void
+breaker_success(struct hook *h)
+{
+	h->failing_since_ms = 0;
+	h->failures = 0;
+	if (h->open) {
+		h->open = false;
+		log_info("webhook breaker closed", "webhook=%s", h->name);
+	}
+}
+
+static void
+breaker_failure(struct hook *h, const struct webhook *w, int64_t now)
+{
+	if (h->failing_since_ms == 0)
+		h->failing_since_ms = now;
+	h->failures++;
+	if (h->open || w == NULL || w->breaker_after == 0 || h->failures < BREAKER_MIN_FAILURES ||
+	    now - h->failing_since_ms < (int64_t)w->breaker_after * 1000)
+		return;
+	h->open = true;
+	h->probe_interval_ms = PROBE_FIRST_MS;
+	h->next_probe_ms = now + h->probe_interval_ms;
+	log_warnx("webhook breaker open", "webhook=%s failures=%d failing_for_s=%lld", h->name,
+	    h->failures, (long long)((now - h->failing_since_ms) / 1000));
+}
+
+static void
+probe_failed(struct hook *h, const struct webhook *w, int64_t now)
+{
+	int64_t max = (int64_t)(w != NULL ? w->probe_interval_max : 300) * 1000;
+
+	h->probe_interval_ms = h->probe_interval_ms * 2 > max ? max : h->probe_interval_ms * 2;
+	h->next_probe_ms = now + h->probe_interval_ms;
+}
+
+static void
+attempt_http_done(void *arg, const struct httpc_result *r)
+{
+	struct attempt *a = arg;
+	struct deliver *d = a->d;
+	struct hook *h = a->hook;
+	const struct webhook *w = webhook_find(d->env->cfg, h->name);
+	struct store_outcome o;
+	char error[160] = "";
+	int64_t now = now_ms(), delay = 0;
+	bool ok = r->curl_code == 0 && r->status >= 200 && r->status < 300;
+
+	a->call = NULL;
+	if (r->curl_code != 0)
+		snprintf(error, sizeof(error), "%.150s", r->error != NULL ? r->error : "failed");
+	else if (!ok)
+		snprintf(error, sizeof(error), "HTTP %ld", r->status);
+
+	memset(&o, 0, sizeof(o));
+	o.webhook = h->name;
+	o.id = a->id;
+	o.owner = d->instance;
+	o.http_status = r->status;
+	o.error = error;
+	if (ok) {
+		o.outcome = "ok";
+		breaker_success(h);
+		log_info("delivered",
+		    "webhook=%s delivery=%s event=%s status=%ld attempt=%ld ms=%ld", h->name, a->id,
+		    a->event_id, r->status, a->attempts + 1, r->elapsed_ms);
+	} else if (a->probe) {
+		/* The receiver is still down: no attempt spent, due again. */
+		o.outcome = "probe";
+		o.next_due_ms = now;
+		probe_failed(h, w, now);
+		log_warnx("webhook probe failed",
+		    "webhook=%s delivery=%s status=%ld error=\"%s\" next_probe_ms=%lld", h->name,
+		    a->id, r->status, error, (long long)h->probe_interval_ms);
+	} else {
+		long ra = (r->status == 429 || r->status == 503) ? r->retry_after : -1;
+
+		delay =
+		    webhook_next_delay_ms(a->schedule, a->nschedule, a->attempts + 1, ra, jitter());
+		breaker_failure(h, w, now);
+		if (delay < 0) {
+			o.outcome = "dead";
+			log_warnx("delivery dead",
+			    "webhook=%s delivery=%s event=%s attempts=%ld status=%ld error=\"%s\"",
+			    h->name, a->id, a->event_id, a->attempts + 1, r->status, error);
+		} else {
+			o.outcome = "retry";
+			o.next_due_ms = now + delay;
+			log_warnx("delivery failed",
+			    "webhook=%s delivery=%s event=%s attempt=%ld status=%ld error=\"%s\" "
+			    "next_in_ms=%lld",
+			    h->name, a->id, a->event_id, a->attempts + 1, r->status, error,
+			    (long long)delay);
+		}
+	}
+	if (store_finish(d->env->store, &o, finish_cb, a) == -1) {
+		log_warnx("delivery outcome not recorded, the lease will expire",
+		    "webhook=%s delivery=%s reason=\"redis not ready\"", h->name, a->id);
+		attempt_done(a);
+	}
+}
+
+static void
+release_cb(void *arg, int rc, const char *answer)
+{
+	attempt_done(arg);
+}
+
+/* Gives one delivery back to Redis: due now, no attempt spent. */
+static void
+attempt_release(struct attempt *a)
+{
+	httpc_cancel(a->call);
+	a->call = NULL;
+	if (store_release(a->d->env->store, a->hook->name, a->id, a->d->instance, release_cb, a) ==
+	    -1) {
+		log_warnx("delivery not released, its lease will expire", "webhook=%s delivery=%s",
+		    a->hook->name, a->id);
+		attempt_done(a);
+	}
+}
+
+static void
+attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
+    const struct store_claimed *it, bool probe)
+{
+	struct attempt *a = calloc(1, sizeof(*a));
+	char ts_hdr[64], id_hdr[96], *sig = NULL, *sig_hdr = NULL;
+	const char *headers[5];
+	struct httpc_request rq;
+	long long ts = (long long)(now_ms() / 1000);
+
+	if (a == NULL)
+		return; /* the lease expires and it comes back */
+	a->d = d;
+	a->hook = h;
+	snprintf(a->id, sizeof(a->id), "%s", it->id);
+	snprintf(a->event_id, sizeof(a->event_id), "%s", it->event_id);
+	a->attempts = it->attempts;
+	a->probe = probe;
+	a->started_ms = now_ms();
+	memcpy(a->schedule, w->schedule, sizeof(a->schedule));
+	a->nschedule = w->nschedule;
+	a->next = d->attempts;
+	if (d->attempts != NULL)
+		d->attempts->prev = a;
+	d->attempts = a;
+	d->nattempts++;
+	h->in_flight++;
+	if (probe)
+		h->probing = true;
+
+	snprintf(id_hdr, sizeof(id_hdr), "webhook-id: %s", it->event_id);
+	snprintf(ts_hdr, sizeof(ts_hdr), "webhook-timestamp: %lld", ts);
+	sig = webhook_signature(w, it->event_id, ts, it->body, it->body_len);
+	if (sig != NULL && (sig_hdr = malloc(strlen(sig) + 32)) != NULL)
+		sprintf(sig_hdr, "webhook-signature: %s", sig);
+	free(sig);
+	if (sig_hdr == NULL) {
+		attempt_release(a);
+		return;
+	}
+	headers[0] = "Content-Type: application/json";
+	headers[1] = id_hdr;
+	headers[2] = ts_hdr;
+	headers[3] = sig_hdr;
+	headers[4] = NULL;
+	rq.method = "POST";
+	rq.url = w->url;
+	rq.headers = headers;
+	rq.body = it->body;
+	rq.body_len = it->body_len;
+	rq.timeout_ms = w->timeout_ms;
+	a->call = httpc_start(d->env->httpc, &rq, attempt_http_done, a);
+	free(sig_hdr);
+	if (a->call == NULL) {
+		log_warnx("delivery not started", "webhook=%s delivery=%s", h->name, a->id);
+		attempt_release(a);
+	}
+}
+
+static void
+claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
+{
+	struct claim *c = arg;
+	struct deliver *d = c->d;
+	struct hook *h = c->hook;
+	const struct webhook *w = webhook_find(d->env->cfg, h->name);
+	size_t i;
+
+	h->claiming = false;
+	d->nclaims--;
+	for (i = 0; i < n; i++) {
+		if (d->stopping || w == NULL) {
+			/* Claimed as we stopped, or the webhook was removed by a
+			 * reload: give it back untouched. */
+			struct store_claimed it = items[i];
+
+			if (store_release(d->env->store, h->name, it.id, d->instance, NULL, NULL) ==
+			    -1)
+				log_warnx("delivery not released, its lease will expire",
+				    "webhook=%s delivery=%s", h->name, it.id);
+			continue;
+		}
+		attempt_start(d, h, w, &items[i], c->probe);
+	}
+	if (d->stopping)
+		daemon_request_done(d->env);
+	else if (rc == 0 && n > 0 && !c->probe)
+		deliver_kick(d); /* there may be more */
+	free(c);
+}
+
+static void
+deliver_claim(struct deliver *d, struct hook *h, const struct webhook *w, int max, bool probe)
+{
+	struct claim *c = calloc(1, sizeof(*c));
+	int64_t lease = now_ms() + w->timeout_ms + DELIVER_LEASE_MARGIN_MS;
+
+	if (c == NULL)
+		return;
+	c->d = d;
+	c->hook = h;
+	c->probe = probe;
+	if (store_claim(d->env->store, h->name, max, d->instance, lease, claim_cb, c) == -1) {
+		free(c);
+		return;
+	}
+	h->claiming = true;
+	d->nclaims++;
+}
+
+static void
+deliver_claim_all(struct deliver *d)
+{
+	const struct config *cfg = d->env->cfg;
+	int64_t now = now_ms();
+	size_t i;
+
+	if (d->stopping || !store_ready(d->env->store))
+		return;
+	for (i = 0; i < cfg->nwebhooks; i++) {
+		const struct webhook *w = &cfg->webhooks[i];
+		struct hook *h = hook_get(d, w->name);
+		int room;
+
+		if (h == NULL || h->claiming)
+			continue;
+		if (h->open) {
+			/* One probe at a time, at growing intervals. */
+			if (!h->probing && h->in_flight == 0 && now >= h->next_probe_ms)
+				deliver_claim(d, h, w, 1, true);
+			continue;
+		}
+		room = w->max_in_flight - h->in_flight;
+		if (room > 0)
+			deliver_claim(d, h, w,
+			    room < DELIVER_CLAIM_BATCH ? room : DELIVER_CLAIM_BATCH, false);
+	}
+}
+
+static void
+deliver_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	deliver_claim_all(arg);
+}
+
+void
+deliver_kick(struct deliver *d)
+{
+	/* Coalesced: claims run once per loop turn, whatever woke us. */
+	if (d != NULL && !d->stopping)
+		event_active(d->kick, EV_TIMEOUT, 0);
+}
+
+struct deliver *
+deliver_new(struct env *env)
+{
+	struct deliver *d = calloc(1, sizeof(*d));
+	struct timeval tv = { 0, DELIVER_TICK_MS * 1000 };
+	char host[64] = "host";
+	unsigned char rnd[4];
+	char rhex[9];
+
+	if (d == NULL)
+		return NULL;
+	d->env = env;
+	gethostname(host, sizeof(host) - 1);
+	if (crypto_random(rnd, sizeof(rnd)) == -1)
+		memset(rnd, 0, sizeof(rnd));
+	hex_lower(rhex, rnd, sizeof(rnd));
+	snprintf(d->instance, sizeof(d->instance), "%.60s:%ld:%s", host, (long)getpid(), rhex);
+	d->tick = event_new(env->base, -1, EV_PERSIST, deliver_tick_cb, d);
+	d->kick = event_new(env->base, -1, 0, deliver_tick_cb, d);
+	if (d->tick == NULL || d->kick == NULL || event_add(d->tick, &tv) == -1) {
+		deliver_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void
+deliver_stop(struct deliver *d)
+{
+	if (d == NULL)
+		return;
+	d->stopping = true;
+	event_del(d->tick);
+	event_del(d->kick);
+}
+
+void
+deliver_abort(struct deliver *d)
+{
+	struct attempt *a, *next;
+
+	if (d == NULL)
+		return;
+	deliver_stop(d);
+	for (a = d->attempts; a != NULL; a = next) {
+		next = a->next;
+		if (a->call != NULL) {
+			log_info("delivery given back at shutdown", "webhook=%s delivery=%s",
+			    a->hook->name, a->id);
+			attempt_release(a);
+		}
+	}
+}
+
+size_t
+deliver_busy(const struct deliver *d)
+{
+	return d == NULL ? 0 : d->nattempts + d->nclaims;
+}
+
+const char *
+deliver_instance(const struct deliver *d)
+{
+	return d->instance;
+}
+
+void
+deliver_free(struct deliver *d)
+{
+	struct hook *h, *hn;
+
+	if (d == NULL)
+		return;
+	/* Whatever is left was cancelled with the HTTP engine; the leases
+	 * expire and another instance delivers. */
+	while (d->attempts != NULL)
+		attempt_unlink_free(d->attempts);
+	for (h = d->hooks; h != NULL; h = hn) {
+		hn = h->next;
+		free(h->name);
+		free(h);
+	}
+	if (d->tick != NULL)
+		event_free(d->tick);
+	if (d->kick != NULL)
+		event_free(d->kick);
+	free(d);
+}
