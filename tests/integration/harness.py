@@ -359,6 +359,20 @@ class Daemon:
         self.proc = None
         return rc
 
+    def stop_clean(self, timeout=10.0):
+        """SIGTERM, and fail unless the daemon exits 0 in time with no
+        sanitizer report (ASan, UBSan and LeakSanitizer print theirs to
+        stderr at exit): how the ASan build of the suite finds leaks."""
+        if self.proc is None:
+            return
+        rc, in_time = self.stop(signal.SIGTERM, timeout)
+        log = self.log_text()
+        if "Sanitizer" in log or "runtime error:" in log:
+            raise AssertionError("payrelayd reported a sanitizer error:\n" + self.log_tail(60))
+        if not in_time or rc != 0:
+            raise AssertionError("payrelayd did not exit 0 within %.0f s of SIGTERM (rc=%s):\n%s"
+                                 % (timeout, rc, self.log_tail()))
+
 
 def run_binary(args, timeout=10.0):
     """Runs payrelayd with `args` to completion: (rc, stdout, stderr)."""

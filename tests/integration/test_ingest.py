@@ -67,6 +67,8 @@ class DaemonCase(unittest.TestCase):
         cls.setup = h.Setup(cls.dir, cls.redis.port)
         cls.daemon = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port)
         cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
+        # Runs first (cleanups are LIFO): a clean exit, or the class fails.
+        cls.addClassCleanup(cls.daemon.stop_clean)
         if cls.start_redis and cls.wait_ready:
             cls.daemon.start(wait_ready=True)
         else:
