@@ -63,6 +63,7 @@ struct deliver {
 	struct attempt *attempts; /* sent, or waiting for Redis to take the outcome */
 	size_t nattempts;
 	size_t nclaims;
+	size_t nreleases; /* claimed while stopping, being given back */
 	bool stopping;
 	char instance[96];
 };
@@ -217,12 +218,13 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 		    "webhook=%s delivery=%s event=%s status=%ld attempt=%ld ms=%ld", h->name, a->id,
 		    a->event_id, r->status, a->attempts + 1, r->elapsed_ms);
 	} else if (a->probe) {
-		/* The receiver is still down: no attempt spent, due again. */
-		o.outcome = "probe";
-		o.next_due_ms = now;
+		/* The receiver is still down: no attempt spent, due again at
+		 * the next probe (other instances' breakers may be closed). */
 		probe_failed(h, w, now);
+		o.outcome = "probe";
+		o.next_due_ms = h->next_probe_ms;
 		log_warnx("webhook probe failed",
-		    "webhook=%s delivery=%s status=%ld error=\"%s\" next_probe_ms=%lld", h->name,
+		    "webhook=%s delivery=%s status=%ld error=\"%s\" probe_in_ms=%lld", h->name,
 		    a->id, r->status, error, (long long)h->probe_interval_ms);
 	} else {
 		long ra = (r->status == 429 || r->status == 503) ? r->retry_after : -1;
@@ -331,6 +333,17 @@ attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
 	}
 }
 
+/* A delivery claimed as we stopped went back. */
+static void
+unclaimed_cb(void *arg, int rc, const char *answer)
+{
+	struct deliver *d = arg;
+
+	d->nreleases--;
+	if (d->stopping)
+		daemon_request_done(d->env);
+}
+
 static void
 claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 {
@@ -346,12 +359,12 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		if (d->stopping || w == NULL) {
 			/* Claimed as we stopped, or the webhook was removed by a
 			 * reload: give it back untouched. */
-			struct store_claimed it = items[i];
-
-			if (store_release(d->env->store, h->name, it.id, d->instance, NULL, NULL) ==
-			    -1)
+			if (store_release(d->env->store, h->name, items[i].id, d->instance,
+				unclaimed_cb, d) == 0)
+				d->nreleases++;
+			else
 				log_warnx("delivery not released, its lease will expire",
-				    "webhook=%s delivery=%s", h->name, it.id);
+				    "webhook=%s delivery=%s", h->name, items[i].id);
 			continue;
 		}
 		attempt_start(d, h, w, &items[i], c->probe);
@@ -482,7 +495,7 @@ deliver_abort(struct deliver *d)
 size_t
 deliver_busy(const struct deliver *d)
 {
-	return d == NULL ? 0 : d->nattempts + d->nclaims;
+	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreleases;
 }
 
 const char *

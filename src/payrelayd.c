@@ -126,8 +126,8 @@ on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 	}
 	/* The releases need Redis: wait for them, but not longer than a
 	 * Redis request may take. */
-	tv.tv_sec = env->cfg->redis_timeout_ms / 1000;
-	tv.tv_usec = (env->cfg->redis_timeout_ms % 1000) * 1000 + 200000;
+	tv.tv_sec = (env->cfg->redis_timeout_ms + 200) / 1000;
+	tv.tv_usec = (env->cfg->redis_timeout_ms + 200) % 1000 * 1000;
 	evtimer_add(env->ev_shutdown, &tv);
 }
 

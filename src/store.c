@@ -658,23 +658,19 @@ record_done(struct store_req *r, const redisReply *rep)
 	}
 }
 
-/* "dlv_" + md5(event id NUL webhook): the first delivery of an event to a
- * webhook has a stable id, so re-recording can never schedule it twice. */
-static void
-delivery_id(char out[37], const char *event_id, const char *webhook)
+/* "dlv_" + 32 random hex digits. The dedup key already keeps an event from
+ * being scheduled twice; an event recorded again after its dedup key expired
+ * (a manual re-send a month later) gets new deliveries, never old hashes. */
+static int
+delivery_id(char out[37])
 {
-	struct sbuf b;
-	char md5[33];
+	unsigned char rnd[16];
 
-	sbuf_init(&b);
-	if (sbuf_adds(&b, event_id) == -1 || sbuf_addc(&b, '\0') == -1 ||
-	    sbuf_adds(&b, webhook) == -1)
-		memset(md5, '0', 33);
-	else
-		crypto_md5_hex(b.p, b.len, md5);
-	sbuf_free(&b);
+	if (crypto_random(rnd, sizeof(rnd)) == -1)
+		return -1;
 	memcpy(out, "dlv_", 4);
-	memcpy(out + 4, md5, 33);
+	hex_lower(out + 4, rnd, sizeof(rnd));
+	return 0;
 }
 
 int
@@ -698,8 +694,13 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		store_req_free(r);
 		return -1;
 	}
-	for (i = 0; i < rec->nhooks; i++)
-		delivery_id(dids[i], ev->id, rec->hooks[i].name);
+	for (i = 0; i < rec->nhooks; i++) {
+		if (delivery_id(dids[i]) == -1) {
+			free(dids);
+			store_req_free(r);
+			return -1;
+		}
+	}
 
 	rc = req_begin(r, (int)(4 + 2 * rec->nhooks));
 	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
