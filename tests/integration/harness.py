@@ -814,6 +814,9 @@ class Receiver:
             block_on_close = False
             allow_reuse_address = True
 
+            def handle_error(self, request, client_address):
+                pass  # a client that went away (timeout, SIGKILL) is expected
+
         self.server = Server((HOST, 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,

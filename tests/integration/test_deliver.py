@@ -81,8 +81,8 @@ class DeliverCase(unittest.TestCase):
         self.addCleanup(rcv.stop)
         return rcv
 
-    def write_config(self, webhooks, shutdown_timeout=3):
-        """`webhooks`: [(name, {key: value})] in order."""
+    def write_config(self, webhooks, shutdown_timeout=3, path=None, port=None, admin_port=None):
+        """`webhooks`: [(name, {key: value})] in order. Returns the path."""
         text = """\
 ; written by tests/integration/test_deliver.py
 [daemon]
@@ -109,7 +109,8 @@ key = {epay_key}
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(port=self.port, shutdown_timeout=shutdown_timeout, admin_port=self.admin_port,
+""".format(port=port or self.port, shutdown_timeout=shutdown_timeout,
+           admin_port=admin_port or self.admin_port,
            token=h.ADMIN_TOKEN, redis_port=self.redis.port, stream=STREAM,
            epay_key=EPAY[0]["key"])
         for name, keys in webhooks:
@@ -119,15 +120,16 @@ key = {epay_key}
                 if k == "secret":
                     for s in v.split():
                         self.secrets.extend(secret_strings(s))
-        with open(self.config, "w", encoding="utf-8") as f:
+        with open(path or self.config, "w", encoding="utf-8") as f:
             f.write(text)
+        return path or self.config
 
-    def start_daemon(self, webhooks=None, shutdown_timeout=3):
+    def start_daemon(self, webhooks=None, shutdown_timeout=3, config=None, port=None):
         """Starts a payrelayd (writing the config first when `webhooks` is
         given) and waits for it to be ready."""
         if webhooks is not None:
             self.write_config(webhooks, shutdown_timeout)
-        d = h.Daemon(BINARY, self.dir, self.config, self.port,
+        d = h.Daemon(BINARY, self.dir, config or self.config, port or self.port,
                      name="payrelayd-%d" % len(self.daemons))
         self.daemons.append(d)
         self.addCleanup(d.stop, signal.SIGKILL, 5)
@@ -147,14 +149,15 @@ key = {epay_key}
 
     # --- callbacks --------------------------------------------------------
 
-    def callback(self, channel="shop-epay", trade_no=None, trade_status="TRADE_SUCCESS"):
+    def callback(self, channel="shop-epay", trade_no=None, trade_status="TRADE_SUCCESS",
+                 port=None):
         """Records one signed epay GET callback; returns its event id."""
         p = {k: v for k, v in EPAY[0]["params"].items() if k != "sign"}
         if trade_no is not None:
             p["trade_no"] = trade_no
         p["trade_status"] = trade_status
         p["sign"] = h.epay_md5_sign(p, EPAY[0]["key"])
-        reply = h.http(self.port, "GET", "/notify/%s?%s" % (channel, h.form_encode(p)))
+        reply = h.http(port or self.port, "GET", "/notify/%s?%s" % (channel, h.form_encode(p)))
         self.assertEqual((reply.status, reply.body), (200, b"success"), self.ctx(reply))
         status = "paid" if trade_status == "TRADE_SUCCESS" else trade_status
         return h.event_id(channel, p["trade_no"], status)
@@ -638,6 +641,40 @@ class CrashAndShutdownTest(DeliverCase):
         score = self.due_score("orders", did)
         self.assertIsNotNone(score, "a released delivery must be due again")
         self.assertLessEqual(score, now_ms() + 1000, "released delivery is not due now")
+
+
+    # --- several instances share one Redis -----------------------------------
+
+    def test_12_two_instances_deliver_each_event_once(self):
+        rcv = self.receiver(default="slow:0.1")
+        cfg = [("orders", {"url": rcv.url(), "secret": SECRET_A, "timeout_ms": 2000,
+                           "max_in_flight": 4, "schedule": "0 1 1"})]
+        self.start_daemon(cfg)
+        port2 = h.free_port()
+        conf2 = self.write_config(cfg, path=os.path.join(self.dir, "second.conf"),
+                                  port=port2, admin_port=h.free_port())
+        d2 = self.start_daemon(config=conf2, port=port2)
+        self.assertNotEqual(self.daemons[0].instance, d2.instance)
+        eids = [self.callback(trade_no="T-TWO-%02d" % i, port=(self.port, port2)[i % 2])
+                for i in range(24)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = [r.get("state") for r in self.deliveries("orders").values()]
+            if len(states) == 24 and all(x == "delivered" for x in states):
+                break
+            time.sleep(0.1)
+        pending = {k: self.brief(v) for k, v in self.deliveries("orders").items()
+                   if v.get("state") != "delivered"}
+        self.assertEqual(pending, {}, self.log_tail())
+        time.sleep(0.6)
+        got = sorted(r.headers.get("webhook-id") for r in rcv.snapshot())
+        self.assertEqual(got, sorted(eids), "each event exactly once with two instances")
+        for rec in self.deliveries("orders").values():
+            self.assertEqual(rec.get("attempts"), "1", self.brief(rec))
+        by = [len([x for x in self.log_records("delivered", d)]) for d in self.daemons]
+        self.assertEqual(sum(by), 24, by)
+        # the per-process cap holds for each (two processes: at most 2 x 4 at once)
+        self.assertLessEqual(rcv.max_active, 8)
 
 
 # ==========================================================================
