@@ -133,6 +133,8 @@ key = {epay_key}
                      name="payrelayd-%d" % len(self.daemons))
         self.daemons.append(d)
         self.addCleanup(d.stop, signal.SIGKILL, 5)
+        # Runs first (cleanups are LIFO): a clean exit with no sanitizer report.
+        self.addCleanup(d.stop_clean)
         d.start(wait_ready=True)
         try:
             line = d.wait_log(r"\binstance=", timeout=1.0)
