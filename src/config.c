@@ -83,6 +83,8 @@ enum key {
 	K_SWEEP,
 	K_SWEEP_INTERVAL,
 	K_ALLOW_FROM,
+	K_POLL_GAPS,
+	K_POLL_TIMEOUT_MS,
 	K_URL,
 	K_SECRET,
 	K_EVENTS,
@@ -126,6 +128,8 @@ static const struct {
 	[K_SWEEP] = { SEC_CHANNEL, "sweep", 0, 0 },
 	[K_SWEEP_INTERVAL] = { SEC_CHANNEL, "sweep_interval", 10, 86400 },
 	[K_ALLOW_FROM] = { SEC_CHANNEL, "allow_from", 0, 0 },
+	[K_POLL_GAPS] = { SEC_CHANNEL, "poll_gaps", 0, 0 },
+	[K_POLL_TIMEOUT_MS] = { SEC_CHANNEL, "poll_timeout_ms", 100, 120000 },
 	[K_URL] = { SEC_WEBHOOK, "url", 0, 0 },
 	[K_SECRET] = { SEC_WEBHOOK, "secret", 0, 0 },
 	[K_EVENTS] = { SEC_WEBHOOK, "events", 0, 0 },
@@ -137,6 +141,7 @@ static const struct {
 	[K_PROBE_INTERVAL_MAX] = { SEC_WEBHOOK, "probe_interval_max", 1, 86400 },
 };
 
+static const unsigned default_poll_gaps[] = { 60, 120, 300, 600, 1800, 3600 };
 static const unsigned default_schedule[] = { 0, 5, 300, 1800, 7200, 18000, 36000, 36000 };
 #define DEFAULT_NSCHEDULE (sizeof(default_schedule) / sizeof(default_schedule[0]))
 
@@ -633,26 +638,39 @@ set_channels(struct parser *p, struct webhook *w, const char *v)
 		err(p, p->line, "channels must be * or channel names");
 }
 
-static void
-set_schedule(struct parser *p, struct webhook *w, const char *v)
+/* A list of 1 to max delays in seconds, each at most `limit`; returns how
+ * many, 0 on error (reported). */
+static size_t
+set_delays(struct parser *p, const char *key, unsigned *out, size_t max, long long min,
+    long long limit, const char *v)
 {
 	const char *t;
 	size_t len, n = 0;
 	long long d;
 
 	while ((t = next_token(&v, WS, &len)) != NULL) {
-		if (n == WEBHOOK_MAX_SCHEDULE || parse_ll(t, len, 0, 604800, &d) == -1) {
+		if (n == max || parse_ll(t, len, min, limit, &d) == -1) {
 			n = 0;
 			break;
 		}
-		w->schedule[n++] = (unsigned)d;
+		out[n++] = (unsigned)d;
 	}
-	if (n == 0) {
-		err(p, p->line, "schedule must be 1 to %d delays in seconds, each from 0 to 604800",
-		    WEBHOOK_MAX_SCHEDULE);
-		return;
+	if (n == 0)
+		err(p, p->line, "%s must be 1 to %zu delays in seconds, each from %lld to %lld",
+		    key, max, min, limit);
+	return n;
+}
+
+static void
+set_schedule(struct parser *p, struct webhook *w, const char *v)
+{
+	unsigned d[WEBHOOK_MAX_SCHEDULE];
+	size_t n = set_delays(p, "schedule", d, WEBHOOK_MAX_SCHEDULE, 0, 604800, v);
+
+	if (n > 0) {
+		memcpy(w->schedule, d, n * sizeof(d[0]));
+		w->nschedule = n;
 	}
-	w->nschedule = n;
 }
 
 static bool
@@ -807,6 +825,19 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_SWEEP_INTERVAL:
 		ch->sweep_interval = (int)n;
 		break;
+	case K_POLL_GAPS: {
+		unsigned d[CHANNEL_MAX_POLL_GAPS];
+		size_t nd = set_delays(p, "poll_gaps", d, CHANNEL_MAX_POLL_GAPS, 1, 86400, v);
+
+		if (nd > 0) {
+			memcpy(ch->poll_gaps, d, nd * sizeof(d[0]));
+			ch->npoll_gaps = nd;
+		}
+		break;
+	}
+	case K_POLL_TIMEOUT_MS:
+		ch->poll_timeout_ms = (int)n;
+		break;
 	case K_ALLOW_FROM:
 		set_allow_from(p, ch, v);
 		break;
@@ -911,6 +942,9 @@ add_named(struct parser *p, enum sect_kind kind, const char *name)
 		ch->poll_after = 60;
 		ch->poll_rate = 5;
 		ch->sweep_interval = 300;
+		memcpy(ch->poll_gaps, default_poll_gaps, sizeof(default_poll_gaps));
+		ch->npoll_gaps = sizeof(default_poll_gaps) / sizeof(default_poll_gaps[0]);
+		ch->poll_timeout_ms = 10000;
 		if ((ch->name = pdup(p, name)) == NULL)
 			return;
 		c->nchannels++;

@@ -30,6 +30,8 @@ struct cidr {
 	unsigned prefix;
 };
 
+#define CHANNEL_MAX_POLL_GAPS 16
+
 struct channel {
 	char *name;
 	int line; /* of its [channel:NAME] header */
@@ -42,6 +44,9 @@ struct channel {
 	char *api_base;
 	int poll_after;
 	int poll_rate;
+	unsigned poll_gaps[CHANNEL_MAX_POLL_GAPS]; /* seconds between polls; the last repeats */
+	size_t npoll_gaps;
+	int poll_timeout_ms;
 	bool sweep;
 	int sweep_interval;
 	struct cidr *allow; /* NULL: any address */
