@@ -13,11 +13,11 @@
 
 #include "config.h"
 #include "daemon.h"
-#include "deliver.h"
 #include "event.h"
 #include "family.h"
 #include "form.h"
 #include "log.h"
+#include "record.h"
 #include "store.h"
 
 #define NOTIFY_PREFIX "/notify/"
@@ -180,8 +180,6 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	switch (r) {
 	case STORE_NEW:
 		env->results[INGEST_RECORDED]++;
-		if (env->cfg->nwebhooks > 0)
-			deliver_kick(env->deliver);
 		if (strcmp(type, "order.amount_mismatch") == 0)
 			log_warnx("callback recorded with amount mismatch",
 			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
@@ -239,40 +237,16 @@ is_form_content_type(const char *ct)
 	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
 }
 
-/* Builds the event's JSON and the webhooks that may get it, and hands the
- * record step to the store. Returns the HTTP code to fail with, or 0. */
+/* Hands the verified callback to the record step. Returns the HTTP code to
+ * fail with, or 0 (answered later, from ingest_recorded). */
 static int
 ingest_record(struct env *env, struct evhttp_request *req, const struct channel *ch,
     struct event *ev)
 {
-	const struct config *cfg = env->cfg;
-	struct record_hook *hooks = NULL;
-	struct pending *pd = NULL;
-	struct record rec;
-	char *json = NULL;
-	size_t i, nhooks = 0;
-	int code = 503;
+	struct pending *pd;
 
-	if ((json = event_to_json(ev)) == NULL)
-		goto out;
-	if (cfg->nwebhooks > 0 && (hooks = calloc(cfg->nwebhooks, sizeof(*hooks))) == NULL)
-		goto out;
-	for (i = 0; i < cfg->nwebhooks; i++) {
-		const struct webhook *w = &cfg->webhooks[i];
-		bool as_is = webhook_matches(w, ev->type, ch->name);
-		bool mm =
-		    ev->type == EVENT_PAID && webhook_matches(w, EVENT_AMOUNT_MISMATCH, ch->name);
-
-		if (!as_is && !mm)
-			continue;
-		hooks[nhooks].name = w->name;
-		hooks[nhooks].match_paid = as_is;
-		hooks[nhooks].match_mismatch = mm;
-		hooks[nhooks].first_delay_ms = (int64_t)w->schedule[0] * 1000;
-		nhooks++;
-	}
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
-		goto out;
+		return 503;
 	pd->env = env;
 	pd->req = req;
 	pd->family = ch->family;
@@ -281,29 +255,18 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 	pd->trade_no = strdup(ev->trade_no);
 	pd->out_trade_no = strdup(ev->out_trade_no);
 	pd->amount_fen = ev->amount_fen;
-	if (pd->trade_no == NULL || pd->out_trade_no == NULL)
-		goto out;
-
-	rec.ev = ev;
-	rec.json = json;
-	rec.hooks = hooks;
-	rec.nhooks = nhooks;
-	if (store_record(env->store, &rec, ingest_recorded, pd) == -1) {
+	if (pd->trade_no == NULL || pd->out_trade_no == NULL ||
+	    record_event(env, ch, ev, ingest_recorded, pd) == -1) {
 		log_warnx("callback not recorded, answered 503",
 		    "channel=%s event=%s reason=\"redis not ready\"", ch->name, ev->id);
-		goto out;
+		pending_free(pd);
+		return 503;
 	}
 	/* A server connection does not read while its request is unanswered,
 	 * so only a shutdown frees it under us; the close callback says so. */
 	evhttp_connection_set_closecb(evhttp_request_get_connection(req), ingest_conn_closed, pd);
 	env->pending++;
-	pd = NULL;
-	code = 0;
-out:
-	pending_free(pd);
-	free(hooks);
-	free(json);
-	return code;
+	return 0;
 }
 
 static void

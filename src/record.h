@@ -1,0 +1,19 @@
+/* The one way an event is recorded, whether a callback or a poll found it:
+ * its JSON and the webhooks that want it go to the store's record step. */
+#ifndef PAYRELAY_RECORD_H
+#define PAYRELAY_RECORD_H
+
+#include "store.h"
+#include "util.h"
+
+struct env;
+struct channel;
+struct event;
+
+/* Records `ev` (of channel `ch`). Returns -1 when Redis is not ready or
+ * memory ran out (cb is not called); else 0 and cb is called once. A new
+ * event wakes the delivery engine before cb runs. */
+int record_event(struct env *env, const struct channel *ch, const struct event *ev,
+    store_record_cb *cb, void *arg) WUR;
+
+#endif
