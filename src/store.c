@@ -18,12 +18,13 @@
 /*
  * The recording step. Atomic because Redis runs a script alone.
  * KEYS[1] dedup key, KEYS[2] stream, KEYS[3] registered order hash,
- * KEYS[4] the orders' poll schedule (zset), then for each webhook a
- * delivery hash and that webhook's due zset.
+ * KEYS[4] the channel's poll schedule (zset), then for each webhook a
+ * delivery hash and that webhook's due zset. A registered order that is
+ * paid, by a new event or a duplicate, is settled and kept dedup_ttl.
  * ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
  * [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
- * ttl (s), [8] stream maxlen, [9] now (ms), [10] the order's member in the
- * poll schedule, then per webhook: name, delivery id, wants-as-is
+ * ttl (s), [8] stream maxlen, [9] now (ms), [10] out_trade_no (the order's
+ * member in the poll schedule), then per webhook: name, delivery id, wants-as-is
  * ("1"/"0"), wants-if-mismatch ("1"/"0"), first due time (ms).
  * A payment whose amount differs from the registered order's becomes
  * order.amount_mismatch: the JSON's fixed head {"id":…,"type":"order.paid",
@@ -32,7 +33,14 @@
  */
 static const char record_script[] =
     "local prev = redis.call('GET', KEYS[1])\n"
-    "if prev then return {'dup', prev} end\n"
+    "if prev then\n"
+    "  if ARGV[6] ~= '' and redis.call('HGET', KEYS[3], 'state') == 'pending' then\n"
+    "    redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])\n"
+    "    redis.call('ZREM', KEYS[4], ARGV[10])\n"
+    "    redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
+    "  end\n"
+    "  return {'dup', prev}\n"
+    "end\n"
     "local etype, body, order = ARGV[2], ARGV[5], false\n"
     "local o = {false, false}\n"
     "if ARGV[6] ~= '' then o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state') end\n"
@@ -55,6 +63,7 @@ static const char record_script[] =
     "if order then\n"
     "  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])\n"
     "  redis.call('ZREM', KEYS[4], ARGV[10])\n"
+    "  redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
     "end\n"
     "local mismatch = etype == 'order.amount_mismatch'\n"
     "local n = 0\n"
@@ -146,17 +155,139 @@ static const char release_script[] =
     "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n"
     "return 1\n";
 
-enum script { SCRIPT_RECORD, SCRIPT_CLAIM, SCRIPT_FINISH, SCRIPT_RELEASE, NSCRIPTS };
+/*
+ * Registering an order (SPEC §6). KEYS[1] order hash, [2] the channel's
+ * poll schedule. ARGV[1] channel, [2] out_trade_no, [3] amount_fen, [4] now,
+ * [5] expiry (ms), [6] first poll (ms). Returns {"created"|"exists"|
+ * "conflict", state, registered amount_fen}.
+ */
+static const char order_register_script[] =
+    "local f = redis.call('HMGET', KEYS[1], 'state', 'amount_fen')\n"
+    "if f[1] then\n"
+    "  if f[2] ~= ARGV[3] then return {'conflict', f[1], f[2] or ''} end\n"
+    "  return {'exists', f[1], f[2]}\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'channel', ARGV[1], 'out_trade_no', ARGV[2],\n"
+    "  'amount_fen', ARGV[3], 'state', 'pending', 'created_ms', ARGV[4], 'expires_ms', ARGV[5],\n"
+    "  'next_poll_ms', ARGV[6], 'polls', 0)\n"
+    "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])\n"
+    "return {'created', 'pending', ARGV[3]}\n";
+
+/*
+ * Claiming due orders of one channel for polling, within its rate.
+ * KEYS[1] the channel's poll schedule, [2] this second's query counter.
+ * ARGV[1] now, [2] lease end, [3] how many at most, [4] owner, [5] order
+ * hash key prefix, [6] queries per second, [7] how long a finished order
+ * is kept (s). An order past its expiry becomes expired here.
+ * Returns {{out_trade_no, "poll"|"expired", polls so far}, ...}.
+ */
+static const char poll_claim_script[] =
+    "local room = tonumber(ARGV[6]) - tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "local max = tonumber(ARGV[3])\n"
+    "if room < max then max = room end\n"
+    "if max <= 0 then return {} end\n"
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, max)\n"
+    "local out, n = {}, 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = ARGV[5] .. id\n"
+    "  local f = redis.call('HMGET', h, 'state', 'expires_ms', 'polls')\n"
+    "  if f[1] ~= 'pending' then\n"
+    "    redis.call('ZREM', KEYS[1], id)\n"
+    "  elseif tonumber(f[2] or '0') <= tonumber(ARGV[1]) then\n"
+    "    redis.call('HSET', h, 'state', 'expired', 'expired_ms', ARGV[1])\n"
+    "    redis.call('HDEL', h, 'lease_owner', 'lease_until_ms')\n"
+    "    redis.call('ZREM', KEYS[1], id)\n"
+    "    redis.call('EXPIRE', h, ARGV[7])\n"
+    "    out[#out + 1] = {id, 'expired', f[3] or '0'}\n"
+    "  else\n"
+    "    redis.call('ZADD', KEYS[1], ARGV[2], id)\n"
+    "    redis.call('HSET', h, 'lease_owner', ARGV[4], 'lease_until_ms', ARGV[2])\n"
+    "    out[#out + 1] = {id, 'poll', f[3] or '0'}\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "if n > 0 then\n"
+    "  redis.call('INCRBY', KEYS[2], n)\n"
+    "  redis.call('PEXPIRE', KEYS[2], 2000)\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * Claiming one order to poll it now (admin). KEYS[1] order hash, [2] the
+ * channel's poll schedule. ARGV[1] out_trade_no, [2] owner, [3] lease end,
+ * [4] now. Returns {"poll", polls} or {"missing"} / {"settled", state} /
+ * {"busy"} (another poll holds its lease).
+ */
+static const char poll_one_script[] =
+    "local f = redis.call('HMGET', KEYS[1], 'state', 'polls', 'lease_owner', 'lease_until_ms')\n"
+    "if not f[1] then return {'missing'} end\n"
+    "if f[1] ~= 'pending' then return {'settled', f[1]} end\n"
+    "if f[3] and tonumber(f[4] or '0') > tonumber(ARGV[4]) then return {'busy'} end\n"
+    "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])\n"
+    "redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until_ms', ARGV[3])\n"
+    "return {'poll', f[2] or '0'}\n";
+
+/*
+ * The outcome of one poll. KEYS[1] order hash, [2] the channel's poll
+ * schedule. ARGV[1] out_trade_no, [2] owner, [3] result (paid, unpaid,
+ * other, unknown, error), [4] now, [5] next poll (ms), [6] detail, [7] how
+ * long a finished order is kept (s). A paid order was settled by the record
+ * step already. Returns the order's state ("lost" when the lease was taken
+ * over, "missing" when the order is gone).
+ */
+static const char poll_done_script[] =
+    "local f = redis.call('HMGET', KEYS[1], 'state', 'lease_owner', 'expires_ms')\n"
+    "if not f[1] then return 'missing' end\n"
+    "redis.call('HSET', KEYS[1], 'last_poll_ms', ARGV[4], 'last_result', ARGV[3],\n"
+    "  'last_detail', ARGV[6])\n"
+    "redis.call('HINCRBY', KEYS[1], 'polls', 1)\n"
+    "if f[1] ~= 'pending' then\n"
+    "  redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "  return f[1]\n"
+    "end\n"
+    "if f[2] ~= ARGV[2] then return 'lost' end\n"
+    "redis.call('HDEL', KEYS[1], 'lease_owner', 'lease_until_ms')\n"
+    "if ARGV[3] == 'other' then\n"
+    "  redis.call('HSET', KEYS[1], 'state', 'other')\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[7])\n"
+    "  return 'other'\n"
+    "end\n"
+    "local nxt, exp = tonumber(ARGV[5]), tonumber(f[3] or ARGV[5])\n"
+    "if nxt > exp then nxt = exp end\n"
+    "redis.call('HSET', KEYS[1], 'next_poll_ms', nxt)\n"
+    "redis.call('ZADD', KEYS[2], nxt, ARGV[1])\n"
+    "return 'pending'\n";
+
+enum script {
+	SCRIPT_RECORD,
+	SCRIPT_CLAIM,
+	SCRIPT_FINISH,
+	SCRIPT_RELEASE,
+	SCRIPT_ORDER_REGISTER,
+	SCRIPT_POLL_CLAIM,
+	SCRIPT_POLL_ONE,
+	SCRIPT_POLL_DONE,
+	NSCRIPTS,
+	SCRIPT_NONE = NSCRIPTS, /* a plain command */
+};
 
 static const struct {
 	const char *name;
 	const char *text;
 	size_t len;
-} scripts[NSCRIPTS] = {
+} scripts[NSCRIPTS + 1] = {
 	[SCRIPT_RECORD] = { "record", record_script, sizeof(record_script) - 1 },
 	[SCRIPT_CLAIM] = { "claim", claim_script, sizeof(claim_script) - 1 },
 	[SCRIPT_FINISH] = { "finish", finish_script, sizeof(finish_script) - 1 },
 	[SCRIPT_RELEASE] = { "release", release_script, sizeof(release_script) - 1 },
+	[SCRIPT_ORDER_REGISTER] = { "order_register", order_register_script,
+	    sizeof(order_register_script) - 1 },
+	[SCRIPT_POLL_CLAIM] = { "poll_claim", poll_claim_script, sizeof(poll_claim_script) - 1 },
+	[SCRIPT_POLL_ONE] = { "poll_one", poll_one_script, sizeof(poll_one_script) - 1 },
+	[SCRIPT_POLL_DONE] = { "poll_done", poll_done_script, sizeof(poll_done_script) - 1 },
+	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 
 #define STORE_BACKOFF_MIN_MS 100
@@ -201,6 +332,7 @@ struct store_req {
 		store_record_cb *record;
 		store_claim_cb *claim;
 		store_done_cb *done;
+		store_reply_cb *reply;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;
@@ -500,7 +632,7 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 			return;
 		rep = NULL;
 	}
-	if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && r->script != SCRIPT_NONE) {
 		log_errorx("redis script failed", "script=%s error=\"%.200s\"",
 		    scripts[r->script].name, rep->str);
 		rep = NULL;
@@ -706,7 +838,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= req_args(r, s->stream_key);
 	rc |= req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
-	rc |= req_cat(r, s->prefix, "orders:due", NULL);
+	rc |= req_cat(r, s->prefix, "ch:", ev->channel, ":orders:due", NULL);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_cat(r, s->prefix, "delivery:", dids[i], NULL);
 		rc |= req_cat(r, s->prefix, "wh:", rec->hooks[i].name, ":due", NULL);
@@ -723,7 +855,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_args(r, s->dedup_ttl);
 	rc |= req_args(r, s->maxlen);
 	rc |= req_argll(r, (long long)now);
-	rc |= req_cat(r, ev->channel, ":", ev->out_trade_no, NULL);
+	rc |= req_args(r, ev->out_trade_no);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_args(r, rec->hooks[i].name);
 		rc |= req_args(r, dids[i]);
@@ -851,5 +983,139 @@ store_release(struct store *s, const char *webhook, const char *id, const char *
 	rc |= req_args(r, id);
 	rc |= req_args(r, owner);
 	rc |= req_argll(r, (long long)now_ms());
+	return req_send(r, rc);
+}
+
+/* --- orders and polls ------------------------------------------------------ */
+
+static void
+reply_done(struct store_req *r, const redisReply *rep)
+{
+	r->cb.reply(r->arg, rep);
+}
+
+int
+store_order_register(struct store *s, const char *channel, const char *out_trade_no,
+    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_ORDER_REGISTER, 8, 512, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
+	rc |= req_args(r, channel);
+	rc |= req_args(r, out_trade_no);
+	rc |= req_argll(r, (long long)amount_fen);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_argll(r, (long long)expires_ms);
+	rc |= req_argll(r, (long long)first_poll_ms);
+	return req_send(r, rc);
+}
+
+int
+store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
+    int64_t lease_until_ms, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_POLL_CLAIM, 9, 512, reply_done, arg);
+	int64_t now = now_ms();
+	char sec[24];
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	snprintf(sec, sizeof(sec), "%lld", (long long)(now / 1000));
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":polls:", sec, NULL);
+	rc |= req_argll(r, (long long)now);
+	rc |= req_argll(r, (long long)lease_until_ms);
+	rc |= req_argll(r, max);
+	rc |= req_args(r, owner);
+	rc |= req_cat(r, s->prefix, "order:", channel, ":", NULL);
+	rc |= req_argll(r, rate);
+	rc |= req_args(r, s->dedup_ttl);
+	return req_send(r, rc);
+}
+
+int
+store_poll_one(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
+    int64_t lease_until_ms, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_POLL_ONE, 6, 512, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
+	rc |= req_args(r, out_trade_no);
+	rc |= req_args(r, owner);
+	rc |= req_argll(r, (long long)lease_until_ms);
+	rc |= req_argll(r, (long long)now_ms());
+	return req_send(r, rc);
+}
+
+int
+store_poll_done(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
+    const char *result, int64_t next_poll_ms, const char *detail, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r =
+	    store_req_new(s, SCRIPT_POLL_DONE, 9, 512 + strlen(detail), reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
+	rc |= req_args(r, out_trade_no);
+	rc |= req_args(r, owner);
+	rc |= req_args(r, result);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_argll(r, (long long)next_poll_ms);
+	rc |= req_args(r, detail);
+	rc |= req_args(r, s->dedup_ttl);
+	return req_send(r, rc);
+}
+
+int
+store_order_get(struct store *s, const char *channel, const char *out_trade_no, store_reply_cb *cb,
+    void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_NONE, 2, 256, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_args(r, "HGETALL");
+	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	return req_send(r, rc);
+}
+
+int
+store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
+    store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_NONE, 6, 256, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_args(r, "SET");
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":sweep", NULL);
+	rc |= req_args(r, owner);
+	rc |= req_args(r, "NX");
+	rc |= req_args(r, "PX");
+	rc |= req_argll(r, (long long)ms);
 	return req_send(r, rc);
 }

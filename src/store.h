@@ -96,4 +96,29 @@ int store_finish(struct store *s, const struct store_outcome *o, store_done_cb *
 int store_release(struct store *s, const char *webhook, const char *id, const char *owner,
     store_done_cb *cb, void *arg) WUR;
 
+/* Orders and polls (docs/reconciliation.md). Each calls cb once with the
+ * raw reply, or NULL when Redis failed or timed out; each returns -1 (cb not
+ * called) when Redis is not ready. */
+struct redisReply;
+typedef void store_reply_cb(void *arg, const struct redisReply *rep);
+
+int store_order_register(struct store *s, const char *channel, const char *out_trade_no,
+    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb,
+    void *arg) WUR;
+/* Claims due orders of a channel (and expires those past their time),
+ * within `rate` queries per second shared by every instance. */
+int store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
+    int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+int store_poll_one(struct store *s, const char *channel, const char *out_trade_no,
+    const char *owner, int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+int store_poll_done(struct store *s, const char *channel, const char *out_trade_no,
+    const char *owner, const char *result, int64_t next_poll_ms, const char *detail,
+    store_reply_cb *cb, void *arg) WUR;
+/* HGETALL of the order. */
+int store_order_get(struct store *s, const char *channel, const char *out_trade_no,
+    store_reply_cb *cb, void *arg) WUR;
+/* SET NX PX on the channel's sweep key: "OK" when this instance sweeps now. */
+int store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
+    store_reply_cb *cb, void *arg) WUR;
+
 #endif
