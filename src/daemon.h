@@ -14,6 +14,7 @@ struct config;
 struct store;
 struct httpc;
 struct deliver;
+struct poller;
 
 /* What became of callbacks, for the log and (later) /metrics. */
 enum ingest_result {
@@ -34,6 +35,8 @@ struct env {
 	struct store *store;
 	struct httpc *httpc; /* one HTTP client engine for deliveries and polls */
 	struct deliver *deliver;
+	struct poller *poller;
+	struct evhttp *admin_http;
 	struct evhttp *http;
 	struct evhttp_bound_socket *http_sock;
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;

@@ -26,6 +26,42 @@ enum verdict {
 
 const char *verdict_str(enum verdict v);
 
+/* A query to the gateway about one order (SPEC §2.x "Polling"). */
+struct poll_query {
+	const char *method; /* "GET" or "POST" (static) */
+	char *url;          /* api_base + path (+ query string for GET) */
+	char *body;         /* form body for POST, else NULL */
+	size_t body_len;
+};
+
+void poll_query_free(struct poll_query *q);
+
+/* What a poll answer says about the order. */
+enum poll_state {
+	POLL_PAID,    /* paid: the answer fills an event */
+	POLL_UNPAID,  /* known, not paid (yet) */
+	POLL_OTHER,   /* known, in another state (refunded, frozen, closed): not polled again */
+	POLL_UNKNOWN, /* the gateway does not know it (yet): polled again */
+	POLL_ERROR,   /* error answer, garbage, bad signature: polled again */
+};
+
+const char *poll_state_str(enum poll_state s);
+
+/* A parsed poll answer. On POLL_PAID, `raw` holds the answer's fields as
+ * strings (what "raw" of the event shows), and `ev` is filled the way a
+ * callback's verify fills it, borrowing from `raw` and the channel: a paid
+ * poll and its callback get the same event id. */
+struct poll_answer {
+	enum poll_state state;
+	char detail[160]; /* why, for the log: never a secret */
+	struct params raw;
+	struct event ev;
+	char *queried; /* owned: the queried out_trade_no, when ev borrows it */
+};
+
+void poll_answer_init(struct poll_answer *a);
+void poll_answer_free(struct poll_answer *a);
+
 struct family {
 	const char *name;
 	const char *ack_body; /* what the gateway must read to stop retrying */
@@ -35,6 +71,15 @@ struct family {
 	 * seconds, for signed timestamps. */
 	enum verdict (*verify)(const struct channel *ch, const struct params *p, time_t now,
 	    struct event *ev);
+	/* Builds the query for one order (the channel has api_base). Returns
+	 * 0 or -1 (out of memory). The caller frees q with poll_query_free. */
+	int (*poll_query)(const struct channel *ch, const char *out_trade_no, struct poll_query *q);
+	/* Parses the answer body (any HTTP status: the caller passes 2xx only)
+	 * for `out_trade_no`. Always sets a->state; on POLL_PAID fills a->ev
+	 * (source, received_ms are the caller's). Verifies what the family
+	 * signs (payindex answers carry a sign). */
+	void (*poll_parse)(const struct channel *ch, const char *out_trade_no, const char *body,
+	    size_t len, struct poll_answer *a);
 };
 
 extern const struct family family_epay;
@@ -64,7 +109,52 @@ bool family_hex_equal(const char *want, const char *got);
 /* Fills the fields every family shares (channel, merchant_id, raw = p) and the id
  * from channel, trade_no and status. Each verify calls it on success. */
 void family_finish(const struct channel *ch, const struct params *p, struct event *ev);
+/* Appends name=value, URL-encoded as PHP's urlencode() does (space is
+ * '+'), with a leading '&' unless `out` is empty. Returns 0 or -1. */
+int family_form_add(struct sbuf *out, const char *name, const char *value) WUR;
 /* Parses `s` into fen; NULL or invalid gives -1. */
 int family_amount(const char *s, int64_t *fen) WUR;
+
+/* Shared poll helpers. */
+
+struct json_t;
+
+/* Sets a->state, and a->detail from a printf format: made one line, cut to
+ * fit, with the channel's key masked wherever it appears (gateways echo
+ * what they were sent). `ch` may be NULL. */
+void poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_state s,
+    const char *fmt, ...) PRINTF_LIKE(4, 5);
+/* Parses an answer body that must be a JSON object. The caller
+ * json_decref()s the result; NULL sets a->state POLL_ERROR and says why. */
+struct json_t *poll_answer_json(struct poll_answer *a, const char *body, size_t len);
+/* Appends the JSON scalar `v` as the PHP behind the gateway printed it:
+ * strings verbatim, integers as %lld, reals in the fewest digits that read
+ * back as the same double (0.1 is "0.1", 100.0 is "100"), true "1",
+ * false and null "". Only to recover the gateway's text: never compute
+ * money with it. Returns 0, or -1 for an array or object (or no memory). */
+int family_json_text(const struct json_t *v, struct sbuf *out) WUR;
+/* Sets the scalar members of the JSON object `obj` in `raw` as strings
+ * (family_json_text); arrays and objects are left out. Returns 0, or -1
+ * (more than FORM_MAX_PARAMS fields, or no memory). */
+int family_json_params(const struct json_t *obj, struct params *raw) WUR;
+/* Checks that an answer is about `queried`: `got` is the answer's own
+ * out_trade_no (NULL or "" when it has none). Sets POLL_ERROR and returns
+ * -1 when it names another order. */
+int poll_answer_order(struct poll_answer *a, const char *got, const char *queried) WUR;
+/* What a paid answer's event borrows as out_trade_no: `got` when the
+ * answer has one, else a copy of `queried` kept in a->queried. NULL when
+ * out of memory. */
+const char *poll_answer_out_trade_no(struct poll_answer *a, const char *got, const char *queried);
+
+/* epay's sweep (SPEC §2.1): page N (from 1) of the recent orders. */
+int epay_sweep_query(const struct channel *ch, int page, struct poll_query *q) WUR;
+/* Parses a sweep page into at most `max` answers (each as poll_parse would
+ * give for that order; the caller frees each with poll_answer_free).
+ * Returns how many were written, or -1 when the page is an error or garbage
+ * (a->detail of answers[0] says why when max > 0). *more is set when the
+ * page was full (there may be another). */
+int epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
+    struct poll_answer *answers, int max, bool *more);
+#define EPAY_SWEEP_PAGE 50
 
 #endif

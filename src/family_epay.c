@@ -1,4 +1,6 @@
 /* Epay / 易支付 and compatibles (SPEC §2.1). */
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -112,8 +114,253 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 	return VERDICT_OK;
 }
 
+/* ---- polling (SPEC §2.1) --------------------------------------------- */
+
+/* GET {api_base}/api.php?act=ACT&pid=..&key=..{tail}: the URL holds the
+ * key, so it is wiped wherever it is dropped. */
+static int
+epay_api_url(const struct channel *ch, const char *act, const struct sbuf *tail,
+    struct poll_query *q)
+{
+	struct sbuf qs, url;
+	int rc = -1;
+
+	memset(q, 0, sizeof(*q));
+	sbuf_init(&qs);
+	sbuf_init(&url);
+	if (family_form_add(&qs, "act", act) == -1 ||
+	    family_form_add(&qs, "pid", ch->merchant_id) == -1 ||
+	    family_form_add(&qs, "key", ch->key) == -1 || sbuf_addc(&qs, '&') == -1 ||
+	    sbuf_add(&qs, tail->p, tail->len) == -1 ||
+	    sbuf_printf(&url, "%s/api.php?%s", ch->api_base, qs.p) == -1)
+		goto out;
+	q->method = "GET";
+	q->url = sbuf_steal(&url);
+	rc = q->url == NULL ? -1 : 0;
+out:
+	if (qs.p != NULL)
+		explicit_bzero(qs.p, qs.len);
+	if (url.p != NULL)
+		explicit_bzero(url.p, url.len);
+	sbuf_free(&qs);
+	sbuf_free(&url);
+	return rc;
+}
+
+static int
+epay_poll_query(const struct channel *ch, const char *out_trade_no, struct poll_query *q)
+{
+	struct sbuf t;
+	int rc = -1;
+
+	sbuf_init(&t);
+	if (family_form_add(&t, "out_trade_no", out_trade_no) == -1)
+		goto out;
+	rc = epay_api_url(ch, "order", &t, q);
+out:
+	sbuf_free(&t);
+	return rc;
+}
+
+int
+epay_sweep_query(const struct channel *ch, int page, struct poll_query *q)
+{
+	char limit[16], pg[16], offset[32];
+	struct sbuf t;
+	int rc = -1;
+
+	memset(q, 0, sizeof(*q));
+	if (page < 1)
+		return -1;
+	snprintf(limit, sizeof(limit), "%d", EPAY_SWEEP_PAGE);
+	snprintf(pg, sizeof(pg), "%d", page);
+	snprintf(offset, sizeof(offset), "%lld", ((long long)page - 1) * EPAY_SWEEP_PAGE);
+	sbuf_init(&t);
+	/* Platforms differ on page vs offset: send both. */
+	if (family_form_add(&t, "limit", limit) == -1 || family_form_add(&t, "page", pg) == -1 ||
+	    family_form_add(&t, "offset", offset) == -1)
+		goto out;
+	rc = epay_api_url(ch, "orders", &t, q);
+out:
+	sbuf_free(&t);
+	return rc;
+}
+
+/* One order object of an answer, already in a->raw. `queried` is the
+ * order asked about, or NULL in a sweep (then the answer must name it). */
+static void
+epay_poll_order(const struct channel *ch, const char *queried, struct poll_answer *a)
+{
+	const struct params *r = &a->raw;
+	const char *got = params_value(r, "out_trade_no");
+	const char *pid = params_value(r, "pid");
+	const char *status = params_value(r, "status");
+	const char *trade_no, *money;
+	struct event *ev = &a->ev;
+	int64_t fen;
+
+	if (queried == NULL) {
+		if (got == NULL || *got == '\0') {
+			poll_answer_set(a, NULL, POLL_ERROR, "order has no out_trade_no");
+			return;
+		}
+		queried = got;
+	} else if (poll_answer_order(a, got, queried) == -1)
+		return;
+	if (pid != NULL && *pid != '\0' && strcmp(pid, ch->merchant_id) != 0) {
+		poll_answer_set(a, ch, POLL_ERROR, "answer is for pid %s", pid);
+		return;
+	}
+	if (status == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has no status");
+		return;
+	}
+	if (strcmp(status, "0") == 0) {
+		poll_answer_set(a, NULL, POLL_UNPAID, "unpaid");
+		return;
+	}
+	if (strcmp(status, "2") == 0 || strcmp(status, "3") == 0) {
+		poll_answer_set(a, NULL, POLL_OTHER, "%s",
+		    status[0] == '2' ? "refunded" : "frozen");
+		return;
+	}
+	if (strcmp(status, "1") != 0) {
+		poll_answer_set(a, ch, POLL_ERROR, "unknown status \"%s\"", status);
+		return;
+	}
+
+	trade_no = params_value(r, "trade_no");
+	money = params_value(r, "money");
+	if (trade_no == NULL || *trade_no == '\0') {
+		poll_answer_set(a, NULL, POLL_ERROR, "paid answer has no trade_no");
+		return;
+	}
+	if (family_amount(money, &fen) == -1) {
+		poll_answer_set(a, ch, POLL_ERROR, "malformed money \"%s\"", money ? money : "");
+		return;
+	}
+	if ((ev->out_trade_no = poll_answer_out_trade_no(a, got, queried)) == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "out of memory");
+		return;
+	}
+	/* As epay_verify fills it for a TRADE_SUCCESS callback. */
+	ev->source = SOURCE_POLL;
+	ev->family = family_epay.name;
+	ev->trade_no = trade_no;
+	ev->type = EVENT_PAID;
+	ev->status = "paid";
+	ev->amount = money;
+	ev->amount_fen = fen;
+	ev->paid_amount = money;
+	ev->paid_amount_fen = fen;
+	ev->method = params_value(r, "type");
+	ev->subject = params_value(r, "name");
+	ev->passthrough = params_value(r, "param");
+	ev->gateway_time = params_value(r, "endtime");
+	family_finish(ch, r, ev);
+	poll_answer_set(a, NULL, POLL_PAID, "paid");
+}
+
+/* The error message of an answer whose code is not 1. */
+static void
+epay_poll_refused(const struct channel *ch, const char *code, const struct params *r,
+    struct poll_answer *a)
+{
+	const char *msg = params_value(r, "msg");
+
+	poll_answer_set(a, ch, POLL_UNKNOWN, "code %s: %s", code, msg != NULL ? msg : "(no msg)");
+}
+
+static void
+epay_poll_parse(const struct channel *ch, const char *out_trade_no, const char *body, size_t len,
+    struct poll_answer *a)
+{
+	json_t *root;
+	const char *code;
+
+	if ((root = poll_answer_json(a, body, len)) == NULL)
+		return;
+	if (family_json_params(root, &a->raw) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
+		goto out;
+	}
+	if ((code = params_value(&a->raw, "code")) == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has no code");
+		goto out;
+	}
+	if (strcmp(code, "1") != 0) {
+		epay_poll_refused(ch, code, &a->raw, a);
+		goto out;
+	}
+	epay_poll_order(ch, out_trade_no, a);
+out:
+	json_decref(root);
+}
+
+int
+epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
+    struct poll_answer *answers, int max, bool *more)
+{
+	struct poll_answer scratch, *a = max > 0 ? &answers[0] : &scratch;
+	struct params top;
+	json_t *root, *data, *o;
+	const char *code;
+	size_t i, n;
+	int written = -1;
+
+	if (more != NULL)
+		*more = false;
+	poll_answer_init(a);
+	params_init(&top);
+	if ((root = poll_answer_json(a, body, len)) == NULL)
+		goto out;
+	if (family_json_params(root, &top) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
+		goto out;
+	}
+	if ((code = params_value(&top, "code")) == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has no code");
+		goto out;
+	}
+	if (strcmp(code, "1") != 0) {
+		epay_poll_refused(ch, code, &top, a);
+		goto out;
+	}
+	data = json_object_get(root, "data");
+	if (json_is_null(data)) {
+		written = 0; /* some platforms: no orders, no array */
+		goto out;
+	}
+	if (!json_is_array(data)) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has no data array");
+		goto out;
+	}
+	n = json_array_size(data);
+	for (i = 0, written = 0; i < n && written < max; i++, written++) {
+		a = &answers[written];
+		if (written > 0)
+			poll_answer_init(a);
+		o = json_array_get(data, i);
+		if (!json_is_object(o))
+			poll_answer_set(a, NULL, POLL_ERROR, "order %zu is not an object", i);
+		else if (family_json_params(o, &a->raw) == -1)
+			poll_answer_set(a, NULL, POLL_ERROR, "order %zu has too many fields", i);
+		else
+			epay_poll_order(ch, NULL, a);
+	}
+	if (more != NULL)
+		*more = n == EPAY_SWEEP_PAGE;
+out:
+	/* On -1, answers[0] holds a state and a detail but nothing to free. */
+	params_free(&top);
+	json_decref(root);
+	return written;
+}
+
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
 	.verify = epay_verify,
+	.poll_query = epay_poll_query,
+	.poll_parse = epay_poll_parse,
 };

@@ -1,5 +1,7 @@
 /* 聚合支付 Pay_Index (SPEC §2.3): sorted k=v over the non-empty() fields but
  * sign and attach, "&key=KEY" appended, UPPERCASE md5. */
+#include <ctype.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "config.h"
@@ -73,8 +75,172 @@ out:
 	return v;
 }
 
+/* ---- polling (SPEC §2.3) --------------------------------------------- */
+
+/* The md5 (lower case hex, as family_hex_equal wants it; the gateway
+ * writes it in upper case) of the sorted non-empty() fields of `p` but
+ * sign and attach, with "&key=KEY" appended: what callbacks, queries and
+ * answers are signed with. Returns 0 or -1. */
+static int
+payindex_sign(const struct channel *ch, const struct params *p, char out[33])
+{
+	struct sbuf s;
+	int rc = -1;
+
+	sbuf_init(&s);
+	if (family_sign_string(p, payindex_unsigned, SKIP_EMPTY | SKIP_ZERO, &s) == -1 ||
+	    sbuf_adds(&s, "&key=") == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1)
+		goto out;
+	crypto_md5_hex(s.p, s.len, out);
+	rc = 0;
+out:
+	if (s.p != NULL)
+		explicit_bzero(s.p, s.len);
+	sbuf_free(&s);
+	return rc;
+}
+
+/* POST {api_base}/Pay_Trade_query.html, pay_memberid, pay_orderid and
+ * pay_md5sign (signed as a callback is). */
+static int
+payindex_poll_query(const struct channel *ch, const char *out_trade_no, struct poll_query *q)
+{
+	struct params p;
+	struct sbuf url, body;
+	char sign[33];
+	int rc = -1;
+	size_t i;
+
+	memset(q, 0, sizeof(*q));
+	params_init(&p);
+	sbuf_init(&url);
+	sbuf_init(&body);
+	if (params_set(&p, "pay_memberid", ch->merchant_id, strlen(ch->merchant_id)) == -1 ||
+	    params_set(&p, "pay_orderid", out_trade_no, strlen(out_trade_no)) == -1 ||
+	    payindex_sign(ch, &p, sign) == -1)
+		goto out;
+	for (i = 0; sign[i] != '\0'; i++)
+		sign[i] = (char)toupper((unsigned char)sign[i]);
+	if (sbuf_printf(&url, "%s/Pay_Trade_query.html", ch->api_base) == -1 ||
+	    family_form_add(&body, "pay_memberid", ch->merchant_id) == -1 ||
+	    family_form_add(&body, "pay_orderid", out_trade_no) == -1 ||
+	    family_form_add(&body, "pay_md5sign", sign) == -1)
+		goto out;
+	q->method = "POST";
+	q->body_len = body.len;
+	q->url = sbuf_steal(&url);
+	q->body = sbuf_steal(&body);
+	if (q->url == NULL || q->body == NULL) {
+		poll_query_free(q);
+		goto out;
+	}
+	rc = 0;
+out:
+	params_free(&p);
+	sbuf_free(&url);
+	sbuf_free(&body);
+	return rc;
+}
+
+static void
+payindex_poll_parse(const struct channel *ch, const char *out_trade_no, const char *body,
+    size_t len, struct poll_answer *a)
+{
+	const struct params *r = &a->raw;
+	struct event *ev = &a->ev;
+	const char *status, *msg, *member, *state, *code, *trade_no, *amount, *true_amount;
+	char want[33];
+	json_t *root;
+
+	if ((root = poll_answer_json(a, body, len)) == NULL)
+		return;
+	if (family_json_params(root, &a->raw) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
+		goto out;
+	}
+	/* Errors come unsigned. */
+	status = params_value(r, "status");
+	if (status != NULL && strcmp(status, "error") == 0) {
+		msg = params_value(r, "msg");
+		poll_answer_set(a, ch, POLL_UNKNOWN, "error: %s", msg != NULL ? msg : "(no msg)");
+		goto out;
+	}
+	if (payindex_sign(ch, r, want) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "out of memory");
+		goto out;
+	}
+	/* family_hex_equal folds `got` to lower case: upper case verifies. */
+	if (!family_hex_equal(want, params_value(r, "sign"))) {
+		poll_answer_set(a, NULL, POLL_ERROR, "bad signature");
+		goto out;
+	}
+	member = params_value(r, "memberid");
+	if (member != NULL && *member != '\0' && strcmp(member, ch->merchant_id) != 0) {
+		poll_answer_set(a, ch, POLL_ERROR, "answer is for memberid %s", member);
+		goto out;
+	}
+	if (poll_answer_order(a, params_value(r, "orderid"), out_trade_no) == -1)
+		goto out;
+	if ((state = params_value(r, "trade_state")) == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "answer has no trade_state");
+		goto out;
+	}
+	if (strcmp(state, "NOTPAY") == 0) {
+		poll_answer_set(a, NULL, POLL_UNPAID, "unpaid");
+		goto out;
+	}
+	if (strcmp(state, "SUCCESS") != 0) {
+		poll_answer_set(a, ch, POLL_OTHER, "trade_state %s", state);
+		goto out;
+	}
+	code = params_value(r, "returncode");
+	if (code != NULL && strcmp(code, "00") != 0) {
+		poll_answer_set(a, ch, POLL_ERROR, "trade_state SUCCESS with returncode %s", code);
+		goto out;
+	}
+
+	trade_no = params_value(r, "transaction_id");
+	amount = params_value(r, "amount");
+	if (trade_no == NULL || *trade_no == '\0') {
+		poll_answer_set(a, NULL, POLL_ERROR, "paid answer has no transaction_id");
+		goto out;
+	}
+	/* true_amount that PHP's empty() drops ("" or "0") was not sent. */
+	true_amount = params_value(r, "true_amount");
+	if (true_amount == NULL || *true_amount == '\0' || strcmp(true_amount, "0") == 0)
+		true_amount = amount;
+	if (family_amount(amount, &ev->amount_fen) == -1 ||
+	    family_amount(true_amount, &ev->paid_amount_fen) == -1) {
+		poll_answer_set(a, ch, POLL_ERROR, "malformed amount \"%s\" or true_amount \"%s\"",
+		    amount ? amount : "", true_amount ? true_amount : "");
+		goto out;
+	}
+	if ((ev->out_trade_no = poll_answer_out_trade_no(a, params_value(r, "orderid"),
+		 out_trade_no)) == NULL) {
+		poll_answer_set(a, NULL, POLL_ERROR, "out of memory");
+		goto out;
+	}
+	ev->source = SOURCE_POLL;
+	ev->family = family_payindex.name;
+	ev->trade_no = trade_no;
+	ev->type = EVENT_PAID;
+	ev->status = "paid";
+	ev->amount = amount;
+	ev->paid_amount = true_amount;
+	ev->method = params_value(r, "bankcode");
+	ev->subject = NULL;
+	ev->passthrough = params_value(r, "attach");
+	ev->gateway_time = params_value(r, "time_end");
+	family_finish(ch, r, ev);
+	poll_answer_set(a, NULL, POLL_PAID, "paid");
+out:
+	json_decref(root);
+}
+
 const struct family family_payindex = {
 	.name = "payindex",
 	.ack_body = "OK",
 	.verify = payindex_verify,
+	.poll_query = payindex_poll_query,
+	.poll_parse = payindex_poll_parse,
 };

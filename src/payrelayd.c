@@ -13,11 +13,13 @@
 
 #include "config.h"
 #include "config_build.h"
+#include "admin.h"
 #include "daemon.h"
 #include "deliver.h"
 #include "httpc.h"
 #include "ingest.h"
 #include "log.h"
+#include "poll.h"
 #include "sdnotify.h"
 #include "store.h"
 
@@ -78,7 +80,7 @@ event_loop_new(void)
 static bool
 nothing_in_flight(const struct env *env)
 {
-	return env->pending == 0 && deliver_busy(env->deliver) == 0;
+	return env->pending == 0 && deliver_busy(env->deliver) == 0 && poll_busy(env->poller) == 0;
 }
 
 void
@@ -145,6 +147,7 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 	    deliver_busy(env->deliver));
 	ingest_stop_accepting(env);
 	deliver_stop(env->deliver);
+	poll_stop(env->poller);
 	if (nothing_in_flight(env)) {
 		event_base_loopexit(env->base, NULL);
 		return;
@@ -246,6 +249,9 @@ env_free(struct env *env)
 	env->httpc = NULL;
 	deliver_free(env->deliver);
 	env->deliver = NULL;
+	poll_free(env->poller);
+	env->poller = NULL;
+	admin_free(env);
 	ingest_free(env);
 	if (env->ev_sigterm)
 		event_free(env->ev_sigterm);
@@ -331,10 +337,12 @@ main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl", "");
 	if ((env.httpc = httpc_new(env.base, "payrelay/" PAYRELAY_VERSION)) == NULL ||
-	    (env.deliver = deliver_new(&env)) == NULL) {
-		log_errorx("cannot set up webhook deliveries", "");
+	    (env.deliver = deliver_new(&env)) == NULL || (env.poller = poll_new(&env)) == NULL) {
+		log_errorx("cannot set up deliveries and polling", "");
 		goto out;
 	}
+	if (admin_start(&env) == -1)
+		goto out;
 	if ((env.store = store_new(env.base, env.cfg, on_store_ready, &env)) == NULL) {
 		log_errorx("cannot set up Redis", "");
 		goto out;

@@ -158,7 +158,8 @@ static const char release_script[] =
 /*
  * Registering an order (SPEC §6). KEYS[1] order hash, [2] the channel's
  * poll schedule. ARGV[1] channel, [2] out_trade_no, [3] amount_fen, [4] now,
- * [5] expiry (ms), [6] first poll (ms). Returns {"created"|"exists"|
+ * [5] expiry (ms), [6] first poll (ms; "" for a channel that is never
+ * polled), [7] how long the hash outlives its expiry (s). Returns {"created"|"exists"|
  * "conflict", state, registered amount_fen}.
  */
 static const char order_register_script[] =
@@ -170,7 +171,8 @@ static const char order_register_script[] =
     "redis.call('HSET', KEYS[1], 'channel', ARGV[1], 'out_trade_no', ARGV[2],\n"
     "  'amount_fen', ARGV[3], 'state', 'pending', 'created_ms', ARGV[4], 'expires_ms', ARGV[5],\n"
     "  'next_poll_ms', ARGV[6], 'polls', 0)\n"
-    "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])\n"
+    "if ARGV[6] ~= '' then redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2]) end\n"
+    "redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[5]) + tonumber(ARGV[7]) * 1000)\n"
     "return {'created', 'pending', ARGV[3]}\n";
 
 /*
@@ -998,7 +1000,7 @@ int
 store_order_register(struct store *s, const char *channel, const char *out_trade_no,
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_ORDER_REGISTER, 8, 512, reply_done, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_ORDER_REGISTER, 9, 512, reply_done, arg);
 	int rc;
 
 	if (r == NULL)
@@ -1012,7 +1014,11 @@ store_order_register(struct store *s, const char *channel, const char *out_trade
 	rc |= req_argll(r, (long long)amount_fen);
 	rc |= req_argll(r, (long long)now_ms());
 	rc |= req_argll(r, (long long)expires_ms);
-	rc |= req_argll(r, (long long)first_poll_ms);
+	if (first_poll_ms > 0)
+		rc |= req_argll(r, (long long)first_poll_ms);
+	else
+		rc |= req_args(r, "");
+	rc |= req_args(r, s->dedup_ttl);
 	return req_send(r, rc);
 }
 

@@ -1,0 +1,19 @@
+/* The admin API (SPEC §7) on [admin] listen: health, readiness, and the
+ * order endpoints of SPEC §6. JSON in and out; every request but /healthz
+ * needs "Authorization: Bearer <token>". */
+#ifndef PAYRELAY_ADMIN_H
+#define PAYRELAY_ADMIN_H
+
+#include "util.h"
+
+struct env;
+
+#define ADMIN_MAX_BODY (64 * 1024)
+#define ADMIN_MAX_OUT_TRADE_NO 128
+/* Longest expires_in accepted for an order: 30 days. */
+#define ADMIN_MAX_EXPIRES_IN (30 * 86400)
+
+int admin_start(struct env *env) WUR;
+void admin_free(struct env *env);
+
+#endif

@@ -1,0 +1,692 @@
+#include "poll.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "daemon.h"
+#include "deliver.h"
+#include "family.h"
+#include "httpc.h"
+#include "log.h"
+#include "record.h"
+#include "store.h"
+
+/* What this process knows of one channel's polling; kept by name. */
+struct chan {
+	char *name;
+	int in_flight;
+	bool claiming;
+	bool sweeping;
+	int64_t next_sweep_try_ms;
+	struct chan *next;
+};
+
+/* One order being polled. */
+struct pquery {
+	struct poller *p;
+	struct chan *c;
+	char channel[65];
+	char *out_trade_no;
+	long polls; /* made before this one */
+	struct httpc_call *call;
+	poll_now_cb *now_cb;
+	void *now_arg;
+	char result[16];
+	char detail[160];
+	struct pquery *prev, *next;
+};
+
+/* One page of an epay sweep. */
+struct sweep {
+	struct poller *p;
+	struct chan *c;
+	char channel[65];
+	int page;
+	int recording;
+	bool more;
+	struct httpc_call *call;
+	struct sweep *next;
+};
+
+struct poller {
+	struct env *env;
+	struct event *tick;
+	struct chan *chans;
+	struct pquery *queries;
+	struct sweep *sweeps;
+	size_t busy; /* Redis updates and recordings under way */
+	bool stopping;
+};
+
+static struct chan *
+chan_get(struct poller *p, const char *name)
+{
+	struct chan *c;
+
+	for (c = p->chans; c != NULL; c = c->next)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	if ((c = calloc(1, sizeof(*c))) == NULL || (c->name = strdup(name)) == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->next = p->chans;
+	p->chans = c;
+	return c;
+}
+
+static bool
+pollable(const struct channel *ch)
+{
+	return ch != NULL && ch->api_base != NULL && ch->family->poll_query != NULL &&
+	    ch->family->poll_parse != NULL;
+}
+
+static void
+busy_done(struct poller *p)
+{
+	p->busy--;
+	if (p->stopping)
+		daemon_request_done(p->env);
+}
+
+static void
+pquery_free(struct pquery *q)
+{
+	struct poller *p = q->p;
+
+	if (q->prev != NULL)
+		q->prev->next = q->next;
+	else
+		p->queries = q->next;
+	if (q->next != NULL)
+		q->next->prev = q->prev;
+	q->c->in_flight--;
+	free(q->out_trade_no);
+	free(q);
+}
+
+/* The gap before the poll after `polls` polls, in ms, ±10 % jitter. */
+static int64_t
+next_gap_ms(const struct channel *ch, long polls)
+{
+	size_t i = polls < 1 ? 0 : (size_t)polls - 1;
+	int64_t gap;
+	uint32_t r = 0;
+
+	if (i >= ch->npoll_gaps)
+		i = ch->npoll_gaps - 1;
+	gap = (int64_t)ch->poll_gaps[i] * 1000;
+	if (crypto_random(&r, sizeof(r)) == 0)
+		gap += (int64_t)((double)gap * 0.1 * ((double)r / (double)UINT32_MAX * 2.0 - 1.0));
+	return gap;
+}
+
+static void
+done_reply(void *arg, const struct redisReply *rep)
+{
+	struct pquery *q = arg;
+	struct poller *p = q->p;
+	const char *state = rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "unknown";
+
+	log_info("order polled",
+	    "channel=%s out_trade_no=\"%.64s\" result=%s state=%s poll=%ld detail=\"%s\"",
+	    q->channel, q->out_trade_no, q->result, state, q->polls + 1, q->detail);
+	if (q->now_cb != NULL)
+		q->now_cb(q->now_arg, POLL_NOW_DONE, q->result, q->detail);
+	pquery_free(q);
+	busy_done(p);
+}
+
+/* Stores the outcome; the order is polled again after its next gap. */
+static void
+pquery_finish(struct pquery *q, const char *result)
+{
+	struct poller *p = q->p;
+	const struct channel *ch = config_channel(p->env->cfg, q->channel);
+	int64_t next = now_ms() + (ch != NULL ? next_gap_ms(ch, q->polls + 1) : 60000);
+
+	snprintf(q->result, sizeof(q->result), "%s", result);
+	p->busy++;
+	if (store_poll_done(p->env->store, q->channel, q->out_trade_no,
+		deliver_instance(p->env->deliver), result, next, q->detail, done_reply, q) == -1) {
+		/* The lease expires and the order is polled again. */
+		log_warnx("order poll outcome not stored",
+		    "channel=%s out_trade_no=\"%.64s\" result=%s", q->channel, q->out_trade_no,
+		    result);
+		if (q->now_cb != NULL)
+			q->now_cb(q->now_arg, POLL_NOW_DONE, q->result, q->detail);
+		pquery_free(q);
+		busy_done(p);
+	}
+}
+
+static void
+pquery_recorded(void *arg, enum store_result r, const char *type)
+{
+	struct pquery *q = arg;
+	struct poller *p = q->p;
+
+	busy_done(p);
+	if (r == STORE_NEW || r == STORE_DUP) {
+		if (r == STORE_NEW)
+			log_info("payment found by polling",
+			    "channel=%s out_trade_no=\"%.64s\" type=%s", q->channel,
+			    q->out_trade_no, type);
+		snprintf(q->detail, sizeof(q->detail), "%s",
+		    r == STORE_NEW ? "recorded" : "already recorded");
+		pquery_finish(q, "paid");
+	} else {
+		snprintf(q->detail, sizeof(q->detail), "paid, but not recorded: redis %s",
+		    r == STORE_TIMEOUT ? "timeout" : "error");
+		pquery_finish(q, "error");
+	}
+}
+
+static const char *
+result_of(enum poll_state s)
+{
+	switch (s) {
+	case POLL_PAID:
+		return "paid";
+	case POLL_UNPAID:
+		return "unpaid";
+	case POLL_OTHER:
+		return "other";
+	case POLL_UNKNOWN:
+		return "unknown";
+	case POLL_ERROR:
+		break;
+	}
+	return "error";
+}
+
+static void
+pquery_http_done(void *arg, const struct httpc_result *r)
+{
+	struct pquery *q = arg;
+	struct poller *p = q->p;
+	const struct channel *ch = config_channel(p->env->cfg, q->channel);
+	struct poll_answer a;
+
+	q->call = NULL;
+	if (r->curl_code != 0) {
+		snprintf(q->detail, sizeof(q->detail), "%.150s",
+		    r->error != NULL ? r->error : "failed");
+		pquery_finish(q, "error");
+		return;
+	}
+	if (r->status < 200 || r->status > 299) {
+		snprintf(q->detail, sizeof(q->detail), "HTTP %ld", r->status);
+		pquery_finish(q, "error");
+		return;
+	}
+	if (ch == NULL || !pollable(ch)) {
+		snprintf(q->detail, sizeof(q->detail), "channel removed by a reload");
+		pquery_finish(q, "error");
+		return;
+	}
+	poll_answer_init(&a);
+	ch->family->poll_parse(ch, q->out_trade_no, r->body, r->body_len, &a);
+	snprintf(q->detail, sizeof(q->detail), "%s", a.detail);
+	if (a.state == POLL_PAID) {
+		a.ev.source = SOURCE_POLL;
+		a.ev.received_ms = now_ms();
+		p->busy++;
+		if (record_event(p->env, ch, &a.ev, pquery_recorded, q) == -1) {
+			p->busy--;
+			snprintf(q->detail, sizeof(q->detail),
+			    "paid, but not recorded: redis not ready");
+			pquery_finish(q, "error");
+		}
+	} else {
+		pquery_finish(q, result_of(a.state));
+	}
+	poll_answer_free(&a);
+}
+
+static void
+pquery_start(struct poller *p, struct chan *c, const struct channel *ch, const char *out_trade_no,
+    long polls, poll_now_cb *now_cb, void *now_arg)
+{
+	struct pquery *q = calloc(1, sizeof(*q));
+	struct poll_query pq = { 0 };
+	struct httpc_request rq;
+	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+
+	if (q == NULL || (q->out_trade_no = strdup(out_trade_no)) == NULL) {
+		free(q);
+		if (now_cb != NULL)
+			now_cb(now_arg, POLL_NOW_FAILED, "error", "out of memory");
+		return; /* the lease expires */
+	}
+	q->p = p;
+	q->c = c;
+	snprintf(q->channel, sizeof(q->channel), "%s", ch->name);
+	q->polls = polls;
+	q->now_cb = now_cb;
+	q->now_arg = now_arg;
+	q->next = p->queries;
+	if (p->queries != NULL)
+		p->queries->prev = q;
+	p->queries = q;
+	c->in_flight++;
+	if (ch->family->poll_query(ch, out_trade_no, &pq) == -1) {
+		snprintf(q->detail, sizeof(q->detail), "cannot build the query");
+		pquery_finish(q, "error");
+		return;
+	}
+	rq.method = pq.method;
+	rq.url = pq.url;
+	rq.headers = pq.body != NULL ? form_hdr : NULL;
+	rq.body = pq.body;
+	rq.body_len = pq.body_len;
+	rq.timeout_ms = ch->poll_timeout_ms;
+	q->call = httpc_start(p->env->httpc, &rq, pquery_http_done, q);
+	poll_query_free(&pq); /* the URL holds the key: freed, never logged */
+	if (q->call == NULL) {
+		snprintf(q->detail, sizeof(q->detail), "cannot start the query");
+		pquery_finish(q, "error");
+	}
+}
+
+struct claim {
+	struct poller *p;
+	struct chan *c;
+};
+
+static void
+claim_reply(void *arg, const struct redisReply *rep)
+{
+	struct claim cl = *(struct claim *)arg;
+	struct poller *p = cl.p;
+	const struct channel *ch = config_channel(p->env->cfg, cl.c->name);
+	size_t i;
+
+	free(arg);
+	cl.c->claiming = false;
+	busy_done(p);
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < rep->elements; i++) {
+		const struct redisReply *e = rep->element[i];
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[1]->type != REDIS_REPLY_STRING ||
+		    e->element[2]->type != REDIS_REPLY_STRING)
+			continue;
+		if (strcmp(e->element[1]->str, "expired") == 0) {
+			log_info("order expired unpaid",
+			    "channel=%s out_trade_no=\"%.64s\" polls=%s", cl.c->name,
+			    e->element[0]->str, e->element[2]->str);
+			continue;
+		}
+		/* Claimed as we stopped or the channel went away: its lease expires. */
+		if (p->stopping || !pollable(ch))
+			continue;
+		pquery_start(p, cl.c, ch, e->element[0]->str, strtol(e->element[2]->str, NULL, 10),
+		    NULL, NULL);
+	}
+}
+
+/* --- sweeps ------------------------------------------------------------- */
+
+static void sweep_page(struct sweep *sw);
+
+static void
+sweep_end(struct sweep *sw)
+{
+	struct poller *p = sw->p;
+	struct sweep **pp;
+
+	if (sw->call != NULL || sw->recording > 0)
+		return;
+	if (sw->more && !p->stopping && sw->page < SWEEP_MAX_PAGES) {
+		sw->page++;
+		sweep_page(sw);
+		return;
+	}
+	for (pp = &p->sweeps; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == sw) {
+			*pp = sw->next;
+			break;
+		}
+	}
+	log_info("sweep done", "channel=%s pages=%d", sw->channel, sw->page);
+	sw->c->sweeping = false;
+	free(sw);
+	busy_done(p);
+}
+
+static void
+sweep_recorded(void *arg, enum store_result r, const char *type)
+{
+	struct sweep *sw = arg;
+
+	sw->recording--;
+	busy_done(sw->p);
+	if (r == STORE_NEW)
+		log_info("payment found by sweeping", "channel=%s type=%s", sw->channel, type);
+	else if (r != STORE_DUP)
+		log_warnx("sweep found a payment but could not record it", "channel=%s",
+		    sw->channel);
+	sweep_end(sw);
+}
+
+static void
+sweep_http_done(void *arg, const struct httpc_result *r)
+{
+	struct sweep *sw = arg;
+	struct poller *p = sw->p;
+	const struct channel *ch = config_channel(p->env->cfg, sw->channel);
+	struct poll_answer *answers;
+	int i, n;
+
+	sw->call = NULL;
+	sw->more = false;
+	if (r->curl_code != 0 || r->status < 200 || r->status > 299 || ch == NULL) {
+		log_warnx("sweep page failed", "channel=%s page=%d status=%ld error=\"%.120s\"",
+		    sw->channel, sw->page, r->status, r->error != NULL ? r->error : "");
+		sweep_end(sw);
+		return;
+	}
+	if ((answers = calloc(EPAY_SWEEP_PAGE, sizeof(*answers))) == NULL) {
+		sweep_end(sw);
+		return;
+	}
+	for (i = 0; i < EPAY_SWEEP_PAGE; i++)
+		poll_answer_init(&answers[i]);
+	n = epay_sweep_parse(ch, r->body, r->body_len, answers, EPAY_SWEEP_PAGE, &sw->more);
+	if (n < 0)
+		log_warnx("sweep page refused", "channel=%s page=%d detail=\"%s\"", sw->channel,
+		    sw->page, answers[0].detail);
+	for (i = 0; i < n; i++) {
+		if (answers[i].state != POLL_PAID)
+			continue;
+		answers[i].ev.source = SOURCE_POLL;
+		answers[i].ev.received_ms = now_ms();
+		p->busy++;
+		sw->recording++;
+		if (record_event(p->env, ch, &answers[i].ev, sweep_recorded, sw) == -1) {
+			sw->recording--;
+			p->busy--;
+		}
+	}
+	for (i = 0; i < EPAY_SWEEP_PAGE; i++)
+		poll_answer_free(&answers[i]);
+	free(answers);
+	sweep_end(sw);
+}
+
+static void
+sweep_page(struct sweep *sw)
+{
+	struct poller *p = sw->p;
+	const struct channel *ch = config_channel(p->env->cfg, sw->channel);
+	struct poll_query pq = { 0 };
+	struct httpc_request rq;
+
+	if (ch == NULL || epay_sweep_query(ch, sw->page, &pq) == -1) {
+		sw->more = false;
+		sweep_end(sw);
+		return;
+	}
+	memset(&rq, 0, sizeof(rq));
+	rq.method = pq.method;
+	rq.url = pq.url;
+	rq.timeout_ms = ch->poll_timeout_ms;
+	sw->call = httpc_start(p->env->httpc, &rq, sweep_http_done, sw);
+	poll_query_free(&pq);
+	if (sw->call == NULL) {
+		sw->more = false;
+		sweep_end(sw);
+	}
+}
+
+struct sweep_try {
+	struct poller *p;
+	struct chan *c;
+};
+
+static void
+sweep_lock_reply(void *arg, const struct redisReply *rep)
+{
+	struct sweep_try t = *(struct sweep_try *)arg;
+	struct poller *p = t.p;
+	struct sweep *sw;
+
+	free(arg);
+	if (rep == NULL || rep->type != REDIS_REPLY_STATUS || p->stopping ||
+	    (sw = calloc(1, sizeof(*sw))) == NULL) {
+		/* Another instance sweeps this interval (or Redis failed). */
+		t.c->sweeping = false;
+		busy_done(p);
+		return;
+	}
+	sw->p = p;
+	sw->c = t.c;
+	snprintf(sw->channel, sizeof(sw->channel), "%s", t.c->name);
+	sw->page = 1;
+	sw->next = p->sweeps;
+	p->sweeps = sw;
+	log_info("sweep started", "channel=%s", sw->channel);
+	sweep_page(sw); /* busy stays counted until sweep_end */
+}
+
+static void
+sweep_try(struct poller *p, struct chan *c, const struct channel *ch, int64_t now)
+{
+	struct sweep_try *t;
+
+	if (c->sweeping || now < c->next_sweep_try_ms || (t = malloc(sizeof(*t))) == NULL)
+		return;
+	/* The lock is the interval: whoever sets it sweeps, for everyone. */
+	c->next_sweep_try_ms = now + 1000;
+	t->p = p;
+	t->c = c;
+	if (store_sweep_lock(p->env->store, ch->name, deliver_instance(p->env->deliver),
+		(int64_t)ch->sweep_interval * 1000, sweep_lock_reply, t) == -1) {
+		free(t);
+		return;
+	}
+	c->sweeping = true;
+	p->busy++;
+}
+
+/* --- the loop ----------------------------------------------------------- */
+
+static void
+poll_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct poller *p = arg;
+	const struct config *cfg = p->env->cfg;
+	int64_t now = now_ms();
+	size_t i;
+
+	if (p->stopping || !store_ready(p->env->store))
+		return;
+	for (i = 0; i < cfg->nchannels; i++) {
+		const struct channel *ch = &cfg->channels[i];
+		struct chan *c;
+		struct claim *cl;
+		int room;
+
+		if (!pollable(ch) || (c = chan_get(p, ch->name)) == NULL)
+			continue;
+		if (ch->sweep)
+			sweep_try(p, c, ch, now);
+		room = POLL_MAX_IN_FLIGHT - c->in_flight;
+		if (room > ch->poll_rate)
+			room = ch->poll_rate;
+		if (c->claiming || room <= 0 || (cl = malloc(sizeof(*cl))) == NULL)
+			continue;
+		cl->p = p;
+		cl->c = c;
+		if (store_poll_claim(p->env->store, ch->name, room, ch->poll_rate,
+			deliver_instance(p->env->deliver),
+			now + ch->poll_timeout_ms + POLL_LEASE_MARGIN_MS, claim_reply, cl) == -1) {
+			free(cl);
+			continue;
+		}
+		c->claiming = true;
+		p->busy++;
+	}
+}
+
+struct now_ctx {
+	struct poller *p;
+	struct chan *c;
+	char channel[65];
+	char *out_trade_no;
+	poll_now_cb *cb;
+	void *arg;
+};
+
+static void
+now_claim_reply(void *arg, const struct redisReply *rep)
+{
+	struct now_ctx *n = arg;
+	struct poller *p = n->p;
+	const struct channel *ch = config_channel(p->env->cfg, n->channel);
+	const char *what;
+
+	busy_done(p);
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		n->cb(n->arg, POLL_NOW_FAILED, "error", "redis failed");
+	} else if (strcmp((what = rep->element[0]->str), "missing") == 0) {
+		n->cb(n->arg, POLL_NOW_MISSING, "", "no such order");
+	} else if (strcmp(what, "settled") == 0) {
+		n->cb(n->arg, POLL_NOW_SETTLED,
+		    rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
+			? rep->element[1]->str
+			: "",
+		    "not pending");
+	} else if (strcmp(what, "busy") == 0) {
+		n->cb(n->arg, POLL_NOW_BUSY, "", "being polled");
+	} else if (!pollable(ch) || p->stopping) {
+		n->cb(n->arg, POLL_NOW_FAILED, "error", "channel cannot be polled");
+	} else {
+		long polls = rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
+		    ? strtol(rep->element[1]->str, NULL, 10)
+		    : 0;
+
+		pquery_start(p, n->c, ch, n->out_trade_no, polls, n->cb, n->arg);
+	}
+	free(n->out_trade_no);
+	free(n);
+}
+
+int
+poll_now(struct poller *p, const char *channel, const char *out_trade_no, poll_now_cb *cb,
+    void *arg)
+{
+	const struct channel *ch = config_channel(p->env->cfg, channel);
+	struct now_ctx *n;
+
+	if (!pollable(ch) || p->stopping || (n = calloc(1, sizeof(*n))) == NULL)
+		return -1;
+	n->p = p;
+	n->cb = cb;
+	n->arg = arg;
+	snprintf(n->channel, sizeof(n->channel), "%s", channel);
+	if ((n->c = chan_get(p, channel)) == NULL ||
+	    (n->out_trade_no = strdup(out_trade_no)) == NULL ||
+	    store_poll_one(p->env->store, channel, out_trade_no, deliver_instance(p->env->deliver),
+		now_ms() + ch->poll_timeout_ms + POLL_LEASE_MARGIN_MS, now_claim_reply, n) == -1) {
+		free(n->out_trade_no);
+		free(n);
+		return -1;
+	}
+	p->busy++;
+	return 0;
+}
+
+struct poller *
+poll_new(struct env *env)
+{
+	struct poller *p = calloc(1, sizeof(*p));
+	struct timeval tv = { 0, POLL_TICK_MS * 1000 };
+
+	if (p == NULL)
+		return NULL;
+	p->env = env;
+	if ((p->tick = event_new(env->base, -1, EV_PERSIST, poll_tick_cb, p)) == NULL ||
+	    event_add(p->tick, &tv) == -1) {
+		poll_free(p);
+		return NULL;
+	}
+	return p;
+}
+
+void
+poll_stop(struct poller *p)
+{
+	struct pquery *q, *next;
+	struct sweep *sw;
+
+	if (p == NULL)
+		return;
+	p->stopping = true;
+	event_del(p->tick);
+	/* Queries in flight are dropped: their leases expire and the orders
+	 * are polled again, here or by another instance. */
+	for (q = p->queries; q != NULL; q = next) {
+		next = q->next;
+		if (q->call != NULL) {
+			httpc_cancel(q->call);
+			q->call = NULL;
+			if (q->now_cb != NULL)
+				q->now_cb(q->now_arg, POLL_NOW_FAILED, "error", "stopping");
+			pquery_free(q);
+		}
+	}
+	for (sw = p->sweeps; sw != NULL; sw = sw->next) {
+		if (sw->call != NULL) {
+			httpc_cancel(sw->call);
+			sw->call = NULL;
+			sw->more = false;
+		}
+	}
+	/* Sweeps with nothing left to record end now. */
+	while (p->sweeps != NULL && p->sweeps->call == NULL && p->sweeps->recording == 0)
+		sweep_end(p->sweeps);
+}
+
+size_t
+poll_busy(const struct poller *p)
+{
+	return p == NULL ? 0 : p->busy;
+}
+
+void
+poll_free(struct poller *p)
+{
+	struct chan *c, *cn;
+
+	if (p == NULL)
+		return;
+	while (p->queries != NULL)
+		pquery_free(p->queries);
+	while (p->sweeps != NULL) {
+		struct sweep *sw = p->sweeps;
+
+		p->sweeps = sw->next;
+		free(sw);
+	}
+	for (c = p->chans; c != NULL; c = cn) {
+		cn = c->next;
+		free(c->name);
+		free(c);
+	}
+	if (p->tick != NULL)
+		event_free(p->tick);
+	free(p);
+}
