@@ -173,9 +173,12 @@ pquery_recorded(void *arg, enum store_result r, const char *type)
 	struct pquery *q = arg;
 	struct poller *p = q->p;
 
-	busy_done(p);
 	if (r == STORE_NEW || r == STORE_DUP) {
-		if (r == STORE_NEW)
+		if (r == STORE_NEW && strcmp(type, "order.amount_mismatch") == 0)
+			log_warnx("payment found by polling, with amount mismatch",
+			    "channel=%s out_trade_no=\"%.64s\" type=%s", q->channel,
+			    q->out_trade_no, type);
+		else if (r == STORE_NEW)
 			log_info("payment found by polling",
 			    "channel=%s out_trade_no=\"%.64s\" type=%s", q->channel,
 			    q->out_trade_no, type);
@@ -187,6 +190,8 @@ pquery_recorded(void *arg, enum store_result r, const char *type)
 		    r == STORE_TIMEOUT ? "timeout" : "error");
 		pquery_finish(q, "error");
 	}
+	/* Last: the outcome above is counted before this recording stops being. */
+	busy_done(p);
 }
 
 static const char *
@@ -372,7 +377,10 @@ sweep_recorded(void *arg, enum store_result r, const char *type)
 
 	sw->recording--;
 	busy_done(sw->p);
-	if (r == STORE_NEW)
+	if (r == STORE_NEW && strcmp(type, "order.amount_mismatch") == 0)
+		log_warnx("payment found by sweeping, with amount mismatch", "channel=%s type=%s",
+		    sw->channel, type);
+	else if (r == STORE_NEW)
 		log_info("payment found by sweeping", "channel=%s type=%s", sw->channel, type);
 	else if (r != STORE_DUP)
 		log_warnx("sweep found a payment but could not record it", "channel=%s",

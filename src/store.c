@@ -177,14 +177,16 @@ static const char order_register_script[] =
 
 /*
  * Claiming due orders of one channel for polling, within its rate.
- * KEYS[1] the channel's poll schedule, [2] this second's query counter.
+ * KEYS[1] the channel's poll schedule, [2] the queries of the last second
+ * (a sliding window: no second ever sees more than the rate).
  * ARGV[1] now, [2] lease end, [3] how many at most, [4] owner, [5] order
  * hash key prefix, [6] queries per second, [7] how long a finished order
  * is kept (s). An order past its expiry becomes expired here.
  * Returns {{out_trade_no, "poll"|"expired", polls so far}, ...}.
  */
 static const char poll_claim_script[] =
-    "local room = tonumber(ARGV[6]) - tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[1]) - 1000)\n"
+    "local room = tonumber(ARGV[6]) - redis.call('ZCARD', KEYS[2])\n"
     "local max = tonumber(ARGV[3])\n"
     "if room < max then max = room end\n"
     "if max <= 0 then return {} end\n"
@@ -205,13 +207,11 @@ static const char poll_claim_script[] =
     "    redis.call('ZADD', KEYS[1], ARGV[2], id)\n"
     "    redis.call('HSET', h, 'lease_owner', ARGV[4], 'lease_until_ms', ARGV[2])\n"
     "    out[#out + 1] = {id, 'poll', f[3] or '0'}\n"
+    "    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4] .. ':' .. ARGV[1] .. ':' .. id)\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
-    "if n > 0 then\n"
-    "  redis.call('INCRBY', KEYS[2], n)\n"
-    "  redis.call('PEXPIRE', KEYS[2], 2000)\n"
-    "end\n"
+    "if n > 0 then redis.call('PEXPIRE', KEYS[2], 2000) end\n"
     "return out\n";
 
 /*
@@ -1028,16 +1028,14 @@ store_poll_claim(struct store *s, const char *channel, int max, int rate, const 
 {
 	struct store_req *r = store_req_new(s, SCRIPT_POLL_CLAIM, 9, 512, reply_done, arg);
 	int64_t now = now_ms();
-	char sec[24];
 	int rc;
 
 	if (r == NULL)
 		return -1;
 	r->cb.reply = cb;
-	snprintf(sec, sizeof(sec), "%lld", (long long)(now / 1000));
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
-	rc |= req_cat(r, s->prefix, "ch:", channel, ":polls:", sec, NULL);
+	rc |= req_cat(r, s->prefix, "ch:", channel, ":polls", NULL);
 	rc |= req_argll(r, (long long)now);
 	rc |= req_argll(r, (long long)lease_until_ms);
 	rc |= req_argll(r, max);

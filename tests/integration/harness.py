@@ -813,6 +813,10 @@ class Receiver:
             daemon_threads = True
             block_on_close = False
             allow_reuse_address = True
+            # socketserver's default backlog of 5 drops SYNs when many
+            # connections open at once, and the kernel retries them a
+            # second later: timings would then measure the test server.
+            request_queue_size = 128
 
             def handle_error(self, request, client_address):
                 pass  # a client that went away (timeout, SIGKILL) is expected

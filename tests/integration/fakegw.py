@@ -1,0 +1,512 @@
+"""A scriptable fake payment gateway for the reconciliation tests (SPEC 2.x
+"Polling", 6). Python 3 standard library only.
+
+One FakeGateway is one merchant account at one gateway of one family, on
+127.0.0.1:<free port>; its `api_base` goes into the channel's config. It
+answers the family's order query (and, for epay, the `act=orders` sweep):
+
+    epay      GET  /api.php?act=order&pid=..&key=..&out_trade_no=..
+              GET  /api.php?act=orders&pid=..&key=..&limit=50&page=N&offset=..
+    gatepay   GET  /api/order/check?appkey=..&out_order_id=..&sign=..
+    payindex  POST /Pay_Trade_query.html   pay_memberid, pay_orderid, pay_md5sign
+
+and checks the merchant's credentials the way the real platforms do (a wrong
+pid/key, appkey/sign or memberid/sign gets the platform's error answer).
+
+What it knows is a set of orders (`add_order`), each unpaid, paid or (epay)
+refunded, with the gateway's trade id and amount. What it answers to a query
+for one out_trade_no is, in this order: the next action of that order's
+script (`script`), else the gateway-wide default (`set_default`), else
+"state" (the truth about the order, or "not found"). Actions:
+
+    state          the order as it is (notfound when there is none)
+    unpaid         the order, shown as not paid
+    paid           the order, shown as paid (needs add_order's trade id/amount)
+    refunded       epay: status 2
+    notfound       the family's "no such order" answer
+    error          the family's error JSON (system busy)
+    weird          JSON of an unexpected shape: ["unexpected", 1]
+    garbage        HTTP 200 with a body that is not JSON
+    http500        HTTP 500 with an HTML body
+    badsign        payindex: the state answer with a wrong `sign`
+                   (other families: the same as state)
+    hang           no answer for `hang_s` seconds (gives up early when the
+                   client goes away), then the state answer
+    slow:SECONDS   the state answer after SECONDS
+
+Every query is recorded (Query: wall and monotonic time, method, path,
+params, out_trade_no, action, whether the credentials were right, when and
+how it ended) so tests can count polls and check rates.
+"""
+
+import json
+import select
+import socket
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import harness as h
+
+FAMILIES = ("epay", "gatepay", "payindex")
+ACTIONS = ("state", "unpaid", "paid", "refunded", "notfound", "error", "weird", "garbage",
+           "http500", "badsign", "hang")
+
+
+def php_params(qs):
+    """{name: value} of a query string / form body as PHP decodes it
+    ('+' is a space, %XX a byte, a repeated name keeps its last value)."""
+    out = {}
+    for k, v in urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="utf-8",
+                                       errors="replace"):
+        out[k] = v
+    return out
+
+
+def gatepay_query_sign(appkey, out_order_id, appsecret):
+    return h.md5hex(h.md5hex(appkey + out_order_id) + appsecret)
+
+
+def payindex_query_sign(memberid, orderid, key):
+    return h.payindex_sign({"pay_memberid": memberid, "pay_orderid": orderid}, key)
+
+
+class GwOrder:
+    """An order as the gateway knows it."""
+
+    def __init__(self, out_trade_no, amount="1.00", trade_id=None, state="unpaid",
+                 name="VIP会员", type="alipay", param="", true_amount=None,
+                 addtime=None, endtime=None, buyer=""):
+        self.out_trade_no = out_trade_no
+        self.amount = amount
+        self.trade_id = trade_id or ("GW" + h.md5hex(out_trade_no)[:16])
+        self.state = state            # unpaid | paid | refunded
+        self.name = name
+        self.type = type
+        self.param = param
+        self.true_amount = true_amount if true_amount is not None else amount
+        now = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.addtime = addtime or now
+        self.endtime = endtime or now
+        self.buyer = buyer
+
+
+class Query:
+    """One request the gateway got."""
+
+    def __init__(self, method, path, params, t, mono):
+        self.method = method
+        self.path = path            # without the query string
+        self.params = params        # {name: value}, query string and body merged
+        self.time = t
+        self.mono = mono
+        self.kind = None            # order | orders | other
+        self.out_trade_no = None
+        self.action = None
+        self.auth_ok = None
+        self.status = None          # HTTP status answered (None: none)
+        self.outcome = "pending"    # answered | client-gone | write-failed
+        self.end_mono = None
+
+    def __repr__(self):
+        return "<%s %s %s otn=%s action=%s auth=%s status=%s %s %.2f>" % (
+            self.method, self.path, self.kind, self.out_trade_no, self.action, self.auth_ok,
+            self.status, self.outcome, self.mono)
+
+
+class FakeGateway:
+    def __init__(self, family, merchant_id, key, hang_s=30.0, epay_status_as_string=False):
+        if family not in FAMILIES:
+            raise ValueError("unknown family %r" % family)
+        self.family = family
+        self.merchant_id = merchant_id
+        self.key = key
+        self.hang_s = hang_s
+        self.epay_status_as_string = epay_status_as_string
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.orders = {}          # out_trade_no -> GwOrder, in insertion order
+        self.listing = None       # sweep: [out_trade_no] newest first (None: all, newest first)
+        self._scripts = {}        # out_trade_no -> [action]
+        self._default = None
+        self.requests = []
+        self.active = 0
+        self.max_active = 0
+        self._stopping = threading.Event()
+        self._conns = set()
+        gw = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 60
+            server_version = "nginx"
+            sys_version = ""
+
+            def log_message(self, *a):
+                pass
+
+            def setup(self):
+                BaseHTTPRequestHandler.setup(self)
+                with gw.lock:
+                    gw._conns.add(self.connection)
+
+            def finish(self):
+                try:
+                    BaseHTTPRequestHandler.finish(self)
+                except OSError:
+                    pass
+                with gw.lock:
+                    gw._conns.discard(self.connection)
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                path, _, qs = self.path.partition("?")
+                params = php_params(qs)
+                ctype = (self.headers.get("Content-Type") or "").lower()
+                if body and (not ctype or "x-www-form-urlencoded" in ctype):
+                    params.update(php_params(body.decode("utf-8", "replace")))
+                q = Query(self.command, path, params, time.time(), time.monotonic())
+                with gw.cond:
+                    gw.requests.append(q)
+                    gw.active += 1
+                    gw.max_active = max(gw.max_active, gw.active)
+                    gw.cond.notify_all()
+                try:
+                    gw._serve(self, q)
+                finally:
+                    with gw.cond:
+                        gw.active -= 1
+                        q.end_mono = time.monotonic()
+                        gw.cond.notify_all()
+
+            do_GET = do_POST = _handle
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            block_on_close = False
+            allow_reuse_address = True
+            # socketserver's default backlog of 5 drops SYNs when many
+            # connections open at once, and the kernel retries them a
+            # second later: timings would then measure the test server.
+            request_queue_size = 128
+
+            def handle_error(self, request, client_address):
+                pass  # a client that went away (poll timeout, shutdown) is expected
+
+        self.server = Server((h.HOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.api_base = "http://%s:%d" % (h.HOST, self.port)
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    # --- what it knows and does -------------------------------------------
+
+    def add_order(self, out_trade_no, **kw):
+        o = GwOrder(out_trade_no, **kw)
+        with self.lock:
+            self.orders[out_trade_no] = o
+        return o
+
+    def set_state(self, out_trade_no, state):
+        with self.lock:
+            self.orders[out_trade_no].state = state
+
+    def script(self, out_trade_no, actions):
+        """The next answers for `out_trade_no`, one per query; then the default."""
+        with self.lock:
+            self._scripts[out_trade_no] = list(actions)
+
+    def set_default(self, action):
+        """The answer for every query with no script left (None: state)."""
+        with self.lock:
+            self._default = action
+
+    def _next_action(self, out_trade_no):  # with the lock held
+        s = self._scripts.get(out_trade_no)
+        if s:
+            return s.pop(0)
+        return self._default or "state"
+
+    # --- the protocol -------------------------------------------------------
+
+    def _serve(self, handler, q):
+        fam = self.family
+        p = q.params
+        if fam == "epay":
+            if q.path != "/api.php":
+                return self._send(handler, q, 404, b"<html>404 Not Found</html>", "text/html")
+            act = p.get("act", "")
+            q.kind = {"order": "order", "orders": "orders"}.get(act, "other")
+            q.out_trade_no = p.get("out_trade_no") if q.kind == "order" else None
+            q.auth_ok = p.get("pid") == self.merchant_id and p.get("key") == self.key
+            if q.kind == "other":
+                return self._json(handler, q, {"code": -5, "msg": "No Act!"})
+            if not q.auth_ok:
+                return self._json(handler, q, {"code": -2, "msg": "KEY校验失败"})
+            if q.kind == "orders":
+                return self._epay_orders(handler, q)
+        elif fam == "gatepay":
+            if q.path != "/api/order/check":
+                return self._send(handler, q, 404, b"<html>404 Not Found</html>", "text/html")
+            q.kind = "order"
+            q.out_trade_no = p.get("out_order_id")
+            want = gatepay_query_sign(self.merchant_id, p.get("out_order_id", ""), self.key)
+            q.auth_ok = p.get("appkey") == self.merchant_id and p.get("sign") == want
+            if not q.auth_ok:
+                return self._json(handler, q, {"code": 101, "msg": "sign error"})
+        else:
+            if q.path != "/Pay_Trade_query.html":
+                return self._send(handler, q, 404, b"<html>404 Not Found</html>", "text/html")
+            q.kind = "order"
+            q.out_trade_no = p.get("pay_orderid")
+            want = payindex_query_sign(p.get("pay_memberid", ""), p.get("pay_orderid", ""),
+                                       self.key)
+            q.auth_ok = (q.method == "POST" and p.get("pay_memberid") == self.merchant_id
+                         and p.get("pay_md5sign") == want)
+            if not q.auth_ok:
+                return self._json(handler, q, {"status": "error", "msg": "签名错误"})
+        with self.lock:
+            action = self._next_action(q.out_trade_no)
+            q.action = action
+        self._act(handler, q, action)
+
+    def _act(self, handler, q, action):
+        if action == "hang" or action.startswith("slow:"):
+            wait = self.hang_s if action == "hang" else float(action.split(":", 1)[1])
+            if self._client_gone(handler, wait):
+                with self.cond:
+                    q.outcome = "client-gone"
+                    self.cond.notify_all()
+                handler.close_connection = True
+                return
+            action = "state"
+        if action == "garbage":
+            return self._send(handler, q, 200,
+                              b"<br />\n<b>Warning</b>: mysqli_connect(): (HY000/2002) in "
+                              b"<b>/www/api.php</b> on line <b>12</b><br />\n{\"code\":1",
+                              "text/html; charset=utf-8")
+        if action == "http500":
+            return self._send(handler, q, 500, b"<html><body><h1>500 Internal Server Error"
+                              b"</h1></body></html>", "text/html")
+        if action == "weird":
+            return self._json(handler, q, ["unexpected", 1])
+        if action == "error":
+            return self._json(handler, q, self._error_answer())
+        with self.lock:
+            o = self.orders.get(q.out_trade_no)
+            state = o.state if o is not None else None
+        if action in ("state", "badsign"):
+            shown = state
+        elif action == "notfound":
+            shown = None
+        elif action in ("unpaid", "paid", "refunded"):
+            shown = action if o is not None else None
+        else:
+            raise ValueError("unknown gateway action %r" % action)
+        if shown is None:
+            return self._json(handler, q, self._notfound_answer())
+        return self._json(handler, q, self._order_answer(o, shown, badsign=(action == "badsign")))
+
+    def _error_answer(self):
+        if self.family == "epay":
+            return {"code": -5, "msg": "系统繁忙，请稍后再试"}
+        if self.family == "gatepay":
+            return {"code": 500, "msg": "系统繁忙"}
+        return {"status": "error", "msg": "系统繁忙"}
+
+    def _notfound_answer(self):
+        if self.family == "epay":
+            return {"code": -1, "msg": "订单号不存在"}
+        if self.family == "gatepay":
+            return {"code": 102, "msg": "订单不存在"}
+        return {"status": "error", "msg": "不存在的交易订单号"}
+
+    def epay_object(self, o, state):
+        status = {"unpaid": 0, "paid": 1, "refunded": 2}[state]
+        return {"trade_no": o.trade_id, "out_trade_no": o.out_trade_no, "type": o.type,
+                "pid": self.merchant_id, "name": o.name, "money": o.amount,
+                "status": str(status) if self.epay_status_as_string else status,
+                "param": o.param, "buyer": o.buyer, "addtime": o.addtime,
+                "endtime": o.endtime if state != "unpaid" else ""}
+
+    def _order_answer(self, o, state, badsign=False):
+        if self.family == "epay":
+            d = {"code": 1, "msg": "succ"}
+            d.update(self.epay_object(o, state))
+            return d
+        if self.family == "gatepay":
+            return {"code": 100, "data": {
+                "order_id": o.trade_id, "order_name": o.name, "order_price": o.amount,
+                "order_type": o.type, "order_status": "paid" if state == "paid" else "unpaid"}}
+        paid = state == "paid"
+        d = {"memberid": self.merchant_id, "orderid": o.out_trade_no, "amount": o.amount,
+             "true_amount": o.true_amount if paid else o.amount,
+             "time_end": o.endtime if paid else "", "transaction_id": o.trade_id,
+             "returncode": "00", "trade_state": "SUCCESS" if paid else "NOTPAY"}
+        d["sign"] = h.payindex_sign(d, self.key + ("x" if badsign else ""))
+        return d
+
+    def _epay_orders(self, handler, q):
+        p = q.params
+        try:
+            limit = int(p.get("limit") or 20)
+            if "page" in p:
+                start = (int(p["page"]) - 1) * limit
+            else:
+                start = int(p.get("offset") or 0)
+        except ValueError:
+            return self._json(handler, q, {"code": -4, "msg": "参数错误"})
+        limit = max(1, min(limit, 50))
+        start = max(0, start)
+        with self.lock:
+            names = (list(self.listing) if self.listing is not None
+                     else list(reversed(list(self.orders))))
+            objs = [self.epay_object(self.orders[n], self.orders[n].state)
+                    for n in names[start:start + limit]]
+            default = self._default
+        q.action = default if default in ("hang", "garbage", "http500", "error") else "list"
+        if q.action != "list":
+            return self._act(handler, q, q.action)
+        return self._json(handler, q, {"code": 1, "msg": "succ", "data": objs})
+
+    # --- HTTP -----------------------------------------------------------------
+
+    def _json(self, handler, q, obj):
+        body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return self._send(handler, q, 200, body, "application/json; charset=utf-8")
+
+    def _send(self, handler, q, status, body, ctype):
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", ctype)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.wfile.flush()
+            outcome = "answered"
+        except OSError:
+            outcome = "write-failed"
+            handler.close_connection = True
+        with self.cond:
+            q.status = status
+            q.outcome = outcome
+            self.cond.notify_all()
+
+    def _client_gone(self, handler, seconds):
+        """Waits up to `seconds`; True as soon as the client closed."""
+        deadline = time.monotonic() + seconds
+        sock = handler.connection
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
+                return self._stopping.is_set()
+            try:
+                r, _, _ = select.select([sock], [], [], min(left, 0.05))
+                if r and not sock.recv(1, socket.MSG_PEEK):
+                    return True
+            except (OSError, ValueError):
+                return True
+
+    # --- what it saw ------------------------------------------------------------
+
+    def queries(self, out_trade_no=None, kind="order"):
+        """The recorded queries (of `kind`, None: all) for `out_trade_no` (None: all)."""
+        with self.lock:
+            return [q for q in self.requests
+                    if (kind is None or q.kind == kind)
+                    and (out_trade_no is None or q.out_trade_no == out_trade_no)]
+
+    def count(self, out_trade_no=None, kind="order"):
+        return len(self.queries(out_trade_no, kind))
+
+    def wait_for(self, pred, timeout):
+        """Waits until pred(list of all queries) is true; returns it, or None."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                reqs = list(self.requests)
+                if pred(reqs):
+                    return reqs
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 0.1))
+
+    def wait_count(self, n, timeout, out_trade_no=None, kind="order"):
+        """Waits for `n` queries (of `kind` for `out_trade_no`); returns them or None."""
+        def sel(rs):
+            return [q for q in rs if (kind is None or q.kind == kind)
+                    and (out_trade_no is None or q.out_trade_no == out_trade_no)]
+        reqs = self.wait_for(lambda rs: len(sel(rs)) >= n, timeout)
+        return None if reqs is None else sel(reqs)
+
+    def max_in_window(self, window=1.0, out_trade_no=None, kind="order"):
+        """The most queries whose arrival falls in any half-open interval of
+        `window` seconds (sliding), and the queries of that busiest window."""
+        ts = sorted(q.mono for q in self.queries(out_trade_no, kind))
+        best, at, j = 0, None, 0
+        for i in range(len(ts)):
+            while ts[i] - ts[j] >= window:
+                j += 1
+            if i - j + 1 > best:
+                best, at = i - j + 1, (ts[j], ts[i])
+        return best, at
+
+    def stop(self):
+        self._stopping.set()
+        try:
+            self.server.shutdown()
+        except Exception:
+            pass
+        self.server.server_close()
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(5)
+
+
+# --------------------------------------------------------------------------
+# a client of the fake gateway (the self-test, and diagnostics)
+
+
+def query(gw, out_trade_no, merchant_id=None, key=None, timeout=5.0, tamper=False):
+    """Queries `gw` for one order the way the family's platform expects it;
+    returns (HTTP status, body bytes)."""
+    mid = gw.merchant_id if merchant_id is None else merchant_id
+    k = gw.key if key is None else key
+    if gw.family == "epay":
+        path = "/api.php?" + h.form_encode([("act", "order"), ("pid", mid), ("key", k),
+                                           ("out_trade_no", out_trade_no)])
+        r = h.http(gw.port, "GET", path, timeout=timeout)
+    elif gw.family == "gatepay":
+        sign = gatepay_query_sign(mid, out_trade_no, k) + ("0" if tamper else "")
+        path = "/api/order/check?" + h.form_encode([("appkey", mid),
+                                                   ("out_order_id", out_trade_no),
+                                                   ("sign", sign)])
+        r = h.http(gw.port, "GET", path, timeout=timeout)
+    else:
+        sign = payindex_query_sign(mid, out_trade_no, k)
+        if tamper:
+            sign = sign[::-1]
+        body = h.form_encode([("pay_memberid", mid), ("pay_orderid", out_trade_no),
+                              ("pay_md5sign", sign)])
+        r = h.http(gw.port, "POST", "/Pay_Trade_query.html", body=body,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"},
+                   timeout=timeout)
+    return r.status, r.body
+
+
+def sweep_page(gw, page, limit=50, timeout=5.0):
+    path = "/api.php?" + h.form_encode([("act", "orders"), ("pid", gw.merchant_id),
+                                       ("key", gw.key), ("limit", str(limit)),
+                                       ("page", str(page)),
+                                       ("offset", str((page - 1) * limit))])
+    r = h.http(gw.port, "GET", path, timeout=timeout)
+    return r.status, r.body
