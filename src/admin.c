@@ -81,10 +81,13 @@ order_json(const struct redisReply *rep)
 			continue;
 		for (n = numeric; *n != NULL; n++)
 			num |= strcmp(k, *n) == 0;
-		if (num)
+		if (num) {
 			json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
-		else
-			json_object_set_new(o, k, json_string(v) ? json_string(v) : json_null());
+		} else {
+			json_t *js = json_string(v); /* NULL when v is not UTF-8 */
+
+			json_object_set_new(o, k, js != NULL ? js : json_null());
+		}
 	}
 	/* The same name as the registration answer uses. */
 	if (json_object_get(o, "expires_ms") != NULL) {
@@ -178,6 +181,15 @@ order_register_reply(void *arg, const struct redisReply *rep)
 	free(a);
 }
 
+/* poll_after from now, but never after the order expires. */
+static int64_t
+first_poll_ms(const struct channel *ch, int64_t now, int64_t expires_ms)
+{
+	int64_t t = now + (int64_t)ch->poll_after * 1000;
+
+	return t < expires_ms ? t : expires_ms;
+}
+
 static void
 admin_register(struct env *env, struct evhttp_request *req)
 {
@@ -212,8 +224,8 @@ admin_register(struct env *env, struct evhttp_request *req)
 		admin_error(req, 404, "unknown channel");
 		goto out;
 	}
-	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO) {
-		admin_error(req, 400, "out_trade_no must be 1 to 128 bytes");
+	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO || strchr(out, '/') != NULL) {
+		admin_error(req, 400, "out_trade_no must be 1 to 128 bytes, without '/'");
 		goto out;
 	}
 	for (i = 0; out[i] != '\0'; i++) {
@@ -245,7 +257,7 @@ admin_register(struct env *env, struct evhttp_request *req)
 	a->amount_fen = fen;
 	a->expires_ms = now + (int64_t)expires_in * 1000;
 	if (store_order_register(env->store, ch->name, out, fen, a->expires_ms,
-		ch->api_base != NULL ? now + (int64_t)ch->poll_after * 1000 : 0,
+		ch->api_base != NULL ? first_poll_ms(ch, now, a->expires_ms) : 0,
 		order_register_reply, a) == -1) {
 		free(a);
 		admin_error(req, 503, "redis is not ready");
@@ -331,10 +343,12 @@ admin_order(struct env *env, struct evhttp_request *req, const char *rest)
 	snprintf(a->channel, sizeof(a->channel), "%s", channel);
 	snprintf(a->out_trade_no, sizeof(a->out_trade_no), "%s", out);
 	if (poll) {
-		if (poll_now(env->poller, channel, out, poll_now_done, a) == -1) {
+		if (config_channel(env->cfg, channel)->api_base == NULL) {
 			free(a);
-			admin_error(req, 400,
-			    "the channel cannot be polled (no api_base) or redis is not ready");
+			admin_error(req, 400, "the channel has no api_base: it cannot be polled");
+		} else if (poll_now(env->poller, channel, out, poll_now_done, a) == -1) {
+			free(a);
+			admin_error(req, 503, "redis is not ready");
 		}
 	} else if (store_order_get(env->store, channel, out, order_get_reply, a) == -1) {
 		free(a);
@@ -429,13 +443,12 @@ admin_start(struct env *env)
 			return -1;
 		}
 		log_info("admin listening", "path=%s", a->path);
-		return 0;
-	}
-	if (evhttp_bind_socket_with_handle(env->admin_http, a->host, a->port) == NULL) {
+	} else if (evhttp_bind_socket_with_handle(env->admin_http, a->host, a->port) == NULL) {
 		log_errorx("cannot listen (admin)", "addr=%s port=%u", a->host, (unsigned)a->port);
 		return -1;
+	} else {
+		log_info("admin listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	}
-	log_info("admin listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	if (env->cfg->admin_token == NULL)
 		log_warnx("no [admin] token: the admin API refuses everything but /healthz", "");
 	return 0;

@@ -1113,6 +1113,8 @@ finish(struct parser *p)
 			missing(p, ch->line, "merchant_id", "channel", ch->name);
 		if (!s->at[K_KEY] && !s->at[K_KEY_FILE])
 			missing(p, ch->line, "key' or 'key_file", "channel", ch->name);
+		if (ch->sweep && ch->api_base == NULL)
+			err(p, s->at[K_SWEEP], "sweep = on needs api_base");
 		if (ch->family != NULL && !epay) {
 			if (s->at[K_SIGN_TYPE])
 				err(p, s->at[K_SIGN_TYPE], "sign_type is only for family epay");

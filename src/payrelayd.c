@@ -168,6 +168,7 @@ static bool
 restart_needed(const struct config *a, const struct config *b)
 {
 	return memcmp(&a->listen, &b->listen, sizeof(a->listen)) != 0 ||
+	    memcmp(&a->admin_listen, &b->admin_listen, sizeof(a->admin_listen)) != 0 ||
 	    memcmp(&a->redis, &b->redis, sizeof(a->redis)) != 0 || a->redis_db != b->redis_db ||
 	    str_differs(a->redis_user, b->redis_user) ||
 	    str_differs(a->redis_password, b->redis_password) ||

@@ -663,9 +663,15 @@ poll_stop(struct poller *p)
 			sw->more = false;
 		}
 	}
-	/* Sweeps with nothing left to record end now. */
-	while (p->sweeps != NULL && p->sweeps->call == NULL && p->sweeps->recording == 0)
-		sweep_end(p->sweeps);
+	/* Sweeps with nothing left to record end now; the others end when
+	 * their last recording is answered. */
+	for (sw = p->sweeps; sw != NULL;) {
+		struct sweep *after = sw->next;
+
+		if (sw->call == NULL && sw->recording == 0)
+			sweep_end(sw);
+		sw = after;
+	}
 }
 
 size_t

@@ -582,6 +582,36 @@ class AdminApiTest(ReconcileCase):
         self.assertIsNotNone(self.due_score(ch, "ORD-2"))
         self.assertEqual(gws["epay"].count(kind=None), 0, "nothing is polled before poll_after")
 
+    def test_01b_readyz_follows_redis(self):
+        self.simple(("epay",), extra={"poll_after": "60"})
+        r = self.admin("GET", "/readyz")
+        self.assertEqual(r.status, 200, self.ctx(r, "readyz"))
+        self.redis.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while True:
+            r = self.admin("GET", "/readyz")
+            if r.status == 503:
+                break
+            self.assertEqual(r.status, 200, self.ctx(r, "readyz, Redis going"))
+            if time.monotonic() > deadline:
+                self.fail("readyz still %d 5 s after Redis went away\n%s"
+                          % (r.status, self.log_tail()))
+            time.sleep(0.1)
+        r = self.admin("GET", "/healthz", token=None)
+        self.assertEqual(r.status, 200, self.ctx(r, "healthz without Redis"))
+        r = self.admin("POST", "/v1/orders", {"channel": CHANNEL["epay"], "out_trade_no": "X",
+                                              "amount": "1.00"})
+        self.assertEqual(r.status, 503, self.ctx(r, "register without Redis"))
+        self.redis.start()
+        self.r = self.redis.client()
+        self.addCleanup(self.r.close)
+        deadline = time.monotonic() + 10
+        while self.admin("GET", "/readyz").status != 200:
+            if time.monotonic() > deadline:
+                self.fail("readyz not 200 10 s after Redis came back\n" + self.log_tail())
+            time.sleep(0.1)
+        self.register(CHANNEL["epay"], "X", "1.00")
+
     def test_10_poll_now(self):
         gws = self.simple(("gatepay",), extra={"poll_after": "60"})
         gw, ch = gws["gatepay"], CHANNEL["gatepay"]
