@@ -12,13 +12,17 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
 #include "amount.h"
 #include "config.h"
 #include "daemon.h"
+#include "config_build.h"
+#include "deliver.h"
 #include "log.h"
+#include "metrics.h"
 #include "poll.h"
 #include "store.h"
 
@@ -358,6 +362,470 @@ done:
 	free(out);
 }
 
+/* --- operations ---------------------------------------------------------- */
+
+static void
+event_get_reply(void *arg, const struct redisReply *rep)
+{
+	struct areq *a = arg;
+	const char *what;
+	json_t *ev = NULL, *o;
+	size_t i;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		admin_error(a->req, 503, "redis failed");
+		goto out;
+	}
+	what = rep->element[0]->str;
+	if (strcmp(what, "missing") == 0) {
+		admin_error(a->req, 404, "no such event (never recorded, or older than dedup_ttl)");
+		goto out;
+	}
+	if (strcmp(what, "trimmed") == 0) {
+		admin_error(a->req, 404, "the event was trimmed from the stream (maxlen)");
+		goto out;
+	}
+	for (i = 2; i + 1 < rep->elements; i += 2)
+		if (rep->element[i]->str != NULL && strcmp(rep->element[i]->str, "event") == 0)
+			ev =
+			    json_loadb(rep->element[i + 1]->str, rep->element[i + 1]->len, 0, NULL);
+	if ((o = ev) == NULL) {
+		admin_error(a->req, 500, "the stream entry has no event");
+		goto out;
+	}
+	json_object_set_new(o, "stream_id", json_string(rep->element[1]->str));
+	admin_json(a->req, 200, o);
+out:
+	free(a);
+}
+
+static void
+admin_event(struct env *env, struct evhttp_request *req, const char *id)
+{
+	struct areq *a;
+	size_t i;
+
+	if (strncmp(id, "evt_", 4) != 0 || strlen(id) != EVENT_ID_LEN) {
+		admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+		return;
+	}
+	for (i = 4; id[i] != '\0'; i++) {
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
+			admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+			return;
+		}
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	a->env = env;
+	a->req = req;
+	if (store_event_get(env->store, id, event_get_reply, a) == -1) {
+		free(a);
+		admin_error(req, 503, "redis is not ready");
+	}
+}
+
+/* A listing across webhooks: one Redis answer per webhook, joined. */
+struct listing {
+	struct env *env;
+	struct evhttp_request *req;
+	json_t *rows;
+	size_t waiting;
+	bool failed;
+};
+
+static void
+deliveries_reply(void *arg, const struct redisReply *rep)
+{
+	static const char *const numeric[] = { "attempts", "last_status", "created_ms", "due_ms",
+		"dead_ms", "delivered_ms", "last_attempt_ms", NULL };
+	struct listing *l = arg;
+	size_t i, j;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+		l->failed = true;
+	for (i = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
+		const struct redisReply *row = rep->element[i];
+		json_t *o;
+
+		if (row->type != REDIS_REPLY_ARRAY || row->elements < 2 ||
+		    (o = json_object()) == NULL)
+			continue;
+		json_object_set_new(o, "id", json_string(row->element[0]->str));
+		for (j = 2; j + 1 < row->elements; j += 2) {
+			const char *k = row->element[j]->str, *v = row->element[j + 1]->str;
+			const char *const *n;
+			bool num = false;
+
+			if (k == NULL || v == NULL)
+				continue;
+			for (n = numeric; *n != NULL; n++)
+				num |= strcmp(k, *n) == 0;
+			if (num) {
+				json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
+			} else {
+				json_t *js = json_string(v);
+
+				json_object_set_new(o, k, js != NULL ? js : json_null());
+			}
+		}
+		json_array_append_new(l->rows, o);
+	}
+	if (--l->waiting > 0)
+		return;
+	if (l->failed)
+		admin_error(l->req, 503, "redis failed");
+	else
+		admin_json(l->req, 200, json_pack("{s:O}", "deliveries", l->rows));
+	json_decref(l->rows);
+	free(l);
+}
+
+static const char *
+query_param(struct evkeyvalq *q, const char *name)
+{
+	return evhttp_find_header(q, name);
+}
+
+static void
+admin_deliveries(struct env *env, struct evhttp_request *req)
+{
+	const struct config *cfg = env->cfg;
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	struct evkeyvalq q;
+	const char *state, *webhook, *lim;
+	struct listing *l;
+	long limit = 100;
+	bool dead;
+	size_t i;
+
+	TAILQ_INIT(&q);
+	if (query != NULL && evhttp_parse_query_str(query, &q) == -1) {
+		admin_error(req, 400, "bad query string");
+		return;
+	}
+	state = query_param(&q, "state");
+	webhook = query_param(&q, "webhook");
+	lim = query_param(&q, "limit");
+	if (state != NULL && strcmp(state, "dead") != 0 && strcmp(state, "pending") != 0) {
+		admin_error(req, 400, "state is dead or pending");
+		goto out;
+	}
+	dead = state == NULL || strcmp(state, "dead") == 0;
+	if (lim != NULL && ((limit = strtol(lim, NULL, 10)) < 1 || limit > 10000)) {
+		admin_error(req, 400, "limit is from 1 to 10000");
+		goto out;
+	}
+	if (webhook != NULL && !config_name_valid(webhook)) {
+		admin_error(req, 404, "unknown webhook");
+		goto out;
+	}
+	if ((l = calloc(1, sizeof(*l))) == NULL || (l->rows = json_array()) == NULL) {
+		free(l);
+		admin_error(req, 503, "out of memory");
+		goto out;
+	}
+	l->env = env;
+	l->req = req;
+	for (i = 0; i < cfg->nwebhooks; i++) {
+		if (webhook != NULL && strcmp(webhook, cfg->webhooks[i].name) != 0)
+			continue;
+		if (store_deliveries_list(env->store, cfg->webhooks[i].name, dead, (int)limit,
+			deliveries_reply, l) == 0)
+			l->waiting++;
+		else
+			l->failed = true;
+	}
+	if (l->waiting == 0) {
+		if (l->failed)
+			admin_error(req, 503, "redis is not ready");
+		else if (webhook != NULL)
+			admin_error(req, 404, "unknown webhook");
+		else
+			admin_json(req, 200, json_pack("{s:[]}", "deliveries"));
+		json_decref(l->rows);
+		free(l);
+	}
+out:
+	evhttp_clear_headers(&q);
+}
+
+static void
+replay_reply(void *arg, const struct redisReply *rep)
+{
+	struct areq *a = arg;
+	long long n;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER) {
+		admin_error(a->req, 503, "redis failed");
+		goto out;
+	}
+	n = rep->element[0]->integer;
+	if (n < 0) {
+		const char *why = rep->element[1]->str != NULL ? rep->element[1]->str : "refused";
+
+		admin_error(a->req, strncmp(why, "no such", 7) == 0 ? 404 : 409, why);
+		goto out;
+	}
+	log_info("replay", "mode=%s target=\"%.64s\" deliveries=%lld", a->result, a->detail, n);
+	if (strcmp(a->result, "one") == 0)
+		admin_json(a->req, 201,
+		    json_pack("{s:s,s:s}", "delivery",
+			rep->element[1]->str ? rep->element[1]->str : "", "replay_of", a->detail));
+	else
+		admin_json(a->req, 200, json_pack("{s:I}", "replayed", (json_int_t)n));
+	deliver_kick(a->env->deliver);
+out:
+	free(a);
+}
+
+static void
+admin_replay_send(struct env *env, struct evhttp_request *req, struct store_replay_req *q)
+{
+	struct areq *a = calloc(1, sizeof(*a));
+
+	if (a == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	a->env = env;
+	a->req = req;
+	snprintf(a->result, sizeof(a->result), "%s", q->mode);
+	snprintf(a->detail, sizeof(a->detail), "%s", q->target);
+	if (store_replay(env->store, q, replay_reply, a) == -1) {
+		free(a);
+		admin_error(req, 503, "redis is not ready");
+	}
+}
+
+/* POST /v1/deliveries/{id}/replay */
+static void
+admin_replay_one(struct env *env, struct evhttp_request *req, const char *rest)
+{
+	const char *slash = strchr(rest, '/');
+	struct store_replay_req q;
+	char id[64];
+
+	if (slash == NULL || strcmp(slash, "/replay") != 0 ||
+	    (size_t)(slash - rest) >= sizeof(id) || slash == rest) {
+		admin_error(req, 404, "no such endpoint");
+		return;
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		admin_error(req, 405, "method not allowed");
+		return;
+	}
+	memcpy(id, rest, (size_t)(slash - rest));
+	id[slash - rest] = '\0';
+	memset(&q, 0, sizeof(q));
+	q.mode = "one";
+	q.target = id;
+	q.max = 1;
+	admin_replay_send(env, req, &q);
+}
+
+/* POST /v1/replay {"webhook", "state": "dead"} or {"webhook", "since_ms", "until_ms"} */
+static void
+admin_replay_bulk(struct env *env, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	json_t *body = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
+	    JSON_REJECT_DUPLICATES, NULL);
+	const char *name, *state;
+	const struct webhook *w = NULL;
+	struct store_replay_req q;
+	struct sbuf events, channels;
+	size_t i;
+
+	sbuf_init(&events);
+	sbuf_init(&channels);
+	memset(&q, 0, sizeof(q));
+	if (body == NULL || !json_is_object(body) ||
+	    (name = json_string_value(json_object_get(body, "webhook"))) == NULL) {
+		admin_error(req, 400, "the body must be a JSON object with \"webhook\"");
+		goto out;
+	}
+	for (i = 0; i < env->cfg->nwebhooks; i++)
+		if (strcmp(env->cfg->webhooks[i].name, name) == 0)
+			w = &env->cfg->webhooks[i];
+	if (w == NULL) {
+		admin_error(req, 404, "unknown webhook");
+		goto out;
+	}
+	q.target = w->name;
+	q.max = 10000;
+	state = json_string_value(json_object_get(body, "state"));
+	if (state != NULL) {
+		if (strcmp(state, "dead") != 0) {
+			admin_error(req, 400, "state can only be \"dead\"");
+			goto out;
+		}
+		q.mode = "dead";
+		admin_replay_send(env, req, &q);
+		goto out;
+	}
+	if (!json_is_integer(json_object_get(body, "since_ms")) ||
+	    !json_is_integer(json_object_get(body, "until_ms"))) {
+		admin_error(req, 400, "give \"state\": \"dead\", or \"since_ms\" and \"until_ms\"");
+		goto out;
+	}
+	q.mode = "range";
+	q.since_ms = json_integer_value(json_object_get(body, "since_ms"));
+	q.until_ms = json_integer_value(json_object_get(body, "until_ms"));
+	if (q.since_ms < 0 || q.until_ms < q.since_ms) {
+		admin_error(req, 400, "since_ms must be >= 0 and <= until_ms");
+		goto out;
+	}
+	/* The webhook's own filters decide which events of the range it gets. */
+	if (sbuf_addc(&events, ',') == -1 || sbuf_addc(&channels, ',') == -1)
+		goto oom;
+	for (i = 0; i <= EVENT_AMOUNT_MISMATCH; i++)
+		if ((w->events & (1u << i)) &&
+		    (sbuf_adds(&events, event_type_str((enum event_type)i)) == -1 ||
+			sbuf_addc(&events, ',') == -1))
+			goto oom;
+	for (i = 0; i < w->nchannels; i++)
+		if (sbuf_adds(&channels, w->channels[i]) == -1 || sbuf_addc(&channels, ',') == -1)
+			goto oom;
+	q.events = events.p;
+	q.channels = w->channels == NULL ? "*" : channels.p;
+	admin_replay_send(env, req, &q);
+	goto out;
+oom:
+	admin_error(req, 503, "out of memory");
+out:
+	sbuf_free(&events);
+	sbuf_free(&channels);
+	json_decref(body);
+}
+
+/* --- metrics ------------------------------------------------------------- */
+
+struct scrape {
+	struct env *env;
+	struct evhttp_request *req;
+	struct sbuf text;
+};
+
+static void
+scrape_send(struct scrape *sc)
+{
+	struct evbuffer *buf = evbuffer_new();
+
+	evhttp_add_header(evhttp_request_get_output_headers(sc->req), "Content-Type",
+	    "text/plain; version=0.0.4");
+	if (buf != NULL && sc->text.p != NULL)
+		evbuffer_add(buf, sc->text.p, sc->text.len);
+	evhttp_send_reply(sc->req, 200, "OK", buf);
+	if (buf != NULL)
+		evbuffer_free(buf);
+	sbuf_free(&sc->text);
+	free(sc);
+}
+
+static void
+counts_reply(void *arg, const struct redisReply *rep)
+{
+	struct scrape *sc = arg;
+	const struct config *cfg = sc->env->cfg;
+	size_t i;
+	int rc = 0;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 * cfg->nwebhooks) {
+		rc |= metrics_family(&sc->text, "payrelay_deliveries_pending", "gauge",
+		    "Deliveries waiting (due, retrying or leased), by webhook.");
+		for (i = 0; i < cfg->nwebhooks; i++)
+			rc |= metrics_sample(&sc->text, "payrelay_deliveries_pending", "webhook",
+			    cfg->webhooks[i].name, (double)rep->element[2 * i]->integer);
+		rc |= metrics_family(&sc->text, "payrelay_deliveries_dead", "gauge",
+		    "Dead deliveries waiting for a replay, by webhook.");
+		for (i = 0; i < cfg->nwebhooks; i++)
+			rc |= metrics_sample(&sc->text, "payrelay_deliveries_dead", "webhook",
+			    cfg->webhooks[i].name, (double)rep->element[2 * i + 1]->integer);
+	}
+	(void)rc;
+	scrape_send(sc);
+}
+
+static void
+admin_metrics(struct env *env, struct evhttp_request *req)
+{
+	const struct config *cfg = env->cfg;
+	struct scrape *sc = calloc(1, sizeof(*sc));
+	const char **keys = NULL;
+	size_t i;
+	int rc = 0;
+
+	if (sc == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	sc->env = env;
+	sc->req = req;
+	sbuf_init(&sc->text);
+	rc |= metrics_family(&sc->text, "payrelay_build_info", "gauge", "The running version.");
+	rc |= metrics_sample(&sc->text, "payrelay_build_info", "version", PAYRELAY_VERSION, 1);
+	rc |= metrics_render(env->metrics, &sc->text);
+	rc |= metrics_family(&sc->text, "payrelay_redis_up", "gauge",
+	    "1 when Redis is connected and its scripts are loaded.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_up", NULL, NULL, store_ready(env->store));
+	rc |= metrics_family(&sc->text, "payrelay_redis_errors_total", "counter",
+	    "Redis requests that failed or timed out.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_errors_total", NULL, NULL,
+	    (double)store_errors(env->store));
+	rc |= metrics_family(&sc->text, "payrelay_callbacks_in_flight", "gauge",
+	    "Callbacks waiting for Redis.");
+	rc |= metrics_sample(&sc->text, "payrelay_callbacks_in_flight", NULL, NULL,
+	    (double)env->pending);
+	rc |= metrics_family(&sc->text, "payrelay_deliveries_in_flight", "gauge",
+	    "Delivery attempts and claims not yet settled.");
+	rc |= metrics_sample(&sc->text, "payrelay_deliveries_in_flight", NULL, NULL,
+	    (double)deliver_busy(env->deliver));
+	rc |= metrics_family(&sc->text, "payrelay_webhook_breaker_open", "gauge",
+	    "1 while this process's circuit breaker for the webhook is open.");
+	for (i = 0; i < cfg->nwebhooks; i++)
+		rc |= metrics_sample(&sc->text, "payrelay_webhook_breaker_open", "webhook",
+		    cfg->webhooks[i].name,
+		    deliver_breaker_open(env->deliver, cfg->webhooks[i].name) ? 1 : 0);
+	if (rc != 0) {
+		sbuf_free(&sc->text);
+		free(sc);
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	/* Redis-side counts when Redis answers; the rest either way. */
+	if (cfg->nwebhooks > 0 && (keys = calloc(2 * cfg->nwebhooks, sizeof(*keys))) != NULL) {
+		struct sbuf names;
+
+		sbuf_init(&names);
+		for (i = 0; i < cfg->nwebhooks; i++) {
+			char *due = NULL, *dead = NULL;
+
+			if (asprintf(&due, "wh:%s:due", cfg->webhooks[i].name) == -1)
+				due = NULL;
+			if (asprintf(&dead, "wh:%s:dead", cfg->webhooks[i].name) == -1)
+				dead = NULL;
+			keys[2 * i] = due;
+			keys[2 * i + 1] = dead;
+		}
+		for (i = 0; i < 2 * cfg->nwebhooks && keys[i] != NULL; i++)
+			;
+		if (i == 2 * cfg->nwebhooks &&
+		    store_counts(env->store, keys, 2 * cfg->nwebhooks, counts_reply, sc) == 0)
+			sc = NULL;
+		for (i = 0; i < 2 * cfg->nwebhooks; i++)
+			free((char *)keys[i]);
+		free(keys);
+		sbuf_free(&names);
+	}
+	if (sc != NULL)
+		scrape_send(sc);
+}
+
 static void
 admin_cb(struct evhttp_request *req, void *arg)
 {
@@ -393,6 +861,25 @@ admin_cb(struct evhttp_request *req, void *arg)
 			admin_register(env, req);
 	} else if (strncmp(path, "/v1/orders/", 11) == 0) {
 		admin_order(env, req, path + 11);
+	} else if (strcmp(path, "/metrics") == 0) {
+		admin_metrics(env, req);
+	} else if (strncmp(path, "/v1/events/", 11) == 0) {
+		if (m != EVHTTP_REQ_GET)
+			admin_error(req, 405, "method not allowed");
+		else
+			admin_event(env, req, path + 11);
+	} else if (strcmp(path, "/v1/deliveries") == 0) {
+		if (m != EVHTTP_REQ_GET)
+			admin_error(req, 405, "method not allowed");
+		else
+			admin_deliveries(env, req);
+	} else if (strncmp(path, "/v1/deliveries/", 15) == 0) {
+		admin_replay_one(env, req, path + 15);
+	} else if (strcmp(path, "/v1/replay") == 0) {
+		if (m != EVHTTP_REQ_POST)
+			admin_error(req, 405, "method not allowed");
+		else
+			admin_replay_bulk(env, req);
 	} else {
 		admin_error(req, 404, "no such endpoint");
 	}

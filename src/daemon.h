@@ -15,6 +15,7 @@ struct store;
 struct httpc;
 struct deliver;
 struct poller;
+struct metrics;
 
 /* What became of callbacks, for the log and (later) /metrics. */
 enum ingest_result {
@@ -36,6 +37,7 @@ struct env {
 	struct httpc *httpc; /* one HTTP client engine for deliveries and polls */
 	struct deliver *deliver;
 	struct poller *poller;
+	struct metrics *metrics;
 	struct evhttp *admin_http;
 	struct evhttp *http;
 	struct evhttp_bound_socket *http_sock;

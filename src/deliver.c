@@ -12,6 +12,7 @@
 #include "daemon.h"
 #include "httpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "webhook.h"
 
@@ -247,6 +248,11 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 			    (long long)delay);
 		}
 	}
+	metrics_inc(d->env->metrics, "payrelay_deliveries_total", "webhook", h->name, "outcome",
+	    ok                                   ? "delivered"
+		: a->probe                       ? "probe_failed"
+		: strcmp(o.outcome, "dead") == 0 ? "dead"
+						 : "failed");
 	if (store_finish(d->env->store, &o, finish_cb, a) == -1) {
 		log_warnx("delivery outcome not recorded, the lease will expire",
 		    "webhook=%s delivery=%s reason=\"redis not ready\"", h->name, a->id);
@@ -496,6 +502,17 @@ size_t
 deliver_busy(const struct deliver *d)
 {
 	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreleases;
+}
+
+bool
+deliver_breaker_open(struct deliver *d, const char *webhook)
+{
+	struct hook *h;
+
+	for (h = d->hooks; h != NULL; h = h->next)
+		if (strcmp(h->name, webhook) == 0)
+			return h->open;
+	return false;
 }
 
 const char *

@@ -4,6 +4,7 @@
 #ifndef PAYRELAY_DELIVER_H
 #define PAYRELAY_DELIVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,5 +31,7 @@ void deliver_abort(struct deliver *d);
 /* Attempts and claims not yet settled in Redis. */
 size_t deliver_busy(const struct deliver *d);
 const char *deliver_instance(const struct deliver *d);
+/* Whether this process's breaker for `webhook` is open. */
+bool deliver_breaker_open(struct deliver *d, const char *webhook);
 
 #endif

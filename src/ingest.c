@@ -17,6 +17,7 @@
 #include "family.h"
 #include "form.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 
@@ -36,6 +37,7 @@ struct pending {
 	char *trade_no;
 	char *out_trade_no;
 	long long amount_fen;
+	struct timespec started; /* when the request was handed to us */
 };
 
 static void
@@ -52,10 +54,31 @@ ingest_reply(struct evhttp_request *req, int code, const char *reason, const cha
 		evbuffer_free(buf);
 }
 
+/* Counts a callback's fate; `channel` is a configured name or NULL (an
+ * unknown one: never a label an attacker could choose). */
+static void
+ingest_count(struct env *env, const char *channel, enum ingest_result res)
+{
+	static const char *const names[INGEST_NRESULTS] = {
+		[INGEST_RECORDED] = "recorded",
+		[INGEST_DUPLICATE] = "duplicate",
+		[INGEST_REFUSED] = "refused",
+		[INGEST_FORBIDDEN] = "forbidden",
+		[INGEST_NOT_FOUND] = "not_found",
+		[INGEST_UNAVAILABLE] = "unavailable",
+		[INGEST_OTHER] = "other",
+	};
+
+	env->results[res]++;
+	metrics_inc(env->metrics, "payrelay_callbacks_total", "channel",
+	    channel != NULL ? channel : "unknown", "result", names[res]);
+}
+
 /* Every refusal says exactly "fail": gateways search the reply for
  * "success" or "ok", so an explanation could read as an ack. */
 static void
-ingest_fail(struct env *env, struct evhttp_request *req, int code, enum ingest_result res)
+ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, int code,
+    enum ingest_result res)
 {
 	static const struct {
 		int code;
@@ -74,7 +97,7 @@ ingest_fail(struct env *env, struct evhttp_request *req, int code, enum ingest_r
 	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
 		if (reasons[i].code == code)
 			reason = reasons[i].reason;
-	env->results[res]++;
+	ingest_count(env, channel, res);
 	ingest_reply(req, code, reason, "fail");
 }
 
@@ -179,7 +202,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 
 	switch (r) {
 	case STORE_NEW:
-		env->results[INGEST_RECORDED]++;
+		ingest_count(env, pd->channel, INGEST_RECORDED);
 		if (strcmp(type, "order.amount_mismatch") == 0)
 			log_warnx("callback recorded with amount mismatch",
 			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
@@ -194,7 +217,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 			    pd->amount_fen);
 		break;
 	case STORE_DUP:
-		env->results[INGEST_DUPLICATE]++;
+		ingest_count(env, pd->channel, INGEST_DUPLICATE);
 		log_info("callback duplicate", "channel=%s event=%s trade_no=\"%.64s\"",
 		    pd->channel, pd->event_id, pd->trade_no);
 		break;
@@ -215,10 +238,17 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	 * instead of the completion one if the answer cannot be written. */
 	pd->replying = true;
 	evhttp_request_set_on_complete_cb(req, ingest_reply_sent, pd);
-	if (r == STORE_NEW || r == STORE_DUP)
+	if (r == STORE_NEW || r == STORE_DUP) {
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		metrics_observe_ack(env->metrics,
+		    (double)(now.tv_sec - pd->started.tv_sec) +
+			(double)(now.tv_nsec - pd->started.tv_nsec) / 1e9);
 		ingest_reply(req, 200, "OK", pd->family->ack_body);
-	else
-		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
+	} else {
+		ingest_fail(env, req, pd->channel, 503, INGEST_UNAVAILABLE);
+	}
 }
 
 /* "application/x-www-form-urlencoded", maybe with parameters; absent counts
@@ -241,7 +271,7 @@ is_form_content_type(const char *ct)
  * fail with, or 0 (answered later, from ingest_recorded). */
 static int
 ingest_record(struct env *env, struct evhttp_request *req, const struct channel *ch,
-    struct event *ev)
+    struct event *ev, const struct timespec *t0)
 {
 	struct pending *pd;
 
@@ -255,6 +285,7 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 	pd->trade_no = strdup(ev->trade_no);
 	pd->out_trade_no = strdup(ev->out_trade_no);
 	pd->amount_fen = ev->amount_fen;
+	pd->started = *t0;
 	if (pd->trade_no == NULL || pd->out_trade_no == NULL ||
 	    record_event(env, ch, ev, ingest_recorded, pd) == -1) {
 		log_warnx("callback not recorded, answered 503",
@@ -283,22 +314,24 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 	enum verdict v;
 	const char *query;
 	int code;
+	struct timespec t0;
 
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	params_init(&p);
 	if (ch == NULL) {
 		ingest_log_refusal(req, "-", "unknown channel", NULL);
-		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		goto out;
 	}
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
 		ingest_log_refusal(req, ch->name, "method not allowed", NULL);
-		ingest_fail(env, req, 405, INGEST_OTHER);
+		ingest_fail(env, req, ch->name, 405, INGEST_OTHER);
 		goto out;
 	}
 	peer = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
 	if (peer == NULL || !channel_allows(ch, peer)) {
 		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL);
-		ingest_fail(env, req, 403, INGEST_FORBIDDEN);
+		ingest_fail(env, req, ch->name, 403, INGEST_FORBIDDEN);
 		goto out;
 	}
 	query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
@@ -312,7 +345,7 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 
 		if (len > 0 && !is_form_content_type(ct)) {
 			ingest_log_refusal(req, ch->name, "unsupported content type", NULL);
-			ingest_fail(env, req, 415, INGEST_OTHER);
+			ingest_fail(env, req, ch->name, 415, INGEST_OTHER);
 			goto out;
 		}
 		/* Decoded after the query: the body wins on a repeated name. */
@@ -321,19 +354,19 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 	}
 	if (ferr != FORM_OK) {
 		ingest_log_refusal(req, ch->name, form_error_str(ferr), NULL);
-		ingest_fail(env, req, 400, INGEST_REFUSED);
+		ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	memset(&ev, 0, sizeof(ev));
 	if ((v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
 		ingest_log_refusal(req, ch->name, verdict_str(v), &p);
-		ingest_fail(env, req, 400, INGEST_REFUSED);
+		ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
-	if ((code = ingest_record(env, req, ch, &ev)) != 0)
-		ingest_fail(env, req, code, INGEST_UNAVAILABLE);
+	if ((code = ingest_record(env, req, ch, &ev, &t0)) != 0)
+		ingest_fail(env, req, ch->name, code, INGEST_UNAVAILABLE);
 out:
 	params_free(&p);
 }
@@ -348,11 +381,11 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	size_t n;
 
 	if (env->stopping) {
-		ingest_fail(env, req, 503, INGEST_UNAVAILABLE);
+		ingest_fail(env, req, NULL, 503, INGEST_UNAVAILABLE);
 		return;
 	}
 	if (path == NULL || strncmp(path, NOTIFY_PREFIX, sizeof(NOTIFY_PREFIX) - 1) != 0) {
-		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	path += sizeof(NOTIFY_PREFIX) - 1;
@@ -361,14 +394,14 @@ ingest_cb(struct evhttp_request *req, void *arg)
 		n--; /* tolerate /notify/NAME/ */
 	if (n == 0 || n >= sizeof(channel)) {
 		ingest_log_refusal(req, "-", "unknown channel", NULL);
-		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	memcpy(channel, path, n);
 	channel[n] = '\0';
 	if (!config_name_valid(channel)) {
 		ingest_log_refusal(req, "-", "unknown channel", NULL);
-		ingest_fail(env, req, 404, INGEST_NOT_FOUND);
+		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	ingest_notify(env, req, channel);

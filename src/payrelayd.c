@@ -19,6 +19,7 @@
 #include "httpc.h"
 #include "ingest.h"
 #include "log.h"
+#include "metrics.h"
 #include "poll.h"
 #include "sdnotify.h"
 #include "store.h"
@@ -264,6 +265,7 @@ env_free(struct env *env)
 		event_free(env->ev_shutdown);
 	if (env->ev_watchdog)
 		event_free(env->ev_watchdog);
+	metrics_free(env->metrics);
 	config_free(env->cfg);
 	if (env->base)
 		event_base_free(env->base);
@@ -329,6 +331,8 @@ main(int argc, char **argv)
 	log_info("starting", "version=%s config=\"%s\" channels=%zu", PAYRELAY_VERSION, path,
 	    env.cfg->nchannels);
 
+	if ((env.metrics = metrics_new()) == NULL)
+		fatalx("out of memory", "");
 	if ((env.base = event_loop_new()) == NULL)
 		fatalx("cannot create the event loop", "");
 	if (setup_signals(&env) == -1)

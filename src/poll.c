@@ -14,6 +14,7 @@
 #include "family.h"
 #include "httpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 
@@ -138,6 +139,8 @@ done_reply(void *arg, const struct redisReply *rep)
 	log_info("order polled",
 	    "channel=%s out_trade_no=\"%.64s\" result=%s state=%s poll=%ld detail=\"%s\"",
 	    q->channel, q->out_trade_no, q->result, state, q->polls + 1, q->detail);
+	metrics_inc(p->env->metrics, "payrelay_polls_total", "channel", q->channel, "result",
+	    q->result);
 	if (q->now_cb != NULL)
 		q->now_cb(q->now_arg, POLL_NOW_DONE, q->result, q->detail);
 	pquery_free(q);
@@ -485,6 +488,7 @@ sweep_lock_reply(void *arg, const struct redisReply *rep)
 	sw->next = p->sweeps;
 	p->sweeps = sw;
 	log_info("sweep started", "channel=%s", sw->channel);
+	metrics_inc(p->env->metrics, "payrelay_sweeps_total", "channel", sw->channel, NULL, NULL);
 	sweep_page(sw); /* busy stays counted until sweep_end */
 }
 

@@ -262,6 +262,105 @@ static const char poll_done_script[] =
     "redis.call('ZADD', KEYS[2], nxt, ARGV[1])\n"
     "return 'pending'\n";
 
+/*
+ * An event by id (admin). KEYS[1] its dedup key, [2] the stream. Returns
+ * {"ok", stream id, field, value, ...} or {"missing"} or {"trimmed", id}.
+ */
+static const char event_get_script[] = "local sid = redis.call('GET', KEYS[1])\n"
+				       "if not sid then return {'missing'} end\n"
+				       "local r = redis.call('XRANGE', KEYS[2], sid, sid)\n"
+				       "if #r == 0 then return {'trimmed', sid} end\n"
+				       "local out = {'ok', sid}\n"
+				       "for _, v in ipairs(r[1][2]) do out[#out + 1] = v end\n"
+				       "return out\n";
+
+/*
+ * Deliveries of one webhook in one set (admin). KEYS[1] the due or dead
+ * zset. ARGV[1] how many at most, [2] delivery hash key prefix. Returns
+ * {{id, score, field, value, ...}, ...} without the event body.
+ */
+static const char deliveries_list_script[] =
+    "local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')\n"
+    "local fields = {'event_id', 'webhook', 'state', 'attempts', 'last_status', 'last_error',\n"
+    "  'created_ms', 'due_ms', 'dead_ms', 'delivered_ms', 'last_attempt_ms', 'lease_owner',\n"
+    "  'replay_of'}\n"
+    "local out = {}\n"
+    "for i = 1, #ids, 2 do\n"
+    "  local f = redis.call('HMGET', ARGV[2] .. ids[i], unpack(fields))\n"
+    "  local row = {ids[i], ids[i + 1]}\n"
+    "  for j, name in ipairs(fields) do\n"
+    "    if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "  end\n"
+    "  out[#out + 1] = row\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * Replays (SPEC §7): a new delivery of the same event, due now. A dead
+ * delivery that is replayed leaves the dead set (state "replayed",
+ * replayed_as). The new id is derived from the old one and the time.
+ * ARGV[1] mode: "one" (ARGV[5] the delivery id), "dead" (ARGV[5] the
+ * webhook: every dead delivery of it, at most ARGV[6]) or "range"
+ * (ARGV[5] webhook, [6] at most, [7] since ms, [8] until ms, [9] wanted
+ * event types ",a,b,", [10] wanted channels ",x,y," or "*", KEYS[1] the
+ * stream). ARGV[2] now (ms), [3] key prefix. Returns {count, last new id}
+ * or {-1, why}.
+ */
+static const char replay_script[] =
+    "local now, P = ARGV[2], ARGV[3]\n"
+    "local function fresh(seed)\n"
+    "  return 'dlv_' .. string.sub(redis.sha1hex(seed .. ':' .. now .. ':replay'), 1, 32)\n"
+    "end\n"
+    "local function deliver(webhook, event_id, body, sid, of)\n"
+    "  local id = fresh(of ~= '' and of or (webhook .. ':' .. event_id))\n"
+    "  redis.call('HSET', P .. 'delivery:' .. id, 'id', id, 'event_id', event_id,\n"
+    "    'webhook', webhook, 'state', 'pending', 'attempts', 0, 'created_ms', now,\n"
+    "    'due_ms', now, 'stream_id', sid, 'event', body, 'replay_of', of)\n"
+    "  redis.call('ZADD', P .. 'wh:' .. webhook .. ':due', now, id)\n"
+    "  return id\n"
+    "end\n"
+    "local function replay(old)\n"
+    "  local h = P .. 'delivery:' .. old\n"
+    "  local f = redis.call('HMGET', h, 'event_id', 'event', 'webhook', 'state', 'stream_id')\n"
+    "  if not f[2] then return nil, 'no such delivery' end\n"
+    "  if f[4] == 'pending' then return nil, 'the delivery is still pending' end\n"
+    "  local id = deliver(f[3], f[1], f[2], f[5] or '', old)\n"
+    "  if f[4] == 'dead' then\n"
+    "    redis.call('ZREM', P .. 'wh:' .. f[3] .. ':dead', old)\n"
+    "    redis.call('HSET', h, 'state', 'replayed', 'replayed_as', id)\n"
+    "  else\n"
+    "    redis.call('HSET', h, 'replayed_as', id)\n"
+    "  end\n"
+    "  return id\n"
+    "end\n"
+    "if ARGV[1] == 'one' then\n"
+    "  local id, why = replay(ARGV[5])\n"
+    "  if not id then return {-1, why} end\n"
+    "  return {1, id}\n"
+    "end\n"
+    "local n, last = 0, ''\n"
+    "if ARGV[1] == 'dead' then\n"
+    "  local ids = redis.call('ZRANGE', P .. 'wh:' .. ARGV[5] .. ':dead', 0, tonumber(ARGV[6]) - "
+    "1)\n"
+    "  for _, old in ipairs(ids) do\n"
+    "    local id = replay(old)\n"
+    "    if id then n = n + 1; last = id end\n"
+    "  end\n"
+    "  return {n, last}\n"
+    "end\n"
+    "local entries = redis.call('XRANGE', KEYS[1], ARGV[7], ARGV[8], 'COUNT', tonumber(ARGV[6]))\n"
+    "for _, e in ipairs(entries) do\n"
+    "  local f = {}\n"
+    "  for i = 1, #e[2], 2 do f[e[2][i]] = e[2][i + 1] end\n"
+    "  if f.event and string.find(ARGV[9], ',' .. (f.type or '') .. ',', 1, true) and\n"
+    "     (ARGV[10] == '*' or string.find(ARGV[10], ',' .. (f.channel or '') .. ',', 1, true)) "
+    "then\n"
+    "    last = deliver(ARGV[5], f.id, f.event, e[1], '')\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return {n, last}\n";
+
 enum script {
 	SCRIPT_RECORD,
 	SCRIPT_CLAIM,
@@ -271,6 +370,9 @@ enum script {
 	SCRIPT_POLL_CLAIM,
 	SCRIPT_POLL_ONE,
 	SCRIPT_POLL_DONE,
+	SCRIPT_EVENT_GET,
+	SCRIPT_DELIVERIES_LIST,
+	SCRIPT_REPLAY,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -289,6 +391,10 @@ static const struct {
 	[SCRIPT_POLL_CLAIM] = { "poll_claim", poll_claim_script, sizeof(poll_claim_script) - 1 },
 	[SCRIPT_POLL_ONE] = { "poll_one", poll_one_script, sizeof(poll_one_script) - 1 },
 	[SCRIPT_POLL_DONE] = { "poll_done", poll_done_script, sizeof(poll_done_script) - 1 },
+	[SCRIPT_EVENT_GET] = { "event_get", event_get_script, sizeof(event_get_script) - 1 },
+	[SCRIPT_DELIVERIES_LIST] = { "deliveries_list", deliveries_list_script,
+	    sizeof(deliveries_list_script) - 1 },
+	[SCRIPT_REPLAY] = { "replay", replay_script, sizeof(replay_script) - 1 },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 
@@ -301,6 +407,7 @@ struct store {
 	bool connected;         /* TCP/unix connection up */
 	bool ready;             /* authenticated and every script loaded */
 	bool closing;
+	uint64_t errors; /* requests that failed or timed out */
 	char sha[NSCRIPTS][41];
 	int nloaded;
 	struct event *reconnect_ev;
@@ -639,6 +746,8 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 		    scripts[r->script].name, rep->str);
 		rep = NULL;
 	}
+	if (rep == NULL && !r->answered)
+		s->errors++;
 	store_req_answer(r, rep);
 	store_req_free(r);
 }
@@ -652,6 +761,7 @@ store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	log_warnx("redis request timed out", "script=%s timeout_ms=%d", scripts[r->script].name,
 	    r->s->timeout_ms);
 	r->timed_out = true;
+	r->s->errors++;
 	store_req_answer(r, NULL);
 }
 
@@ -1122,4 +1232,93 @@ store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_
 	rc |= req_args(r, "PX");
 	rc |= req_argll(r, (long long)ms);
 	return req_send(r, rc);
+}
+
+/* --- operations (admin) -------------------------------------------------- */
+
+int
+store_event_get(struct store *s, const char *event_id, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_EVENT_GET, 2, 256, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 2);
+	rc |= req_cat(r, s->prefix, "dedup:", event_id, NULL);
+	rc |= req_args(r, s->stream_key);
+	return req_send(r, rc);
+}
+
+int
+store_deliveries_list(struct store *s, const char *webhook, bool dead, int limit,
+    store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_DELIVERIES_LIST, 3, 256, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 1);
+	rc |= req_cat(r, s->prefix, "wh:", webhook, dead ? ":dead" : ":due", NULL);
+	rc |= req_argll(r, limit);
+	rc |= req_cat(r, s->prefix, "delivery:", NULL);
+	return req_send(r, rc);
+}
+
+int
+store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_REPLAY, 12, 512, reply_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_begin(r, 1);
+	rc |= req_args(r, s->stream_key);
+	rc |= req_args(r, q->mode);
+	rc |= req_argll(r, (long long)now_ms());
+	rc |= req_args(r, s->prefix);
+	rc |= req_args(r, ""); /* ARGV[4]: unused */
+	rc |= req_args(r, q->target);
+	rc |= req_argll(r, q->max);
+	rc |= req_argll(r, (long long)q->since_ms);
+	rc |= req_argll(r, (long long)q->until_ms);
+	rc |= req_args(r, q->events != NULL ? q->events : "");
+	rc |= req_args(r, q->channels != NULL ? q->channels : "*");
+	return req_send(r, rc);
+}
+
+int
+store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb, void *arg)
+{
+	/* One MULTI-free pipeline would need several callbacks: a short
+	 * script counts them all in one answer. */
+	static const char zcards[] =
+	    "local out = {}\n"
+	    "for i, k in ipairs(KEYS) do out[i] = redis.call('ZCARD', k) end\n"
+	    "return out\n";
+	struct store_req *r =
+	    store_req_new(s, SCRIPT_NONE, nkeys + 3, 256 + 64 * nkeys, reply_done, arg);
+	size_t i;
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.reply = cb;
+	rc = req_args(r, "EVAL");
+	rc |= req_arg(r, zcards, sizeof(zcards) - 1);
+	rc |= req_argll(r, (long long)nkeys);
+	for (i = 0; i < nkeys; i++)
+		rc |= req_cat(r, s->prefix, keys[i], NULL);
+	return req_send(r, rc);
+}
+
+uint64_t
+store_errors(const struct store *s)
+{
+	return s == NULL ? 0 : s->errors;
 }

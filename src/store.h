@@ -122,4 +122,26 @@ int store_order_get(struct store *s, const char *channel, const char *out_trade_
 int store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
     store_reply_cb *cb, void *arg) WUR;
 
+/* Operations (admin API). */
+int store_event_get(struct store *s, const char *event_id, store_reply_cb *cb, void *arg) WUR;
+int store_deliveries_list(struct store *s, const char *webhook, bool dead, int limit,
+    store_reply_cb *cb, void *arg) WUR;
+
+struct store_replay_req {
+	const char *mode;   /* "one", "dead" or "range" */
+	const char *target; /* the delivery id (one) or the webhook (dead, range) */
+	long max;           /* most deliveries made at once */
+	int64_t since_ms, until_ms;
+	const char *events;   /* range: ",order.paid,...," */
+	const char *channels; /* range: ",a,b," or "*" */
+};
+
+int store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *cb,
+    void *arg) WUR;
+/* ZCARD of each key (the prefix is added), in one answer. */
+int store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb,
+    void *arg) WUR;
+/* Requests that failed or timed out since start. */
+uint64_t store_errors(const struct store *s);
+
 #endif

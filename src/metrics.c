@@ -1,0 +1,194 @@
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct counter {
+	char *name;
+	char *labels; /* rendered: a="x",b="y" (may be empty) */
+	uint64_t value;
+};
+
+static const double ack_buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+	0.5, 1, 2.5, 5 };
+#define NBUCKETS (sizeof(ack_buckets) / sizeof(ack_buckets[0]))
+
+struct metrics {
+	struct counter *v;
+	size_t n, cap;
+	uint64_t ack_buckets[NBUCKETS];
+	uint64_t ack_count;
+	double ack_sum;
+};
+
+static const struct {
+	const char *name;
+	const char *help;
+} helps[] = {
+	{ "payrelay_callbacks_total", "Gateway callbacks by channel and result." },
+	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
+	{ "payrelay_polls_total", "Gateway polls by channel and result." },
+	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
+	{ "payrelay_sweeps_total", "epay sweeps started, by channel." },
+};
+
+struct metrics *
+metrics_new(void)
+{
+	return calloc(1, sizeof(struct metrics));
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->n; i++) {
+		free(m->v[i].name);
+		free(m->v[i].labels);
+	}
+	free(m->v);
+	free(m);
+}
+
+/* Prometheus label value escaping: backslash, quote, newline. */
+static int
+add_label(struct sbuf *b, const char *name, const char *value)
+{
+	const char *c;
+	int rc = 0;
+
+	if (b->len > 0)
+		rc |= sbuf_addc(b, ',');
+	rc |= sbuf_adds(b, name);
+	rc |= sbuf_adds(b, "=\"");
+	for (c = value; *c != '\0'; c++) {
+		if (*c == '\\' || *c == '"')
+			rc |= sbuf_addc(b, '\\') | sbuf_addc(b, *c);
+		else if (*c == '\n')
+			rc |= sbuf_adds(b, "\\n");
+		else
+			rc |= sbuf_addc(b, *c);
+	}
+	rc |= sbuf_addc(b, '"');
+	return rc;
+}
+
+void
+metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1, const char *l2,
+    const char *v2)
+{
+	struct sbuf labels;
+	size_t i;
+
+	if (m == NULL)
+		return;
+	sbuf_init(&labels);
+	if ((l1 != NULL && add_label(&labels, l1, v1 != NULL ? v1 : "") != 0) ||
+	    (l2 != NULL && add_label(&labels, l2, v2 != NULL ? v2 : "") != 0) ||
+	    sbuf_add(&labels, "", 0) != 0) {
+		sbuf_free(&labels);
+		return;
+	}
+	for (i = 0; i < m->n; i++) {
+		if (strcmp(m->v[i].name, name) == 0 && strcmp(m->v[i].labels, labels.p) == 0) {
+			m->v[i].value++;
+			sbuf_free(&labels);
+			return;
+		}
+	}
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 32;
+		struct counter *nv = realloc(m->v, cap * sizeof(*nv));
+
+		if (nv == NULL) {
+			sbuf_free(&labels);
+			return;
+		}
+		m->v = nv;
+		m->cap = cap;
+	}
+	if ((m->v[m->n].name = strdup(name)) == NULL) {
+		sbuf_free(&labels);
+		return;
+	}
+	m->v[m->n].labels = sbuf_steal(&labels);
+	m->v[m->n].value = 1;
+	m->n++;
+}
+
+void
+metrics_observe_ack(struct metrics *m, double seconds)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < NBUCKETS; i++)
+		if (seconds <= ack_buckets[i])
+			m->ack_buckets[i]++;
+	m->ack_count++;
+	m->ack_sum += seconds;
+}
+
+int
+metrics_family(struct sbuf *out, const char *name, const char *type, const char *help)
+{
+	return sbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+int
+metrics_sample(struct sbuf *out, const char *name, const char *l1, const char *v1, double value)
+{
+	struct sbuf labels;
+	int rc;
+
+	sbuf_init(&labels);
+	if (l1 != NULL && (add_label(&labels, l1, v1) != 0 || sbuf_add(&labels, "", 0) != 0)) {
+		sbuf_free(&labels);
+		return -1;
+	}
+	if (labels.len > 0)
+		rc = sbuf_printf(out, "%s{%s} %.17g\n", name, labels.p, value);
+	else
+		rc = sbuf_printf(out, "%s %.17g\n", name, value);
+	sbuf_free(&labels);
+	return rc;
+}
+
+int
+metrics_render(const struct metrics *m, struct sbuf *out)
+{
+	size_t h, i;
+	int rc = 0;
+
+	for (h = 0; h < sizeof(helps) / sizeof(helps[0]); h++) {
+		rc |= metrics_family(out, helps[h].name, "counter", helps[h].help);
+		for (i = 0; i < m->n; i++) {
+			const struct counter *c = &m->v[i];
+
+			if (strcmp(c->name, helps[h].name) != 0)
+				continue;
+			if (c->labels[0] != '\0')
+				rc |= sbuf_printf(out, "%s{%s} %llu\n", c->name, c->labels,
+				    (unsigned long long)c->value);
+			else
+				rc |= sbuf_printf(out, "%s %llu\n", c->name,
+				    (unsigned long long)c->value);
+		}
+	}
+	rc |= metrics_family(out, "payrelay_ack_latency_seconds", "histogram",
+	    "Time from a callback's arrival to its answer, for recorded and duplicate callbacks.");
+	for (i = 0; i < NBUCKETS; i++)
+		rc |= sbuf_printf(out, "payrelay_ack_latency_seconds_bucket{le=\"%g\"} %llu\n",
+		    ack_buckets[i], (unsigned long long)m->ack_buckets[i]);
+	rc |= sbuf_printf(out, "payrelay_ack_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+	    (unsigned long long)m->ack_count);
+	rc |= sbuf_printf(out, "payrelay_ack_latency_seconds_sum %.9f\n", m->ack_sum);
+	rc |= sbuf_printf(out, "payrelay_ack_latency_seconds_count %llu\n",
+	    (unsigned long long)m->ack_count);
+	return rc;
+}

@@ -1,0 +1,30 @@
+/* Prometheus metrics (SPEC §7): counters and one histogram kept in the
+ * process, rendered as text by the admin API. Label values are escaped;
+ * only configured names (channels, webhooks) and fixed words are used as
+ * labels, so a caller on the internet cannot grow the set. */
+#ifndef PAYRELAY_METRICS_H
+#define PAYRELAY_METRICS_H
+
+#include <stdint.h>
+
+#include "util.h"
+
+struct metrics;
+
+struct metrics *metrics_new(void);
+void metrics_free(struct metrics *m);
+
+/* Adds 1 to counter `name` with up to two labels (NULL label names end). */
+void metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1,
+    const char *l2, const char *v2);
+/* Records one callback answer latency in seconds. */
+void metrics_observe_ack(struct metrics *m, double seconds);
+/* Appends every counter and the histogram, with HELP and TYPE lines. */
+int metrics_render(const struct metrics *m, struct sbuf *out) WUR;
+/* Appends `name{labels} value` for a gauge (HELP/TYPE once per name is the
+ * caller's, with metrics_family). */
+int metrics_family(struct sbuf *out, const char *name, const char *type, const char *help) WUR;
+int metrics_sample(struct sbuf *out, const char *name, const char *l1, const char *v1,
+    double value) WUR;
+
+#endif
