@@ -62,21 +62,15 @@ admin_authorized(struct env *env, struct evhttp_request *req)
 	return ct_equal(h + 7, strlen(h + 7), token, strlen(token));
 }
 
-/* The order hash (HGETALL) as JSON: numbers as numbers, the amount also
- * in yuan. NULL when the reply is empty. */
-static json_t *
-order_json(const struct redisReply *rep)
+/* Copies field/value pairs of a Redis reply (from element `start`) into o:
+ * the fields named in `numeric` as integers, the rest as strings (null when
+ * not UTF-8). */
+static void
+pairs_to_json(json_t *o, const struct redisReply *rep, size_t start, const char *const *numeric)
 {
-	static const char *const numeric[] = { "amount_fen", "polls", "created_ms", "expires_ms",
-		"next_poll_ms", "last_poll_ms", "paid_at_ms", "expired_ms", "lease_until_ms",
-		NULL };
-	json_t *o;
 	size_t i;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
-	    (o = json_object()) == NULL)
-		return NULL;
-	for (i = 0; i + 1 < rep->elements; i += 2) {
+	for (i = start; i + 1 < rep->elements; i += 2) {
 		const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
 		const char *const *n;
 		bool num = false;
@@ -88,11 +82,27 @@ order_json(const struct redisReply *rep)
 		if (num) {
 			json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
 		} else {
-			json_t *js = json_string(v); /* NULL when v is not UTF-8 */
+			json_t *js = json_string(v);
 
 			json_object_set_new(o, k, js != NULL ? js : json_null());
 		}
 	}
+}
+
+/* The order hash (HGETALL) as JSON: numbers as numbers, the amount also
+ * in yuan. NULL when the reply is empty. */
+static json_t *
+order_json(const struct redisReply *rep)
+{
+	static const char *const numeric[] = { "amount_fen", "polls", "created_ms", "expires_ms",
+		"next_poll_ms", "last_poll_ms", "paid_at_ms", "expired_ms", "lease_until_ms",
+		NULL };
+	json_t *o;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
+	    (o = json_object()) == NULL)
+		return NULL;
+	pairs_to_json(o, rep, 0, numeric);
 	/* The same name as the registration answer uses. */
 	if (json_object_get(o, "expires_ms") != NULL) {
 		json_object_set(o, "expires_at_ms", json_object_get(o, "expires_ms"));
@@ -443,7 +453,7 @@ deliveries_reply(void *arg, const struct redisReply *rep)
 	static const char *const numeric[] = { "attempts", "last_status", "created_ms", "due_ms",
 		"dead_ms", "delivered_ms", "last_attempt_ms", NULL };
 	struct listing *l = arg;
-	size_t i, j;
+	size_t i;
 
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
 		l->failed = true;
@@ -455,23 +465,7 @@ deliveries_reply(void *arg, const struct redisReply *rep)
 		    (o = json_object()) == NULL)
 			continue;
 		json_object_set_new(o, "id", json_string(row->element[0]->str));
-		for (j = 2; j + 1 < row->elements; j += 2) {
-			const char *k = row->element[j]->str, *v = row->element[j + 1]->str;
-			const char *const *n;
-			bool num = false;
-
-			if (k == NULL || v == NULL)
-				continue;
-			for (n = numeric; *n != NULL; n++)
-				num |= strcmp(k, *n) == 0;
-			if (num) {
-				json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
-			} else {
-				json_t *js = json_string(v);
-
-				json_object_set_new(o, k, js != NULL ? js : json_null());
-			}
-		}
+		pairs_to_json(o, row, 2, numeric);
 		json_array_append_new(l->rows, o);
 	}
 	if (--l->waiting > 0)
