@@ -164,13 +164,20 @@ str_differs(const char *a, const char *b)
 	return strcmp(a, b) != 0;
 }
 
+static bool
+netaddr_differs(const struct netaddr *a, const struct netaddr *b)
+{
+	return a->is_unix != b->is_unix || a->port != b->port || strcmp(a->host, b->host) != 0 ||
+	    strcmp(a->path, b->path) != 0;
+}
+
 /* What the listener and the store copied at start-up. */
 static bool
 restart_needed(const struct config *a, const struct config *b)
 {
-	return memcmp(&a->listen, &b->listen, sizeof(a->listen)) != 0 ||
-	    memcmp(&a->admin_listen, &b->admin_listen, sizeof(a->admin_listen)) != 0 ||
-	    memcmp(&a->redis, &b->redis, sizeof(a->redis)) != 0 || a->redis_db != b->redis_db ||
+	return netaddr_differs(&a->listen, &b->listen) ||
+	    netaddr_differs(&a->admin_listen, &b->admin_listen) ||
+	    netaddr_differs(&a->redis, &b->redis) || a->redis_db != b->redis_db ||
 	    str_differs(a->redis_user, b->redis_user) ||
 	    str_differs(a->redis_password, b->redis_password) ||
 	    str_differs(a->redis_prefix, b->redis_prefix) ||

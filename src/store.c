@@ -564,7 +564,10 @@ store_on_connect(const redisAsyncContext *c, int status)
 	s->connected = true;
 	s->nloaded = 0;
 	log_info("redis connected", "");
-	redisEnableKeepAlive((redisContext *)&c->c);
+	/* TCP only: on a unix socket the keep-alive options fail and hiredis
+	 * drops the connection. */
+	if (c->c.connection_type == REDIS_CONN_TCP)
+		redisEnableKeepAlive((redisContext *)&c->c);
 	/* Commands are pipelined in order: AUTH and SELECT run before the loads. */
 	if (s->password != NULL) {
 		if (s->user != NULL)
