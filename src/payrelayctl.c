@@ -1,0 +1,1221 @@
+/* payrelayctl: the on-call tool (SPEC §7). Reads the admin address and token
+ * from payrelayd's own config file and asks the admin API; tables for
+ * people, the API's JSON for scripts, and exit statuses scripts can trust
+ * (enum ctl_exit). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "amount.h"
+#include "config.h"
+#include "config_build.h"
+#include "ctl_http.h"
+#include "ctl_out.h"
+
+#define DEFAULT_CONFIG "/etc/payrelay/payrelayd.conf"
+#define DEFAULT_TIMEOUT_MS 10000L
+#define MAX_POSITIONAL 4
+/* A longer last_error is cut in the deliveries table (--json has it all). */
+#define LAST_ERROR_COLUMNS 40
+
+/* Options without a short form. */
+enum {
+	OPT_JSON = 256,
+	OPT_TIMEOUT,
+	OPT_DEAD,
+	OPT_PENDING,
+	OPT_WEBHOOK,
+	OPT_LIMIT,
+	OPT_SINCE,
+	OPT_UNTIL,
+	OPT_EXPIRES_IN,
+};
+
+struct ctl {
+	const char *config_path;
+	bool json;
+	long timeout_ms; /* 0: not given */
+	struct config *cfg;
+	struct ctl_http *http;
+};
+
+/* What the command line said, checked by each command. */
+struct args {
+	char *pos[MAX_POSITIONAL];
+	int npos;
+	bool dead, pending;
+	const char *webhook;
+	const char *limit;
+	const char *since, *until;
+	const char *expires_in;
+};
+
+struct command {
+	const char *name;
+	const char *sub; /* "show" of "events show"; NULL for one-word commands */
+	const char *synopsis;
+	const char *summary;
+	const char *help;
+	const struct option *opts; /* the command's own, besides global_opts */
+	int min_pos, max_pos;
+	/* Checks the arguments without the config: CTL_OK or CTL_USAGE. */
+	int (*check)(const struct command *cmd, struct ctl *c, struct args *a);
+	int (*run)(struct ctl *c, struct args *a);
+};
+
+static const char global_help[] =
+    "Options (anywhere on the line):\n"
+    "  -c, --config FILE   payrelayd's config file, for [admin] listen and token\n"
+    "                      (default " DEFAULT_CONFIG ")\n"
+    "      --json          print the API's JSON answer as it is, for scripts\n"
+    "      --timeout S     give up on payrelayd after S seconds (default 10)\n"
+    "  -h, --help          this help\n";
+
+static const char exit_help[] =
+    "Exit status:\n"
+    "  0  success\n"
+    "  1  the API answered an error (printed as \"payrelayctl: ERROR (HTTP N)\"),\n"
+    "     or, for status, payrelayd is up but not ready\n"
+    "  2  usage error: bad arguments, unknown command\n"
+    "  3  payrelayd is unreachable: connection refused, timeout\n"
+    "  4  the config file is unreadable or invalid (each problem as FILE:LINE: message)\n"
+    "  5  authentication failed: the admin token was refused (HTTP 401)\n"
+    "  6  not found (HTTP 404): no such event, delivery, order, channel or webhook\n";
+
+/* --- small helpers ------------------------------------------------------- */
+
+static void
+print_json_body(const struct ctl_answer *ans)
+{
+	fwrite(ans->body.p, 1, ans->body.len, stdout);
+	if (ans->body.len == 0 || ans->body.p[ans->body.len - 1] != '\n')
+		putchar('\n');
+}
+
+/* "key: value", the value made safe for the terminal. */
+static void
+print_kv(const char *key, const char *value)
+{
+	fputs(key, stdout);
+	fputs(": ", stdout);
+	ctl_out_safe(stdout, value != NULL && *value != '\0' ? value : "-");
+	putchar('\n');
+}
+
+static bool
+in_list(const char *const *list, const char *s)
+{
+	for (; *list != NULL; list++) {
+		if (strcmp(*list, s) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* One member as "key: value". A *_ms integer is a time: shown in UTC
+ * under its name without _ms ("created_ms" -> "created"), 0 as "-". */
+static void
+print_member(const char *key, const json_t *v)
+{
+	size_t n = strlen(key);
+	int64_t ms;
+	char *text;
+
+	if (json_is_object(v) || json_is_array(v))
+		return;
+	if (n > 3 && strcmp(key + n - 3, "_ms") == 0 && ctl_out_json_int(v, &ms) == 0) {
+		char label[64], when[32];
+
+		snprintf(label, sizeof(label), "%.*s", (int)(n - 3), key);
+		if (ms > 0)
+			ctl_out_time(when, ms);
+		print_kv(label, ms > 0 ? when : NULL);
+		return;
+	}
+	text = ctl_out_json_text(v);
+	print_kv(key, text);
+	free(text);
+}
+
+/* The members of `o` in the order of `first`, then the others that are not
+ * in `skip`, as they come. */
+static void
+print_object(const json_t *o, const char *const *first, const char *const *skip)
+{
+	const char *const *k;
+	const char *key;
+	json_t *v;
+
+	for (k = first; *k != NULL; k++) {
+		if ((v = json_object_get(o, *k)) != NULL)
+			print_member(*k, v);
+	}
+	json_object_foreach((json_t *)o, key, v)
+	{
+		if (!in_list(first, key) && !in_list(skip, key))
+			print_member(key, v);
+	}
+}
+
+static void
+print_order(const json_t *o)
+{
+	static const char *const first[] = { "channel", "out_trade_no", "amount", "state",
+		"event_id", "polls", "last_result", "last_detail", "created_ms", "expires_at_ms",
+		"next_poll_ms", "last_poll_ms", "paid_at_ms", "expired_ms", NULL };
+	static const char *const skip[] = { "amount_fen", "created", NULL };
+
+	print_object(o, first, skip);
+}
+
+/* Positive whole number, at most `max`. */
+static int
+parse_count(const char *s, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Seconds, or a number with a unit: 90, 90s, 15m, 2h, 1d. */
+static int
+parse_duration(const char *s, long long *secs)
+{
+	static const struct {
+		char unit;
+		long long mult;
+	} units[] = { { 's', 1 }, { 'm', 60 }, { 'h', 3600 }, { 'd', 86400 } };
+	char num[24];
+	size_t n = strlen(s), i;
+	long long v;
+
+	if (n == 0 || n >= sizeof(num))
+		return -1;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (s[n - 1] == units[i].unit) {
+			memcpy(num, s, n - 1);
+			num[n - 1] = '\0';
+			if (parse_count(num, 1000000000LL, &v) == -1)
+				return -1;
+			*secs = v * units[i].mult;
+			return 0;
+		}
+	}
+	return parse_count(s, 1000000000000LL, secs);
+}
+
+/* --- usage and help ---------------------------------------------------- */
+
+static void
+help_command(FILE *f, const struct command *cmd)
+{
+	fprintf(f, "usage: payrelayctl %s\n\n%s\n%s\n%s", cmd->synopsis, cmd->help, global_help,
+	    exit_help);
+}
+
+static int usage_error(const struct command *cmd, const char *fmt, ...) PRINTF_LIKE(2, 3);
+
+static int
+usage_error(const struct command *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("payrelayctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (cmd != NULL) {
+		fprintf(stderr, "usage: payrelayctl %s\n", cmd->synopsis);
+		if (cmd->sub != NULL)
+			fprintf(stderr, "Try 'payrelayctl %s %s --help'.\n", cmd->name, cmd->sub);
+		else
+			fprintf(stderr, "Try 'payrelayctl %s --help'.\n", cmd->name);
+	} else {
+		fputs("usage: payrelayctl [-c FILE] [--json] [--timeout S] COMMAND [ARGS]\n"
+		      "Try 'payrelayctl --help'.\n",
+		    stderr);
+	}
+	return CTL_USAGE;
+}
+
+/* --- status -------------------------------------------------------------- */
+
+/* A line per payrelay_* counter or gauge of /metrics, summed over labels:
+ * the short view; `curl /metrics` has the rest. */
+static void
+status_metrics(const struct ctl_answer *m)
+{
+	char *text, *line, *save = NULL;
+	char names[32][96];
+	double sums[32];
+	size_t n = 0, i;
+
+	if ((text = xstrdup(m->body.p)) == NULL)
+		return;
+	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+		char name[96], kind[32];
+
+		if (sscanf(line, "# TYPE %95s %31s", name, kind) == 2) {
+			if (strncmp(name, "payrelay_", 9) == 0 && n < 32 &&
+			    strstr(name, "_info") == NULL &&
+			    (strcmp(kind, "counter") == 0 || strcmp(kind, "gauge") == 0)) {
+				snprintf(names[n], sizeof(names[n]), "%s", name);
+				sums[n++] = 0;
+			}
+			continue;
+		}
+		if (line[0] == '#')
+			continue;
+		for (i = 0; i < n; i++) {
+			size_t len = strlen(names[i]);
+
+			if (strncmp(line, names[i], len) == 0 &&
+			    (line[len] == '{' || line[len] == ' ')) {
+				const char *v = strrchr(line, ' ');
+
+				if (v != NULL)
+					sums[i] += strtod(v + 1, NULL);
+				break;
+			}
+		}
+	}
+	free(text);
+	if (n > 0)
+		printf("metrics (summed over labels):\n");
+	for (i = 0; i < n; i++)
+		printf("  %s %.15g\n", names[i], sums[i]);
+}
+
+static int
+cmd_status(struct ctl *c, struct args *a)
+{
+	struct ctl_answer health, ready, metrics;
+	const char *why;
+	int rc;
+
+	if ((rc = ctl_http_request(c->http, "GET", "/healthz", NULL, &health)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &health)) != CTL_OK) {
+		ctl_answer_free(&health);
+		return rc;
+	}
+	if ((rc = ctl_http_request(c->http, "GET", "/readyz", NULL, &ready)) != CTL_OK) {
+		ctl_answer_free(&health);
+		return rc;
+	}
+	/* 503 is the answer "not ready", not a failure of the request. */
+	if (ready.status != 503 || !json_is_object(ready.json)) {
+		if ((rc = ctl_http_check(c->http, &ready)) != CTL_OK)
+			goto out;
+	}
+	rc = ready.status == 200 ? CTL_OK : CTL_API_ERROR;
+	if (c->json) {
+		json_t *o = json_pack("{s:s,s:b,s:O,s:O}", "address", ctl_http_addr(c->http),
+		    "ready", ready.status == 200, "healthz", health.json, "readyz", ready.json);
+		char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+
+		if (text != NULL)
+			printf("%s\n", text);
+		free(text);
+		json_decref(o);
+		goto out;
+	}
+	printf("payrelayd at %s: ", ctl_http_addr(c->http));
+	if (ready.status == 200) {
+		printf("ready\n");
+	} else {
+		why = json_string_value(json_object_get(ready.json, "status"));
+		fputs("not ready (", stdout);
+		ctl_out_safe(stdout, why != NULL ? why : "unknown");
+		fputs(")\n", stdout);
+	}
+	/* Optional: a daemon without /metrics is still a good daemon. */
+	if (ctl_http_request(c->http, "GET", "/metrics", NULL, &metrics) == CTL_OK) {
+		if (metrics.status == 200 && metrics.body.p != NULL)
+			status_metrics(&metrics);
+		ctl_answer_free(&metrics);
+	}
+out:
+	ctl_answer_free(&health);
+	ctl_answer_free(&ready);
+	return rc;
+}
+
+/* --- events show ------------------------------------------------------- */
+
+static int
+cmd_events_show(struct ctl *c, struct args *a)
+{
+	static const char *const first[] = { "id", "type", "channel", "trade_no", "out_trade_no",
+		"status", "amount", "paid_amount", "received_at", "source", "family", "merchant_id",
+		"currency", "method", "subject", "passthrough", "gateway_time", "stream_id", NULL };
+	static const char *const skip[] = { "amount_fen", "paid_amount_fen", "raw", NULL };
+	struct ctl_answer ans;
+	char *id, path[512];
+	int rc;
+
+	if ((id = ctl_http_escape(a->pos[0])) == NULL)
+		return CTL_API_ERROR;
+	snprintf(path, sizeof(path), "/v1/events/%s", id);
+	free(id);
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		if (c->json)
+			print_json_body(&ans);
+		else
+			print_object(ans.json, first, skip);
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_event_id(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (a->pos[0][0] == '\0' || strlen(a->pos[0]) > 128)
+		return usage_error(cmd, "bad event id");
+	return CTL_OK;
+}
+
+/* --- deliveries list --------------------------------------------------- */
+
+/* At most `max` code points of `s`, "..." when cut. The caller frees. */
+static char *
+cut(const char *s, size_t max)
+{
+	size_t i, n = 0;
+	char *out;
+
+	for (i = 0; s[i] != '\0'; i++) {
+		if (((unsigned char)s[i] & 0xc0) != 0x80 && n++ == max)
+			break;
+	}
+	if (s[i] == '\0')
+		return xstrdup(s);
+	/* back off to leave room for "..." on a character boundary */
+	while (i > 0 && n > max - 3) {
+		i--;
+		if (((unsigned char)s[i] & 0xc0) != 0x80)
+			n--;
+	}
+	if ((out = malloc(i + 4)) == NULL)
+		return NULL;
+	memcpy(out, s, i);
+	memcpy(out + i, "...", 4);
+	return out;
+}
+
+static int
+deliveries_table(const json_t *list, const struct args *a)
+{
+	static const char *const header[] = { "ID", "WEBHOOK", "EVENT", "STATE", "ATTEMPTS",
+		"LAST STATUS", "LAST ERROR", "DUE/DEAD AT" };
+	struct ctl_table t;
+	size_t i;
+	json_t *d;
+	int rc = CTL_OK;
+
+	if (json_array_size(list) == 0) {
+		printf("no %s deliveries%s%s\n", a->pending ? "pending" : "dead",
+		    a->webhook != NULL ? " of " : "", a->webhook != NULL ? a->webhook : "");
+		return CTL_OK;
+	}
+	if (ctl_table_init(&t, header, 8) == -1)
+		goto oom;
+	json_array_foreach(list, i, d)
+	{
+		const char *state = json_string_value(json_object_get(d, "state"));
+		char *attempts = ctl_out_json_text(json_object_get(d, "attempts"));
+		char *status = ctl_out_json_text(json_object_get(d, "last_status"));
+		const char *err = json_string_value(json_object_get(d, "last_error"));
+		char *shown = err != NULL ? cut(err, LAST_ERROR_COLUMNS) : NULL;
+		const json_t *when = NULL;
+		char at[32] = "";
+		int64_t ms;
+		const char *row[8];
+
+		if (state != NULL && strcmp(state, "dead") == 0)
+			when = json_object_get(d, "dead_ms");
+		if (when == NULL)
+			when = json_object_get(d, "due_ms");
+		if (when == NULL)
+			when = json_object_get(d, "dead_ms");
+		if (ctl_out_json_int(when, &ms) == 0 && ms > 0)
+			ctl_out_time(at, ms);
+		/* No answer at all was recorded as status 0. */
+		if (status != NULL && strcmp(status, "0") == 0) {
+			free(status);
+			status = NULL;
+		}
+		row[0] = json_string_value(json_object_get(d, "id"));
+		row[1] = json_string_value(json_object_get(d, "webhook"));
+		row[2] = json_string_value(json_object_get(d, "event_id"));
+		row[3] = state;
+		row[4] = attempts;
+		row[5] = status;
+		row[6] = shown;
+		row[7] = at;
+		rc = ctl_table_add(&t, row);
+		free(attempts);
+		free(status);
+		free(shown);
+		if (rc == -1) {
+			ctl_table_free(&t);
+			goto oom;
+		}
+	}
+	ctl_table_print(&t, stdout);
+	ctl_table_free(&t);
+	return CTL_OK;
+oom:
+	fprintf(stderr, "payrelayctl: out of memory\n");
+	return CTL_API_ERROR;
+}
+
+static int
+cmd_deliveries_list(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	struct sbuf path;
+	const json_t *list;
+	char *w = NULL;
+	int rc = CTL_API_ERROR, bad = 0;
+	char sep = '?';
+
+	sbuf_init(&path);
+	bad |= sbuf_adds(&path, "/v1/deliveries");
+	bad |= sbuf_printf(&path, "%cstate=%s", sep, a->pending ? "pending" : "dead");
+	sep = '&';
+	if (a->webhook != NULL) {
+		if ((w = ctl_http_escape(a->webhook)) == NULL)
+			bad = -1;
+		else
+			bad |= sbuf_printf(&path, "%cwebhook=%s", sep, w);
+		sep = '&';
+	}
+	if (a->limit != NULL)
+		bad |= sbuf_printf(&path, "%climit=%s", sep, a->limit);
+	free(w);
+	if (bad != 0) {
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		goto out;
+	}
+	if ((rc = ctl_http_request(c->http, "GET", path.p, NULL, &ans)) != CTL_OK)
+		goto out;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		list = json_object_get(ans.json, "deliveries");
+		if (c->json) {
+			print_json_body(&ans);
+		} else if (!json_is_array(list)) {
+			fprintf(stderr, "payrelayctl: the answer has no \"deliveries\" list\n");
+			rc = CTL_API_ERROR;
+		} else {
+			rc = deliveries_table(list, a);
+		}
+	}
+	ctl_answer_free(&ans);
+out:
+	sbuf_free(&path);
+	return rc;
+}
+
+static int
+check_deliveries_list(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	long long n;
+
+	if (a->dead && a->pending)
+		return usage_error(cmd, "--dead and --pending exclude each other");
+	if (a->webhook != NULL && !config_name_valid(a->webhook))
+		return usage_error(cmd, "bad webhook name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (a->limit != NULL && parse_count(a->limit, 1000000, &n) == -1)
+		return usage_error(cmd, "--limit wants a whole number from 1 to 1000000");
+	return CTL_OK;
+}
+
+/* --- replay -------------------------------------------------------------- */
+
+static int
+replay_answer_count(struct ctl *c, const struct ctl_answer *ans, int64_t *n)
+{
+	if (ctl_out_json_int(json_object_get(ans->json, "replayed"), n) == -1) {
+		fprintf(stderr, "payrelayctl: the answer has no \"replayed\" count\n");
+		return CTL_API_ERROR;
+	}
+	return CTL_OK;
+}
+
+static int
+cmd_replay(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	json_t *body = NULL;
+	char path[512];
+	int64_t since = 0, until = 0, n = 0;
+	int rc;
+
+	if (a->npos == 1) {
+		char *id = ctl_http_escape(a->pos[0]);
+
+		if (id == NULL)
+			return CTL_API_ERROR;
+		snprintf(path, sizeof(path), "/v1/deliveries/%s/replay", id);
+		free(id);
+	} else {
+		snprintf(path, sizeof(path), "/v1/replay");
+		if (a->dead) {
+			body = json_pack("{s:s,s:s}", "webhook", a->webhook, "state", "dead");
+		} else {
+			/* checked by check_replay */
+			if (ctl_out_parse_time(a->since, &since) == -1)
+				return CTL_USAGE;
+			if (a->until == NULL)
+				until = now_ms();
+			else if (ctl_out_parse_time(a->until, &until) == -1)
+				return CTL_USAGE;
+			body = json_pack("{s:s,s:I,s:I}", "webhook", a->webhook, "since_ms",
+			    (json_int_t)since, "until_ms", (json_int_t)until);
+		}
+		if (body == NULL) {
+			fprintf(stderr, "payrelayctl: out of memory\n");
+			return CTL_API_ERROR;
+		}
+	}
+	rc = ctl_http_request(c->http, "POST", path, body, &ans);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK)
+		goto out;
+	if (c->json) {
+		print_json_body(&ans);
+	} else if (a->npos == 1) {
+		const char *fresh = json_string_value(json_object_get(ans.json, "delivery"));
+
+		fputs("replayed ", stdout);
+		ctl_out_safe(stdout, a->pos[0]);
+		fputs(" as ", stdout);
+		ctl_out_safe(stdout, fresh != NULL ? fresh : "?");
+		putchar('\n');
+	} else if ((rc = replay_answer_count(c, &ans, &n)) == CTL_OK) {
+		if (a->dead) {
+			printf("replayed %lld dead deliver%s of %s\n", (long long)n,
+			    n == 1 ? "y" : "ies", a->webhook);
+		} else {
+			char from[32], to[32];
+
+			ctl_out_time(from, since);
+			ctl_out_time(to, until);
+			printf("replayed %lld event%s to %s (%s .. %s)\n", (long long)n,
+			    n == 1 ? "" : "s", a->webhook, from, to);
+		}
+	}
+out:
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_replay(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	int64_t since, until;
+
+	if (a->npos == 1) {
+		if (a->webhook != NULL || a->dead || a->since != NULL || a->until != NULL)
+			return usage_error(cmd,
+			    "replay DELIVERY_ID takes no --webhook, --dead, --since or --until");
+		if (a->pos[0][0] == '\0' || strlen(a->pos[0]) > 128)
+			return usage_error(cmd, "bad delivery id");
+		return CTL_OK;
+	}
+	if (a->webhook == NULL)
+		return usage_error(cmd,
+		    "replay needs a DELIVERY_ID, or --webhook W with --dead "
+		    "or --since T");
+	if (!config_name_valid(a->webhook))
+		return usage_error(cmd, "bad webhook name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (a->dead && (a->since != NULL || a->until != NULL))
+		return usage_error(cmd, "--dead and --since/--until exclude each other");
+	if (!a->dead && a->since == NULL)
+		return usage_error(cmd, "replay --webhook W needs --dead or --since T");
+	if (ctl_out_parse_time(a->since != NULL ? a->since : "0", &since) == -1)
+		return usage_error(cmd,
+		    "--since: not an ISO-8601 time (2026-11-22T10:00:00Z) or unix milliseconds");
+	if (a->until != NULL && ctl_out_parse_time(a->until, &until) == -1)
+		return usage_error(cmd,
+		    "--until: not an ISO-8601 time (2026-11-22T10:00:00Z) or unix milliseconds");
+	if (a->until == NULL)
+		until = now_ms();
+	/* 1700000000 is a time in seconds: read as milliseconds it is 1970. */
+	if ((since > 0 && since < 100000000000LL) || (until > 0 && until < 100000000000LL))
+		return usage_error(cmd,
+		    "--since/--until: that looks like unix seconds; "
+		    "give milliseconds or an ISO-8601 time");
+	if (!a->dead && since > until)
+		return usage_error(cmd, "--since is after --until");
+	return CTL_OK;
+}
+
+/* --- orders expect / show, poll ------------------------------------------ */
+
+static int
+order_path(char *path, size_t size, const struct args *a, const char *suffix)
+{
+	char *ch = ctl_http_escape(a->pos[0]), *out = ctl_http_escape(a->pos[1]);
+	int rc = -1;
+
+	if (ch != NULL && out != NULL) {
+		snprintf(path, size, "/v1/orders/%s/%s%s", ch, out, suffix);
+		rc = 0;
+	}
+	free(ch);
+	free(out);
+	return rc;
+}
+
+static int
+cmd_orders_expect(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	long long secs = 0;
+	json_t *body;
+	int rc;
+
+	body = json_pack("{s:s,s:s,s:s}", "channel", a->pos[0], "out_trade_no", a->pos[1], "amount",
+	    a->pos[2]);
+	if (body != NULL && a->expires_in != NULL && parse_duration(a->expires_in, &secs) == 0)
+		json_object_set_new(body, "expires_in", json_integer(secs));
+	if (body == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory (or not UTF-8 arguments)\n");
+		return CTL_API_ERROR;
+	}
+	rc = ctl_http_request(c->http, "POST", "/v1/orders", body, &ans);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		if (c->json) {
+			print_json_body(&ans);
+		} else {
+			printf("%s\n", ans.status == 201 ? "registered" : "already registered");
+			print_order(ans.json);
+		}
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_order_ids(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (!config_name_valid(a->pos[0]))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (a->pos[1][0] == '\0' || strlen(a->pos[1]) > 128 || strchr(a->pos[1], '/') != NULL)
+		return usage_error(cmd, "OUT_TRADE_NO must be 1 to 128 bytes, without '/'");
+	return CTL_OK;
+}
+
+static int
+check_orders_expect(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	long long secs;
+	int64_t fen;
+	int rc;
+
+	if ((rc = check_order_ids(cmd, c, a)) != CTL_OK)
+		return rc;
+	if (amount_parse(a->pos[2], strlen(a->pos[2]), &fen) == -1)
+		return usage_error(cmd, "AMOUNT must be yuan as a decimal, like 1.00");
+	if (a->expires_in != NULL &&
+	    (parse_duration(a->expires_in, &secs) == -1 || secs > 30 * 86400))
+		return usage_error(cmd,
+		    "--expires-in wants seconds (or 15m, 2h, 1d), at most 30 days");
+	return CTL_OK;
+}
+
+static int
+cmd_orders_show(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	char path[512];
+	int rc;
+
+	if (order_path(path, sizeof(path), a, "") == -1)
+		return CTL_API_ERROR;
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		if (c->json)
+			print_json_body(&ans);
+		else
+			print_order(ans.json);
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+cmd_poll(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	const json_t *order;
+	char path[512];
+	int rc;
+
+	if (order_path(path, sizeof(path), a, "/poll") == -1)
+		return CTL_API_ERROR;
+	if ((rc = ctl_http_request(c->http, "POST", path, NULL, &ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		if (c->json) {
+			print_json_body(&ans);
+		} else {
+			print_kv("result", json_string_value(json_object_get(ans.json, "result")));
+			print_kv("detail", json_string_value(json_object_get(ans.json, "detail")));
+			if (json_is_object(order = json_object_get(ans.json, "order")))
+				print_order(order);
+		}
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+/* --- the command table --------------------------------------------------- */
+
+/* The options of every command; a command's own table is joined to these
+ * by parse_command. */
+static const struct option global_opts[] = {
+	{ "config", required_argument, NULL, 'c' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option opts_none[] = { { NULL, 0, NULL, 0 } };
+static const struct option opts_deliveries[] = {
+	{ "dead", no_argument, NULL, OPT_DEAD },
+	{ "pending", no_argument, NULL, OPT_PENDING },
+	{ "webhook", required_argument, NULL, OPT_WEBHOOK },
+	{ "limit", required_argument, NULL, OPT_LIMIT },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option opts_replay[] = {
+	{ "dead", no_argument, NULL, OPT_DEAD },
+	{ "webhook", required_argument, NULL, OPT_WEBHOOK },
+	{ "since", required_argument, NULL, OPT_SINCE },
+	{ "until", required_argument, NULL, OPT_UNTIL },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option opts_expect[] = {
+	{ "expires-in", required_argument, NULL, OPT_EXPIRES_IN },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const struct command commands[] = {
+	{ "status", NULL, "status", "is payrelayd up, and ready (Redis reachable)?",
+	    "Asks GET /healthz and GET /readyz and prints \"payrelayd at ADDR: ready\", or\n"
+	    "\"not ready (WHY)\" and exits 1. When the daemon serves /metrics, a summary\n"
+	    "of its payrelay_* counters follows. With --json: {\"address\", \"ready\",\n"
+	    "\"healthz\": <answer>, \"readyz\": <answer>}.\n",
+	    opts_none, 0, 0, NULL, cmd_status },
+	{ "events", "show", "events show EVENT_ID", "one recorded event (GET /v1/events/ID)",
+	    "Prints the event's fields as \"key: value\" lines: id, type, channel, trade_no,\n"
+	    "out_trade_no, status, amount, paid_amount, received_at, source, then the\n"
+	    "others. --json prints the event JSON (with its stream_id) as the API gives it.\n"
+	    "Exit 6 when no such event is recorded.\n",
+	    opts_none, 1, 1, check_event_id, cmd_events_show },
+	{ "deliveries", "list", "deliveries list [--dead|--pending] [--webhook W] [--limit N]",
+	    "webhook deliveries, dead or waiting (GET /v1/deliveries)",
+	    "  --dead        dead deliveries, whose retry schedule is used up (the default)\n"
+	    "  --pending     deliveries waiting for their next attempt instead\n"
+	    "  --webhook W   only those of [webhook:W]\n"
+	    "  --limit N     at most N deliveries\n"
+	    "\n"
+	    "Prints a table: ID, WEBHOOK, EVENT, STATE, ATTEMPTS, LAST STATUS, LAST ERROR\n"
+	    "(cut at 40 characters; --json has it whole), DUE/DEAD AT (UTC): when the next\n"
+	    "attempt is due, or when a dead delivery died.\n",
+	    opts_deliveries, 0, 0, check_deliveries_list, cmd_deliveries_list },
+	{ "replay", NULL,
+	    "replay DELIVERY_ID | --webhook W --dead | --webhook W --since T [--until T]",
+	    "deliver again: one delivery, every dead one of a webhook, or a time range",
+	    "  replay DELIVERY_ID\n"
+	    "      a new delivery of that delivery's event, due now (POST\n"
+	    "      /v1/deliveries/ID/replay); prints \"replayed ID as NEW_ID\"\n"
+	    "  replay --webhook W --dead\n"
+	    "      replays every dead delivery of [webhook:W] (POST /v1/replay)\n"
+	    "  replay --webhook W --since T [--until T]\n"
+	    "      re-delivers to W every event the stream holds from T to T (POST\n"
+	    "      /v1/replay); --until defaults to now\n"
+	    "\n"
+	    "T is an ISO-8601 time with a zone (2026-11-22T10:00:00Z,\n"
+	    "2026-11-22T18:00:00+08:00, 2026-11-22 = midnight UTC) or unix milliseconds\n"
+	    "(1795341600000). The receivers get the same event ids again: they must be\n"
+	    "idempotent on them, as they are for retries.\n",
+	    opts_replay, 0, 1, check_replay, cmd_replay },
+	{ "orders", "expect", "orders expect CHANNEL OUT_TRADE_NO AMOUNT [--expires-in S]",
+	    "register an order to reconcile (POST /v1/orders)",
+	    "Registers an order the merchant created, so that payrelayd polls the gateway\n"
+	    "for it if its callback never comes. AMOUNT is in yuan (\"1.00\"). --expires-in\n"
+	    "gives its lifetime in seconds (or 15m, 2h, 1d; default: the daemon's, 24 h).\n"
+	    "Registering the same order with the same amount again is harmless (\"already\n"
+	    "registered\"); with another amount it is an error (HTTP 409).\n",
+	    opts_expect, 3, 3, check_orders_expect, cmd_orders_expect },
+	{ "orders", "show", "orders show CHANNEL OUT_TRADE_NO",
+	    "a registered order (GET /v1/orders/CHANNEL/OUT_TRADE_NO)",
+	    "Prints the order as \"key: value\" lines: state (pending, paid, expired, ...),\n"
+	    "amount, polls, the last poll's result, and its times in UTC.\n",
+	    opts_none, 2, 2, check_order_ids, cmd_orders_show },
+	{ "poll", NULL, "poll CHANNEL OUT_TRADE_NO",
+	    "ask the gateway about one registered order now",
+	    "POST /v1/orders/CHANNEL/OUT_TRADE_NO/poll: queries the gateway now and prints\n"
+	    "the result (paid, unpaid, ...), its detail and the order afterwards. A paid\n"
+	    "answer is recorded as a callback would be. Without --timeout, the wait is the\n"
+	    "channel's poll_timeout_ms plus 10 s (at least 10 s).\n",
+	    opts_none, 2, 2, check_order_ids, cmd_poll },
+};
+static const size_t ncommands = sizeof(commands) / sizeof(commands[0]);
+
+static void
+usage_all(FILE *f)
+{
+	size_t i;
+
+	fprintf(f,
+	    "usage: payrelayctl [-c FILE] [--json] [--timeout S] COMMAND [ARGS]\n"
+	    "       payrelayctl COMMAND --help\n"
+	    "       payrelayctl --version\n"
+	    "\n"
+	    "The on-call tool of payrelayd: asks its admin API, at the [admin] listen\n"
+	    "address and with the [admin] token of the daemon's config file.\n"
+	    "\n"
+	    "Commands:\n");
+	for (i = 0; i < ncommands; i++) {
+		const char *s = commands[i].synopsis;
+
+		fprintf(f, "  %s\n      %s\n", s, commands[i].summary);
+	}
+	fprintf(f,
+	    "  help [COMMAND]\n      this text, or the help of one command\n\n%s"
+	    "  -V, --version       print the version\n\n%s",
+	    global_help, exit_help);
+}
+
+/* A group: "events", "deliveries", "orders". */
+static void
+help_group(FILE *f, const char *name)
+{
+	size_t i;
+
+	fprintf(f, "usage:\n");
+	for (i = 0; i < ncommands; i++) {
+		if (strcmp(commands[i].name, name) == 0)
+			fprintf(f, "  payrelayctl %s\n      %s\n", commands[i].synopsis,
+			    commands[i].summary);
+	}
+	for (i = 0; i < ncommands; i++) {
+		if (strcmp(commands[i].name, name) == 0)
+			fprintf(f, "Try 'payrelayctl %s %s --help'.\n", name, commands[i].sub);
+	}
+}
+
+static const struct command *
+find_command(const char *name, const char *sub)
+{
+	size_t i;
+
+	for (i = 0; i < ncommands; i++) {
+		if (strcmp(commands[i].name, name) != 0)
+			continue;
+		if (commands[i].sub == NULL || (sub != NULL && strcmp(commands[i].sub, sub) == 0))
+			return &commands[i];
+	}
+	return NULL;
+}
+
+static bool
+is_group(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ncommands; i++) {
+		if (strcmp(commands[i].name, name) == 0 && commands[i].sub != NULL)
+			return true;
+	}
+	return false;
+}
+
+/* --- main ---------------------------------------------------------------- */
+
+/* Seconds, maybe with a fraction, from 0.001 to one day. */
+static int
+parse_timeout(const char *s, long *ms)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= 0.001 && v <= 86400))
+		return -1;
+	*ms = (long)(v * 1000 + 0.5);
+	return 0;
+}
+
+/* The options every command takes. Returns 0, or CTL_USAGE. */
+static int
+global_option(const struct command *cmd, struct ctl *c, int ch, const char *arg)
+{
+	switch (ch) {
+	case 'c':
+		c->config_path = arg;
+		return 0;
+	case OPT_JSON:
+		c->json = true;
+		return 0;
+	case OPT_TIMEOUT:
+		if (parse_timeout(arg, &c->timeout_ms) == -1)
+			return usage_error(cmd, "--timeout wants seconds, like 10 or 0.5");
+		return 0;
+	}
+	return usage_error(cmd, "unexpected option");
+}
+
+/* "--foo" or "-x" of the option getopt refused. */
+static void
+bad_option_name(char **argv, char *out, size_t size)
+{
+	const char *o = optind > 0 ? argv[optind - 1] : "?";
+
+	if (optopt != 0 && optopt < 256)
+		snprintf(out, size, "-%c", optopt);
+	else
+		snprintf(out, size, "%s", o);
+}
+
+static int
+parse_command(const struct command *cmd, struct ctl *c, int argc, char **argv, struct args *a)
+{
+	struct option opts[16];
+	const struct option *o;
+	size_t n = 0;
+	char name[128];
+	int ch, rc;
+
+	for (o = cmd->opts; o->name != NULL; o++)
+		opts[n++] = *o;
+	for (o = global_opts; o->name != NULL; o++)
+		opts[n++] = *o;
+	memset(&opts[n], 0, sizeof(opts[n]));
+	opterr = 0;
+	optind = 0; /* glibc: start over */
+	while ((ch = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			help_command(stdout, cmd);
+			return -1; /* done, exit 0 */
+		case OPT_DEAD:
+			a->dead = true;
+			break;
+		case OPT_PENDING:
+			a->pending = true;
+			break;
+		case OPT_WEBHOOK:
+			a->webhook = optarg;
+			break;
+		case OPT_LIMIT:
+			a->limit = optarg;
+			break;
+		case OPT_SINCE:
+			a->since = optarg;
+			break;
+		case OPT_UNTIL:
+			a->until = optarg;
+			break;
+		case OPT_EXPIRES_IN:
+			a->expires_in = optarg;
+			break;
+		case ':':
+			bad_option_name(argv, name, sizeof(name));
+			return usage_error(cmd, "option %s needs a value", name);
+		case '?':
+			bad_option_name(argv, name, sizeof(name));
+			return usage_error(cmd, "unknown option %s", name);
+		default:
+			if ((rc = global_option(cmd, c, ch, optarg)) != 0)
+				return rc;
+			break;
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (a->npos == MAX_POSITIONAL || a->npos == cmd->max_pos)
+			return usage_error(cmd, "too many arguments");
+		a->pos[a->npos++] = argv[optind];
+	}
+	if (a->npos < cmd->min_pos)
+		return usage_error(cmd, "missing arguments");
+	return cmd->check != NULL ? cmd->check(cmd, c, a) : CTL_OK;
+}
+
+static int
+load_config(struct ctl *c)
+{
+	struct config_errors errs = { 0 };
+	size_t i;
+
+	c->cfg = config_load(c->config_path, &errs);
+	if (c->cfg == NULL) {
+		for (i = 0; i < errs.n; i++) {
+			if (errs.v[i].line > 0)
+				fprintf(stderr, "%s:%d: %s\n", c->config_path, errs.v[i].line,
+				    errs.v[i].msg);
+			else
+				fprintf(stderr, "%s: %s\n", c->config_path, errs.v[i].msg);
+		}
+		if (errs.n == 0)
+			fprintf(stderr, "%s: cannot be loaded\n", c->config_path);
+		config_errors_free(&errs);
+		return CTL_BAD_CONFIG;
+	}
+	config_errors_free(&errs);
+	if (c->cfg->admin_token != NULL && strpbrk(c->cfg->admin_token, "\r\n") != NULL) {
+		fprintf(stderr, "%s: the [admin] token contains a line break\n", c->config_path);
+		return CTL_BAD_CONFIG;
+	}
+	return CTL_OK;
+}
+
+/* A poll waits for the gateway: give it the channel's own time limit. */
+static long
+poll_timeout(const struct ctl *c, const struct args *a)
+{
+	const struct channel *ch = config_channel(c->cfg, a->pos[0]);
+	long ms = ch != NULL ? ch->poll_timeout_ms + 10000L : 0;
+
+	return ms > DEFAULT_TIMEOUT_MS ? ms : DEFAULT_TIMEOUT_MS;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "json", no_argument, NULL, OPT_JSON },
+		{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl c = { .config_path = DEFAULT_CONFIG };
+	struct args a = { 0 };
+	const struct command *cmd;
+	const char *name, *sub;
+	char bad[128];
+	int ch, rc, first;
+
+	opterr = 0;
+	/* '+': stop at the command; its own options come after it */
+	while ((ch = getopt_long(argc, argv, "+:c:hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'h':
+			usage_all(stdout);
+			return CTL_OK;
+		case 'V':
+			printf("payrelayctl %s\n", PAYRELAY_VERSION);
+			return CTL_OK;
+		case ':':
+			bad_option_name(argv, bad, sizeof(bad));
+			return usage_error(NULL, "option %s needs a value", bad);
+		case '?':
+			bad_option_name(argv, bad, sizeof(bad));
+			return usage_error(NULL, "unknown option %s", bad);
+		default:
+			if ((rc = global_option(NULL, &c, ch, optarg)) != 0)
+				return rc;
+		}
+	}
+	if (optind >= argc)
+		return usage_error(NULL, "no command");
+	name = argv[optind];
+	sub = optind + 1 < argc ? argv[optind + 1] : NULL;
+
+	if (strcmp(name, "help") == 0) {
+		if (sub == NULL) {
+			usage_all(stdout);
+		} else if ((cmd = find_command(sub, optind + 2 < argc ? argv[optind + 2] : NULL)) !=
+			NULL &&
+		    (cmd->sub == NULL || optind + 2 < argc)) {
+			help_command(stdout, cmd);
+		} else if (is_group(sub)) {
+			help_group(stdout, sub);
+		} else {
+			return usage_error(NULL, "no such command: %s", sub);
+		}
+		return CTL_OK;
+	}
+	if (is_group(name)) {
+		if (sub == NULL)
+			return usage_error(NULL,
+			    "%s needs a subcommand (try 'payrelayctl %s --help')", name, name);
+		if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+			help_group(stdout, name);
+			return CTL_OK;
+		}
+		if ((cmd = find_command(name, sub)) == NULL)
+			return usage_error(NULL,
+			    "no such command: %s %s (try 'payrelayctl %s --help')", name, sub,
+			    name);
+		first = optind + 1;
+	} else if ((cmd = find_command(name, NULL)) != NULL) {
+		first = optind;
+	} else {
+		return usage_error(NULL, "no such command: %s", name);
+	}
+	/* argv[first] (the command's last word) stands in for argv[0] */
+	rc = parse_command(cmd, &c, argc - first, argv + first, &a);
+	if (rc == -1)
+		return CTL_OK; /* --help */
+	if (rc != CTL_OK)
+		return rc;
+
+	if ((rc = load_config(&c)) != CTL_OK)
+		goto out;
+	if (c.timeout_ms == 0)
+		c.timeout_ms = cmd->run == cmd_poll ? poll_timeout(&c, &a) : DEFAULT_TIMEOUT_MS;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "payrelayctl: cannot initialise libcurl\n");
+		rc = CTL_API_ERROR;
+		goto out;
+	}
+	if ((c.http = ctl_http_new(c.cfg, c.config_path, c.timeout_ms)) == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		rc = CTL_API_ERROR;
+	} else {
+		rc = cmd->run(&c, &a);
+	}
+	ctl_http_free(c.http);
+	curl_global_cleanup();
+out:
+	config_free(c.cfg);
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		fprintf(stderr, "payrelayctl: cannot write the output: %s\n", strerror(errno));
+		if (rc == CTL_OK)
+			rc = CTL_API_ERROR;
+	}
+	return rc;
+}
