@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <strings.h>
 
 #include <ini.h>
@@ -168,6 +169,7 @@ struct parser {
 	struct seen *chseen;        /* parallel to c->channels */
 	struct seen *whseen;        /* parallel to c->webhooks */
 	bool url_password;          /* [redis] url carried a password */
+	bool inline_secret;         /* a key, token, password or secret is in the file itself */
 };
 
 static void err(struct parser *p, int line, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -427,6 +429,21 @@ out:
 		wipe_free(pass, strlen(pass));
 }
 
+/* Secret files readable by every local user are a warning, not an error:
+ * payrelayd still starts (refusing would turn a permission slip into lost
+ * payments), and the log says what to fix. Public keys are not secret. */
+static void
+warn_if_world_readable(struct parser *p, const char *path)
+{
+	struct stat st;
+
+	if (p->key != NULL && strcmp(p->key, "platform_public_key_file") == 0)
+		return;
+	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+		log_warnx("secret file is readable by every user: chmod o-r it",
+		    "file=\"%s\" key=%s", path, p->key != NULL ? p->key : "-");
+}
+
 /* Reads the file `v` (relative to the config file's directory), at most
  * `max` bytes, trailing white space trimmed. The caller wipes and frees
  * *out. Returns 0 or -1 (the problem recorded with the path, never the
@@ -455,6 +472,7 @@ read_value_file(struct parser *p, const char *v, size_t max, char **out, size_t 
 			err(p, p->line, "%s %s: %s", p->key, path, strerror(errno));
 		goto out;
 	}
+	warn_if_world_readable(p, path);
 	while (len > 0 && strchr(" \t\r\n", buf[len - 1]) != NULL)
 		buf[--len] = '\0';
 	if (strlen(buf) != len) {
@@ -477,6 +495,7 @@ get_secret(struct parser *p, bool file, const char *v, char **out, size_t *len)
 {
 	if (file)
 		return read_value_file(p, v, SECRET_MAX, out, len);
+	p->inline_secret = true;
 	*len = strlen(v);
 	return (*out = pdup(p, v)) != NULL ? 0 : -1;
 }
@@ -554,6 +573,7 @@ set_secrets(struct parser *p, struct webhook *w, const char *v)
 	const char *t;
 	size_t len, i = 0;
 
+	p->inline_secret = true;
 	while ((t = next_token(&v, WS, &len)) != NULL) {
 		unsigned char *key = NULL;
 		size_t klen = 0;
@@ -1225,6 +1245,14 @@ out:
 	free(p.dir);
 	free(p.chseen);
 	free(p.whseen);
+	if (p.nerr == 0 && (p.inline_secret || p.url_password)) {
+		struct stat st;
+
+		if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+			log_warnx("config file holds secrets and is readable by every user: "
+				  "chmod o-r it",
+			    "file=\"%s\"", path);
+	}
 	if (p.nerr > 0) {
 		/* Checks made after the whole file was read report last: show
 		 * the problems in file order. */

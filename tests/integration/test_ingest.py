@@ -1067,6 +1067,33 @@ class CommandLineTest(unittest.TestCase):
         lines.insert(i + 1, line)
         return "\n".join(lines), i + 2
 
+    def test_world_readable_secrets_warn(self):
+        # The file holds inline keys and a webhook secret: readable by every
+        # user is a warning (the daemon still starts), not an error.
+        path = self.write("open.conf", self.setup.config_text())
+        os.chmod(path, 0o644)
+        rc, text = self.check(path)
+        self.assertEqual(rc, 0, text)
+        self.assertIn("readable by every user", text)
+        os.chmod(path, 0o640)
+        rc, text = self.check(path)
+        self.assertEqual(rc, 0, text)
+        self.assertNotIn("readable by every user", text)
+        # a secret file of its own, readable by everyone
+        keyfile = self.write("epay.key", self.setup.epay_key + "\n")
+        os.chmod(keyfile, 0o644)
+        text0 = self.setup.config_text().replace(
+            "key = %s\n" % self.setup.epay_key, "key_file = epay.key\n", 1)
+        path = self.write("keyfile.conf", text0)
+        os.chmod(path, 0o600)
+        rc, text = self.check(path)
+        self.assertEqual(rc, 0, text)
+        self.assertIn("secret file is readable by every user", text)
+        self.assertNotIn(self.setup.epay_key, text)
+        os.chmod(keyfile, 0o600)
+        rc, text = self.check(path)
+        self.assertNotIn("secret file is readable", text)
+
     def test_valid_file(self):
         rc, out = self.check(self.setup.config)
         self.assertEqual(rc, 0, out)
