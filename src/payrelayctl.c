@@ -14,6 +14,7 @@
 
 #include "amount.h"
 #include "config.h"
+#include "log.h"
 #include "config_build.h"
 #include "ctl_http.h"
 #include "ctl_out.h"
@@ -1078,6 +1079,9 @@ load_config(struct ctl *c)
 	struct config_errors errs = { 0 };
 	size_t i;
 
+	/* The daemon's warnings about its own files (e.g. permissions) are
+	 * for its log, not for this command's output. */
+	log_set_level(LOG_ERROR);
 	c->cfg = config_load(c->config_path, &errs);
 	if (c->cfg == NULL) {
 		for (i = 0; i < errs.n; i++) {
