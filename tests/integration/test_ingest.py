@@ -67,6 +67,7 @@ class DaemonCase(unittest.TestCase):
         cls.setup = h.Setup(cls.dir, cls.redis.port)
         cls.daemon = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port)
         cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
+        cls.addClassCleanup(cls.assert_no_secret_logged)
         # Runs first (cleanups are LIFO): a clean exit, or the class fails.
         cls.addClassCleanup(cls.daemon.stop_clean)
         if cls.start_redis and cls.wait_ready:
@@ -74,6 +75,15 @@ class DaemonCase(unittest.TestCase):
         else:
             cls.daemon.start(wait_ready=False)
             cls.daemon.wait_listening()
+
+    @classmethod
+    def assert_no_secret_logged(cls):
+        """Every class, whatever it did to the daemon: no configured secret
+        in anything it logged."""
+        log = cls.daemon.log_text()
+        for secret in cls.setup.secrets():
+            if secret and secret in log:
+                raise AssertionError("a configured secret appears in the daemon log")
 
     # --- redis ------------------------------------------------------------
 
