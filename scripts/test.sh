@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: a
-# warnings-as-errors build, then an ASan+UBSan build.
-# Usage: scripts/test.sh [--quick]   (--quick: the first build only)
+# warnings-as-errors build, then an ASan+UBSan build; then the fuzz targets
+# (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
+# Usage: scripts/test.sh [--quick]   (--quick: the first build only, no fuzzing)
+# Then runs each libFuzzer target for 20 s (scripts/fuzz.sh; PAYRELAY_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -31,5 +33,15 @@ if [ "${1:-}" != "--quick" ]; then
   run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
 fi
 cd "$top"
+# libFuzzer on the pure logic (scripts/fuzz.sh), counted as one more suite.
+if [ "${PAYRELAY_SKIP_FUZZ:-}" != "1" ] && [ "${1:-}" != "--quick" ]; then
+  echo "== fuzz (20s per target)"
+  if bash scripts/fuzz.sh 20; then
+    passed=$((passed + 1))
+  else
+    status=1
+    failed=$((failed + 1))
+  fi
+fi
 echo "suites: $passed passed, $failed failed"
 exit $status
