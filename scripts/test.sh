@@ -3,7 +3,6 @@
 # warnings-as-errors build, then an ASan+UBSan build; then the fuzz targets
 # (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
 # Usage: scripts/test.sh [--quick]   (--quick: the first build only, no fuzzing)
-# Then runs each libFuzzer target for 20 s (scripts/fuzz.sh; PAYRELAY_SKIP_FUZZ=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
