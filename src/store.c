@@ -1109,16 +1109,27 @@ reply_done(struct store_req *r, const redisReply *rep)
 	r->cb.reply(r->arg, rep);
 }
 
+/* A request whose caller takes the raw reply. */
+static struct store_req *
+reply_req(struct store *s, enum script script, size_t maxargs, size_t bytes, store_reply_cb *cb,
+    void *arg)
+{
+	struct store_req *r = store_req_new(s, script, maxargs, bytes, reply_done, arg);
+
+	if (r != NULL)
+		r->cb.reply = cb;
+	return r;
+}
+
 int
 store_order_register(struct store *s, const char *channel, const char *out_trade_no,
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_ORDER_REGISTER, 9, 512, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_ORDER_REGISTER, 9, 512, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -1139,13 +1150,12 @@ int
 store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
     int64_t lease_until_ms, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_POLL_CLAIM, 9, 512, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_POLL_CLAIM, 9, 512, cb, arg);
 	int64_t now = now_ms();
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":polls", NULL);
@@ -1163,12 +1173,11 @@ int
 store_poll_one(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
     int64_t lease_until_ms, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_POLL_ONE, 6, 512, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_POLL_ONE, 6, 512, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -1183,13 +1192,11 @@ int
 store_poll_done(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
     const char *result, int64_t next_poll_ms, const char *detail, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r =
-	    store_req_new(s, SCRIPT_POLL_DONE, 9, 512 + strlen(detail), reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_POLL_DONE, 9, 512 + strlen(detail), cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -1207,12 +1214,11 @@ int
 store_order_get(struct store *s, const char *channel, const char *out_trade_no, store_reply_cb *cb,
     void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_NONE, 2, 256, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_NONE, 2, 256, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_args(r, "HGETALL");
 	rc |= req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	return req_send(r, rc);
@@ -1222,12 +1228,11 @@ int
 store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
     store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_NONE, 6, 256, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_NONE, 6, 256, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_args(r, "SET");
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":sweep", NULL);
 	rc |= req_args(r, owner);
@@ -1242,12 +1247,11 @@ store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_
 int
 store_event_get(struct store *s, const char *event_id, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_EVENT_GET, 2, 256, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_EVENT_GET, 2, 256, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 2);
 	rc |= req_cat(r, s->prefix, "dedup:", event_id, NULL);
 	rc |= req_args(r, s->stream_key);
@@ -1258,12 +1262,11 @@ int
 store_deliveries_list(struct store *s, const char *webhook, bool dead, int limit,
     store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_DELIVERIES_LIST, 3, 256, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_DELIVERIES_LIST, 3, 256, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 1);
 	rc |= req_cat(r, s->prefix, "wh:", webhook, dead ? ":dead" : ":due", NULL);
 	rc |= req_argll(r, limit);
@@ -1274,12 +1277,11 @@ store_deliveries_list(struct store *s, const char *webhook, bool dead, int limit
 int
 store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_REPLAY, 12, 512, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_REPLAY, 12, 512, cb, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_begin(r, 1);
 	rc |= req_args(r, s->stream_key);
 	rc |= req_args(r, q->mode);
@@ -1304,14 +1306,12 @@ store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply
 	    "local out = {}\n"
 	    "for i, k in ipairs(KEYS) do out[i] = redis.call('ZCARD', k) end\n"
 	    "return out\n";
-	struct store_req *r =
-	    store_req_new(s, SCRIPT_NONE, nkeys + 3, 256 + 64 * nkeys, reply_done, arg);
+	struct store_req *r = reply_req(s, SCRIPT_NONE, nkeys + 3, 256 + 64 * nkeys, cb, arg);
 	size_t i;
 	int rc;
 
 	if (r == NULL)
 		return -1;
-	r->cb.reply = cb;
 	rc = req_args(r, "EVAL");
 	rc |= req_arg(r, zcards, sizeof(zcards) - 1);
 	rc |= req_argll(r, (long long)nkeys);
