@@ -45,7 +45,6 @@ import socket
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import harness as h
 
@@ -137,27 +136,10 @@ class FakeGateway:
         self._conns = set()
         gw = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 60
+        class Handler(h.TrackedHandler):
+            owner = gw
             server_version = "nginx"
             sys_version = ""
-
-            def log_message(self, *a):
-                pass
-
-            def setup(self):
-                BaseHTTPRequestHandler.setup(self)
-                with gw.lock:
-                    gw._conns.add(self.connection)
-
-            def finish(self):
-                try:
-                    BaseHTTPRequestHandler.finish(self)
-                except OSError:
-                    pass
-                with gw.lock:
-                    gw._conns.discard(self.connection)
 
             def _handle(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -183,19 +165,7 @@ class FakeGateway:
 
             do_GET = do_POST = _handle
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            allow_reuse_address = True
-            # socketserver's default backlog of 5 drops SYNs when many
-            # connections open at once, and the kernel retries them a
-            # second later: timings would then measure the test server.
-            request_queue_size = 128
-
-            def handle_error(self, request, client_address):
-                pass  # a client that went away (poll timeout, shutdown) is expected
-
-        self.server = Server((h.HOST, 0), Handler)
+        self.server = h.QuietServer((h.HOST, 0), Handler)
         self.port = self.server.server_address[1]
         self.api_base = "http://%s:%d" % (h.HOST, self.port)
         self.thread = threading.Thread(target=self.server.serve_forever,

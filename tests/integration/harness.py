@@ -645,6 +645,44 @@ import threading  # noqa: E402
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 
 
+class QuietServer(ThreadingHTTPServer):
+    """The test servers' base (webhook receiver, fake gateway)."""
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs when many connections
+    # open at once, and the kernel retries them a second later: timings would
+    # then measure the test server.
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away (timeout, SIGKILL, shutdown) is expected
+
+
+class TrackedHandler(BaseHTTPRequestHandler):
+    """Keeps `owner._conns` (under `owner.lock`) up to date, so the owner
+    can close open connections when it stops."""
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+    owner = None
+
+    def log_message(self, *a):
+        pass
+
+    def setup(self):
+        BaseHTTPRequestHandler.setup(self)
+        with self.owner.lock:
+            self.owner._conns.add(self.connection)
+
+    def finish(self):
+        try:
+            BaseHTTPRequestHandler.finish(self)
+        except OSError:
+            pass
+        with self.owner.lock:
+            self.owner._conns.discard(self.connection)
+
+
 def webhook_key(secret):
     """The HMAC key of a configured webhook secret: a `whsec_<base64>`
     secret is base64-decoded, anything else is used as it is."""
@@ -753,25 +791,8 @@ class Receiver:
         self.set_script(script, default)
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 60
-
-            def log_message(self, *a):
-                pass
-
-            def setup(self):
-                BaseHTTPRequestHandler.setup(self)
-                with receiver.lock:
-                    receiver._conns.add(self.connection)
-
-            def finish(self):
-                try:
-                    BaseHTTPRequestHandler.finish(self)
-                except OSError:
-                    pass
-                with receiver.lock:
-                    receiver._conns.discard(self.connection)
+        class Handler(TrackedHandler):
+            owner = receiver
 
             def _read_body(self):
                 te = (self.headers.get("Transfer-Encoding") or "").lower()
@@ -809,19 +830,8 @@ class Receiver:
 
             do_POST = do_GET = do_PUT = _handle
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            block_on_close = False
-            allow_reuse_address = True
-            # socketserver's default backlog of 5 drops SYNs when many
-            # connections open at once, and the kernel retries them a
-            # second later: timings would then measure the test server.
-            request_queue_size = 128
 
-            def handle_error(self, request, client_address):
-                pass  # a client that went away (timeout, SIGKILL) is expected
-
-        self.server = Server((HOST, 0), Handler)
+        self.server = QuietServer((HOST, 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.05}, daemon=True)
