@@ -369,6 +369,7 @@ max_in_flight = $INFLIGHT
 timeout_ms = 10000
 schedule = $schedule
 EOF
+    chmod 600 "$TMP/payrelayd.conf" # it holds the channel key
     NOTIFY_LINES=$(wc -l <"$TMP/notify.log" 2>/dev/null || echo 0)
     echo "deliver.sh: starting $DAEMON (schedule = $schedule)" >&2
     NOTIFY_SOCKET="$TMP/notify.sock" "$DAEMON" -c "$TMP/payrelayd.conf" 2>>"$TMP/payrelayd.log" &

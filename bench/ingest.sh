@@ -402,6 +402,7 @@ family = epay
 merchant_id = 1001
 key = $(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import gen_requests; print(gen_requests.DEFAULT_KEY)' "$BENCH_DIR")
 EOF
+    chmod 600 "$TMP/payrelayd.conf" # it holds the channel key
     # Readiness: the log line msg=ready (logged at info level, so hidden at
     # log_level = warn) or, as systemd sees it, READY=1 on $NOTIFY_SOCKET.
     timeout "$((DUR_S * 3 + 600))" python3 -c '
