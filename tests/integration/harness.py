@@ -966,3 +966,17 @@ class Receiver:
             except OSError:
                 pass
         self.thread.join(5)
+
+
+def run_tests():
+    """The main of every integration test file: runs its unittest cases and
+    returns the exit status. A missing redis-server is a broken setup, not a
+    pass (scripts/deps.sh installs it)."""
+    import shutil as _shutil
+    import unittest as _unittest
+
+    if not _shutil.which("redis-server"):
+        print("redis-server is not installed (run scripts/deps.sh): failing")
+        return 1
+    prog = _unittest.main(module="__main__", verbosity=2, exit=False)
+    return 0 if prog.result.wasSuccessful() else 1

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -1086,13 +1085,5 @@ class MetricsTest(AdminCase):
         self.assertEqual(m.get("payrelay_ack_latency_seconds_count"), 3)
 
 
-def main():
-    if not shutil.which("redis-server"):
-        print("redis-server is not installed (run scripts/deps.sh): failing")
-        return 1
-    prog = unittest.main(verbosity=2, exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.run_tests())

@@ -20,7 +20,6 @@ installed: that is a broken setup, not a pass).
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -727,13 +726,5 @@ class DaemonTest(CtlCase):
         self.assertEqual(sum(1 for r in other.snapshot() if r.status == 200), before + 4)
 
 
-def main():
-    if not shutil.which("redis-server"):
-        print("redis-server is not installed (run scripts/deps.sh): failing")
-        return 1
-    prog = unittest.main(verbosity=2, exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.run_tests())

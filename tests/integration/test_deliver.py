@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -760,13 +759,5 @@ class LogHygieneTest(DeliverCase):
             self.assertRegex(line, r"^(ts=\S+ )?level=(debug|info|warn|warning|error) msg=")
 
 
-def main():
-    if not shutil.which("redis-server"):
-        print("redis-server is not installed (run scripts/deps.sh): failing")
-        return 1
-    prog = unittest.main(verbosity=2, exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.run_tests())

@@ -20,7 +20,6 @@ installed: that is a broken setup, not a pass).
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -1007,14 +1006,5 @@ class PollTest(ReconcileCase):
 # ==========================================================================
 
 
-def main():
-    if not shutil.which("redis-server"):
-        # A missing server is a broken setup, not a pass: scripts/deps.sh installs it.
-        print("redis-server is not installed (run scripts/deps.sh): failing")
-        return 1
-    prog = unittest.main(verbosity=2, exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(h.run_tests())
