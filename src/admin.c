@@ -20,6 +20,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "config_build.h"
+#include "conns.h"
 #include "deliver.h"
 #include "log.h"
 #include "metrics.h"
@@ -771,6 +772,15 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	    "Redis requests that failed or timed out.");
 	rc |= metrics_sample(&sc->text, "payrelay_redis_errors_total", NULL, NULL,
 	    (double)store_errors(env->store));
+	rc |= metrics_family(&sc->text, "payrelay_http_connections", "gauge",
+	    "Open connections on the public listener.");
+	rc |= metrics_sample(&sc->text, "payrelay_http_connections", NULL, NULL,
+	    env->conns != NULL ? (double)conns_open(env->conns) : 0);
+	rc |= metrics_family(&sc->text, "payrelay_http_connections_max", "gauge",
+	    "The cap on open public connections (max_connections, or less to fit the "
+	    "open-file limit).");
+	rc |= metrics_sample(&sc->text, "payrelay_http_connections_max", NULL, NULL,
+	    env->conns != NULL ? (double)conns_cap(env->conns) : 0);
 	rc |= metrics_family(&sc->text, "payrelay_callbacks_in_flight", "gauge",
 	    "Callbacks waiting for Redis.");
 	rc |= metrics_sample(&sc->text, "payrelay_callbacks_in_flight", NULL, NULL,

@@ -63,6 +63,8 @@ enum key {
 	K_SHUTDOWN_TIMEOUT,
 	K_DEDUP_TTL,
 	K_LOG_LEVEL,
+	K_MAX_CONNECTIONS,
+	K_READ_TIMEOUT,
 	K_ADMIN_LISTEN,
 	K_TOKEN,
 	K_TOKEN_FILE,
@@ -108,6 +110,8 @@ static const struct {
 	[K_SHUTDOWN_TIMEOUT] = { SEC_DAEMON, "shutdown_timeout", 1, 600 },
 	[K_DEDUP_TTL] = { SEC_DAEMON, "dedup_ttl", 3600, 315360000 },
 	[K_LOG_LEVEL] = { SEC_DAEMON, "log_level", 0, 0 },
+	[K_MAX_CONNECTIONS] = { SEC_DAEMON, "max_connections", 16, 1000000 },
+	[K_READ_TIMEOUT] = { SEC_DAEMON, "read_timeout", 1, 3600 },
 	[K_ADMIN_LISTEN] = { SEC_ADMIN, "listen", 0, 0 },
 	[K_TOKEN] = { SEC_ADMIN, "token", 0, 0 },
 	[K_TOKEN_FILE] = { SEC_ADMIN, "token_file", 0, 0 },
@@ -728,6 +732,12 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_DEDUP_TTL:
 		c->dedup_ttl = n;
 		break;
+	case K_MAX_CONNECTIONS:
+		c->max_connections = (int)n;
+		break;
+	case K_READ_TIMEOUT:
+		c->read_timeout = (int)n;
+		break;
 	case K_LOG_LEVEL:
 		if (log_parse_level(v, &lvl) == 0)
 			c->log_level = (int)lvl;
@@ -1185,6 +1195,8 @@ set_defaults(struct parser *p)
 	c->redis.port = 6379;
 	c->shutdown_timeout = 10;
 	c->dedup_ttl = 2592000;
+	c->max_connections = CONFIG_MAX_CONNECTIONS;
+	c->read_timeout = 10;
 	c->log_level = LOG_INFO;
 	c->redis_timeout_ms = 2000;
 	c->stream_maxlen = 1000000;

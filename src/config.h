@@ -31,6 +31,7 @@ struct cidr {
 };
 
 #define CHANNEL_MAX_POLL_GAPS 16
+#define CONFIG_MAX_CONNECTIONS 16384 /* [daemon] max_connections by default */
 
 struct channel {
 	char *name;
@@ -84,7 +85,9 @@ struct config {
 	struct netaddr listen;
 	int shutdown_timeout;
 	int64_t dedup_ttl;
-	int log_level; /* enum log_level */
+	int log_level;       /* enum log_level */
+	int max_connections; /* open public connections at most; more wait in the backlog */
+	int read_timeout;    /* seconds a connection has for each whole request (SPEC §3) */
 	/* [admin] */
 	struct netaddr admin_listen;
 	char *admin_token; /* a secret */

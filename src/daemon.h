@@ -16,6 +16,7 @@ struct httpc;
 struct deliver;
 struct poller;
 struct metrics;
+struct conns;
 
 /* What became of callbacks, for the log and (later) /metrics. */
 enum ingest_result {
@@ -40,7 +41,7 @@ struct env {
 	struct metrics *metrics;
 	struct evhttp *admin_http;
 	struct evhttp *http;
-	struct evhttp_bound_socket *http_sock;
+	struct conns *conns; /* the public listener and its connections */
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */

@@ -12,6 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "config.h"
+#include "conns.h"
 #include "daemon.h"
 #include "event.h"
 #include "family.h"
@@ -30,6 +31,7 @@
 struct pending {
 	struct env *env;
 	struct evhttp_request *req; /* NULL once the connection is gone */
+	struct conn *conn;          /* watched while this is pending */
 	bool replying;              /* the answer is being written */
 	const struct family *family;
 	char channel[65];
@@ -169,7 +171,7 @@ pending_done(struct pending *pd)
 }
 
 static void
-ingest_conn_closed(struct evhttp_connection *evcon, void *arg)
+ingest_conn_closed(void *arg)
 {
 	struct pending *pd = arg;
 
@@ -189,7 +191,8 @@ ingest_reply_sent(struct evhttp_request *req, void *arg)
 {
 	struct pending *pd = arg;
 
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+	(void)req;
+	conn_watch(pd->conn, NULL, NULL);
 	pending_done(pd);
 }
 
@@ -270,13 +273,15 @@ is_form_content_type(const char *ct)
 /* Hands the verified callback to the record step. Returns the HTTP code to
  * fail with, or 0 (answered later, from ingest_recorded). */
 static int
-ingest_record(struct env *env, struct evhttp_request *req, const struct channel *ch,
-    struct event *ev, const struct timespec *t0)
+ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
+    const struct channel *ch, struct event *ev, const struct timespec *t0)
 {
 	struct pending *pd;
 
-	if ((pd = calloc(1, sizeof(*pd))) == NULL)
+	/* Without a watched connection the answer could outlive it. */
+	if (conn == NULL || (pd = calloc(1, sizeof(*pd))) == NULL)
 		return 503;
+	pd->conn = conn;
 	pd->env = env;
 	pd->req = req;
 	pd->family = ch->family;
@@ -295,13 +300,13 @@ ingest_record(struct env *env, struct evhttp_request *req, const struct channel 
 	}
 	/* A server connection does not read while its request is unanswered,
 	 * so only a shutdown frees it under us; the close callback says so. */
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req), ingest_conn_closed, pd);
+	conn_watch(conn, ingest_conn_closed, pd);
 	env->pending++;
 	return 0;
 }
 
 static void
-ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
+ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, const char *channel)
 {
 	const struct channel *ch = config_channel(env->cfg, channel);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
@@ -365,7 +370,7 @@ ingest_notify(struct env *env, struct evhttp_request *req, const char *channel)
 	}
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
-	if ((code = ingest_record(env, req, ch, &ev, &t0)) != 0)
+	if ((code = ingest_record(env, req, conn, ch, &ev, &t0)) != 0)
 		ingest_fail(env, req, ch->name, code, INGEST_UNAVAILABLE);
 out:
 	params_free(&p);
@@ -377,6 +382,8 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	struct env *env = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	/* Restarts the connection's deadline for its next request. */
+	struct conn *conn = conns_request(env->conns, req);
 	char channel[66];
 	size_t n;
 
@@ -404,7 +411,19 @@ ingest_cb(struct evhttp_request *req, void *arg)
 		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
-	ingest_notify(env, req, channel);
+	ingest_notify(env, req, conn, channel);
+}
+
+/* Descriptors the connections must leave: the fixed reserve, and one per
+ * webhook delivery that may be in flight. */
+static size_t
+ingest_fd_reserve(const struct config *cfg)
+{
+	size_t n = CONNS_FD_RESERVE, i;
+
+	for (i = 0; i < cfg->nwebhooks; i++)
+		n += (size_t)cfg->webhooks[i].max_in_flight;
+	return n;
 }
 
 int
@@ -420,7 +439,7 @@ ingest_start(struct env *env)
 		return -1;
 	evhttp_set_max_body_size(env->http, INGEST_MAX_BODY);
 	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
-	evhttp_set_timeout(env->http, INGEST_READ_TIMEOUT);
+	evhttp_set_timeout(env->http, env->cfg->read_timeout);
 	/* Let every method through to answer 405 "fail" ourselves. */
 	evhttp_set_allowed_methods(env->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
@@ -429,11 +448,10 @@ ingest_start(struct env *env)
 	/* Read the rest of an oversized body so the client sees the 413. */
 	evhttp_set_flags(env->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_gencb(env->http, ingest_cb, env);
-	env->http_sock = evhttp_bind_socket_with_handle(env->http, a->host, a->port);
-	if (env->http_sock == NULL) {
-		log_errorx("cannot listen", "addr=%s port=%u", a->host, (unsigned)a->port);
+	env->conns = conns_new(env->base, env->http, env->metrics,
+	    (size_t)env->cfg->max_connections, ingest_fd_reserve(env->cfg), env->cfg->read_timeout);
+	if (env->conns == NULL || conns_listen(env->conns, a->host, a->port) == -1)
 		return -1;
-	}
 	log_info("listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	return 0;
 }
@@ -441,16 +459,17 @@ ingest_start(struct env *env)
 void
 ingest_stop_accepting(struct env *env)
 {
-	if (env->http != NULL && env->http_sock != NULL) {
-		evhttp_del_accept_socket(env->http, env->http_sock);
-		env->http_sock = NULL;
-	}
+	conns_stop_accepting(env->conns);
 }
 
 void
 ingest_free(struct env *env)
 {
+	conns_stop_accepting(env->conns);
 	if (env->http != NULL)
 		evhttp_free(env->http);
 	env->http = NULL;
+	/* After evhttp_free: closing connections still report to it. */
+	conns_free(env->conns);
+	env->conns = NULL;
 }

@@ -9,7 +9,6 @@ struct env;
 /* Request limits beyond form.h's (SPEC §3). */
 #define INGEST_MAX_BODY (64 * 1024)
 #define INGEST_MAX_HEADERS (72 * 1024) /* the request line counts: GET queries */
-#define INGEST_READ_TIMEOUT 10         /* seconds */
 
 /* Creates env->http and binds [daemon] listen. Returns 0 or -1 (logged). */
 int ingest_start(struct env *env) WUR;

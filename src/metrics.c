@@ -31,6 +31,12 @@ static const struct {
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
 	{ "payrelay_sweeps_total", "epay sweeps started, by channel." },
+	{ "payrelay_http_accept_paused_total",
+	    "Times the public listener stopped accepting at max_connections." },
+	{ "payrelay_http_accept_errors_total",
+	    "accept() failures on the public listener (out of descriptors or memory)." },
+	{ "payrelay_http_timeouts_total",
+	    "Public connections closed for not sending a whole request within read_timeout." },
 };
 
 struct metrics *

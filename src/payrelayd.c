@@ -183,7 +183,8 @@ restart_needed(const struct config *a, const struct config *b)
 	    str_differs(a->redis_prefix, b->redis_prefix) ||
 	    a->redis_timeout_ms != b->redis_timeout_ms ||
 	    str_differs(a->stream_key, b->stream_key) || a->stream_maxlen != b->stream_maxlen ||
-	    a->dedup_ttl != b->dedup_ttl;
+	    a->dedup_ttl != b->dedup_ttl || a->max_connections != b->max_connections ||
+	    a->read_timeout != b->read_timeout;
 }
 
 /* Reloads channels and webhooks; a bad file is refused whole. */
@@ -205,8 +206,8 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (restart_needed(old, nc))
-		log_warnx("changes to listen, dedup_ttl, [redis] or [stream] take effect on "
-			  "restart",
+		log_warnx("changes to listen, max_connections, read_timeout, dedup_ttl, [redis] "
+			  "or [stream] take effect on restart",
 		    "");
 	env->cfg = nc;
 	config_free(old);

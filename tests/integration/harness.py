@@ -32,6 +32,12 @@ HOST = "127.0.0.1"
 TIMEOUT = 5.0
 HERE = os.path.dirname(os.path.abspath(__file__))
 READY_RE = re.compile(r'msg="?ready')
+# How much slower than natively the daemon runs (under valgrind: about 20x
+# to start); the harness stretches its own waits for the daemon by it.
+TIME_SCALE = float(os.environ.get("PAYRELAY_TIME_SCALE", "1"))
+# valgrind's summary when it found something (memcheck, -q prints only errors)
+VALGRIND_ERROR_RE = re.compile(r"==\d+== (ERROR SUMMARY: [1-9]|Invalid |Conditional jump|"
+                               r"Syscall param|Mismatched free|definitely lost: [1-9])")
 
 # --------------------------------------------------------------------------
 # processes: whatever we start is killed at exit, even after a failure
@@ -224,10 +230,14 @@ class Resp:
 
 
 class RedisServer:
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra_args=()):
+        """`extra_args`: more redis-server options, e.g. ("--appendonly",
+        "yes"); they come last, so they override the defaults. start() may be
+        called again after stop(): same port, same data directory."""
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.proc = None
         self.log = os.path.join(self.dir, "redis.log")
 
@@ -237,7 +247,8 @@ class RedisServer:
             raise RuntimeError("redis-server not found in PATH")
         self.proc = _spawn([binary, "--port", str(self.port), "--bind", HOST,
                             "--save", "", "--appendonly", "no", "--dir", self.dir,
-                            "--unixsocket", os.path.join(self.dir, "redis.sock")],
+                            "--unixsocket", os.path.join(self.dir, "redis.sock")]
+                           + self.extra_args,
                            self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -288,7 +299,12 @@ class Daemon:
         self.proc = None
 
     def start(self, wait_ready=True, timeout=10.0):
-        self.proc = _spawn([self.binary, "-c", self.config], self.log)
+        """PAYRELAY_DAEMON_WRAPPER, when set, is a command line the daemon
+        runs under (split on spaces), e.g. "valgrind --error-exitcode=97";
+        timeouts then stretch by PAYRELAY_TIME_SCALE (default 1)."""
+        wrapper = os.environ.get("PAYRELAY_DAEMON_WRAPPER", "").split()
+        timeout *= TIME_SCALE
+        self.proc = _spawn(wrapper + [self.binary, "-c", self.config], self.log)
         if wait_ready:
             self.wait_log(READY_RE, timeout)
         return self
@@ -324,6 +340,7 @@ class Daemon:
                            % (regex.pattern, timeout, self.log_tail()))
 
     def wait_listening(self, timeout=10.0):
+        timeout *= TIME_SCALE
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -365,9 +382,10 @@ class Daemon:
         stderr at exit): how the ASan build of the suite finds leaks."""
         if self.proc is None:
             return
+        timeout *= TIME_SCALE
         rc, in_time = self.stop(signal.SIGTERM, timeout)
         log = self.log_text()
-        if "Sanitizer" in log or "runtime error:" in log:
+        if "Sanitizer" in log or "runtime error:" in log or VALGRIND_ERROR_RE.search(log):
             raise AssertionError("payrelayd reported a sanitizer error:\n" + self.log_tail(60))
         if not in_time or rc != 0:
             raise AssertionError("payrelayd did not exit 0 within %.0f s of SIGTERM (rc=%s):\n%s"

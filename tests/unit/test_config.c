@@ -135,6 +135,8 @@ START_TEST(test_full_file)
 		 "shutdown_timeout = 20\n"
 		 "dedup_ttl = 86400            ; seconds\n"
 		 "log_level = debug\n"
+		 "max_connections = 500\n"
+		 "read_timeout = 3\n"
 		 "\n"
 		 "[admin]\n"
 		 "listen = unix:/run/payrelay/admin.sock\n"
@@ -186,6 +188,8 @@ START_TEST(test_full_file)
 	ck_assert_int_eq(c->shutdown_timeout, 20);
 	ck_assert_int_eq(c->dedup_ttl, 86400);
 	ck_assert_int_eq(c->log_level, LOG_DEBUG);
+	ck_assert_int_eq(c->max_connections, 500);
+	ck_assert_int_eq(c->read_timeout, 3);
 
 	ck_assert(c->admin_listen.is_unix);
 	ck_assert_str_eq(c->admin_listen.path, "/run/payrelay/admin.sock");
@@ -206,7 +210,7 @@ START_TEST(test_full_file)
 	ck_assert_uint_eq(c->nchannels, 2);
 	ch = config_channel(c, "shop-epay");
 	ck_assert_ptr_nonnull(ch);
-	ck_assert_int_eq(ch->line, 22);
+	ck_assert_int_eq(ch->line, 24);
 	ck_assert_ptr_eq(ch->family, family_find("epay"));
 	ck_assert_int_eq(ch->sign_type, SIGN_MD5);
 	ck_assert_str_eq(ch->merchant_id, "1001");
@@ -234,7 +238,7 @@ START_TEST(test_full_file)
 	ck_assert_uint_eq(c->nwebhooks, 1);
 	w = &c->webhooks[0];
 	ck_assert_str_eq(w->name, "orders-service");
-	ck_assert_int_eq(w->line, 39);
+	ck_assert_int_eq(w->line, 41);
 	ck_assert_str_eq(w->url, "http://127.0.0.1:9000/payrelay");
 	ck_assert_uint_eq(w->nsecrets, 2);
 	ck_assert_uint_eq(w->secrets[0].len, 24); /* 32 base64 characters */
@@ -265,6 +269,8 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->shutdown_timeout, 10);
 	ck_assert_int_eq(c->dedup_ttl, 2592000);
 	ck_assert_int_eq(c->log_level, LOG_INFO);
+	ck_assert_int_eq(c->max_connections, CONFIG_MAX_CONNECTIONS);
+	ck_assert_int_eq(c->read_timeout, 10); /* SPEC §3 */
 	ck_assert_str_eq(c->admin_listen.host, "127.0.0.1");
 	ck_assert_uint_eq(c->admin_listen.port, 8788);
 	ck_assert_ptr_null(c->admin_token);
@@ -432,6 +438,12 @@ START_TEST(test_line_errors)
 	expect_error("[daemon]\nshutdown_timeout = 10s\n[channel:a]\nfamily = epay\n"
 		     "merchant_id = 1\nkey = k\n",
 	    2, "shutdown_timeout must be an integer from 1 to 600");
+	expect_error("[daemon]\nmax_connections = 15\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n",
+	    2, "max_connections must be an integer from 16 to 1000000");
+	expect_error("[daemon]\nread_timeout = 0\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n",
+	    2, "read_timeout must be an integer from 1 to 3600");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\npoll_rate = +5\n", 5,
 	    "poll_rate must be an integer from 1 to 1000");
 	expect_error("[stream]\nmaxlen = 99\n[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = "
