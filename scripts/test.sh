@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 [ -d ../shared/vectors ] || { echo "test: ../shared/vectors is missing (the test vectors live beside the checkout)" >&2; exit 1; }
-bash scripts/deps.sh
+bash scripts/deps.sh valgrind  # valgrind: the valgrind suite of tests/integration
 
 status=0
 passed=0

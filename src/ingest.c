@@ -439,7 +439,9 @@ ingest_start(struct env *env)
 		return -1;
 	evhttp_set_max_body_size(env->http, INGEST_MAX_BODY);
 	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
-	evhttp_set_timeout(env->http, env->cfg->read_timeout);
+	/* conns.c's deadline closes slow and idle connections; libevent's
+	 * inactivity timer only backs it up. */
+	evhttp_set_timeout(env->http, env->cfg->read_timeout + 1);
 	/* Let every method through to answer 405 "fail" ourselves. */
 	evhttp_set_allowed_methods(env->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |

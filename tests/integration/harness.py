@@ -37,7 +37,7 @@ READY_RE = re.compile(r'msg="?ready')
 TIME_SCALE = float(os.environ.get("PAYRELAY_TIME_SCALE", "1"))
 # valgrind's summary when it found something (memcheck, -q prints only errors)
 VALGRIND_ERROR_RE = re.compile(r"==\d+== (ERROR SUMMARY: [1-9]|Invalid |Conditional jump|"
-                               r"Syscall param|Mismatched free|definitely lost: [1-9])")
+                               r"Syscall param|Mismatched free|are definitely lost)")
 
 # --------------------------------------------------------------------------
 # processes: whatever we start is killed at exit, even after a failure
