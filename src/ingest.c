@@ -115,26 +115,45 @@ peer_string(struct evhttp_request *req, char *out, size_t n)
 	snprintf(out, n, "%s", addr != NULL ? addr : "-");
 }
 
+/* Refusal log lines of the current second, and those left out. */
+static struct {
+	time_t window;
+	unsigned logged, suppressed;
+	struct event *flush; /* logs the count left out once its second is over */
+} refusals;
+
+static void
+refusals_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (refusals.suppressed > 0)
+		log_warnx("callback refusals not logged", "count=%u", refusals.suppressed);
+	refusals.suppressed = 0;
+}
+
 /* Rate-limited warning for a refused callback. */
 static void
 ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *why,
     const struct params *p)
 {
-	static time_t window;
-	static unsigned logged, suppressed;
 	time_t now = time(NULL);
 	char peer[64];
 	const char *trade = NULL;
 
-	if (now != window) {
-		if (suppressed > 0)
-			log_warnx("callback refusals not logged", "count=%u", suppressed);
-		window = now;
-		logged = 0;
-		suppressed = 0;
+	if (now != refusals.window) {
+		refusals_flush(-1, 0, NULL);
+		refusals.window = now;
+		refusals.logged = 0;
 	}
-	if (++logged > REFUSAL_LOGS_PER_SEC) {
-		suppressed++;
+	if (++refusals.logged > REFUSAL_LOGS_PER_SEC) {
+		/* Counted, and logged after the second even if none follows. */
+		if (refusals.suppressed++ == 0 && refusals.flush != NULL) {
+			struct timeval tv = { 1, 0 };
+
+			evtimer_add(refusals.flush, &tv);
+		}
 		return;
 	}
 	if (p != NULL) {
@@ -435,7 +454,8 @@ ingest_start(struct env *env)
 		log_errorx("the public listener must be host:port", "listen=%s", a->path);
 		return -1;
 	}
-	if ((env->http = evhttp_new(env->base)) == NULL)
+	if ((env->http = evhttp_new(env->base)) == NULL ||
+	    (refusals.flush = evtimer_new(env->base, refusals_flush, NULL)) == NULL)
 		return -1;
 	evhttp_set_max_body_size(env->http, INGEST_MAX_BODY);
 	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
@@ -474,4 +494,9 @@ ingest_free(struct env *env)
 	/* After evhttp_free: closing connections still report to it. */
 	conns_free(env->conns);
 	env->conns = NULL;
+	if (refusals.flush != NULL) {
+		refusals_flush(-1, 0, NULL);
+		event_free(refusals.flush);
+		refusals.flush = NULL;
+	}
 }
