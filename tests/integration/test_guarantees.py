@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""Integration tests of three recording guarantees (docs/guarantees.md sections 2 and 3)
+that test_ingest.py leaves open:
+
+- NOSCRIPT while connected: Redis's script cache is flushed under a
+  connected daemon; the recording step falls back to EVAL, the callback is
+  still acked and recorded exactly once, and the script is cached again;
+- dedup expiry: once the dedup key has expired, the same callback is
+  recorded again as a new stream entry with the same event id;
+- one callback at two instances at once: two payrelayd sharing one Redis
+  each get every callback at the same moment; every answer is `success` and
+  each callback is one stream entry.
+
+    PAYRELAYD=build/src/payrelayd PAYRELAY_VECTORS=../shared/vectors \\
+        python3 tests/integration/test_guarantees.py [-k PATTERN]
+
+Exits 0 when every test passes, 1 otherwise (also when no redis-server is
+installed: that is a broken setup, not a pass).
+"""
+
+import os
+import signal
+import sys
+import threading
+import time
+import unittest
+
+sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+
+BINARY = h.locate_binary()
+STREAM = "payrelay:events"
+DEDUP = "payrelay:dedup:"
+DUE = "payrelay:wh:orders:due"
+# Not the default (30 days): the TTL checks see the configured value.
+DEDUP_TTL = 86400
+
+EPAY = h.load_vectors("epay.json")["vectors"]
+
+
+def params_of(vec, drop=("sign",)):
+    return {k: v for k, v in vec["params"].items() if k not in drop}
+
+
+def config_with_dedup_ttl(text, ttl):
+    """The harness's config with `dedup_ttl = ttl` in its [daemon] section."""
+    head = "[daemon]\n"
+    assert text.count(head) == 1, "no single [daemon] section in the harness config"
+    return text.replace(head, head + "dedup_ttl = %d\n" % ttl)
+
+
+class DaemonCase(unittest.TestCase):
+    """One redis-server and one payrelayd (dedup_ttl = DEDUP_TTL) per class."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not BINARY or not os.access(BINARY, os.X_OK):
+            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
+        cls.dir = h.new_workdir("payrelay-gt-")
+        cls.redis = h.RedisServer(cls.dir)
+        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
+        cls.redis.start()
+        cls.setup = h.Setup(cls.dir, cls.redis.port)
+        cls.config_text = config_with_dedup_ttl(cls.setup.config_text(), DEDUP_TTL)
+        with open(cls.setup.config, "w", encoding="utf-8") as f:
+            f.write(cls.config_text)
+        cls.daemons = []
+        cls.daemon = cls.start_daemon(cls.setup.config, cls.setup.port, "payrelayd")
+
+    @classmethod
+    def start_daemon(cls, config, port, name):
+        d = h.Daemon(BINARY, cls.dir, config, port, name=name)
+        cls.daemons.append(d)
+        cls.addClassCleanup(d.stop, signal.SIGKILL, 5)
+        cls.addClassCleanup(cls.assert_no_secret_logged, d)
+        # Runs first (cleanups are LIFO): a clean exit, or the class fails.
+        cls.addClassCleanup(d.stop_clean)
+        d.start(wait_ready=True)
+        line = d.wait_log(r'msg="?redis ready', timeout=5)
+        d.record_sha = h.logfmt(line).get("record_script", "")
+        if len(d.record_sha) != 40:
+            raise RuntimeError("no record_script=<sha> in the redis ready line: %r" % line)
+        return d
+
+    @classmethod
+    def assert_no_secret_logged(cls, daemon):
+        log = daemon.log_text()
+        for secret in cls.setup.secrets():
+            if secret and secret in log:
+                raise AssertionError("a configured secret appears in %s" % daemon.log)
+
+    def setUp(self):
+        self.r = self.redis.client()
+        self.addCleanup(self.r.close)
+        self.r.cmd("FLUSHALL")
+
+    # --- requests ---------------------------------------------------------
+
+    def epay(self, vec=0, **override):
+        """An epay vector's params, changed and correctly re-signed (MD5)."""
+        p = params_of(EPAY[vec])
+        p.update(override)
+        p["sign"] = h.epay_md5_sign(p, self.setup.epay_key)
+        return p
+
+    def send(self, params, port=None, channel="shop-epay"):
+        return h.http(port or self.setup.port, "GET",
+                      "/notify/%s?%s" % (channel, h.form_encode(params)), timeout=15)
+
+    def ctx(self, reply=None, daemon=None):
+        d = daemon or self.daemon
+        return "%r\n--- %s (tail) ---\n%s" % (reply, d.log, d.log_tail(15))
+
+    def assertAck(self, reply):
+        self.assertEqual((reply.status, reply.body), (200, b"success"), self.ctx(reply))
+
+    # --- what Redis holds -------------------------------------------------
+
+    def entries(self):
+        """[(stream entry id, event id)] of the whole stream, oldest first."""
+        return [(sid, f["id"]) for sid, f in self.r.xrange(STREAM)]
+
+    def entries_of(self, eid):
+        return [sid for sid, e in self.entries() if e == eid]
+
+    def deliveries_of(self, eid):
+        """{delivery key: hash} of every delivery of event `eid`."""
+        out = {}
+        for k in self.r.keys("payrelay:delivery:*"):
+            rec = self.r.hgetall(k)
+            if rec.get("event_id") == eid:
+                out[k] = rec
+        return out
+
+    def assertDedup(self, eid, entry_id):
+        """The dedup key of `eid` holds `entry_id` and lives dedup_ttl."""
+        key = DEDUP + eid
+        self.assertEqual(self.r.cmd("GET", key), entry_id.encode(), key)
+        ttl = self.r.cmd("TTL", key)
+        self.assertTrue(DEDUP_TTL - 120 <= ttl <= DEDUP_TTL,
+                        "TTL of %s is %r, dedup_ttl is %d" % (key, ttl, DEDUP_TTL))
+
+    def assertRecordedOnce(self, eid, reply=None):
+        """Exactly one stream entry of `eid`, its dedup key, one delivery.
+        Returns the stream entry id."""
+        sids = self.entries_of(eid)
+        self.assertEqual(len(sids), 1, "stream entries of %s: %r\n%s"
+                         % (eid, sids, self.ctx(reply)))
+        self.assertDedup(eid, sids[0])
+        self.assertEqual(len(self.deliveries_of(eid)), 1, "deliveries of %s" % eid)
+        return sids[0]
+
+    def log_events(self, daemon, msg, start=0):
+        """The event ids of `daemon`'s log lines `msg` (after offset `start`)."""
+        return [rec.get("event") for rec in
+                h.log_records(daemon.log_text()[start:], msg)]
+
+    def commandstats(self):
+        """{command: {calls, failed_calls, ...}} of INFO commandstats."""
+        out = {}
+        for line in self.r.cmd("INFO", "commandstats").decode().splitlines():
+            if not line.startswith("cmdstat_"):
+                continue
+            name, _, rest = line[len("cmdstat_"):].partition(":")
+            out[name] = {k: float(v) for k, v in
+                         (kv.split("=", 1) for kv in rest.split(","))}
+        return out
+
+
+# ==========================================================================
+
+
+class NoscriptTest(DaemonCase):
+    """docs/guarantees.md section 2: the NOSCRIPT -> EVAL fallback while the
+    daemon stays connected (src/store.c, store_req_reply)."""
+
+    def test_script_flush_while_connected_falls_back_to_eval(self):
+        d = self.daemon
+        sha = d.record_sha
+        self.assertEqual(self.r.cmd("SCRIPT", "EXISTS", sha), [1],
+                         "the logged record_script sha is not in Redis's script cache")
+
+        p1 = self.epay(trade_no="NS-0001", out_trade_no="NS-O1")
+        eid1 = h.event_id("shop-epay", "NS-0001", "paid")
+        reply = self.send(p1)
+        self.assertAck(reply)
+        sid1 = self.assertRecordedOnce(eid1, reply)
+
+        mark = len(d.log_text())
+        self.assertEqual(self.r.cmd("SCRIPT", "FLUSH"), "OK")
+        self.assertEqual(self.r.cmd("CONFIG", "RESETSTAT"), "OK")
+        self.assertEqual(self.r.cmd("SCRIPT", "EXISTS", sha), [0], "SCRIPT FLUSH kept it")
+
+        # the next new callback: EVALSHA -> NOSCRIPT -> EVAL, acked, recorded once
+        p2 = self.epay(trade_no="NS-0002", out_trade_no="NS-O2")
+        eid2 = h.event_id("shop-epay", "NS-0002", "paid")
+        reply = self.send(p2)
+        self.assertAck(reply)
+        self.assertRecordedOnce(eid2, reply)
+        self.assertEqual(len(self.entries()), 2, self.entries())
+        stats = self.commandstats()
+        self.assertGreaterEqual(stats.get("evalsha", {}).get("failed_calls", 0), 1,
+                                "no EVALSHA failed (NOSCRIPT) after the flush: %r" % stats)
+        reloaded = (stats.get("eval", {}).get("calls", 0) +
+                    stats.get("script|load", {}).get("calls", 0))
+        self.assertGreaterEqual(reloaded, 1, "no EVAL or SCRIPT LOAD after the flush: %r"
+                                % stats)
+        # the record script is cached again (EVAL caches what it runs)
+        self.assertEqual(self.r.cmd("SCRIPT", "EXISTS", sha), [1],
+                         "the record script was not reloaded after NOSCRIPT")
+
+        # the one after that: recorded once too
+        p3 = self.epay(trade_no="NS-0003", out_trade_no="NS-O3")
+        eid3 = h.event_id("shop-epay", "NS-0003", "paid")
+        reply = self.send(p3)
+        self.assertAck(reply)
+        self.assertRecordedOnce(eid3, reply)
+        self.assertEqual(len(self.entries()), 3, self.entries())
+
+        # the first callback again: still a duplicate, nothing new written
+        reply = self.send(p1)
+        self.assertAck(reply)
+        self.assertEqual(self.entries_of(eid1), [sid1])
+        self.assertEqual(len(self.entries()), 3, self.entries())
+        self.assertDedup(eid1, sid1)
+        self.assertEqual(len(self.deliveries_of(eid1)), 1)
+
+        # ... as the daemon saw it, and it never lost its connection
+        d.wait_log(r'msg="?callback duplicate.* event=' + eid1, timeout=5, start=mark)
+        self.assertEqual(self.log_events(d, "callback recorded", mark), [eid2, eid3],
+                         d.log_tail())
+        self.assertEqual(self.log_events(d, "callback duplicate", mark), [eid1], d.log_tail())
+        text = d.log_text()
+        self.assertEqual(len(h.log_records(text, "redis ready")), 1,
+                         "the daemon reconnected instead of falling back:\n" + d.log_tail())
+        for msg in ("redis disconnected", "redis script failed",
+                    "callback not recorded, answered 503"):
+            self.assertEqual(h.log_records(text[mark:], msg), [], d.log_tail())
+        self.assertTrue(d.alive())
+
+
+# ==========================================================================
+
+
+class DedupExpiryTest(DaemonCase):
+    """docs/guarantees.md sections 1 (last paragraph) and 3: once the dedup
+    key is gone, the same callback is a new stream entry with the same event
+    id (and fresh deliveries: docs/redis.md), then dedups again."""
+
+    def test_same_callback_after_dedup_expiry_is_a_new_entry_same_event_id(self):
+        d = self.daemon
+        p = self.epay(trade_no="EXP-0001", out_trade_no="EXP-O1")
+        eid = h.event_id("shop-epay", "EXP-0001", "paid")
+        key = DEDUP + eid
+
+        reply = self.send(p)
+        self.assertAck(reply)
+        sid1 = self.assertRecordedOnce(eid, reply)  # TTL = dedup_ttl
+        # within dedup_ttl it is a duplicate
+        self.assertAck(self.send(p))
+        self.assertEqual(self.entries(), [(sid1, eid)])
+
+        # expiry, simulated
+        self.assertEqual(self.r.cmd("PEXPIRE", key, 1), 1)
+        deadline = time.monotonic() + 5
+        while self.r.cmd("EXISTS", key) != 0:
+            self.assertLess(time.monotonic(), deadline, "%s did not expire" % key)
+            time.sleep(0.01)
+
+        reply = self.send(p)
+        self.assertAck(reply)
+        entries = self.entries()
+        self.assertEqual(len(entries), 2, "not recorded again after the dedup key expired: %r\n%s"
+                         % (entries, self.ctx(reply)))
+        self.assertEqual(entries[0], (sid1, eid))
+        sid2, eid2 = entries[1]
+        self.assertEqual(eid2, eid, "the re-recorded entry has another event id")
+        self.assertNotEqual(sid2, sid1)
+        ev = [f for _, f in self.r.xrange(STREAM)]
+        self.assertEqual([e["id"] for e in ev], [eid, eid])
+        self.assertIn('"id":"%s"' % eid, ev[1]["event"])
+        self.assertDedup(eid, sid2)  # the new entry, a fresh dedup_ttl
+        dl = self.deliveries_of(eid)
+        self.assertEqual(len(dl), 2, "a re-recorded event gets fresh deliveries: %r" % dl)
+        self.assertEqual(sorted(r["stream_id"] for r in dl.values()), sorted([sid1, sid2]))
+
+        # a third send: a duplicate again
+        reply = self.send(p)
+        self.assertAck(reply)
+        self.assertEqual(self.entries(), [(sid1, eid), (sid2, eid)])
+        self.assertDedup(eid, sid2)
+        self.assertEqual(len(self.deliveries_of(eid)), 2)
+
+        # as the daemon saw it: new, duplicate, new, duplicate
+        deadline = time.monotonic() + 5
+        while True:
+            seq = [rec.get("msg") for rec in h.log_records(d.log_text())
+                   if rec.get("event") == eid]
+            if len(seq) >= 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(seq, ["callback recorded", "callback duplicate",
+                               "callback recorded", "callback duplicate"], d.log_tail())
+
+
+# ==========================================================================
+
+
+class TwoInstancesTest(DaemonCase):
+    """docs/guarantees.md section 3: the same callbacks at two instances that
+    share one Redis, at the same moment: one stream entry each (the recording
+    script's atomicity), and every answer `success`."""
+
+    N = 200     # distinct callbacks, each sent to both daemons
+    PAIRS = 8   # pairs of threads; a pair sends one callback to both at once
+
+    def test_same_callbacks_at_two_instances_at_once(self):
+        d1 = self.daemon
+        port2, admin2 = h.free_port(), h.free_port()
+        text2 = self.config_text
+        for old, new in (("listen = 127.0.0.1:%d\n" % self.setup.port,
+                          "listen = 127.0.0.1:%d\n" % port2),
+                         ("listen = 127.0.0.1:%d\n" % self.setup.admin_port,
+                          "listen = 127.0.0.1:%d\n" % admin2)):
+            self.assertEqual(text2.count(old), 1, old)
+            text2 = text2.replace(old, new)
+        diff = [(a, b) for a, b in zip(self.config_text.splitlines(), text2.splitlines())
+                if a != b]
+        self.assertEqual(len(diff), 2, diff)
+        self.assertTrue(all(a.startswith("listen = ") for a, _ in diff), diff)
+        conf2 = os.path.join(self.dir, "second.conf")
+        with open(conf2, "w", encoding="utf-8") as f:
+            f.write(text2)
+        d2 = self.start_daemon(conf2, port2, "payrelayd-2")
+        daemons = (d1, d2)
+        ports = (self.setup.port, port2)
+
+        calls = []
+        for i in range(self.N):
+            t = "RACE-%04d" % i
+            p = self.epay(trade_no=t, out_trade_no="RO-%04d" % i)
+            calls.append(("/notify/shop-epay?" + h.form_encode(p),
+                          h.event_id("shop-epay", t, "paid")))
+        eids = [e for _, e in calls]
+
+        results = {}   # (callback index, daemon index) -> (status, body) or error
+        lock = threading.Lock()
+
+        def worker(pair, side, barrier):
+            for i in range(pair, self.N, self.PAIRS):
+                # alternate which thread of the pair talks to which daemon, so
+                # that no daemon is always the late one
+                k = (side + i) % 2
+                try:
+                    barrier.wait()
+                    reply = h.http(ports[k], "GET", calls[i][0], timeout=20)
+                    out = (reply.status, reply.body)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    barrier.abort()
+                    out = "error: %r" % e
+                with lock:
+                    results[(i, k)] = out
+                if isinstance(out, str):
+                    return
+
+        threads = []
+        for pair in range(self.PAIRS):
+            barrier = threading.Barrier(2, timeout=30)
+            for side in (0, 1):
+                threads.append(threading.Thread(target=worker, args=(pair, side, barrier),
+                                                daemon=True))
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(90)
+        self.assertFalse(any(t.is_alive() for t in threads), "senders hung")
+        elapsed = time.monotonic() - t0
+
+        bad = {key: v for key, v in results.items() if v != (200, b"success")}
+        self.assertEqual(bad, {}, "answers other than success:\n%s\n%s"
+                         % (d1.log_tail(10), d2.log_tail(10)))
+        self.assertEqual(len(results), 2 * self.N)
+
+        entries = self.entries()
+        ids = [e for _, e in entries]
+        dups = sorted({e for e in ids if ids.count(e) > 1})
+        self.assertEqual(dups, [], "event ids in the stream more than once")
+        self.assertEqual(len(entries), self.N)
+        self.assertEqual(sorted(ids), sorted(eids))
+        sid_of = {e: sid for sid, e in entries}
+        self.assertEqual(len(self.r.keys(DEDUP + "*")), self.N)
+        for e in eids:
+            self.assertEqual(self.r.cmd("GET", DEDUP + e), sid_of[e].encode(), e)
+        dl = [self.r.cmd("HGET", k, "event_id").decode()
+              for k in self.r.keys("payrelay:delivery:*")]
+        self.assertEqual(sorted(dl), sorted(eids), "not one delivery per event")
+        self.assertEqual(self.r.cmd("ZCARD", DUE), self.N)
+
+        # both stop cleanly, then their whole logs are read
+        for d in daemons:
+            d.stop_clean()
+        rec = [self.log_events(d, "callback recorded") for d in daemons]
+        dup = [self.log_events(d, "callback duplicate") for d in daemons]
+        self.assertEqual(sorted(rec[0] + rec[1]), sorted(eids),
+                         "each callback recorded exactly once over both daemons")
+        self.assertEqual(sorted(dup[0] + dup[1]), sorted(eids),
+                         "each callback a duplicate exactly once over both daemons")
+        for j, d in enumerate(daemons):
+            self.assertTrue(rec[j] and dup[j],
+                            "%s: %d recorded, %d duplicate: the two did not race"
+                            % (d.log, len(rec[j]), len(dup[j])))
+        sys.stderr.write("\n  %d x 2 callbacks in %.2f s; recorded by each: %d/%d ... "
+                         % (self.N, elapsed, len(rec[0]), len(rec[1])))
+
+
+if __name__ == "__main__":
+    sys.exit(h.run_tests())
