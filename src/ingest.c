@@ -304,7 +304,8 @@ ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
 	pd->env = env;
 	pd->req = req;
 	pd->family = ch->family;
-	snprintf(pd->channel, sizeof(pd->channel), "%s", ch->name);
+	/* Channel names are at most 64 bytes (config_name_valid). */
+	strncpy(pd->channel, ch->name, sizeof(pd->channel) - 1);
 	memcpy(pd->event_id, ev->id, sizeof(pd->event_id));
 	pd->trade_no = strdup(ev->trade_no);
 	pd->out_trade_no = strdup(ev->out_trade_no);

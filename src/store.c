@@ -426,7 +426,15 @@ struct store {
 	char maxlen[24];
 	char dedup_ttl[24];
 	int timeout_ms;
+	/* Finished requests kept for reuse (with their buffers and timer): a
+	 * callback costs no allocation here once the store is warm. */
+	struct store_req *spare;
+	size_t nspare;
 };
+
+/* Spare requests kept at most; their buffers above this are not kept. */
+#define STORE_SPARE_MAX 256
+#define STORE_SPARE_BYTES (16 * 1024)
 
 struct store_req;
 /* Called once per request: rep is NULL on a timeout (r->timed_out), a
@@ -453,15 +461,15 @@ struct store_req {
 	const char **argv; /* into args, once it is complete */
 	size_t *offs;
 	size_t *lens;
+	size_t maxargs;         /* room in argv, offs and lens */
+	struct store_req *next; /* in the spare list */
 };
 
 static void store_connect(struct store *s);
 
 static void
-store_req_free(struct store_req *r)
+store_req_destroy(struct store_req *r)
 {
-	if (r == NULL)
-		return;
 	if (r->timer != NULL)
 		event_free(r->timer);
 	sbuf_free(&r->args);
@@ -469,6 +477,26 @@ store_req_free(struct store_req *r)
 	free(r->offs);
 	free(r->lens);
 	free(r);
+}
+
+/* Done with r: kept as a spare when it is whole and not too big. */
+static void
+store_req_free(struct store_req *r)
+{
+	struct store *s;
+
+	if (r == NULL)
+		return;
+	s = r->s;
+	if (r->timer == NULL || r->argv == NULL || r->args.cap > STORE_SPARE_BYTES ||
+	    s->nspare >= STORE_SPARE_MAX || s->closing) {
+		store_req_destroy(r);
+		return;
+	}
+	evtimer_del(r->timer);
+	r->next = s->spare;
+	s->spare = r;
+	s->nspare++;
 }
 
 static void
@@ -700,6 +728,12 @@ store_free(struct store *s)
 		event_free(s->reconnect_ev);
 	if (s->connect_timeout_ev != NULL)
 		event_free(s->connect_timeout_ev);
+	while (s->spare != NULL) {
+		struct store_req *r = s->spare;
+
+		s->spare = r->next;
+		store_req_destroy(r);
+	}
 	free(s->user);
 	if (s->password != NULL)
 		explicit_bzero(s->password, strlen(s->password));
@@ -776,21 +810,47 @@ store_req_new(struct store *s, enum script script, size_t maxargs, size_t bytes,
 {
 	struct store_req *r;
 
-	if (!store_ready(s) || (r = calloc(1, sizeof(*r))) == NULL)
+	if (!store_ready(s))
 		return NULL;
-	r->s = s;
+	maxargs += 3;
+	if ((r = s->spare) != NULL) {
+		s->spare = r->next;
+		s->nspare--;
+		sbuf_reset(&r->args);
+	} else {
+		if ((r = calloc(1, sizeof(*r))) == NULL)
+			return NULL;
+		r->s = s;
+		sbuf_init(&r->args);
+		if ((r->timer = evtimer_new(s->base, store_req_timeout_cb, r)) == NULL) {
+			store_req_destroy(r);
+			return NULL;
+		}
+	}
 	r->script = script;
 	r->done = done;
+	memset(&r->cb, 0, sizeof(r->cb));
 	r->arg = arg;
-	sbuf_init(&r->args);
-	maxargs += 3;
-	r->argv = calloc(maxargs, sizeof(*r->argv));
-	r->offs = calloc(maxargs, sizeof(*r->offs));
-	r->lens = calloc(maxargs, sizeof(*r->lens));
-	r->timer = evtimer_new(s->base, store_req_timeout_cb, r);
-	if (r->argv == NULL || r->offs == NULL || r->lens == NULL || r->timer == NULL ||
-	    sbuf_reserve(&r->args, bytes + 128) == -1) {
-		store_req_free(r);
+	r->answered = false;
+	r->timed_out = false;
+	r->retried = false;
+	r->argc = 0;
+	r->next = NULL;
+	if (r->maxargs < maxargs) {
+		free(r->argv);
+		free(r->offs);
+		free(r->lens);
+		r->argv = calloc(maxargs, sizeof(*r->argv));
+		r->offs = calloc(maxargs, sizeof(*r->offs));
+		r->lens = calloc(maxargs, sizeof(*r->lens));
+		r->maxargs = maxargs;
+		if (r->argv == NULL || r->offs == NULL || r->lens == NULL) {
+			store_req_destroy(r);
+			return NULL;
+		}
+	}
+	if (sbuf_reserve(&r->args, bytes + 128) == -1) {
+		store_req_destroy(r);
 		return NULL;
 	}
 	return r;
@@ -837,10 +897,17 @@ req_cat(struct store_req *r, ...)
 static int
 req_argll(struct store_req *r, long long v)
 {
-	char num[24];
+	char num[24], *p = num + sizeof(num);
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
-	snprintf(num, sizeof(num), "%lld", v);
-	return req_args(r, num);
+	/* By hand: on every callback's path, and printf is slow. */
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0);
+	if (v < 0)
+		*--p = '-';
+	return req_arg(r, p, (size_t)(num + sizeof(num) - p));
 }
 
 /* Starts EVALSHA sha nkeys: the first three arguments. */

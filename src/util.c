@@ -158,15 +158,29 @@ now_ms(void)
 void
 format_iso8601_ms(char out[25], int64_t ms)
 {
+	/* The seconds part changes once a second: formatted once for all
+	 * the events of that second (single-threaded callers). */
+	static time_t cached_secs = (time_t)-1;
+	static char cached[20];
 	time_t secs = (time_t)(ms / 1000);
+	unsigned frac = (unsigned)(ms % 1000) % 1000u;
 	struct tm tm;
 
-	gmtime_r(&secs, &tm);
-	if (strftime(out, 25, "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
-		memcpy(out, "1970-01-01T00:00:00.000Z", 25);
-		return;
+	if (secs != cached_secs) {
+		gmtime_r(&secs, &tm);
+		if (strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
+			memcpy(out, "1970-01-01T00:00:00.000Z", 25);
+			return;
+		}
+		cached_secs = secs;
 	}
-	snprintf(out + 19, 6, ".%03uZ", (unsigned)(ms % 1000) % 1000u);
+	memcpy(out, cached, 19);
+	out[19] = '.';
+	out[20] = (char)('0' + frac / 100);
+	out[21] = (char)('0' + frac / 10 % 10);
+	out[22] = (char)('0' + frac % 10);
+	out[23] = 'Z';
+	out[24] = '\0';
 }
 
 char *

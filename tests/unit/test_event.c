@@ -87,6 +87,15 @@ START_TEST(test_iso8601)
 	ck_assert_str_eq(out, "2026-11-22T09:59:59.999Z");
 	format_iso8601_ms(out, 1709164800007LL); /* leap day */
 	ck_assert_str_eq(out, "2024-02-29T00:00:00.007Z");
+	/* The same second again (its text is cached), then the next one. */
+	format_iso8601_ms(out, 1709164800070LL);
+	ck_assert_str_eq(out, "2024-02-29T00:00:00.070Z");
+	format_iso8601_ms(out, 1709164800999LL);
+	ck_assert_str_eq(out, "2024-02-29T00:00:00.999Z");
+	format_iso8601_ms(out, 1709164801000LL);
+	ck_assert_str_eq(out, "2024-02-29T00:00:01.000Z");
+	format_iso8601_ms(out, 1709164800500LL); /* back: not the cached second */
+	ck_assert_str_eq(out, "2024-02-29T00:00:00.500Z");
 }
 END_TEST
 
