@@ -13,18 +13,15 @@ import os
 import re
 import resource
 import selectors
-import signal
 import socket
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-BINARY = h.locate_binary()
 STREAM = "payrelay:events"
 EPAY = h.load_vectors("epay.json")["vectors"]
 
@@ -39,39 +36,19 @@ def metric(admin_port, name):
     return float(m.group(1)) if m else None
 
 
-class ConnCase(unittest.TestCase):
+class ConnCase(h.DaemonClassCase):
     """One redis-server and one payrelayd per class, with `daemon_keys`
-    added to [daemon]."""
+    added to [daemon] and `redis_timeout_ms` as [redis] timeout_ms."""
 
+    workdir_prefix = "payrelay-conns-"
     daemon_keys = ""
     redis_timeout_ms = 1000
 
     @classmethod
-    def setUpClass(cls):
-        if not BINARY or not os.access(BINARY, os.X_OK):
-            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
-        cls.dir = h.new_workdir("payrelay-conns-")
-        cls.redis = h.RedisServer(cls.dir)
-        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
-        cls.redis.start()
-        cls.setup = h.Setup(cls.dir, cls.redis.port)
-        text = cls.setup.config_text().replace(
+    def config_for(cls, setup):
+        return setup.config_text().replace(
             "shutdown_timeout = 5\n", "shutdown_timeout = 5\n" + cls.daemon_keys, 1).replace(
             "timeout_ms = 1000\n", "timeout_ms = %d\n" % cls.redis_timeout_ms, 1)
-        with open(cls.setup.config, "w", encoding="utf-8") as f:
-            f.write(text)
-        cls.daemon = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port)
-        cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
-        cls.addClassCleanup(cls.assert_no_secret_logged)
-        cls.addClassCleanup(cls.daemon.stop_clean)
-        cls.daemon.start(wait_ready=True)
-
-    @classmethod
-    def assert_no_secret_logged(cls):
-        log = cls.daemon.log_text()
-        for secret in cls.setup.secrets():
-            if secret and secret in log:
-                raise AssertionError("a configured secret appears in the daemon log")
 
     def setUp(self):
         self.r = self.redis.client()

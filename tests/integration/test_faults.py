@@ -26,13 +26,11 @@ import signal
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-BINARY = h.locate_binary()
 STREAM = "payrelay:events"
 CHANNEL = "shop-epay"
 EPAY0 = h.load_vectors("epay.json")["vectors"][0]
@@ -200,45 +198,15 @@ class Load:
             return set(self.answers)
 
 
-class FaultCase(unittest.TestCase):
+class FaultCase(h.DaemonClassCase):
     """One redis-server and one payrelayd for the whole class."""
 
-    redis_args = ()
+    workdir_prefix = "payrelay-faults-"
     timeout_ms = 1000
 
     @classmethod
-    def setUpClass(cls):
-        if not BINARY or not os.access(BINARY, os.X_OK):
-            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
-        cls.dir = h.new_workdir("payrelay-faults-")
-        cls.redis = h.RedisServer(cls.dir, extra_args=cls.redis_args)
-        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
-        cls.redis.start()
-        cls.setup = h.Setup(cls.dir, cls.redis.port)
-        with open(cls.setup.config, "w", encoding="utf-8") as f:
-            f.write(config_text(cls.setup, cls.timeout_ms))
-        os.chmod(cls.setup.config, 0o600)  # it holds the key: no warning
-        cls.daemons = []
-        cls.addClassCleanup(cls.assert_no_secret_logged)
-        cls.daemon = cls.start_daemon("payrelayd")
-
-    @classmethod
-    def start_daemon(cls, name):
-        d = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port, name=name)
-        cls.daemons.append(d)
-        cls.addClassCleanup(d.stop, signal.SIGKILL, 5)
-        # Runs first (cleanups are LIFO): a clean exit, or the class fails.
-        cls.addClassCleanup(d.stop_clean)
-        d.start(wait_ready=True)
-        return d
-
-    @classmethod
-    def assert_no_secret_logged(cls):
-        for d in cls.daemons:
-            log = d.log_text()
-            for secret in cls.setup.secrets():
-                if secret and secret in log:
-                    raise AssertionError("a configured secret appears in %s" % d.log)
+    def config_for(cls, setup):
+        return config_text(setup, cls.timeout_ms)
 
     # --- helpers ------------------------------------------------------------
 
@@ -655,7 +623,7 @@ class DaemonKillTest(FaultCase):
         unacked = sent - acked
         recorded_unacked = [n for n in unacked if counts.get(trade_no("D", n))]
 
-        d2 = self.start_daemon("payrelayd-2")
+        d2 = self.start_daemon(name="payrelayd-2")
         mark = len(d2.log_text())
         again = sorted(acked)[::max(1, len(acked) // 25)]  # gateway duplicates
         self.resend_until_acked("D", unacked | set(again))

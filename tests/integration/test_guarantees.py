@@ -19,17 +19,14 @@ installed: that is a broken setup, not a pass).
 """
 
 import os
-import signal
 import sys
 import threading
 import time
-import unittest
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-BINARY = h.locate_binary()
 STREAM = "payrelay:events"
 DEDUP = "payrelay:dedup:"
 DUE = "payrelay:wh:orders:due"
@@ -50,45 +47,23 @@ def config_with_dedup_ttl(text, ttl):
     return text.replace(head, head + "dedup_ttl = %d\n" % ttl)
 
 
-class DaemonCase(unittest.TestCase):
+class DaemonCase(h.DaemonClassCase):
     """One redis-server and one payrelayd (dedup_ttl = DEDUP_TTL) per class."""
 
-    @classmethod
-    def setUpClass(cls):
-        if not BINARY or not os.access(BINARY, os.X_OK):
-            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
-        cls.dir = h.new_workdir("payrelay-gt-")
-        cls.redis = h.RedisServer(cls.dir)
-        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
-        cls.redis.start()
-        cls.setup = h.Setup(cls.dir, cls.redis.port)
-        cls.config_text = config_with_dedup_ttl(cls.setup.config_text(), DEDUP_TTL)
-        with open(cls.setup.config, "w", encoding="utf-8") as f:
-            f.write(cls.config_text)
-        cls.daemons = []
-        cls.daemon = cls.start_daemon(cls.setup.config, cls.setup.port, "payrelayd")
+    workdir_prefix = "payrelay-gt-"
 
     @classmethod
-    def start_daemon(cls, config, port, name):
-        d = h.Daemon(BINARY, cls.dir, config, port, name=name)
-        cls.daemons.append(d)
-        cls.addClassCleanup(d.stop, signal.SIGKILL, 5)
-        cls.addClassCleanup(cls.assert_no_secret_logged, d)
-        # Runs first (cleanups are LIFO): a clean exit, or the class fails.
-        cls.addClassCleanup(d.stop_clean)
-        d.start(wait_ready=True)
+    def config_for(cls, setup):
+        return config_with_dedup_ttl(setup.config_text(), DEDUP_TTL)
+
+    @classmethod
+    def start_daemon(cls, config=None, port=None, name="payrelayd"):
+        d = super().start_daemon(config, port, name)
         line = d.wait_log(r'msg="?redis ready', timeout=5)
         d.record_sha = h.logfmt(line).get("record_script", "")
         if len(d.record_sha) != 40:
             raise RuntimeError("no record_script=<sha> in the redis ready line: %r" % line)
         return d
-
-    @classmethod
-    def assert_no_secret_logged(cls, daemon):
-        log = daemon.log_text()
-        for secret in cls.setup.secrets():
-            if secret and secret in log:
-                raise AssertionError("a configured secret appears in %s" % daemon.log)
 
     def setUp(self):
         self.r = self.redis.client()
