@@ -512,12 +512,16 @@ class DaemonClassCase(unittest.TestCase):
     for the class. Every daemon it starts (start_daemon) must exit 0 with no
     sanitizer or valgrind report (stop_clean) and log no configured secret.
 
-    Subclasses may set `workdir_prefix` and `redis_args` (more redis-server
-    options), and override `config_for(setup)` to change the configuration
+    Subclasses may set `workdir_prefix`, `redis_args` (more redis-server
+    options), `start_redis = False` (the daemon starts without Redis, and is
+    then only waited for to listen) and `wait_ready = False` (the same with
+    Redis), and override `config_for(setup)` to change the configuration
     text (Setup's by default; written 0600: it holds keys)."""
 
     workdir_prefix = "payrelay-it-"
     redis_args = ()
+    start_redis = True
+    wait_ready = True
 
     @classmethod
     def config_for(cls, setup):
@@ -531,17 +535,18 @@ class DaemonClassCase(unittest.TestCase):
         cls.dir = new_workdir(cls.workdir_prefix)
         cls.redis = RedisServer(cls.dir, extra_args=cls.redis_args)
         cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
-        cls.redis.start()
+        if cls.start_redis:
+            cls.redis.start()
         cls.setup = Setup(cls.dir, cls.redis.port)
         cls.config_text = cls.config_for(cls.setup)
         with open(cls.setup.config, "w", encoding="utf-8") as f:
             f.write(cls.config_text)
         os.chmod(cls.setup.config, 0o600)
         cls.daemons = []
-        cls.daemon = cls.start_daemon()
+        cls.daemon = cls.start_daemon(wait_ready=cls.start_redis and cls.wait_ready)
 
     @classmethod
-    def start_daemon(cls, config=None, port=None, name="payrelayd"):
+    def start_daemon(cls, config=None, port=None, name="payrelayd", wait_ready=True):
         d = Daemon(cls.binary, cls.dir, config or cls.setup.config, port or cls.setup.port,
                    name=name)
         cls.daemons.append(d)
@@ -549,7 +554,11 @@ class DaemonClassCase(unittest.TestCase):
         cls.addClassCleanup(cls.assert_no_secret_logged, d)
         # Runs first (cleanups are LIFO): a clean exit, or the class fails.
         cls.addClassCleanup(d.stop_clean)
-        d.start(wait_ready=True)
+        if wait_ready:
+            d.start(wait_ready=True)
+        else:
+            d.start(wait_ready=False)
+            d.wait_listening()
         return d
 
     @classmethod

@@ -57,8 +57,8 @@ class DaemonCase(h.DaemonClassCase):
         return config_with_dedup_ttl(setup.config_text(), DEDUP_TTL)
 
     @classmethod
-    def start_daemon(cls, config=None, port=None, name="payrelayd"):
-        d = super().start_daemon(config, port, name)
+    def start_daemon(cls, config=None, port=None, name="payrelayd", wait_ready=True):
+        d = super().start_daemon(config, port, name, wait_ready)
         line = d.wait_log(r'msg="?redis ready', timeout=5)
         d.record_sha = h.logfmt(line).get("record_script", "")
         if len(d.record_sha) != 40:

@@ -48,41 +48,8 @@ def without_sign(p):
     return {k: v for k, v in p.items() if k != "sign"}
 
 
-class DaemonCase(unittest.TestCase):
+class DaemonCase(h.DaemonClassCase):
     """One redis-server and one payrelayd for the whole class."""
-
-    start_redis = True
-    wait_ready = True
-
-    @classmethod
-    def setUpClass(cls):
-        if not BINARY or not os.access(BINARY, os.X_OK):
-            raise RuntimeError("payrelayd not found: set PAYRELAYD (got %r)" % BINARY)
-        cls.dir = h.new_workdir("payrelay-it-")
-        cls.redis = h.RedisServer(cls.dir)
-        cls.addClassCleanup(cls.redis.stop, signal.SIGKILL)
-        if cls.start_redis:
-            cls.redis.start()
-        cls.setup = h.Setup(cls.dir, cls.redis.port)
-        cls.daemon = h.Daemon(BINARY, cls.dir, cls.setup.config, cls.setup.port)
-        cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
-        cls.addClassCleanup(cls.assert_no_secret_logged)
-        # Runs first (cleanups are LIFO): a clean exit, or the class fails.
-        cls.addClassCleanup(cls.daemon.stop_clean)
-        if cls.start_redis and cls.wait_ready:
-            cls.daemon.start(wait_ready=True)
-        else:
-            cls.daemon.start(wait_ready=False)
-            cls.daemon.wait_listening()
-
-    @classmethod
-    def assert_no_secret_logged(cls):
-        """Every class, whatever it did to the daemon: no configured secret
-        in anything it logged."""
-        log = cls.daemon.log_text()
-        for secret in cls.setup.secrets():
-            if secret and secret in log:
-                raise AssertionError("a configured secret appears in the daemon log")
 
     # --- redis ------------------------------------------------------------
 
