@@ -893,6 +893,7 @@ static int
 admin_bind_unix(struct env *env, const char *path)
 {
 	struct sockaddr_un sun;
+	struct evhttp_bound_socket *sock;
 	int fd;
 
 	memset(&sun, 0, sizeof(sun));
@@ -906,8 +907,9 @@ admin_bind_unix(struct env *env, const char *path)
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(path, 0660) == -1 ||
 	    listen(fd, 128) == -1)
 		goto fail;
-	if (evhttp_accept_socket_with_handle(env->admin_http, fd) == NULL)
+	if ((sock = evhttp_accept_socket_with_handle(env->admin_http, fd)) == NULL)
 		goto fail;
+	conns_guard_listener(sock);
 	return 0;
 fail:
 	close(fd);
@@ -918,6 +920,7 @@ int
 admin_start(struct env *env)
 {
 	const struct netaddr *a = &env->cfg->admin_listen;
+	struct evhttp_bound_socket *sock;
 
 	if ((env->admin_http = evhttp_new(env->base)) == NULL)
 		return -1;
@@ -934,10 +937,12 @@ admin_start(struct env *env)
 			return -1;
 		}
 		log_info("admin listening", "path=%s", a->path);
-	} else if (evhttp_bind_socket_with_handle(env->admin_http, a->host, a->port) == NULL) {
+	} else if ((sock = evhttp_bind_socket_with_handle(env->admin_http, a->host, a->port)) ==
+	    NULL) {
 		log_errorx("cannot listen (admin)", "addr=%s port=%u", a->host, (unsigned)a->port);
 		return -1;
 	} else {
+		conns_guard_listener(sock);
 		log_info("admin listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	}
 	if (env->cfg->admin_token == NULL)

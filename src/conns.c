@@ -241,24 +241,58 @@ conns_rested(evutil_socket_t fd, short what, void *arg)
 	conns_maybe_resume(cs);
 }
 
+/* The public listener's conns: evconnlistener hands an accept-error
+ * callback the accept callback's argument (evhttp's), not one of ours. */
+static struct conns *public_conns;
+
 static void
-conns_accept_error(struct evconnlistener *lev, void *arg)
+listener_rested(evutil_socket_t fd, short what, void *arg)
 {
-	struct conns *cs = arg;
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(arg);
+}
+
+/* accept() failed for another reason than a retriable one: out of
+ * descriptors or memory, mostly. The pending connection stays in the
+ * backlog, so accepting again at once would spin: the listener rests. */
+static void
+conns_accept_error(struct evconnlistener *lev, void *unused)
+{
+	struct conns *cs = public_conns;
 	int err = errno;
 	struct timeval rest = { 0, ACCEPT_REST_MS * 1000 };
+	static time_t warned;
 	time_t now = time(NULL);
 
-	(void)lev;
-	metrics_inc(cs->metrics, "payrelay_http_accept_errors_total", NULL, NULL, NULL, NULL);
-	if (now != cs->cap_warned) {
-		cs->cap_warned = now;
-		log_warnx("accept failed, listener rests", "error=\"%s\" rest_ms=%d open=%zu",
-		    strerror(err), ACCEPT_REST_MS, cs->open);
+	(void)unused;
+	if (now != warned) {
+		warned = now;
+		log_warnx("accept failed, listener rests", "error=\"%s\" rest_ms=%d listener=%s",
+		    strerror(err), ACCEPT_REST_MS,
+		    cs != NULL && lev == cs->lev ? "public" : "admin");
 	}
-	conns_pause(cs);
-	cs->resting = true;
-	evtimer_add(cs->rest, &rest);
+	if (cs != NULL && lev == cs->lev) {
+		metrics_inc(cs->metrics, "payrelay_http_accept_errors_total", NULL, NULL, NULL,
+		    NULL);
+		conns_pause(cs);
+		cs->resting = true;
+		evtimer_add(cs->rest, &rest);
+		return;
+	}
+	/* The admin listener: freed only after the loop ends, with this timer. */
+	if (evconnlistener_disable(lev) == 0 &&
+	    event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, listener_rested, lev,
+		&rest) == -1)
+		evconnlistener_enable(lev);
+}
+
+void
+conns_guard_listener(struct evhttp_bound_socket *sock)
+{
+	if (sock != NULL)
+		evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(sock),
+		    conns_accept_error);
 }
 
 /* Raises the soft open-file limit to the hard one; returns the soft limit. */
@@ -349,7 +383,8 @@ conns_listen(struct conns *cs, const char *host, uint16_t port)
 		return -1;
 	}
 	cs->lev = evhttp_bound_socket_get_listener(cs->sock);
-	evconnlistener_set_error_cb(cs->lev, conns_accept_error);
+	public_conns = cs;
+	conns_guard_listener(cs->sock);
 	return 0;
 }
 
@@ -394,6 +429,8 @@ conns_free(struct conns *cs)
 
 	if (cs == NULL)
 		return;
+	if (public_conns == cs)
+		public_conns = NULL;
 	for (i = 0; i < cs->nfresh; i++)
 		bufferevent_decref(cs->fresh[i]);
 	if (cs->adopt != NULL)

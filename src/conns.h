@@ -20,6 +20,7 @@
 
 struct event_base;
 struct evhttp;
+struct evhttp_bound_socket;
 struct evhttp_request;
 struct metrics;
 struct conns;
@@ -36,6 +37,9 @@ struct conns *conns_new(struct event_base *base, struct evhttp *http, struct met
     size_t reserve, int read_timeout) WUR;
 /* Listens on host:port (numeric) with a backlog of somaxconn. 0 or -1 (logged). */
 int conns_listen(struct conns *cs, const char *host, uint16_t port) WUR;
+/* Makes another listener (the admin one) rest 100 ms after an accept()
+ * error instead of spinning on the connection left in its backlog. */
+void conns_guard_listener(struct evhttp_bound_socket *sock);
 /* Stops accepting; open connections stay. */
 void conns_stop_accepting(struct conns *cs);
 /* Only after evhttp_free(): its close callbacks still reach this module. */

@@ -60,11 +60,18 @@ def _kill_all():
 atexit.register(_kill_all)
 
 
-def _spawn(argv, logpath):
+def _spawn(argv, logpath, nofile=None):
+    """Starts argv with its output appended to logpath; `nofile`: the
+    process's open-file limit (soft and hard)."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     log = open(logpath, "ab")
     try:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=subprocess.STDOUT, close_fds=True)
+                             stderr=subprocess.STDOUT, close_fds=True,
+                             preexec_fn=limit if nofile else None)
     finally:
         log.close()
     _LIVE.add(p)
@@ -292,8 +299,9 @@ class RedisServer:
 
 
 class Daemon:
-    def __init__(self, binary, workdir, config_path, port, name="payrelayd"):
+    def __init__(self, binary, workdir, config_path, port, name="payrelayd", nofile=None):
         self.binary = binary
+        self.nofile = nofile
         self.config = config_path
         self.port = port
         self.log = os.path.join(workdir, name + ".log")
@@ -305,7 +313,8 @@ class Daemon:
         timeouts then stretch by PAYRELAY_TIME_SCALE (default 1)."""
         wrapper = os.environ.get("PAYRELAY_DAEMON_WRAPPER", "").split()
         timeout *= TIME_SCALE
-        self.proc = _spawn(wrapper + [self.binary, "-c", self.config], self.log)
+        self.proc = _spawn(wrapper + [self.binary, "-c", self.config], self.log,
+                           nofile=self.nofile)
         if wait_ready:
             self.wait_log(READY_RE, timeout)
         return self
@@ -520,6 +529,7 @@ class DaemonClassCase(unittest.TestCase):
 
     workdir_prefix = "payrelay-it-"
     redis_args = ()
+    nofile = None  # the daemons' open-file limit; None: inherited
     start_redis = True
     wait_ready = True
 
@@ -548,7 +558,7 @@ class DaemonClassCase(unittest.TestCase):
     @classmethod
     def start_daemon(cls, config=None, port=None, name="payrelayd", wait_ready=True):
         d = Daemon(cls.binary, cls.dir, config or cls.setup.config, port or cls.setup.port,
-                   name=name)
+                   name=name, nofile=cls.nofile)
         cls.daemons.append(d)
         cls.addClassCleanup(d.stop, signal.SIGKILL, 5)
         cls.addClassCleanup(cls.assert_no_secret_logged, d)

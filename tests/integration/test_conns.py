@@ -242,6 +242,52 @@ class CapTest(ConnCase):
         self.assertEqual((r.status, r.body), (200, b"success"))
 
 
+class FdLimitTest(ConnCase):
+    """An open-file limit too small for max_connections: the cap is lowered,
+    and when accept() still runs out of descriptors the listener rests
+    instead of spinning on the connection left in the backlog."""
+
+    nofile = 24
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.daemon.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def test_out_of_descriptors_the_listener_rests_then_recovers(self):
+        self.assertIn("max_connections lowered to fit the open-file limit",
+                      self.daemon.log_text())
+        self.assertEqual(self.metric("payrelay_http_connections_max"), 16)
+        # More idle connections than descriptors left: accept() fails
+        # (EMFILE) before the cap of 16 is reached.
+        held = [self.connect() for _ in range(20)]
+        deadline = time.monotonic() + 5
+        while "accept failed, listener rests" not in self.daemon.log_text():
+            self.assertLess(time.monotonic(), deadline, "no accept failure logged\n"
+                            + self.daemon.log_tail(10))
+            time.sleep(0.05)
+        # With connections waiting that it cannot take, the daemon idles
+        # (libevent alone would retry accept() in a busy loop: ~1 s of CPU).
+        c0, t0 = self.cpu_seconds(), time.monotonic()
+        time.sleep(1.0)
+        used = (self.cpu_seconds() - c0) / (time.monotonic() - t0)
+        self.assertLess(used, 0.25, "the daemon spun at %.0f %% of a core" % (used * 100))
+        self.assertTrue(self.daemon.alive())
+        for s in held:
+            s.close()
+        # Descriptors free again: callbacks are taken and answered.
+        r = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            r = h.http(self.setup.port, "GET", self.callback_path(1))
+            if r.status == 200:
+                break
+            time.sleep(0.1)
+        self.assertEqual((r.status, r.body), (200, b"success"), self.daemon.log_tail(10))
+        self.assertGreaterEqual(self.metric("payrelay_http_accept_errors_total"), 1)
+        self.assertIn("listener=public", self.daemon.log_text())
+
+
 class TenThousandTest(ConnCase):
     """10,000 gateway connections open at the same time, every one answered."""
 
