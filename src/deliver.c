@@ -138,6 +138,12 @@ finish_cb(void *arg, int rc, const char *answer)
 	if (rc != 0)
 		log_warnx("delivery outcome not recorded, the lease will expire",
 		    "webhook=%s delivery=%s", a->hook->name, a->id);
+	else if (answer != NULL && (strcmp(answer, "settled") == 0 || strcmp(answer, "lost") == 0))
+		/* Another instance took the lease (ours had expired) and settled
+		 * the delivery, or holds it: its outcome stands. */
+		log_info("delivery outcome dropped", "webhook=%s delivery=%s reason=\"%s\"",
+		    a->hook->name, a->id,
+		    strcmp(answer, "settled") == 0 ? "already settled" : "lease taken over");
 	attempt_done(a);
 }
 

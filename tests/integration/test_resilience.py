@@ -576,6 +576,10 @@ class LateSuccessTest(ResilienceCase):
         self.assertIsNotNone(ok, rcv.snapshot())
         time.sleep(0.5)
         self.assertEqual(self.hash(did_b), late_b, "B's success changed a settled delivery")
+        # B says so when its outcome is dropped (A's own finish calls had
+        # timed out on its side: it never saw their answers).
+        b.wait_log(r'msg="delivery outcome dropped".*delivery=%s reason="already settled"'
+                   % did_b, timeout=5)
         for did, name in ((did_a, "a"), (did_b, "b")):
             rec = self.hash(did)
             self.assertEqual((rec.get("state"), rec.get("attempts")), ("delivered", "1"),
