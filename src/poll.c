@@ -197,24 +197,6 @@ pquery_recorded(void *arg, enum store_result r, const char *type)
 	busy_done(p);
 }
 
-static const char *
-result_of(enum poll_state s)
-{
-	switch (s) {
-	case POLL_PAID:
-		return "paid";
-	case POLL_UNPAID:
-		return "unpaid";
-	case POLL_OTHER:
-		return "other";
-	case POLL_UNKNOWN:
-		return "unknown";
-	case POLL_ERROR:
-		break;
-	}
-	return "error";
-}
-
 static void
 pquery_http_done(void *arg, const struct httpc_result *r)
 {
@@ -254,7 +236,7 @@ pquery_http_done(void *arg, const struct httpc_result *r)
 			pquery_finish(q, "error");
 		}
 	} else {
-		pquery_finish(q, result_of(a.state));
+		pquery_finish(q, poll_state_str(a.state));
 	}
 	poll_answer_free(&a);
 }
