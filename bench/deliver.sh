@@ -469,29 +469,11 @@ vec=()
 python3 "$BENCH_DIR/gen_requests.py" --out "$PATHS_FILE" --count "$COUNT" --extra 1 "${vec[@]}" >&2
 head -n "$EVENTS" "$PATHS_FILE" >"$EVENTS_FILE"
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
-REDIS_PID=$!
-for ((i = 0; i < 100; i++)); do
-    [ "$(rcli ping 2>/dev/null)" = PONG ] && break
-    kill -0 "$REDIS_PID" 2>/dev/null || break
-    sleep 0.1
-done
-[ "$(rcli ping 2>/dev/null)" = PONG ] || { cat "$TMP/redis.log" >&2; die "redis-server did not start"; }
+start_redis
 
 # systemd-style readiness: READY=1 on NOTIFY_SOCKET (payrelayd logs msg=ready
 # only at info level).
-timeout 3600 python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "ab", buffering=0) as f:
-    while True:
-        f.write(s.recv(4096).replace(b"\n", b" ") + b"\n")
-' "$TMP/notify.sock" "$TMP/notify.log" &
-NOTIFY_PID=$!
-for ((i = 0; i < 50; i++)); do [ -S "$TMP/notify.sock" ] && break; sleep 0.1; done
-: >>"$TMP/notify.log"
+start_notify_listener 3600
 
 start_nginx nolog
 # Drain runs: the first attempt of every delivery an hour after recording

@@ -324,15 +324,7 @@ FAIL=()
 NOTES=()
 
 if [ "$NGINX_ONLY" = 0 ]; then
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
-    REDIS_PID=$!
-    for ((i = 0; i < 100; i++)); do
-        [ "$(rcli ping 2>/dev/null)" = PONG ] && break
-        kill -0 "$REDIS_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ "$(rcli ping 2>/dev/null)" = PONG ] || { cat "$TMP/redis.log" >&2; die "redis-server did not start"; }
+    start_redis
 
     ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
     cat >"$TMP/payrelayd.conf" <<EOF
@@ -356,16 +348,7 @@ EOF
     chmod 600 "$TMP/payrelayd.conf" # it holds the channel key
     # Readiness: the log line msg=ready (logged at info level, so hidden at
     # log_level = warn) or, as systemd sees it, READY=1 on $NOTIFY_SOCKET.
-    timeout "$((DUR_S * 3 + 600))" python3 -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-with open(sys.argv[2], "ab", buffering=0) as f:
-    while True:
-        f.write(s.recv(4096).replace(b"\n", b" ") + b"\n")
-' "$TMP/notify.sock" "$TMP/notify.log" &
-    NOTIFY_PID=$!
-    for ((i = 0; i < 50; i++)); do [ -S "$TMP/notify.sock" ] && break; sleep 0.1; done
+    start_notify_listener "$((DUR_S * 3 + 600))"
     echo "ingest.sh: starting $DAEMON" >&2
     NOTIFY_SOCKET="$TMP/notify.sock" "$DAEMON" -c "$TMP/payrelayd.conf" 2>"$TMP/payrelayd.log" &
     DAEMON_PID=$!

@@ -1,6 +1,6 @@
 # bench/lib.sh: shell helpers shared by bench/ingest.sh and bench/deliver.sh.
-# Sourced, not run. The caller sets PROG (its name, for messages) and, before
-# calling rcli, REDIS_PORT.
+# Sourced, not run. The caller sets PROG (its name, for messages), TMP (its
+# temporary directory), REDIS_PORT, and defines die.
 
 stop_pid() { # pid name [seconds] [signal]
     local pid=$1 name=$2 secs=${3:-10} sig=${4:-TERM} i
@@ -54,3 +54,34 @@ EOF
 }
 
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+start_redis() { # redis-server on 127.0.0.1:$REDIS_PORT, no persistence, in $TMP: sets REDIS_PID
+    local i
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+        --dir "$TMP" --logfile "$TMP/redis.log" --daemonize no &
+    REDIS_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        [ "$(rcli ping 2>/dev/null)" = PONG ] && break
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ "$(rcli ping 2>/dev/null)" = PONG ] || { cat "$TMP/redis.log" >&2; die "redis-server did not start"; }
+}
+
+# systemd-style readiness without systemd: a NOTIFY_SOCKET at $TMP/notify.sock
+# whose datagrams become lines of $TMP/notify.log, for at most $1 seconds.
+# Sets NOTIFY_PID.
+start_notify_listener() {
+    local i
+    timeout "$1" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "ab", buffering=0) as f:
+    while True:
+        f.write(s.recv(4096).replace(b"\n", b" ") + b"\n")
+' "$TMP/notify.sock" "$TMP/notify.log" &
+    NOTIFY_PID=$!
+    for ((i = 0; i < 50; i++)); do [ -S "$TMP/notify.sock" ] && break; sleep 0.1; done
+    : >>"$TMP/notify.log"
+}
