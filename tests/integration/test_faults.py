@@ -46,30 +46,14 @@ def config_text(setup, timeout_ms):
     """Setup's layout (ports, admin token, the epay key of `shop-epay`),
     with only the epay channel, no webhook (so nothing but callbacks runs
     scripts in Redis) and our own `[redis] timeout_ms`."""
-    return """\
-; written by tests/integration/test_faults.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = 5
-
-[admin]
-listen = 127.0.0.1:{admin_port}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = {timeout_ms}
-
-[stream]
-key = {stream}
-
+    return h.config_head(setup.port, setup.admin_port, setup.redis_port,
+                         redis_timeout_ms=timeout_ms, stream=STREAM,
+                         writer="tests/integration/test_faults.py") + """
 [channel:{channel}]
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(port=setup.port, admin_port=setup.admin_port, token=h.ADMIN_TOKEN,
-           redis_port=setup.redis_port, timeout_ms=timeout_ms, stream=STREAM,
-           channel=CHANNEL, epay_key=setup.epay_key)
+""".format(channel=CHANNEL, epay_key=setup.epay_key)
 
 
 def trade_no(tag, n):
@@ -582,7 +566,9 @@ class ForgedFloodTest(FaultCase):
         seconds = (int(w1) - int(w0) + 1) + (int(w2) - int(w1) + 1)
         self.assertLessEqual(len(refused), self.LOGS_PER_SEC * seconds)
         self.assertLessEqual(len(summaries), seconds)
-        self.assertGreaterEqual(len(refused), self.LOGS_PER_SEC + 1)
+        # the flood's first second logs its 20 lines, then counts the rest
+        # (the flood may fit in one wall-clock second: then exactly 20)
+        self.assertGreaterEqual(len(refused), self.LOGS_PER_SEC)
         self.assertGreaterEqual(len(summaries), 1)
         print("\n  forged flood: %d in %.2f s (%.0f/s), daemon CPU %.3f ms per request, "
               "%d refusal lines + %d summaries, genuine acked in %.1f ms"
