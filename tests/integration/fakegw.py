@@ -42,7 +42,6 @@ how it ended) so tests can count polls and check rates.
 import json
 import select
 import socket
-import threading
 import time
 import urllib.parse
 
@@ -114,7 +113,7 @@ class Query:
             self.status, self.outcome, self.mono)
 
 
-class FakeGateway:
+class FakeGateway(h.ServedOnLoopback):
     def __init__(self, family, merchant_id, key, hang_s=30.0, epay_status_as_string=False):
         if family not in FAMILIES:
             raise ValueError("unknown family %r" % family)
@@ -123,8 +122,7 @@ class FakeGateway:
         self.key = key
         self.hang_s = hang_s
         self.epay_status_as_string = epay_status_as_string
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
+        h.ServedOnLoopback.__init__(self)
         self.orders = {}          # out_trade_no -> GwOrder, in insertion order
         self.listing = None       # sweep: [out_trade_no] newest first (None: all, newest first)
         self._scripts = {}        # out_trade_no -> [action]
@@ -132,8 +130,6 @@ class FakeGateway:
         self.requests = []
         self.active = 0
         self.max_active = 0
-        self._stopping = threading.Event()
-        self._conns = set()
         gw = self
 
         class Handler(h.TrackedHandler):
@@ -165,12 +161,8 @@ class FakeGateway:
 
             do_GET = do_POST = _handle
 
-        self.server = h.QuietServer((h.HOST, 0), Handler)
-        self.port = self.server.server_address[1]
+        self.serve(Handler)
         self.api_base = "http://%s:%d" % (h.HOST, self.port)
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
 
     # --- what it knows and does -------------------------------------------
 
@@ -424,23 +416,6 @@ class FakeGateway:
             if i - j + 1 > best:
                 best, at = i - j + 1, (ts[j], ts[i])
         return best, at
-
-    def stop(self):
-        self._stopping.set()
-        try:
-            self.server.shutdown()
-        except Exception:
-            pass
-        self.server.server_close()
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.thread.join(5)
-
 
 # --------------------------------------------------------------------------
 # a client of the fake gateway (the self-test, and diagnostics)

@@ -418,6 +418,34 @@ RSA_CHANNEL_KEY = "rsa-channel-key-0a1b2c3d4e5f6789"
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+def config_head(port, admin, redis_port, shutdown_timeout=5, redis_timeout_ms=1000,
+                stream="payrelay:events", token=ADMIN_TOKEN, writer="tests/integration/harness.py"):
+    """The [daemon], [admin], [redis] and [stream] sections every test
+    configuration starts with (channels and webhooks follow). `admin`: a
+    loopback port, or a whole `listen` value (unix:/path); `token` None: no
+    admin token."""
+    if isinstance(admin, int):
+        admin = "127.0.0.1:%d" % admin
+    return """\
+; written by {writer}
+[daemon]
+listen = 127.0.0.1:{port}
+shutdown_timeout = {shutdown_timeout}
+
+[admin]
+listen = {admin}
+{token_line}
+[redis]
+url = redis://127.0.0.1:{redis_port}/0
+timeout_ms = {redis_timeout_ms}
+
+[stream]
+key = {stream}
+""".format(writer=writer, port=port, shutdown_timeout=shutdown_timeout, admin=admin,
+           token_line="token = %s\n" % token if token else "", redis_port=redis_port,
+           redis_timeout_ms=redis_timeout_ms, stream=stream)
+
+
 class Setup:
     """The secrets and the file layout of one test class's payrelayd."""
 
@@ -451,23 +479,7 @@ class Setup:
                 WEBHOOK_SECRET, WEBHOOK_SECRET[len("whsec_"):], ADMIN_TOKEN]
 
     def config_text(self):
-        return """\
-; written by tests/integration/harness.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = 5
-
-[admin]
-listen = 127.0.0.1:{admin_port}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = 1000
-
-[stream]
-key = payrelay:events
-
+        return config_head(self.port, self.admin_port, self.redis_port) + """
 [channel:shop-epay]
 family = epay
 merchant_id = 1001
@@ -509,8 +521,7 @@ events = order.paid
 ; first attempt an hour out: these tests look at what recording schedules,
 ; test_deliver.py at what the engine does with it
 schedule = 3600 3600
-""".format(port=self.port, admin_port=self.admin_port, token=ADMIN_TOKEN,
-           redis_port=self.redis_port, epay_key=self.epay_key, pubkey=self.pubkey_file,
+""".format(epay_key=self.epay_key, pubkey=self.pubkey_file,
            rsa_key=RSA_CHANNEL_KEY, gate_appkey=self.gate_appkey,
            gate_secret=self.gate_secret, payindex_key=self.payindex_key,
            whsec=WEBHOOK_SECRET)
@@ -851,7 +862,43 @@ class Received:
             self.status, self.outcome)
 
 
-class Receiver:
+class ServedOnLoopback:
+    """A test server's shared part: a lock and condition, the connections
+    its TrackedHandler keeps (closed by stop()), and a QuietServer on a free
+    127.0.0.1 port served by a background thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self._stopping = threading.Event()
+        self._conns = set()
+
+    def serve(self, handler):
+        """Starts serving `handler` (a TrackedHandler subclass): sets port."""
+        self.server = QuietServer((HOST, 0), handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self._stopping.set()
+        try:
+            self.server.shutdown()
+        except Exception:
+            pass
+        self.server.server_close()
+        with self.lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(5)
+
+
+class Receiver(ServedOnLoopback):
     """A webhook receiver on 127.0.0.1:<free port>, HTTP/1.1 with keep-alive,
     in background threads. Records every request. What it answers comes
     from `script` (one action per request, in arrival order) and then from
@@ -869,14 +916,11 @@ class Receiver:
     {path: action} for a receiver shared by several webhooks."""
 
     def __init__(self, script=(), default="ok", hang_s=30.0):
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
+        ServedOnLoopback.__init__(self)
         self.requests = []
         self.hang_s = hang_s
         self._scripts = {}
         self._defaults = {}
-        self._stopping = threading.Event()
-        self._conns = set()
         self.active = 0        # requests being answered now
         self.max_active = 0    # the most at once
         self.set_script(script, default)
@@ -922,11 +966,7 @@ class Receiver:
             do_POST = do_GET = do_PUT = _handle
 
 
-        self.server = QuietServer((HOST, 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        self.serve(Handler)
 
     # --- behaviour --------------------------------------------------------
 
@@ -1041,23 +1081,6 @@ class Receiver:
         reqs = self.wait_for(lambda rs: len([r for r in rs if path is None or r.path == path]) >= n,
                              timeout)
         return None if reqs is None else [r for r in reqs if path is None or r.path == path]
-
-    def stop(self):
-        self._stopping.set()
-        try:
-            self.server.shutdown()
-        except Exception:
-            pass
-        self.server.server_close()
-        with self.lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.thread.join(5)
-
 
 def run_tests():
     """The main of every integration test file: runs its unittest cases and

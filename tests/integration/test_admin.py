@@ -293,23 +293,9 @@ class AdminCase(unittest.TestCase):
     def write_config(self, webhooks, admin_listen=None):
         """`webhooks`: [(name, {key: value})] in order (a `secret` is added
         when missing)."""
-        text = """\
-; written by tests/integration/test_admin.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = 3
-
-[admin]
-listen = {admin_listen}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = 1000
-
-[stream]
-key = {stream}
-
+        text = h.config_head(self.port, admin_listen or self.admin_port, self.redis.port,
+                             shutdown_timeout=3, stream=STREAM,
+                             writer="tests/integration/test_admin.py") + """
 [channel:shop-epay]
 family = epay
 merchant_id = 1001
@@ -319,9 +305,7 @@ key = {epay_key}
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(port=self.port, admin_listen=admin_listen or "127.0.0.1:%d" % self.admin_port,
-           token=h.ADMIN_TOKEN, redis_port=self.redis.port, stream=STREAM,
-           epay_key=EPAY[0]["key"])
+""".format(epay_key=EPAY[0]["key"])
         for name, keys in webhooks:
             keys = dict(keys)
             keys.setdefault("secret", SECRET)

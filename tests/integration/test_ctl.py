@@ -143,30 +143,14 @@ class CtlCase(unittest.TestCase):
     def write_config(self, path=None, webhooks=(), gateway=None, admin_listen=None,
                      token=h.ADMIN_TOKEN):
         """`webhooks`: [(name, {key: value})]. Returns the path."""
-        text = """\
-; written by tests/integration/test_ctl.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = 3
-
-[admin]
-listen = {admin}
-{token_line}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = 1000
-
-[stream]
-key = {stream}
-
+        text = h.config_head(self.port, admin_listen or self.admin_port, self.redis.port,
+                             shutdown_timeout=3, stream=STREAM, token=token,
+                             writer="tests/integration/test_ctl.py") + """
 [channel:shop-epay]
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(port=self.port, admin=admin_listen or "127.0.0.1:%d" % self.admin_port,
-           token_line="token = " + token if token else "", redis_port=self.redis.port,
-           stream=STREAM, epay_key=EPAY_KEY)
+""".format(epay_key=EPAY_KEY)
         if gateway is not None:
             text += """
 [channel:shop-gatepay]

@@ -82,23 +82,9 @@ class DeliverCase(unittest.TestCase):
 
     def write_config(self, webhooks, shutdown_timeout=3, path=None, port=None, admin_port=None):
         """`webhooks`: [(name, {key: value})] in order. Returns the path."""
-        text = """\
-; written by tests/integration/test_deliver.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = {shutdown_timeout}
-
-[admin]
-listen = 127.0.0.1:{admin_port}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = 1000
-
-[stream]
-key = {stream}
-
+        text = h.config_head(port or self.port, admin_port or self.admin_port, self.redis.port,
+                             shutdown_timeout=shutdown_timeout, stream=STREAM,
+                             writer="tests/integration/test_deliver.py") + """
 [channel:shop-epay]
 family = epay
 merchant_id = 1001
@@ -108,10 +94,7 @@ key = {epay_key}
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(port=port or self.port, shutdown_timeout=shutdown_timeout,
-           admin_port=admin_port or self.admin_port,
-           token=h.ADMIN_TOKEN, redis_port=self.redis.port, stream=STREAM,
-           epay_key=EPAY[0]["key"])
+""".format(epay_key=EPAY[0]["key"])
         for name, keys in webhooks:
             text += "\n[webhook:%s]\n" % name
             for k, v in keys.items():

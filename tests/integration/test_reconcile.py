@@ -97,25 +97,9 @@ class ReconcileCase(unittest.TestCase):
                      port=None, admin_port=None):
         """`channels`: [(name, family, gateway or None, {key: value})]; the
         short poll settings unless overridden. `webhooks`: [(name, {k: v})]."""
-        text = """\
-; written by tests/integration/test_reconcile.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = {shutdown_timeout}
-
-[admin]
-listen = 127.0.0.1:{admin_port}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = 1000
-
-[stream]
-key = {stream}
-""".format(port=port or self.port, shutdown_timeout=shutdown_timeout,
-           admin_port=admin_port or self.admin_port, token=h.ADMIN_TOKEN,
-           redis_port=self.redis.port, stream=STREAM)
+        text = h.config_head(port or self.port, admin_port or self.admin_port, self.redis.port,
+                             shutdown_timeout=shutdown_timeout, stream=STREAM,
+                             writer="tests/integration/test_reconcile.py")
         for name, family, gw, extra in channels:
             mid, key = CREDS[family]
             keys = [("family", family), ("merchant_id", mid), ("key", key)]

@@ -175,25 +175,9 @@ class RedisProxy:
 
 def config_text(setup, redis_port, port, admin_port, extra, redis_timeout_ms=1000,
                 shutdown_timeout=3):
-    return """\
-; written by tests/integration/test_resilience.py
-[daemon]
-listen = 127.0.0.1:{port}
-shutdown_timeout = {shutdown_timeout}
-
-[admin]
-listen = 127.0.0.1:{admin_port}
-token = {token}
-
-[redis]
-url = redis://127.0.0.1:{redis_port}/0
-timeout_ms = {redis_timeout_ms}
-
-[stream]
-key = {stream}
-""".format(port=port, admin_port=admin_port, token=h.ADMIN_TOKEN, redis_port=redis_port,
-           redis_timeout_ms=redis_timeout_ms, shutdown_timeout=shutdown_timeout,
-           stream=STREAM) + extra
+    return h.config_head(port, admin_port, redis_port, shutdown_timeout=shutdown_timeout,
+                         redis_timeout_ms=redis_timeout_ms, stream=STREAM,
+                         writer="tests/integration/test_resilience.py") + extra
 
 
 def epay_channel(api_base=None, **opts):
