@@ -244,11 +244,5 @@ amount_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(amount_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return run_suite(amount_suite());
 }

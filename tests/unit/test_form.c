@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "form.h"
+#include "vectors.h"
 
 /* Decodes a C string into a fresh `p` and returns the result. */
 static enum form_error
@@ -592,11 +593,5 @@ form_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(form_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return run_suite(form_suite());
 }

@@ -1418,11 +1418,5 @@ poll_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(poll_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return run_suite(poll_suite());
 }

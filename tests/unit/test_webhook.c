@@ -161,8 +161,6 @@ main(void)
 {
 	Suite *s = suite_create("webhook");
 	TCase *tc = tcase_create("webhook");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_signature_vectors);
 	tcase_add_test(tc, test_signature_rotation);
@@ -171,9 +169,5 @@ main(void)
 	tcase_add_test(tc, test_delay_jitter_is_ten_percent);
 	tcase_add_test(tc, test_delay_honours_retry_after_up_to_the_longest);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return run_suite(s);
 }

@@ -44,3 +44,15 @@ vectors_array(const json_t *obj, const char *key)
 		ck_abort_msg("test vectors have no non-empty array \"%s\"", key);
 	return v;
 }
+
+int
+run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
