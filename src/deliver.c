@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -47,7 +48,7 @@ struct attempt {
 	unsigned schedule[WEBHOOK_MAX_SCHEDULE];
 	size_t nschedule;
 	struct httpc_call *call;
-	struct attempt *prev, *next;
+	LIST_ENTRY(attempt) link;
 };
 
 struct claim {
@@ -61,7 +62,7 @@ struct deliver {
 	struct event *tick;
 	struct event *kick;
 	struct hook *hooks;
-	struct attempt *attempts; /* sent, or waiting for Redis to take the outcome */
+	LIST_HEAD(, attempt) attempts; /* sent, or waiting for Redis to take the outcome */
 	size_t nattempts;
 	size_t nclaims;
 	size_t nreleases; /* claimed while stopping, being given back */
@@ -104,12 +105,7 @@ attempt_unlink_free(struct attempt *a)
 {
 	struct deliver *d = a->d;
 
-	if (a->prev != NULL)
-		a->prev->next = a->next;
-	else
-		d->attempts = a->next;
-	if (a->next != NULL)
-		a->next->prev = a->prev;
+	LIST_REMOVE(a, link);
 	d->nattempts--;
 	a->hook->in_flight--;
 	if (a->probe)
@@ -307,10 +303,7 @@ attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
 	a->started_ms = now_ms();
 	memcpy(a->schedule, w->schedule, sizeof(a->schedule));
 	a->nschedule = w->nschedule;
-	a->next = d->attempts;
-	if (d->attempts != NULL)
-		d->attempts->prev = a;
-	d->attempts = a;
+	LIST_INSERT_HEAD(&d->attempts, a, link);
 	d->nattempts++;
 	h->in_flight++;
 	if (probe)
@@ -461,6 +454,7 @@ deliver_new(struct env *env)
 
 	if (d == NULL)
 		return NULL;
+	LIST_INIT(&d->attempts);
 	d->env = env;
 	gethostname(host, sizeof(host) - 1);
 	if (crypto_random(rnd, sizeof(rnd)) == -1)
@@ -494,8 +488,8 @@ deliver_abort(struct deliver *d)
 	if (d == NULL)
 		return;
 	deliver_stop(d);
-	for (a = d->attempts; a != NULL; a = next) {
-		next = a->next;
+	for (a = LIST_FIRST(&d->attempts); a != NULL; a = next) {
+		next = LIST_NEXT(a, link);
 		if (a->call != NULL) {
 			log_info("delivery given back at shutdown", "webhook=%s delivery=%s",
 			    a->hook->name, a->id);
@@ -536,8 +530,8 @@ deliver_free(struct deliver *d)
 		return;
 	/* Whatever is left was cancelled with the HTTP engine; the leases
 	 * expire and another instance delivers. */
-	while (d->attempts != NULL)
-		attempt_unlink_free(d->attempts);
+	while (!LIST_EMPTY(&d->attempts))
+		attempt_unlink_free(LIST_FIRST(&d->attempts));
 	for (h = d->hooks; h != NULL; h = hn) {
 		hn = h->next;
 		free(h->name);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -15,7 +16,7 @@ struct httpc {
 	struct event *timer;
 	char *user_agent;
 	size_t ncalls;
-	struct httpc_call *calls; /* every running call, for httpc_free */
+	LIST_HEAD(, httpc_call) calls; /* every running call, for httpc_free */
 };
 
 struct httpc_call {
@@ -28,7 +29,7 @@ struct httpc_call {
 	httpc_done_cb *cb;
 	void *arg;
 	char errbuf[CURL_ERROR_SIZE];
-	struct httpc_call *prev, *next;
+	LIST_ENTRY(httpc_call) link;
 };
 
 /* One per socket libcurl asks us to watch. */
@@ -43,12 +44,7 @@ httpc_call_free(struct httpc_call *c)
 {
 	struct httpc *h = c->h;
 
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		h->calls = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
+	LIST_REMOVE(c, link);
 	h->ncalls--;
 	curl_multi_remove_handle(h->multi, c->easy);
 	curl_easy_cleanup(c->easy);
@@ -209,6 +205,7 @@ httpc_new(struct event_base *base, const char *user_agent)
 
 	if (h == NULL)
 		return NULL;
+	LIST_INIT(&h->calls);
 	h->base = base;
 	h->user_agent = xstrdup(user_agent);
 	h->multi = curl_multi_init();
@@ -231,8 +228,8 @@ httpc_free(struct httpc *h)
 {
 	if (h == NULL)
 		return;
-	while (h->calls != NULL)
-		httpc_call_free(h->calls);
+	while (!LIST_EMPTY(&h->calls))
+		httpc_call_free(LIST_FIRST(&h->calls));
 	/* curl_multi_cleanup closes sockets through the socket callback,
 	 * which frees our events: before event_base_free. */
 	if (h->multi != NULL)
@@ -305,10 +302,7 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
 		goto fail;
-	c->next = h->calls;
-	if (h->calls != NULL)
-		h->calls->prev = c;
-	h->calls = c;
+	LIST_INSERT_HEAD(&h->calls, c, link);
 	h->ncalls++;
 	return c;
 fail:
