@@ -35,27 +35,27 @@ event_source_str(enum event_source s)
 	return "unknown";
 }
 
-void
+int
 event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
     const char *status)
 {
 	struct sbuf s;
 	char md5[33];
+	int rc = -1;
 
+	/* Never a made-up id: without one the record step refuses the event. */
+	memset(out, 0, EVENT_ID_LEN + 1);
 	sbuf_init(&s);
 	if (sbuf_adds(&s, channel) == -1 || sbuf_addc(&s, '\0') == -1 ||
 	    sbuf_adds(&s, trade_id) == -1 || sbuf_addc(&s, '\0') == -1 ||
-	    sbuf_adds(&s, status) == -1) {
-		/* Out of memory: an id that dedups nothing real; the record
-		 * step refuses events without a proper id. */
-		memset(out, 0, EVENT_ID_LEN + 1);
-		sbuf_free(&s);
-		return;
-	}
-	crypto_md5_hex(s.p, s.len, md5);
-	sbuf_free(&s);
+	    sbuf_adds(&s, status) == -1 || crypto_md5_hex(s.p, s.len, md5) == -1)
+		goto out;
 	memcpy(out, "evt_", 4);
 	memcpy(out + 4, md5, 33);
+	rc = 0;
+out:
+	sbuf_free(&s);
+	return rc;
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes left), or 0. Refuses
@@ -195,7 +195,7 @@ char *
 event_to_json(const struct event *ev)
 {
 	const struct params *p = ev->raw;
-	json_t *o = json_object(), *raw = json_object();
+	json_t *o = json_object(), *raw = json_object(), *unsig = NULL;
 	json_t *vals[FORM_MAX_PARAMS] = { NULL };
 	char received[25], stackbuf[4096];
 	char *out = NULL;
@@ -218,6 +218,19 @@ event_to_json(const struct event *ev)
 		else if ((key = utf8_sanitize(pa->name, klen, &klen)) == NULL) {
 			rc = -1;
 			break;
+		}
+		if (i < 64 && (ev->unsigned_mask >> i & 1)) {
+			/* Not covered by the signature: shown apart, and never
+			 * shared with a normalized field (vals[i] stays NULL). */
+			json_t *u = json_text(pa->value, pa->vlen);
+
+			if (unsig == NULL && (unsig = json_object()) == NULL)
+				rc = -1;
+			rc |= u == NULL || unsig == NULL
+			    ? -1
+			    : json_object_set_new_nocheck(unsig, key ? key : pa->name, u);
+			free(key);
+			continue;
 		}
 		vals[i] = json_text(pa->value, pa->vlen);
 		rc |= vals[i] == NULL
@@ -242,10 +255,14 @@ event_to_json(const struct event *ev)
 	rc |= set_field(o, "method", ev->method, p, vals);
 	rc |= set_field(o, "subject", ev->subject, p, vals);
 	rc |= set_field(o, "passthrough", ev->passthrough, p, vals);
+	if (ev->passthrough != NULL && ev->passthrough_unsigned)
+		rc |= json_object_set_new_nocheck(o, "passthrough_signed", json_false());
 	rc |= set_field(o, "gateway_time", ev->gateway_time, p, vals);
 	rc |= set_str(o, "received_at", received);
 	rc |= set_str(o, "source", event_source_str(ev->source));
 	rc |= json_object_set_nocheck(o, "raw", raw);
+	if (unsig != NULL)
+		rc |= json_object_set_nocheck(o, "unsigned", unsig);
 	if (rc != 0)
 		goto out;
 	/* Dump into the stack first: one allocation of the exact size. */
@@ -261,6 +278,7 @@ event_to_json(const struct event *ev)
 	}
 	out[n] = '\0';
 out:
+	json_decref(unsig);
 	json_decref(raw);
 	json_decref(o);
 	return out;

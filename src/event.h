@@ -42,13 +42,19 @@ struct event {
 	const char *passthrough;  /* may be NULL */
 	const char *gateway_time; /* may be NULL */
 	int64_t received_ms;
-	const struct params *raw; /* every received parameter; "sign" is left out */
+	/* Every received parameter. Bit i of unsigned_mask set: raw->v[i] is not
+	 * covered by the signature (SPEC §2.5), and goes to the event's
+	 * "unsigned" object instead of "raw"; "sign" itself goes to neither. */
+	const struct params *raw;
+	uint64_t unsigned_mask;
+	bool passthrough_unsigned; /* passthrough came from an unsigned field */
 };
 
 const char *event_type_str(enum event_type t);
 const char *event_source_str(enum event_source s);
-/* out: "evt_" + lowercase hex md5(channel NUL trade_id NUL status). */
-void event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
+/* out: "evt_" + lowercase hex md5(channel NUL trade_id NUL status).
+ * Returns 0, or -1 (out of memory, or MD5 unavailable) with `out` empty. */
+int event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
     const char *status);
 /* The event as compact JSON. It always starts {"id":"…","type":"…", : the
  * record script relies on that head to turn order.paid into

@@ -45,7 +45,40 @@ verdict_str(enum verdict v)
 		return "malformed amount";
 	case VERDICT_STALE:
 		return "timestamp outside the allowed window";
+	case VERDICT_NOT_CANONICAL:
+		return "a field naming the payment is not canonical";
+	case VERDICT_NUL:
+		return "NUL byte in a value";
+	case VERDICT_BAD_NAME:
+		return "parameter name is not an identifier";
+	case VERDICT_AMBIGUOUS:
+		return "the signed fields could be cut into other fields";
+	case VERDICT_CRYPTO:
+		return "the crypto library failed";
 	}
+	return "unknown";
+}
+
+const char *
+verdict_label(enum verdict v)
+{
+	static const char *const labels[] = {
+		[VERDICT_OK] = "ok",
+		[VERDICT_MISSING_FIELD] = "missing_field",
+		[VERDICT_BAD_SIGNATURE] = "bad_signature",
+		[VERDICT_SIGN_TYPE] = "sign_type",
+		[VERDICT_WRONG_MERCHANT] = "wrong_merchant",
+		[VERDICT_BAD_AMOUNT] = "bad_amount",
+		[VERDICT_STALE] = "stale",
+		[VERDICT_NOT_CANONICAL] = "not_canonical",
+		[VERDICT_NUL] = "nul_byte",
+		[VERDICT_BAD_NAME] = "bad_name",
+		[VERDICT_AMBIGUOUS] = "ambiguous",
+		[VERDICT_CRYPTO] = "crypto_failure",
+	};
+
+	if ((size_t)v < sizeof(labels) / sizeof(labels[0]) && labels[v] != NULL)
+		return labels[v];
 	return "unknown";
 }
 
@@ -83,6 +116,147 @@ param_cmp(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
+/* True when a signing string of these rules leaves `pa` out. */
+static bool
+param_skipped(const struct param *pa, const char *const *exclude, unsigned skip)
+{
+	return is_excluded(pa->name, exclude) || ((skip & SKIP_EMPTY) && pa->vlen == 0) ||
+	    ((skip & SKIP_BLANK) && is_blank(pa->value, pa->vlen)) ||
+	    ((skip & SKIP_ZERO) && pa->vlen == 1 && pa->value[0] == '0');
+}
+
+uint64_t
+family_unsigned_mask(const struct params *p, const char *const *exclude, unsigned skip)
+{
+	uint64_t m = 0;
+	size_t i;
+
+	for (i = 0; i < p->n && i < 64; i++)
+		if (param_skipped(&p->v[i], exclude, skip))
+			m |= (uint64_t)1 << i;
+	return m;
+}
+
+const char *
+family_signed(const struct params *p, uint64_t unsigned_mask, const char *name)
+{
+	const struct param *pa = params_get(p, name);
+	size_t i;
+
+	if (pa == NULL)
+		return NULL;
+	i = (size_t)(pa - p->v);
+	if (i >= 64 || (unsigned_mask >> i & 1))
+		return NULL;
+	return pa->value;
+}
+
+void
+family_passthrough(const struct params *p, uint64_t unsigned_mask, const char *name,
+    struct event *ev)
+{
+	ev->passthrough = params_value(p, name);
+	ev->passthrough_unsigned =
+	    ev->passthrough != NULL && family_signed(p, unsigned_mask, name) == NULL;
+}
+
+enum verdict
+family_check_params(const struct params *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		const struct param *pa = &p->v[i];
+		const char *c;
+
+		if (memchr(pa->value, '\0', pa->vlen) != NULL)
+			return VERDICT_NUL;
+		for (c = pa->name; *c != '\0'; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+				(*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+				return VERDICT_BAD_NAME;
+	}
+	return VERDICT_OK;
+}
+
+enum verdict
+family_unambiguous(const struct params *p, uint64_t unsigned_mask, const char *const *names)
+{
+	char pat[FORM_MAX_NAME + 3];
+	const char *const *n;
+	size_t i, pl;
+
+	for (n = names; *n != NULL; n++) {
+		pl = (size_t)snprintf(pat, sizeof(pat), "&%s=", *n);
+		if (pl >= sizeof(pat))
+			return VERDICT_AMBIGUOUS;
+		for (i = 0; i < p->n && i < 64; i++) {
+			const struct param *pa = &p->v[i];
+
+			if ((unsigned_mask >> i & 1) == 0 && pa->vlen >= pl &&
+			    memmem(pa->value, pa->vlen, pat, pl) != NULL)
+				return VERDICT_AMBIGUOUS;
+		}
+	}
+	return VERDICT_OK;
+}
+
+bool
+family_canonical_id(const char *s)
+{
+	if (s == NULL || *s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (*s <= ' ' || *s >= 0x7f || *s == '&' || *s == '=' || *s == '%')
+			return false;
+	return true;
+}
+
+bool
+family_canonical_amount(const char *s)
+{
+	size_t i = 0, frac = 0;
+
+	if (s == NULL || s[0] < '0' || s[0] > '9')
+		return false;
+	if (s[0] == '0')
+		i = 1; /* "0", or "0." and decimals: never a leading zero */
+	else
+		while (s[i] >= '0' && s[i] <= '9')
+			i++;
+	if (s[i] == '\0')
+		return true;
+	if (s[i++] != '.')
+		return false;
+	while (s[i] >= '0' && s[i] <= '9') {
+		i++;
+		frac++;
+	}
+	return s[i] == '\0' && frac >= 1 && frac <= 4;
+}
+
+enum verdict
+family_require(const struct params *p, uint64_t unsigned_mask, const char *const *ids,
+    const char *const *amounts)
+{
+	const char *const *f;
+	const char *v;
+
+	for (f = ids; f != NULL && *f != NULL; f++) {
+		if ((v = family_signed(p, unsigned_mask, *f)) == NULL || *v == '\0')
+			return VERDICT_MISSING_FIELD;
+		if (!family_canonical_id(v))
+			return VERDICT_NOT_CANONICAL;
+	}
+	for (f = amounts; f != NULL && *f != NULL; f++) {
+		if ((v = family_signed(p, unsigned_mask, *f)) == NULL || *v == '\0')
+			return VERDICT_MISSING_FIELD;
+		if (!family_canonical_amount(v))
+			return VERDICT_BAD_AMOUNT;
+	}
+	return VERDICT_OK;
+}
+
 int
 family_sign_string(const struct params *p, const char *const *exclude, unsigned skip,
     struct sbuf *out)
@@ -96,15 +270,8 @@ family_sign_string(const struct params *p, const char *const *exclude, unsigned 
 	for (i = 0; i < p->n; i++) {
 		const struct param *pa = &p->v[i];
 
-		if (is_excluded(pa->name, exclude))
-			continue;
-		if ((skip & SKIP_EMPTY) && pa->vlen == 0)
-			continue;
-		if ((skip & SKIP_BLANK) && is_blank(pa->value, pa->vlen))
-			continue;
-		if ((skip & SKIP_ZERO) && pa->vlen == 1 && pa->value[0] == '0')
-			continue;
-		v[n++] = pa;
+		if (!param_skipped(pa, exclude, skip))
+			v[n++] = pa;
 	}
 	if (n > 1)
 		qsort(v, n, sizeof(*v), param_cmp);
@@ -144,13 +311,13 @@ family_amount(const char *s, int64_t *fen)
 	return amount_parse(s, strlen(s), fen);
 }
 
-void
+int
 family_finish(const struct channel *ch, const struct params *p, struct event *ev)
 {
 	ev->raw = p;
 	ev->channel = ch->name;
 	ev->merchant_id = ch->merchant_id;
-	event_make_id(ev->id, ch->name, ev->trade_no, ev->status);
+	return event_make_id(ev->id, ch->name, ev->trade_no, ev->status);
 }
 
 /* ---- polling ----------------------------------------------------------- */

@@ -5,6 +5,7 @@
 #define PAYRELAY_FAMILY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "event.h"
@@ -22,9 +23,16 @@ enum verdict {
 	VERDICT_WRONG_MERCHANT, /* pid / appkey / memberid is not the channel's */
 	VERDICT_BAD_AMOUNT,     /* an amount that is not an exact decimal of fen */
 	VERDICT_STALE,          /* a signed timestamp outside the allowed window */
+	VERDICT_NOT_CANONICAL,  /* a field naming the payment is not canonical (SPEC §2.5) */
+	VERDICT_NUL,            /* a NUL byte in a value */
+	VERDICT_BAD_NAME,       /* a parameter name that is not a plain identifier */
+	VERDICT_AMBIGUOUS,      /* the signed string can be cut into other fields (SPEC §2.5) */
+	VERDICT_CRYPTO,         /* the crypto library failed: never a verdict on the callback */
 };
 
+/* A sentence for the log, and a short word for a metric label. */
 const char *verdict_str(enum verdict v);
+const char *verdict_label(enum verdict v);
 
 /* A query to the gateway about one order (SPEC §2.x "Polling"). */
 struct poll_query {
@@ -103,12 +111,46 @@ enum skip_rule {
  * order, as k1=v1&k2=v2 to `out`. Returns 0 or -1. */
 int family_sign_string(const struct params *p, const char *const *exclude, unsigned skip,
     struct sbuf *out) WUR;
+/* Bit i set: p->v[i] is left out of that signing string (excluded by
+ * name or skipped by `skip`), so the signature does not cover it. */
+uint64_t family_unsigned_mask(const struct params *p, const char *const *exclude,
+    unsigned skip);
+/* The value of `name` when it was received and is covered by the signature
+ * (its bit in `unsigned_mask` is clear), else NULL. Normalized fields are
+ * filled from these only, but for passthrough (family_passthrough). */
+const char *family_signed(const struct params *p, uint64_t unsigned_mask, const char *name);
+/* SPEC §2.5 checks of what every family receives: no NUL byte in any
+ * value, and every name a plain identifier ([A-Za-z0-9_-]: a name holding
+ * '&' or '=' could move a boundary of a "k=v&k=v" signing string). */
+enum verdict family_check_params(const struct params *p);
+/* Sets ev->passthrough to the value of `name`, signed or not, and
+ * ev->passthrough_unsigned when it is not (the event then says
+ * "passthrough_signed": false). */
+void family_passthrough(const struct params *p, uint64_t unsigned_mask, const char *name,
+    struct event *ev);
+/* Checks that every name of `ids` (NULL-terminated) is signed, non-empty
+ * and canonical (printable ASCII without '&', '=', '%' or white space),
+ * and every name of `amounts` signed and a canonical decimal ("0" or no
+ * leading zero, then optionally '.' and 1-4 digits). MISSING_FIELD,
+ * NOT_CANONICAL or BAD_AMOUNT, else OK. */
+enum verdict family_require(const struct params *p, uint64_t unsigned_mask,
+    const char *const *ids, const char *const *amounts);
+/* A sorted "k=v&k=v" string joins values without escaping, so a signed
+ * value holding "&NAME=" could be cut off into a field NAME. Checks that
+ * no signed value holds "&NAME=" for a NAME of `names` (NULL-terminated):
+ * then the string holds each of those fields once, where the field is, and
+ * no re-cut can change their values. VERDICT_AMBIGUOUS or OK. */
+enum verdict family_unambiguous(const struct params *p, uint64_t unsigned_mask,
+    const char *const *names);
+bool family_canonical_id(const char *s);
+bool family_canonical_amount(const char *s);
 /* True when `got` (hex, any case) equals the hex digest `want`
  * (constant time). */
 bool family_hex_equal(const char *want, const char *got);
 /* Fills the fields every family shares (channel, merchant_id, raw = p) and the id
- * from channel, trade_no and status. Each verify calls it on success. */
-void family_finish(const struct channel *ch, const struct params *p, struct event *ev);
+ * from channel, trade_no and status. Each verify calls it on success.
+ * Returns 0, or -1 when no id could be made (the crypto library failed). */
+int family_finish(const struct channel *ch, const struct params *p, struct event *ev) WUR;
 /* Appends name=value, URL-encoded as PHP's urlencode() does (space is
  * '+'), with a leading '&' unless `out` is empty. Returns 0 or -1. */
 int family_form_add(struct sbuf *out, const char *name, const char *value) WUR;

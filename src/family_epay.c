@@ -19,22 +19,29 @@ epay_check_signature(const struct channel *ch, const struct params *p, const cha
 {
 	struct sbuf s;
 	char md5[33];
-	enum verdict v = VERDICT_BAD_SIGNATURE;
+	enum verdict v = VERDICT_CRYPTO;
 
 	sbuf_init(&s);
 	if (ch->sign_type == SIGN_RSA) {
 		if (family_sign_string(p, epay_unsigned, SKIP_EMPTY | SKIP_BLANK, &s) == -1)
 			goto out;
-		if (crypto_rsa_sha256_verify(ch->platform_key, s.p ? s.p : "", s.len, sign,
-			strlen(sign)) == 1)
+		switch (crypto_rsa_sha256_verify(ch->platform_key, s.p ? s.p : "", s.len, sign,
+		    strlen(sign))) {
+		case 1:
 			v = VERDICT_OK;
+			break;
+		case 0:
+			v = VERDICT_BAD_SIGNATURE;
+			break;
+		default:
+			break; /* the library failed: never a pass */
+		}
 	} else {
 		if (family_sign_string(p, epay_unsigned, SKIP_EMPTY, &s) == -1 ||
-		    sbuf_add(&s, ch->key, ch->key_len) == -1)
+		    sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+		    crypto_md5_hex(s.p, s.len, md5) == -1)
 			goto out;
-		crypto_md5_hex(s.p, s.len, md5);
-		if (family_hex_equal(md5, sign))
-			v = VERDICT_OK;
+		v = family_hex_equal(md5, sign) ? VERDICT_OK : VERDICT_BAD_SIGNATURE;
 	}
 out:
 	/* The string ends with the merchant key: do not leave it in freed memory. */
@@ -66,18 +73,32 @@ epay_check_timestamp(const struct params *p, time_t now)
 static enum verdict
 epay_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
 {
-	static const char *const required[] = { "pid", "trade_no", "out_trade_no", "money",
-		"trade_status", "sign", NULL };
-	const char *const *r;
-	const char *sign_type, *status;
+	/* What names the payment (SPEC §2.5); amounts apart. */
+	static const char *const ids[] = { "pid", "trade_no", "out_trade_no", "trade_status",
+		NULL };
+	static const char *const amounts[] = { "money", NULL };
+	static const char *const naming[] = { "pid", "trade_no", "out_trade_no", "trade_status",
+		"money", NULL };
+	const char *sign, *sign_type, *status;
+	uint64_t mask;
 	enum verdict v;
 
-	for (r = required; *r != NULL; r++) {
-		const char *val = params_value(p, *r);
-
-		if (val == NULL || *val == '\0')
-			return VERDICT_MISSING_FIELD;
-	}
+	if ((v = family_check_params(p)) != VERDICT_OK)
+		return v;
+	/* What the signing string leaves out is not covered: never read from. */
+	mask = family_unsigned_mask(p, epay_unsigned,
+	    ch->sign_type == SIGN_RSA ? SKIP_EMPTY | SKIP_BLANK : SKIP_EMPTY);
+	sign = params_value(p, "sign");
+	if (sign == NULL || *sign == '\0')
+		return VERDICT_MISSING_FIELD;
+	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
+		return v;
+	/* name, param and newer free-text fields may hold '&' and '=' (SPEC
+	 * §2.1), but never one of the fields that name the payment: with each
+	 * of those once in the signed string, and every other field sorted
+	 * between them, no re-cut moves a payment field (docs/guarantees.md). */
+	if ((v = family_unambiguous(p, mask, naming)) != VERDICT_OK)
+		return v;
 	/* The algorithm comes from the channel, never from the request. */
 	sign_type = params_value(p, "sign_type");
 	if (sign_type != NULL && *sign_type != '\0' &&
@@ -85,7 +106,7 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 		return VERDICT_SIGN_TYPE;
 	if (strcmp(params_value(p, "pid"), ch->merchant_id) != 0)
 		return VERDICT_WRONG_MERCHANT;
-	if ((v = epay_check_signature(ch, p, params_value(p, "sign"))) != VERDICT_OK)
+	if ((v = epay_check_signature(ch, p, sign)) != VERDICT_OK)
 		return v;
 	if (ch->sign_type == SIGN_RSA && (v = epay_check_timestamp(p, now)) != VERDICT_OK)
 		return v;
@@ -106,12 +127,12 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 	ev->amount = params_value(p, "money");
 	ev->paid_amount = ev->amount;
 	ev->paid_amount_fen = ev->amount_fen;
-	ev->method = params_value(p, "type");
-	ev->subject = params_value(p, "name");
-	ev->passthrough = params_value(p, "param");
-	ev->gateway_time = params_value(p, "endtime");
-	family_finish(ch, p, ev);
-	return VERDICT_OK;
+	ev->method = family_signed(p, mask, "type");
+	ev->subject = family_signed(p, mask, "name");
+	family_passthrough(p, mask, "param", ev);
+	ev->gateway_time = family_signed(p, mask, "endtime");
+	ev->unsigned_mask = mask;
+	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
 
 /* ---- polling (SPEC §2.1) --------------------------------------------- */
@@ -257,7 +278,10 @@ epay_poll_order(const struct channel *ch, const char *queried, struct poll_answe
 	ev->subject = params_value(r, "name");
 	ev->passthrough = params_value(r, "param");
 	ev->gateway_time = params_value(r, "endtime");
-	family_finish(ch, r, ev);
+	if (family_finish(ch, r, ev) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "the crypto library failed");
+		return;
+	}
 	poll_answer_set(a, NULL, POLL_PAID, "paid");
 }
 

@@ -1,6 +1,7 @@
 /* gatepay (SPEC §2.2): sign = md5(md5(appkey order_id out_order_id price
  * realprice type paytime extend) appsecret), a notify means paid. */
 #include <jansson.h>
+#include <stdbool.h>
 #include <string.h>
 #include <strings.h>
 
@@ -8,51 +9,101 @@
 #include "crypto.h"
 #include "family.h"
 
+/* The fields the signature concatenates after appkey, in its order. */
+static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
+	"realprice", "type", "paytime", "extend", NULL };
+
+/* Bit i set: p->v[i] is not one of the concatenated fields (nor an appkey
+ * equal to the channel's, which the signature covers through the key). */
+static uint64_t
+gatepay_unsigned_mask(const struct params *p)
+{
+	const char *const *f;
+	uint64_t m = 0;
+	size_t i;
+	bool covered;
+
+	for (i = 0; i < p->n && i < 64; i++) {
+		covered = strcmp(p->v[i].name, "appkey") == 0;
+		for (f = gatepay_signed_fields; *f != NULL && !covered; f++)
+			covered = strcmp(p->v[i].name, *f) == 0;
+		if (!covered)
+			m |= (uint64_t)1 << i;
+	}
+	return m;
+}
+
+/* A plain concatenation does not say where realprice ends: with "1.88"
+ * followed by "8alipay", "1.888" and "alipay" read the same. The byte
+ * after realprice (the first of type, paytime, extend that is not empty)
+ * must not continue a decimal. The boundaries before realprice are fixed
+ * only by confirmation (SPEC §2.5): see docs/guarantees.md. */
+static bool
+gatepay_realprice_ends(const struct params *p)
+{
+	static const char *const after[] = { "type", "paytime", "extend", NULL };
+	const char *const *f;
+	const char *v;
+
+	for (f = after; *f != NULL; f++) {
+		if ((v = params_value(p, *f)) == NULL || *v == '\0')
+			continue;
+		return !((*v >= '0' && *v <= '9') || *v == '.');
+	}
+	return true;
+}
+
 static enum verdict
 gatepay_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
 {
-	static const char *const signed_fields[] = { "order_id", "out_order_id", "price",
-		"realprice", "type", "paytime", "extend", NULL };
-	static const char *const required[] = { "order_id", "out_order_id", "price", "sign", NULL };
+	static const char *const ids[] = { "order_id", "out_order_id", NULL };
+	static const char *const amounts[] = { "price", "realprice", NULL };
 	const char *const *f;
-	const char *appkey, *realprice;
+	const char *appkey, *sign;
 	char inner[33], outer[33];
 	struct sbuf s;
-	enum verdict v = VERDICT_BAD_SIGNATURE;
+	uint64_t mask;
+	enum verdict v;
 
-	for (f = required; *f != NULL; f++) {
-		const char *val = params_value(p, *f);
-
-		if (val == NULL || *val == '\0')
-			return VERDICT_MISSING_FIELD;
-	}
+	(void)now;
+	if ((v = family_check_params(p)) != VERDICT_OK)
+		return v;
+	mask = gatepay_unsigned_mask(p);
+	sign = params_value(p, "sign");
+	if (sign == NULL || *sign == '\0')
+		return VERDICT_MISSING_FIELD;
+	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
+		return v;
 	appkey = params_value(p, "appkey");
 	if (appkey != NULL && strcmp(appkey, ch->merchant_id) != 0)
 		return VERDICT_WRONG_MERCHANT;
+	if (!gatepay_realprice_ends(p))
+		return VERDICT_AMBIGUOUS; /* where realprice ends is not signed */
 
+	v = VERDICT_CRYPTO;
 	sbuf_init(&s);
 	if (sbuf_adds(&s, ch->merchant_id) == -1)
 		goto out;
-	for (f = signed_fields; *f != NULL; f++) {
+	for (f = gatepay_signed_fields; *f != NULL; f++) {
 		const struct param *pa = params_get(p, *f);
 
 		if (pa != NULL && sbuf_add(&s, pa->value, pa->vlen) == -1)
 			goto out;
 	}
-	crypto_md5_hex(s.p, s.len, inner);
+	if (crypto_md5_hex(s.p, s.len, inner) == -1)
+		goto out;
 	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1)
+	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s.p, s.len, outer) == -1)
 		goto out;
-	crypto_md5_hex(s.p, s.len, outer);
-	if (!family_hex_equal(outer, params_value(p, "sign")))
+	if (!family_hex_equal(outer, sign)) {
+		v = VERDICT_BAD_SIGNATURE;
 		goto out;
+	}
 
 	v = VERDICT_BAD_AMOUNT;
-	realprice = params_value(p, "realprice");
-	if (realprice == NULL || *realprice == '\0')
-		realprice = params_value(p, "price");
 	if (family_amount(params_value(p, "price"), &ev->amount_fen) == -1 ||
-	    family_amount(realprice, &ev->paid_amount_fen) == -1)
+	    family_amount(params_value(p, "realprice"), &ev->paid_amount_fen) == -1)
 		goto out;
 
 	ev->family = family_gatepay.name;
@@ -61,13 +112,13 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 	ev->type = EVENT_PAID;
 	ev->status = "paid";
 	ev->amount = params_value(p, "price");
-	ev->paid_amount = realprice;
-	ev->method = params_value(p, "type");
+	ev->paid_amount = params_value(p, "realprice");
+	ev->method = family_signed(p, mask, "type");
 	ev->subject = NULL;
-	ev->passthrough = params_value(p, "extend");
-	ev->gateway_time = params_value(p, "paytime");
-	family_finish(ch, p, ev);
-	v = VERDICT_OK;
+	family_passthrough(p, mask, "extend", ev);
+	ev->gateway_time = family_signed(p, mask, "paytime");
+	ev->unsigned_mask = mask;
+	v = family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 out:
 	if (s.p != NULL)
 		explicit_bzero(s.p, s.len);
@@ -91,11 +142,12 @@ gatepay_poll_query(const struct channel *ch, const char *out_trade_no, struct po
 	sbuf_init(&qs);
 	if (sbuf_adds(&s, ch->merchant_id) == -1 || sbuf_adds(&s, out_trade_no) == -1)
 		goto out;
-	crypto_md5_hex(s.p, s.len, inner);
-	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1)
+	if (crypto_md5_hex(s.p, s.len, inner) == -1)
 		goto out;
-	crypto_md5_hex(s.p, s.len, sign);
+	sbuf_reset(&s);
+	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s.p, s.len, sign) == -1)
+		goto out;
 	explicit_bzero(s.p, s.len);
 	sbuf_reset(&s);
 	if (family_form_add(&qs, "appkey", ch->merchant_id) == -1 ||
@@ -214,7 +266,10 @@ gatepay_poll_parse(const struct channel *ch, const char *out_trade_no, const cha
 	ev->subject = params_value(r, "order_name");
 	ev->passthrough = params_value(r, "extend");
 	ev->gateway_time = params_value(r, "paytime");
-	family_finish(ch, r, ev);
+	if (family_finish(ch, r, ev) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "the crypto library failed");
+		goto out;
+	}
 	poll_answer_set(a, NULL, POLL_PAID, "paid");
 out:
 	json_decref(root);

@@ -2,6 +2,7 @@
  * sign and attach, "&key=KEY" appended, UPPERCASE md5. */
 #include <ctype.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "config.h"
@@ -22,9 +23,9 @@ payindex_sign(const struct channel *ch, const struct params *p, char out[33])
 
 	sbuf_init(&s);
 	if (family_sign_string(p, payindex_unsigned, SKIP_EMPTY | SKIP_ZERO, &s) == -1 ||
-	    sbuf_adds(&s, "&key=") == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1)
+	    sbuf_adds(&s, "&key=") == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s.p, s.len, out) == -1)
 		goto out;
-	crypto_md5_hex(s.p, s.len, out);
 	rc = 0;
 out:
 	if (s.p != NULL)
@@ -36,29 +37,47 @@ out:
 static enum verdict
 payindex_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
 {
-	static const char *const required[] = { "memberid", "orderid", "amount", "transaction_id",
-		"returncode", "sign", NULL };
-	const char *const *f;
-	const char *code, *true_amount;
+	/* What names the payment (SPEC §2.5). A value PHP's empty() drops
+	 * ("" or "0") is not signed, so it counts as missing. */
+	static const char *const ids[] = { "memberid", "orderid", "transaction_id", "returncode",
+		NULL };
+	static const char *const amounts[] = { "amount", NULL };
+	const char *code, *sign, *true_amount;
 	char md5[33];
+	uint64_t mask;
+	enum verdict v;
+	size_t i;
 
-	for (f = required; *f != NULL; f++) {
-		const char *val = params_value(p, *f);
-
-		if (val == NULL || *val == '\0')
-			return VERDICT_MISSING_FIELD;
-	}
+	(void)now;
+	if ((v = family_check_params(p)) != VERDICT_OK)
+		return v;
+	mask = family_unsigned_mask(p, payindex_unsigned, SKIP_EMPTY | SKIP_ZERO);
+	sign = params_value(p, "sign");
+	if (sign == NULL || *sign == '\0')
+		return VERDICT_MISSING_FIELD;
+	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
+		return v;
+	/* Every signed field is a number or an id (attach, the free text, is
+	 * not signed): no signed value may hold '&', so the signed string has
+	 * exactly one way to be cut (SPEC §2.5). */
+	for (i = 0; i < p->n && i < 64; i++)
+		if ((mask >> i & 1) == 0 && memchr(p->v[i].value, '&', p->v[i].vlen) != NULL)
+			return VERDICT_AMBIGUOUS;
+	/* true_amount is optional; unsigned ("", "0") it was not sent. */
+	true_amount = family_signed(p, mask, "true_amount");
+	if (true_amount != NULL && !family_canonical_amount(true_amount))
+		return VERDICT_NOT_CANONICAL;
 	if (strcmp(params_value(p, "memberid"), ch->merchant_id) != 0)
 		return VERDICT_WRONG_MERCHANT;
 
 	/* family_hex_equal compares in lower case: the gateway's upper case
 	 * hex is folded, so either case verifies. */
-	if (payindex_sign(ch, p, md5) == -1 || !family_hex_equal(md5, params_value(p, "sign")))
+	if (payindex_sign(ch, p, md5) == -1)
+		return VERDICT_CRYPTO;
+	if (!family_hex_equal(md5, sign))
 		return VERDICT_BAD_SIGNATURE;
 
-	/* true_amount that PHP's empty() drops ("" or "0") was not sent. */
-	true_amount = params_value(p, "true_amount");
-	if (true_amount == NULL || *true_amount == '\0' || strcmp(true_amount, "0") == 0)
+	if (true_amount == NULL)
 		true_amount = params_value(p, "amount");
 	if (family_amount(params_value(p, "amount"), &ev->amount_fen) == -1 ||
 	    family_amount(true_amount, &ev->paid_amount_fen) == -1)
@@ -77,12 +96,13 @@ payindex_verify(const struct channel *ch, const struct params *p, time_t now, st
 	}
 	ev->amount = params_value(p, "amount");
 	ev->paid_amount = true_amount;
-	ev->method = params_value(p, "bankcode");
+	ev->method = family_signed(p, mask, "bankcode");
 	ev->subject = NULL;
-	ev->passthrough = params_value(p, "attach");
-	ev->gateway_time = params_value(p, "datetime");
-	family_finish(ch, p, ev);
-	return VERDICT_OK;
+	/* attach is never signed: kept, but marked so (SPEC §2.5). */
+	family_passthrough(p, mask, "attach", ev);
+	ev->gateway_time = family_signed(p, mask, "datetime");
+	ev->unsigned_mask = mask;
+	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
 
 /* ---- polling (SPEC §2.3) --------------------------------------------- */
@@ -218,7 +238,10 @@ payindex_poll_parse(const struct channel *ch, const char *out_trade_no, const ch
 	ev->subject = NULL;
 	ev->passthrough = params_value(r, "attach");
 	ev->gateway_time = params_value(r, "time_end");
-	family_finish(ch, r, ev);
+	if (family_finish(ch, r, ev) == -1) {
+		poll_answer_set(a, NULL, POLL_ERROR, "the crypto library failed");
+		goto out;
+	}
 	poll_answer_set(a, NULL, POLL_PAID, "paid");
 out:
 	json_decref(root);

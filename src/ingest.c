@@ -385,7 +385,14 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	memset(&ev, 0, sizeof(ev));
 	if ((v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
 		ingest_log_refusal(req, ch->name, verdict_str(v), &p);
-		ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
+		metrics_inc(env->metrics, "payrelay_callbacks_refused_total", "channel", ch->name,
+		    "reason", verdict_label(v));
+		/* A failing crypto library says nothing about the callback:
+		 * 503, so the gateway tries again once it is mended. */
+		if (v == VERDICT_CRYPTO)
+			ingest_fail(env, req, ch->name, 503, INGEST_UNAVAILABLE);
+		else
+			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	ev.source = SOURCE_CALLBACK;

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "config_build.h"
+#include "crypto.h"
 #include "admin.h"
 #include "daemon.h"
 #include "deliver.h"
@@ -293,6 +294,7 @@ main(int argc, char **argv)
 	struct env env;
 	const char *path = NULL;
 	bool check_only = false;
+	char why[256];
 	int ch, rc = 1;
 
 	memset(&env, 0, sizeof(env));
@@ -317,6 +319,12 @@ main(int argc, char **argv)
 	}
 	if (path == NULL || optind != argc) {
 		usage(stderr);
+		return 2;
+	}
+	/* Fail closed (SPEC §2.5): without every algorithm, no callback could
+	 * be judged, so do not start at all. */
+	if (crypto_self_test(why, sizeof(why)) == -1) {
+		fprintf(stderr, "payrelayd: crypto self-test failed: %s; refusing to start\n", why);
 		return 2;
 	}
 	env.config_path = path;

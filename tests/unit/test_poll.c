@@ -201,7 +201,7 @@ pi_sign(const struct kv *fields, const char *key, char out[33])
 	}
 	off += (size_t)snprintf(buf + off, sizeof(buf) - off, "&key=%s", key);
 	ck_assert(off < sizeof(buf));
-	crypto_md5_hex(buf, off, out);
+	ck_assert_int_eq(crypto_md5_hex(buf, off, out), 0);
 	for (i = 0; out[i] != '\0'; i++)
 		out[i] = (char)toupper((unsigned char)out[i]);
 }
