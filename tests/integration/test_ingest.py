@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1142,6 +1143,28 @@ class CommandLineTest(unittest.TestCase):
         rc, out, err = h.run_binary([BINARY, "-c", path], timeout=10)
         self.assertNotEqual(rc, 0, out + err)
         self.assertFalse(h.port_open(self.setup.port))
+
+    def test_refuses_to_start_without_md5(self):
+        # An OpenSSL configuration that activates only the "base" provider:
+        # no digest at all, as an MD5-less FIPS policy leaves the gateways'
+        # MD5. The daemon must not start (exit 2) and must say why.
+        cnf = self.write("no-md5.cnf", "openssl_conf = openssl_init\n"
+                         "[openssl_init]\nproviders = provider_sect\n"
+                         "[provider_sect]\nbase = base_sect\n"
+                         "[base_sect]\nactivate = 1\n")
+        env = dict(os.environ, OPENSSL_CONF=cnf)
+        for args in ([BINARY, "-c", self.setup.config],
+                     [BINARY, "-c", self.setup.config, "--check-config"]):
+            p = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=10, env=env)
+            err = p.stderr.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 2, err)
+            self.assertIn("crypto self-test failed: MD5", err)
+            self.assertIn("refusing to start", err)
+            self.assertFalse(h.port_open(self.setup.port))
+        # and the same file starts without that configuration
+        rc, out, err = h.run_binary([BINARY, "-c", self.setup.config, "--check-config"])
+        self.assertEqual(rc, 0, out + err)
 
     def test_version(self):
         rc, out, err = h.run_binary([BINARY, "--version"])
