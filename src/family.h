@@ -113,8 +113,7 @@ int family_sign_string(const struct params *p, const char *const *exclude, unsig
     struct sbuf *out) WUR;
 /* Bit i set: p->v[i] is left out of that signing string (excluded by
  * name or skipped by `skip`), so the signature does not cover it. */
-uint64_t family_unsigned_mask(const struct params *p, const char *const *exclude,
-    unsigned skip);
+uint64_t family_unsigned_mask(const struct params *p, const char *const *exclude, unsigned skip);
 /* The value of `name` when it was received and is covered by the signature
  * (its bit in `unsigned_mask` is clear), else NULL. Normalized fields are
  * filled from these only, but for passthrough (family_passthrough). */
@@ -133,8 +132,8 @@ void family_passthrough(const struct params *p, uint64_t unsigned_mask, const ch
  * and every name of `amounts` signed and a canonical decimal ("0" or no
  * leading zero, then optionally '.' and 1-4 digits). MISSING_FIELD,
  * NOT_CANONICAL or BAD_AMOUNT, else OK. */
-enum verdict family_require(const struct params *p, uint64_t unsigned_mask,
-    const char *const *ids, const char *const *amounts);
+enum verdict family_require(const struct params *p, uint64_t unsigned_mask, const char *const *ids,
+    const char *const *amounts);
 /* A sorted "k=v&k=v" string joins values without escaping, so a signed
  * value holding "&NAME=" could be cut off into a field NAME. Checks that
  * no signed value holds "&NAME=" for a NAME of `names` (NULL-terminated):

@@ -177,8 +177,8 @@ rnd_amount(char *out, bool four_decimals_ok)
 
 /* Free text as merchants and gateways really fill it, and as an attacker
  * would like it: '&' and '=' that look like the fields around them. */
-static const char *const free_texts[] = { "VIP会员", "a&b=c", "x&type=alipay", "&money=100.00",
-	"=", "t&trade_status=TRADE_SUCCESS", "uid=42&out_trade_no=EVIL", "1", "99", "12.5abc",
+static const char *const free_texts[] = { "VIP会员", "a&b=c", "x&type=alipay", "&money=100.00", "=",
+	"t&trade_status=TRADE_SUCCESS", "uid=42&out_trade_no=EVIL", "1", "99", "12.5abc",
 	"hello world", "&&", "returncode=00&amount=1000", "&trade_no=1&zz=2", "" };
 
 /* ---- the payment a verified callback names -------------------------------- */
@@ -270,7 +270,8 @@ recut_sorted(const struct channel *ch, const char *s, const struct kv *extra, si
 			bool merge = i > 0 && (pat >> (i - 1) & 1);
 
 			if (merge) {
-				ck_assert(sbuf_addc(&val, '&') == 0 && sbuf_adds(&val, tok[i]) == 0);
+				ck_assert(
+				    sbuf_addc(&val, '&') == 0 && sbuf_adds(&val, tok[i]) == 0);
 				continue;
 			}
 			if (i > 0) {
@@ -308,9 +309,10 @@ recut_sorted(const struct channel *ch, const char *s, const struct kv *extra, si
 			ck_assert_msg(want != NULL && payment_equal(&got, want),
 			    "%s: the re-cut variant %lu of\n  %s\nverifies as another payment: "
 			    "trade_no \"%s\" out_trade_no \"%s\" status \"%s\" amount %" PRId64
-			    " paid %" PRId64 "\n(genuine: \"%s\" \"%s\" \"%s\" %" PRId64 " %" PRId64 ")",
-			    what, pat, s, got.trade_no, got.out_trade_no, got.status, got.amount_fen,
-			    got.paid_amount_fen, want ? want->trade_no : "-",
+			    " paid %" PRId64 "\n(genuine: \"%s\" \"%s\" \"%s\" %" PRId64 " %" PRId64
+			    ")",
+			    what, pat, s, got.trade_no, got.out_trade_no, got.status,
+			    got.amount_fen, got.paid_amount_fen, want ? want->trade_no : "-",
 			    want ? want->out_trade_no : "-", want ? want->status : "-",
 			    want ? want->amount_fen : -1, want ? want->paid_amount_fen : -1);
 		}
@@ -482,7 +484,8 @@ START_TEST(test_recut_payindex)
 		snprintf(what, sizeof(what), "payindex #%u", g);
 		if (got == VERDICT_AMBIGUOUS) {
 			/* signed free text holding '&': refused, and so is every re-cut */
-			ck_assert_msg(strstr(s.p, "body=") != NULL, "genuine payindex %s refused", s.p);
+			ck_assert_msg(strstr(s.p, "body=") != NULL, "genuine payindex %s refused",
+			    s.p);
 			ck_assert_uint_eq(recut_sorted(&ch, s.p, extra, 2, NULL, what), 0);
 			refused++;
 			params_free(&p);
@@ -526,8 +529,8 @@ gatepay_sign(const char *concat, char sign[33])
 /* The variant of `concat` cut at `cut` (GATEPAY_NFIELDS + 1 positions).
  * Returns whether it verified; fills `got`. */
 static bool
-gatepay_variant(const struct channel *ch, const char *concat, const size_t *cut,
-    const char *sign, struct payment *got)
+gatepay_variant(const struct channel *ch, const char *concat, const size_t *cut, const char *sign,
+    struct payment *got)
 {
 	struct params p;
 	struct event ev;
@@ -628,7 +631,8 @@ START_TEST(test_recut_gatepay)
 						c[i] += (size_t)di;
 						c[j] += (size_t)dj;
 						if (c[i] < c[i - 1] || c[i] > c[i + 1] ||
-						    c[j] < c[j - 1] || c[j] > c[j + 1] || c[j] > len)
+						    c[j] < c[j - 1] || c[j] > c[j + 1] ||
+						    c[j] > len)
 							continue;
 						if (gatepay_variant(&ch, concat, c, sign, &got)) {
 							accepted++;
@@ -703,8 +707,8 @@ START_TEST(test_canonical_id)
 {
 	static const char *const good[] = { "2016080622555342651", "a-b_c.d", "T502", "00",
 		"TRADE_SUCCESS", "x:y/z+1" };
-	static const char *const bad[] = { "", "a b", "a&b", "a=b", "a%20b", "a\tb", "a\nb",
-		"会员", "\x7f", "x\x01" };
+	static const char *const bad[] = { "", "a b", "a&b", "a=b", "a%20b", "a\tb", "a\nb", "会员",
+		"\x7f", "x\x01" };
 	size_t i;
 
 	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
@@ -719,7 +723,8 @@ END_TEST
 START_TEST(test_nul_and_names)
 {
 	static const char *const fams[][3] = { { "epay", "1001", EPAY_KEY },
-		{ "gatepay", GATEPAY_APPKEY, GATEPAY_SECRET }, { "payindex", "10002", PAYINDEX_KEY } };
+		{ "gatepay", GATEPAY_APPKEY, GATEPAY_SECRET },
+		{ "payindex", "10002", PAYINDEX_KEY } };
 	size_t i;
 
 	for (i = 0; i < 3; i++) {
@@ -789,7 +794,7 @@ without_digests(void)
 			    vectors_str(vec, "key"));
 		params_init(&p);
 		json_object_foreach(params, k, v)
-			pset(&p, k, json_string_value(v), json_string_length(v));
+		    pset(&p, k, json_string_value(v), json_string_length(v));
 		got = verify(&ch, &p, &ev);
 		params_free(&p);
 		chan_free(&ch);
