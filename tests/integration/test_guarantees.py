@@ -403,7 +403,7 @@ class TwoInstancesTest(DaemonCase):
 
 
 class RepeatPaymentTest(DaemonCase):
-    """SPEC 2.5 "Repeat payments" (docs/guarantees.md section 3b): decided in
+    """SPEC 2.5 "Repeat payments" (docs/guarantees.md section 3): decided in
     the recording script itself, through `P paid:<channel>:<out_trade_no>`.
     A webhook `all` (every type, delivered at once) to a receiver shows what
     receivers get; the harness's `orders` (order.paid, an hour out) keeps
@@ -656,6 +656,59 @@ secret = {secret}
         self.assertNotIn("amount_mismatch", ev4)
         order = self.r.hgetall("payrelay:order:%s:%s" % (ch, otn))
         self.assertEqual((order.get("state"), order.get("event_id")), ("paid", e3), order)
+
+    def test_d_two_payments_at_two_instances_at_once(self):
+        # Each order's two payments reach two instances on one Redis at the
+        # same moment: whichever is recorded second, exactly one is flagged.
+        port2, admin2 = h.free_port(), h.free_port()
+        text2 = self.config_text
+        for old, new in ((self.setup.port, port2), (self.setup.admin_port, admin2)):
+            old, new = "listen = 127.0.0.1:%d\n" % old, "listen = 127.0.0.1:%d\n" % new
+            self.assertEqual(text2.count(old), 1, old)
+            text2 = text2.replace(old, new)
+        conf2 = os.path.join(self.dir, "repeat-second.conf")
+        with open(conf2, "w", encoding="utf-8") as f:
+            f.write(text2)
+        os.chmod(conf2, 0o600)
+        d2 = self.start_daemon(conf2, port2, "payrelayd-rp2")
+        ports = (self.setup.port, port2)
+        n = 40
+        results = {}
+
+        def send(i, k, barrier):
+            p = self.epay(trade_no="RPX-%02d-T%d" % (i, k), out_trade_no="RPX-%02d" % i)
+            try:
+                barrier.wait()
+                reply = self.send(p, port=ports[k])
+                results[(i, k)] = (reply.status, reply.body)
+            except Exception as e:  # noqa: BLE001 - reported below
+                results[(i, k)] = "error: %r" % e
+
+        for i in range(n):
+            barrier = threading.Barrier(2, timeout=30)
+            ts = [threading.Thread(target=send, args=(i, k, barrier), daemon=True)
+                  for k in (0, 1)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+        bad = {key: v for key, v in results.items() if v != (200, b"success")}
+        self.assertEqual(bad, {}, "%s\n%s" % (self.ctx(), d2.log_tail(10)))
+        by_order = {}
+        for _, f in self.r.xrange(STREAM):
+            if f["out_trade_no"].startswith("RPX-"):
+                by_order.setdefault(f["out_trade_no"], []).append(json.loads(f["event"]))
+        self.assertEqual(len(by_order), n)
+        for otn, evs in sorted(by_order.items()):
+            self.assertEqual(len(evs), 2, evs)
+            # the stream's order is the recording order
+            self.assertEqual([e.get("repeat_payment") for e in evs], [None, True], evs)
+            self.assertPaidKey("shop-epay", otn, evs[0]["trade_no"])
+        d2.stop_clean()
+        lines = [x for d in (self.daemon, d2)
+                 for x in h.log_records(d.log_text(), "repeat payment recorded")
+                 if x.get("out_trade_no", "").startswith("RPX-")]
+        self.assertEqual(sorted(x["out_trade_no"] for x in lines), sorted(by_order))
 
 
 if __name__ == "__main__":
