@@ -28,7 +28,7 @@ static const struct {
 } helps[] = {
 	{ "payrelay_callbacks_total", "Gateway callbacks by channel and result." },
 	{ "payrelay_repeat_payments_total",
-	    "Payments recorded for an order already paid by another gateway trade id, by channel." },
+	    "Payments of an order already paid by another gateway trade id, by channel." },
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },

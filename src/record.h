@@ -18,7 +18,7 @@ typedef void record_cb(void *arg, enum store_result r, const char *type);
  * event wakes the delivery engine before cb runs; a repeat payment (a second
  * trade id paying the same order) is logged and counted here, so callbacks,
  * polls and sweeps report it alike. */
-int record_event(struct env *env, const struct channel *ch, const struct event *ev,
-    record_cb *cb, void *arg) WUR;
+int record_event(struct env *env, const struct channel *ch, const struct event *ev, record_cb *cb,
+    void *arg) WUR;
 
 #endif
