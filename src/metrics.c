@@ -29,6 +29,8 @@ static const struct {
 	{ "payrelay_callbacks_total", "Gateway callbacks by channel and result." },
 	{ "payrelay_callbacks_refused_total",
 	    "Callbacks refused by verification (SPEC 2.5), by channel and reason." },
+	{ "payrelay_repeat_payments_total",
+	    "Payments of an order already paid by another gateway trade id, by channel." },
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },

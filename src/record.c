@@ -1,31 +1,75 @@
 #include "record.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "config.h"
 #include "daemon.h"
 #include "deliver.h"
 #include "event.h"
+#include "log.h"
+#include "metrics.h"
 
+/* What the repeat-payment warning needs once the event is gone: `strs`
+ * holds the channel, the trade id and the order id, each NUL-terminated. */
 struct record_ctx {
 	struct env *env;
-	store_record_cb *cb;
+	record_cb *cb;
 	void *arg;
+	char event_id[EVENT_ID_LEN + 1];
+	enum event_source source;
+	long long amount_fen, paid_amount_fen;
+	const char *channel, *trade_no, *out_trade_no; /* into strs */
+	char strs[];
 };
 
 static void
-record_done(void *arg, enum store_result r, const char *type)
+record_done(void *arg, enum store_result r, const char *type, const char *first_trade_no)
 {
-	struct record_ctx ctx = *(struct record_ctx *)arg;
+	struct record_ctx *ctx = arg;
 
-	free(arg);
 	if (r == STORE_NEW)
-		deliver_kick(ctx.env->deliver);
-	ctx.cb(ctx.arg, r, type);
+		deliver_kick(ctx->env->deliver);
+	/* The money moved twice: one of the two payments must be refunded. */
+	if (r == STORE_NEW && first_trade_no != NULL) {
+		metrics_inc(ctx->env->metrics, "payrelay_repeat_payments_total", "channel",
+		    ctx->channel, NULL, NULL);
+		log_warnx("repeat payment recorded",
+		    "channel=%s event=%s type=%s source=%s trade_no=\"%.64s\" "
+		    "out_trade_no=\"%.64s\" first_trade_no=\"%.64s\" amount_fen=%lld "
+		    "paid_amount_fen=%lld",
+		    ctx->channel, ctx->event_id, type, event_source_str(ctx->source), ctx->trade_no,
+		    ctx->out_trade_no, first_trade_no, ctx->amount_fen, ctx->paid_amount_fen);
+	}
+	ctx->cb(ctx->arg, r, type);
+	free(ctx);
+}
+
+/* A context with copies of what record_done may log. */
+static struct record_ctx *
+record_ctx_new(struct env *env, const struct event *ev, record_cb *cb, void *arg)
+{
+	size_t lc = strlen(ev->channel) + 1, lt = strlen(ev->trade_no) + 1;
+	size_t lo = strlen(ev->out_trade_no) + 1;
+	struct record_ctx *ctx;
+
+	if ((ctx = malloc(sizeof(*ctx) + lc + lt + lo)) == NULL)
+		return NULL;
+	ctx->env = env;
+	ctx->cb = cb;
+	ctx->arg = arg;
+	memcpy(ctx->event_id, ev->id, sizeof(ctx->event_id));
+	ctx->source = ev->source;
+	ctx->amount_fen = (long long)ev->amount_fen;
+	ctx->paid_amount_fen = (long long)ev->paid_amount_fen;
+	ctx->channel = memcpy(ctx->strs, ev->channel, lc);
+	ctx->trade_no = memcpy(ctx->strs + lc, ev->trade_no, lt);
+	ctx->out_trade_no = memcpy(ctx->strs + lc + lt, ev->out_trade_no, lo);
+	return ctx;
 }
 
 int
-record_event(struct env *env, const struct channel *ch, const struct event *ev, store_record_cb *cb,
+record_event(struct env *env, const struct channel *ch, const struct event *ev, record_cb *cb,
     void *arg)
 {
 	const struct config *cfg = env->cfg;
@@ -54,11 +98,8 @@ record_event(struct env *env, const struct channel *ch, const struct event *ev, 
 		hooks[nhooks].first_delay_ms = (int64_t)w->schedule[0] * 1000;
 		nhooks++;
 	}
-	if ((ctx = malloc(sizeof(*ctx))) == NULL)
+	if ((ctx = record_ctx_new(env, ev, cb, arg)) == NULL)
 		goto out;
-	ctx->env = env;
-	ctx->cb = cb;
-	ctx->arg = arg;
 	rec.ev = ev;
 	rec.json = json;
 	rec.hooks = hooks;

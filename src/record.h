@@ -10,10 +10,15 @@ struct env;
 struct channel;
 struct event;
 
+/* `type` as for store_record_cb: the type recorded, NULL unless STORE_NEW. */
+typedef void record_cb(void *arg, enum store_result r, const char *type);
+
 /* Records `ev` (of channel `ch`). Returns -1 when Redis is not ready or
  * memory ran out (cb is not called); else 0 and cb is called once. A new
- * event wakes the delivery engine before cb runs. */
-int record_event(struct env *env, const struct channel *ch, const struct event *ev,
-    store_record_cb *cb, void *arg) WUR;
+ * event wakes the delivery engine before cb runs; a repeat payment (a second
+ * trade id paying the same order) is logged and counted here, so callbacks,
+ * polls and sweeps report it alike. */
+int record_event(struct env *env, const struct channel *ch, const struct event *ev, record_cb *cb,
+    void *arg) WUR;
 
 #endif

@@ -18,18 +18,25 @@
 /*
  * The recording step. Atomic because Redis runs a script alone.
  * KEYS[1] dedup key, KEYS[2] stream, KEYS[3] registered order hash,
- * KEYS[4] the channel's poll schedule (zset), then for each webhook a
- * delivery hash and that webhook's due zset. A registered order that is
- * paid, by a new event or a duplicate, is settled and kept dedup_ttl.
+ * KEYS[4] the channel's poll schedule (zset), KEYS[5] the order's paid key,
+ * then for each webhook a delivery hash and that webhook's due zset. A
+ * registered order that is paid, by a new event or a duplicate, is settled
+ * and kept dedup_ttl.
  * ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
  * [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
  * ttl (s), [8] stream maxlen, [9] now (ms), [10] out_trade_no (the order's
- * member in the poll schedule), then per webhook: name, delivery id, wants-as-is
- * ("1"/"0"), wants-if-mismatch ("1"/"0"), first due time (ms).
+ * member in the poll schedule), [11] the gateway trade id, then per webhook:
+ * name, delivery id, wants-as-is ("1"/"0"), wants-if-mismatch ("1"/"0"),
+ * first due time (ms).
  * A payment whose amount differs from the registered order's becomes
- * order.amount_mismatch: the JSON's fixed head {"id":…,"type":"order.paid",
- * (event.h) is rewritten, so the event is built and sent once.
- * Returns {"new", stream id, type, deliveries} or {"dup", stream id}.
+ * order.amount_mismatch; a payment of an order whose paid key names another
+ * trade id is a repeat payment (the money moved twice). Either rewrites the
+ * JSON's fixed head {"id":…,"type":"order.paid", (event.h), so the event is
+ * built and sent once. The paid key keeps the first payment's trade id; a
+ * repeat only extends its life, so a third payment compares with the first.
+ * A repeat leaves an order that is already paid as the first payment left it.
+ * Returns {"new", stream id, type, deliveries, first trade id or ""} or
+ * {"dup", stream id}.
  */
 static const char record_script[] =
     "local prev = redis.call('GET', KEYS[1])\n"
@@ -42,44 +49,59 @@ static const char record_script[] =
     "  return {'dup', prev}\n"
     "end\n"
     "local etype, body, order = ARGV[2], ARGV[5], false\n"
+    "local paid, mismatch, first = ARGV[6] ~= '', false, false\n"
     "local o = {false, false}\n"
-    "if ARGV[6] ~= '' then o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state') end\n"
+    "if paid then\n"
+    "  o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state')\n"
+    "  first = redis.call('GET', KEYS[5])\n"
+    "  if first == ARGV[11] then first = false end\n"
+    "end\n"
     "if o[1] or o[2] then\n"
     "  order = true\n"
     "  local want = o[1]\n"
-    "  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then\n"
-    "    local head = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.paid\",'\n"
-    "    if string.sub(body, 1, #head) ~= head then\n"
-    "      return redis.error_reply('payrelay: event JSON head is not id, type')\n"
-    "    end\n"
-    "    etype = 'order.amount_mismatch'\n"
-    "    body = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.amount_mismatch\",' ..\n"
-    "      '\"amount_mismatch\":true,' .. string.sub(body, #head + 1)\n"
+    "  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then mismatch = true end\n"
+    "end\n"
+    "if mismatch or first then\n"
+    "  local head = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"order.paid\",'\n"
+    "  if string.sub(body, 1, #head) ~= head then\n"
+    "    return redis.error_reply('payrelay: event JSON head is not id, type')\n"
     "  end\n"
+    "  local flags = ''\n"
+    "  if mismatch then\n"
+    "    etype = 'order.amount_mismatch'\n"
+    "    flags = '\"amount_mismatch\":true,'\n"
+    "  end\n"
+    "  if first then flags = flags .. '\"repeat_payment\":true,' end\n"
+    "  body = '{\"id\":\"' .. ARGV[1] .. '\",\"type\":\"' .. etype .. '\",' .. flags ..\n"
+    "    string.sub(body, #head + 1)\n"
     "end\n"
     "local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[1],\n"
     "  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)\n"
     "redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])\n"
-    "if order then\n"
+    "if first then\n"
+    "  redis.call('EXPIRE', KEYS[5], ARGV[7])\n"
+    "elseif paid then\n"
+    "  redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[7], 'NX')\n"
+    "end\n"
+    "if order and not (first and o[2] == 'paid') then\n"
     "  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])\n"
     "  redis.call('ZREM', KEYS[4], ARGV[10])\n"
     "  redis.call('EXPIRE', KEYS[3], ARGV[7])\n"
     "end\n"
-    "local mismatch = etype == 'order.amount_mismatch'\n"
     "local n = 0\n"
-    "for i = 0, (#ARGV - 10) / 5 - 1 do\n"
-    "  local a = 11 + i * 5\n"
+    "for i = 0, (#ARGV - 11) / 5 - 1 do\n"
+    "  local a = 12 + i * 5\n"
     "  local wants = ARGV[a + 2]\n"
     "  if mismatch then wants = ARGV[a + 3] end\n"
     "  if wants == '1' then\n"
-    "    redis.call('HSET', KEYS[5 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],\n"
+    "    redis.call('HSET', KEYS[6 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],\n"
     "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],\n"
     "      'due_ms', ARGV[a + 4], 'stream_id', sid, 'event', body)\n"
-    "    redis.call('ZADD', KEYS[6 + i * 2], ARGV[a + 4], ARGV[a + 1])\n"
+    "    redis.call('ZADD', KEYS[7 + i * 2], ARGV[a + 4], ARGV[a + 1])\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
-    "return {'new', sid, etype, n}\n";
+    "return {'new', sid, etype, n, first or ''}\n";
 
 /*
  * Claiming due deliveries of one webhook with a lease.
@@ -956,19 +978,24 @@ record_done(struct store_req *r, const redisReply *rep)
 	store_record_cb *cb = r->cb.record;
 
 	if (rep == NULL) {
-		cb(r->arg, r->timed_out ? STORE_TIMEOUT : STORE_ERROR, NULL);
+		cb(r->arg, r->timed_out ? STORE_TIMEOUT : STORE_ERROR, NULL, NULL);
 	} else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
 	    rep->element[0]->type == REDIS_REPLY_STRING) {
-		if (strcmp(rep->element[0]->str, "dup") == 0)
-			cb(r->arg, STORE_DUP, NULL);
-		else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 3 &&
-		    rep->element[2]->type == REDIS_REPLY_STRING)
-			cb(r->arg, STORE_NEW, rep->element[2]->str);
-		else
-			cb(r->arg, STORE_ERROR, NULL);
+		if (strcmp(rep->element[0]->str, "dup") == 0) {
+			cb(r->arg, STORE_DUP, NULL, NULL);
+		} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 5 &&
+		    rep->element[2]->type == REDIS_REPLY_STRING &&
+		    rep->element[4]->type == REDIS_REPLY_STRING) {
+			const redisReply *first = rep->element[4];
+
+			cb(r->arg, STORE_NEW, rep->element[2]->str,
+			    first->len > 0 ? first->str : NULL);
+		} else {
+			cb(r->arg, STORE_ERROR, NULL, NULL);
+		}
 	} else {
 		log_errorx("redis record step gave an unexpected reply", "type=%d", rep->type);
-		cb(r->arg, STORE_ERROR, NULL);
+		cb(r->arg, STORE_ERROR, NULL, NULL);
 	}
 }
 
@@ -999,7 +1026,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	if (ev->id[0] == '\0')
 		return -1;
-	r = store_req_new(s, SCRIPT_RECORD, 4 + 2 * rec->nhooks + 10 + 5 * rec->nhooks,
+	r = store_req_new(s, SCRIPT_RECORD, 5 + 2 * rec->nhooks + 11 + 5 * rec->nhooks,
 	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
 	if (r == NULL)
 		return -1;
@@ -1016,11 +1043,12 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		}
 	}
 
-	rc = req_begin(r, (int)(4 + 2 * rec->nhooks));
+	rc = req_begin(r, (int)(5 + 2 * rec->nhooks));
 	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= req_args(r, s->stream_key);
 	rc |= req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
 	rc |= req_cat(r, s->prefix, "ch:", ev->channel, ":orders:due", NULL);
+	rc |= req_cat(r, s->prefix, "paid:", ev->channel, ":", ev->out_trade_no, NULL);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_cat(r, s->prefix, "delivery:", dids[i], NULL);
 		rc |= req_cat(r, s->prefix, "wh:", rec->hooks[i].name, ":due", NULL);
@@ -1038,6 +1066,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= req_args(r, s->maxlen);
 	rc |= req_argll(r, (long long)now);
 	rc |= req_args(r, ev->out_trade_no);
+	rc |= req_args(r, ev->trade_no);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= req_args(r, rec->hooks[i].name);
 		rc |= req_args(r, dids[i]);

@@ -38,8 +38,12 @@ struct record {
 };
 
 /* `type` is the event type that was recorded (order.paid may have become
- * order.amount_mismatch); NULL unless r is STORE_NEW. */
-typedef void store_record_cb(void *arg, enum store_result r, const char *type);
+ * order.amount_mismatch); NULL unless r is STORE_NEW. `first_trade_no` is
+ * NULL unless the event was recorded (STORE_NEW) as a repeat payment: then it
+ * is the gateway trade id of the order's first payment. Both live during the
+ * call only. */
+typedef void store_record_cb(void *arg, enum store_result r, const char *type,
+    const char *first_trade_no);
 /* Called each time the connection becomes ready (script loaded). */
 typedef void store_ready_cb(void *arg);
 

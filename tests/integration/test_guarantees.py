@@ -9,7 +9,11 @@ that test_ingest.py leaves open:
   recorded again as a new stream entry with the same event id;
 - one callback at two instances at once: two payrelayd sharing one Redis
   each get every callback at the same moment; every answer is `success` and
-  each callback is one stream entry.
+  each callback is one stream entry;
+- repeat payments (SPEC 2.5): a second genuine payment (another gateway
+  trade id) of one merchant order, in each family, is recorded and flagged
+  `repeat_payment` in the stream and the webhook bodies, logged and counted;
+  the first payment, duplicates and order.status events never are.
 
     PAYRELAYD=build/src/payrelayd PAYRELAY_VECTORS=../shared/vectors \\
         python3 tests/integration/test_guarantees.py [-k PATTERN]
@@ -18,7 +22,9 @@ Exits 0 when every test passes, 1 otherwise (also when no redis-server is
 installed: that is a broken setup, not a pass).
 """
 
+import json
 import os
+import re
 import sys
 import threading
 import time
@@ -34,6 +40,9 @@ DUE = "payrelay:wh:orders:due"
 DEDUP_TTL = 86400
 
 EPAY = h.load_vectors("epay.json")["vectors"]
+GATE = h.load_vectors("gatepay.json")["vectors"]
+PIDX = h.load_vectors("payindex.json")["vectors"]
+PAID = "payrelay:paid:"
 
 
 def params_of(vec, drop=("sign",)):
@@ -388,6 +397,318 @@ class TwoInstancesTest(DaemonCase):
                             % (d.log, len(rec[j]), len(dup[j])))
         sys.stderr.write("\n  %d x 2 callbacks in %.2f s; recorded by each: %d/%d ... "
                          % (self.N, elapsed, len(rec[0]), len(rec[1])))
+
+
+# ==========================================================================
+
+
+class RepeatPaymentTest(DaemonCase):
+    """SPEC 2.5 "Repeat payments" (docs/guarantees.md section 3): decided in
+    the recording script itself, through `P paid:<channel>:<out_trade_no>`.
+    A webhook `all` (every type, delivered at once) to a receiver shows what
+    receivers get; the harness's `orders` (order.paid, an hour out) keeps
+    its bodies in the delivery hashes."""
+
+    workdir_prefix = "payrelay-rp-"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.receiver = h.Receiver()
+        cls.addClassCleanup(cls.receiver.stop)
+        super().setUpClass()
+
+    @classmethod
+    def config_for(cls, setup):
+        return super().config_for(setup) + """
+[webhook:all]
+url = {url}
+secret = {secret}
+""".format(url=cls.receiver.url("/all"), secret=h.WEBHOOK_SECRET)
+
+    # --- one genuine payment per family -------------------------------------
+    # (channel, ack body, trade id field, order id field, signer)
+
+    def family(self, fam):
+        if fam == "epay":
+            return ("shop-epay", b"success", "trade_no", "out_trade_no", self.epay)
+        if fam == "gatepay":
+            return ("shop-gatepay", b"success", "order_id", "out_order_id", self.gatepay)
+        return ("shop-payindex", b"OK", "transaction_id", "orderid", self.payindex)
+
+    def gatepay(self, vec=0, **override):
+        p = params_of(GATE[vec])
+        p.update(override)
+        p["sign"] = h.gatepay_sign(p, self.setup.gate_appkey, self.setup.gate_secret)
+        return p
+
+    def payindex(self, vec=0, **override):
+        p = params_of(PIDX[vec])
+        p.update(override)
+        p["sign"] = h.payindex_sign(p, self.setup.payindex_key)
+        return p
+
+    def pay(self, fam, trade_id, otn, **override):
+        """Sends a genuine signed callback (a payment unless an epay
+        `trade_status` says otherwise); asserts the ack; returns its event id."""
+        ch, ack, tf, of, sign = self.family(fam)
+        override.update({tf: trade_id, of: otn})
+        reply = h.http(self.setup.port, "POST", "/notify/" + ch,
+                       body=h.form_encode(sign(**override)),
+                       headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=15)
+        self.assertEqual((reply.status, reply.body), (200, ack), self.ctx(reply))
+        status = override.get("trade_status", "TRADE_SUCCESS")
+        return h.event_id(ch, trade_id, "paid" if status == "TRADE_SUCCESS" else status)
+
+    # --- what it left ----------------------------------------------------------
+
+    def event(self, eid):
+        """The one stream entry of `eid`: (stream fields, the parsed event)."""
+        got = [(f, json.loads(f["event"])) for _, f in self.r.xrange(STREAM) if f["id"] == eid]
+        self.assertEqual(len(got), 1, "stream entries of %s: %r" % (eid, got))
+        return got[0]
+
+    def delivered(self, eid, timeout=10.0):
+        """The body the receiver got for `eid` (the first one)."""
+        def bodies(rs):
+            return [json.loads(r.body) for r in rs if r.path == "/all"]
+
+        reqs = self.receiver.wait_for(lambda rs: any(b.get("id") == eid for b in bodies(rs)),
+                                      timeout)
+        self.assertIsNotNone(reqs, "no delivery of %s to the receiver\n%s" % (eid, self.ctx()))
+        return [b for b in bodies(reqs) if b.get("id") == eid][0]
+
+    def hooked(self, eid):
+        """{webhook: event JSON} of the delivery hashes of `eid`."""
+        return {rec["webhook"]: json.loads(rec["event"])
+                for rec in self.deliveries_of(eid).values() if "event" in rec}
+
+    def metric(self, channel):
+        reply = h.http(self.setup.admin_port, "GET", "/metrics",
+                       headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+        self.assertEqual(reply.status, 200, reply)
+        text = reply.body.decode()
+        self.assertIn("# TYPE payrelay_repeat_payments_total counter", text)
+        m = re.search(r'^payrelay_repeat_payments_total\{channel="%s"\} (\d+)$'
+                      % re.escape(channel), text, re.M)
+        return int(m.group(1)) if m else 0
+
+    def repeat_lines(self, start=0):
+        return h.log_records(self.daemon.log_text()[start:], "repeat payment recorded")
+
+    def assertPaidKey(self, ch, otn, trade_id):
+        key = PAID + ch + ":" + otn
+        self.assertEqual(self.r.cmd("GET", key), trade_id.encode(), key)
+        ttl = self.r.cmd("TTL", key)
+        self.assertTrue(DEDUP_TTL - 120 <= ttl <= DEDUP_TTL,
+                        "TTL of %s is %r, dedup_ttl is %d" % (key, ttl, DEDUP_TTL))
+
+    # --- the tests ----------------------------------------------------------------
+
+    def test_a_second_payment_is_flagged_in_each_family(self):
+        for fam in ("epay", "gatepay", "payindex"):
+            with self.subTest(family=fam):
+                self.second_payment(fam)
+
+    def second_payment(self, fam):
+        ch = self.family(fam)[0]
+        otn, t1, t2, t3 = "RP-%s-O1" % fam, "RP-%s-T1" % fam, "RP-%s-T2" % fam, "RP-%s-T3" % fam
+        mark = len(self.daemon.log_text())
+        count0 = self.metric(ch)
+
+        e1 = self.pay(fam, t1, otn)
+        f1, ev1 = self.event(e1)
+        self.assertEqual(ev1["type"], "order.paid", ev1)
+        self.assertNotIn("repeat_payment", ev1)
+        self.assertNotIn("repeat_payment", f1["event"])
+        self.assertPaidKey(ch, otn, t1)
+        self.assertNotIn("repeat_payment", self.delivered(e1))
+        self.assertNotIn("repeat_payment", self.hooked(e1)["orders"])
+
+        # another payment of the same order: recorded, and flagged
+        e2 = self.pay(fam, t2, otn)
+        self.assertNotEqual(e1, e2)
+        f2, ev2 = self.event(e2)
+        self.assertIs(ev2.get("repeat_payment"), True, ev2)
+        self.assertEqual((ev2["type"], ev2["trade_no"], ev2["out_trade_no"]),
+                         ("order.paid", t2, otn), ev2)
+        self.assertEqual(f2["type"], "order.paid")
+        self.assertTrue(f2["event"].startswith(
+            '{"id":"%s","type":"order.paid","repeat_payment":true,' % e2), f2["event"])
+        self.assertNotIn("amount_mismatch", ev2)
+        self.assertEqual(self.delivered(e2), ev2)
+        self.assertEqual(self.hooked(e2), {"orders": ev2, "all": ev2})
+        self.assertPaidKey(ch, otn, t1)  # still the first payment's
+        self.assertEqual(self.metric(ch), count0 + 1)
+        lines = self.repeat_lines(mark)
+        self.assertEqual(len(lines), 1, self.daemon.log_tail())
+        want = {"level": "warn", "channel": ch, "event": e2, "trade_no": t2,
+                "out_trade_no": otn, "first_trade_no": t1, "source": "callback",
+                "type": "order.paid"}
+        self.assertEqual({k: lines[0].get(k) for k in want}, want, lines[0])
+
+        # re-sends of either are duplicates: nothing new, nothing flagged
+        for t in (t1, t2, t1):
+            self.pay(fam, t, otn)
+        self.assertEqual([f["id"] for _, f in self.r.xrange(STREAM)
+                          if f["out_trade_no"] == otn], [e1, e2])
+        self.assertEqual(self.event(e1)[1], ev1)
+        self.assertPaidKey(ch, otn, t1)
+        self.assertEqual(self.metric(ch), count0 + 1)
+        self.assertEqual(len(self.repeat_lines(mark)), 1, self.daemon.log_tail())
+
+        # the first payment recorded again once its dedup key is gone: the
+        # same trade id, so still no repeat
+        self.assertEqual(self.r.cmd("DEL", DEDUP + e1), 1)
+        self.pay(fam, t1, otn)
+        again = [json.loads(f["event"]) for _, f in self.r.xrange(STREAM) if f["id"] == e1]
+        self.assertEqual(len(again), 2, again)
+        self.assertNotIn("repeat_payment", again[1])
+
+        # a third payment compares with the first, and keeps the key alive
+        self.r.cmd("EXPIRE", PAID + ch + ":" + otn, 100)
+        e3 = self.pay(fam, t3, otn)
+        self.assertIs(self.event(e3)[1].get("repeat_payment"), True)
+        self.assertPaidKey(ch, otn, t1)
+        self.assertEqual(self.metric(ch), count0 + 2)
+        lines = self.repeat_lines(mark)
+        self.assertEqual([(r.get("trade_no"), r.get("first_trade_no")) for r in lines],
+                         [(t2, t1), (t3, t1)], self.daemon.log_tail())
+
+        # another order is its own first payment
+        e4 = self.pay(fam, "RP-%s-T4" % fam, "RP-%s-O2" % fam)
+        self.assertNotIn("repeat_payment", self.event(e4)[1])
+        self.assertPaidKey(ch, "RP-%s-O2" % fam, "RP-%s-T4" % fam)
+
+    def test_b_order_status_never_counts(self):
+        ch, otn = "shop-epay", "RP-ST-O1"
+        mark = len(self.daemon.log_text())
+        count0 = self.metric(ch)
+        # a verified non-payment first: no key, and it does not make the payment a repeat
+        s0 = self.pay("epay", "RP-ST-T0", otn, trade_status="TRADE_CLOSED")
+        self.assertEqual(self.event(s0)[1]["type"], "order.status")
+        self.assertIsNone(self.r.cmd("GET", PAID + ch + ":" + otn))
+        e1 = self.pay("epay", "RP-ST-T1", otn)
+        self.assertNotIn("repeat_payment", self.event(e1)[1])
+        self.assertPaidKey(ch, otn, "RP-ST-T1")
+        # after the payment, order.status events of other trade ids (or of the
+        # paid one) are never flagged and leave the key alone
+        for t in ("RP-ST-T2", "RP-ST-T1"):
+            eid = self.pay("epay", t, otn, trade_status="WAIT_BUYER_PAY")
+            _, ev = self.event(eid)
+            self.assertEqual(ev["type"], "order.status", ev)
+            self.assertNotIn("repeat_payment", ev)
+            self.assertNotIn("repeat_payment", self.delivered(eid))
+        self.assertPaidKey(ch, otn, "RP-ST-T1")
+        self.assertEqual(self.metric(ch), count0)
+        self.assertEqual(self.repeat_lines(mark), [], self.daemon.log_tail())
+
+    def test_c_repeat_and_amount_mismatch_together(self):
+        ch, otn = "shop-epay", "RP-MM-O1"
+        mark = len(self.daemon.log_text())
+        count0 = self.metric(ch)
+        reply = h.http(self.setup.admin_port, "POST", "/v1/orders",
+                       body=json.dumps({"channel": ch, "out_trade_no": otn, "amount": "2.00"}),
+                       headers={"Authorization": "Bearer " + h.ADMIN_TOKEN,
+                                "Content-Type": "application/json"})
+        self.assertEqual(reply.status, 201, reply)
+        order_key = "payrelay:order:%s:%s" % (ch, otn)
+
+        e1 = self.pay("epay", "RP-MM-T1", otn)  # money 1.00
+        _, ev1 = self.event(e1)
+        self.assertEqual((ev1["type"], ev1.get("amount_mismatch")),
+                         ("order.amount_mismatch", True), ev1)
+        self.assertNotIn("repeat_payment", ev1)
+        order = self.r.hgetall(order_key)
+        self.assertEqual((order.get("state"), order.get("event_id")), ("paid", e1), order)
+
+        e2 = self.pay("epay", "RP-MM-T2", otn)
+        f2, ev2 = self.event(e2)
+        self.assertEqual((ev2["type"], ev2.get("amount_mismatch"), ev2.get("repeat_payment")),
+                         ("order.amount_mismatch", True, True), ev2)
+        self.assertEqual(f2["type"], "order.amount_mismatch")
+        self.assertTrue(f2["event"].startswith(
+            '{"id":"%s","type":"order.amount_mismatch","amount_mismatch":true,'
+            '"repeat_payment":true,' % e2), f2["event"])
+        self.assertEqual(self.delivered(e2), ev2)
+        # `orders` wants order.paid only: the mismatch goes to `all` alone
+        self.assertEqual(self.hooked(e2), {"all": ev2})
+        # the order stays settled by its first payment
+        order = self.r.hgetall(order_key)
+        self.assertEqual((order.get("state"), order.get("event_id")), ("paid", e1), order)
+        self.assertEqual(self.metric(ch), count0 + 1)
+        lines = self.repeat_lines(mark)
+        self.assertEqual([(r.get("type"), r.get("first_trade_no")) for r in lines],
+                         [("order.amount_mismatch", "RP-MM-T1")], self.daemon.log_tail())
+
+        # an order registered with the right amount: the repeat is order.paid
+        # and flagged, and the order keeps its first event too
+        otn = "RP-MM-O2"
+        reply = h.http(self.setup.admin_port, "POST", "/v1/orders",
+                       body=json.dumps({"channel": ch, "out_trade_no": otn, "amount": "1.00"}),
+                       headers={"Authorization": "Bearer " + h.ADMIN_TOKEN,
+                                "Content-Type": "application/json"})
+        self.assertEqual(reply.status, 201, reply)
+        e3 = self.pay("epay", "RP-MM-T3", otn)
+        e4 = self.pay("epay", "RP-MM-T4", otn)
+        self.assertNotIn("repeat_payment", self.event(e3)[1])
+        _, ev4 = self.event(e4)
+        self.assertEqual((ev4["type"], ev4.get("repeat_payment")), ("order.paid", True), ev4)
+        self.assertNotIn("amount_mismatch", ev4)
+        order = self.r.hgetall("payrelay:order:%s:%s" % (ch, otn))
+        self.assertEqual((order.get("state"), order.get("event_id")), ("paid", e3), order)
+
+    def test_d_two_payments_at_two_instances_at_once(self):
+        # Each order's two payments reach two instances on one Redis at the
+        # same moment: whichever is recorded second, exactly one is flagged.
+        port2, admin2 = h.free_port(), h.free_port()
+        text2 = self.config_text
+        for old, new in ((self.setup.port, port2), (self.setup.admin_port, admin2)):
+            old, new = "listen = 127.0.0.1:%d\n" % old, "listen = 127.0.0.1:%d\n" % new
+            self.assertEqual(text2.count(old), 1, old)
+            text2 = text2.replace(old, new)
+        conf2 = os.path.join(self.dir, "repeat-second.conf")
+        with open(conf2, "w", encoding="utf-8") as f:
+            f.write(text2)
+        os.chmod(conf2, 0o600)
+        d2 = self.start_daemon(conf2, port2, "payrelayd-rp2")
+        ports = (self.setup.port, port2)
+        n = 40
+        results = {}
+
+        def send(i, k, barrier):
+            p = self.epay(trade_no="RPX-%02d-T%d" % (i, k), out_trade_no="RPX-%02d" % i)
+            try:
+                barrier.wait()
+                reply = self.send(p, port=ports[k])
+                results[(i, k)] = (reply.status, reply.body)
+            except Exception as e:  # noqa: BLE001 - reported below
+                results[(i, k)] = "error: %r" % e
+
+        for i in range(n):
+            barrier = threading.Barrier(2, timeout=30)
+            ts = [threading.Thread(target=send, args=(i, k, barrier), daemon=True)
+                  for k in (0, 1)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+        bad = {key: v for key, v in results.items() if v != (200, b"success")}
+        self.assertEqual(bad, {}, "%s\n%s" % (self.ctx(), d2.log_tail(10)))
+        by_order = {}
+        for _, f in self.r.xrange(STREAM):
+            if f["out_trade_no"].startswith("RPX-"):
+                by_order.setdefault(f["out_trade_no"], []).append(json.loads(f["event"]))
+        self.assertEqual(len(by_order), n)
+        for otn, evs in sorted(by_order.items()):
+            self.assertEqual(len(evs), 2, evs)
+            # the stream's order is the recording order
+            self.assertEqual([e.get("repeat_payment") for e in evs], [None, True], evs)
+            self.assertPaidKey("shop-epay", otn, evs[0]["trade_no"])
+        d2.stop_clean()
+        lines = [x for d in (self.daemon, d2)
+                 for x in h.log_records(d.log_text(), "repeat payment recorded")
+                 if x.get("out_trade_no", "").startswith("RPX-")]
+        self.assertEqual(sorted(x["out_trade_no"] for x in lines), sorted(by_order))
 
 
 if __name__ == "__main__":

@@ -986,6 +986,61 @@ class PollTest(ReconcileCase):
         by_daemon = [len(self.polled_lines(daemon=d, channel=ch)) for d in (a, b)]
         self.assertGreater(sum(by_daemon), 0, "no 'order polled' log lines")
 
+    def repeat_lines(self):
+        return [rec for d in self.daemons
+                for rec in h.log_records(d.log_text(), "repeat payment recorded")]
+
+    def test_12a_poll_finds_a_second_payment(self):
+        # The payer paid twice: the callback of the first payment came before
+        # the order was registered; the gateway's query answers the second.
+        gws = self.simple(("epay",), extra={"poll_after": "60"})
+        gw, ch = gws["epay"], CHANNEL["epay"]
+        gw.add_order("E-TWICE", amount="1.00", trade_id="T-SECOND", state="paid")
+        self.assertAck(self.callback("epay", "E-TWICE", "T-FIRST", "1.00"), "epay")
+        e1 = h.event_id(ch, "T-FIRST", "paid")
+        self.register(ch, "E-TWICE", "1.00")
+        r = self.poll_now(ch, "E-TWICE")
+        self.assertEqual((r.status, (r.json or {}).get("result")), (200, "paid"),
+                         self.ctx(r, "POST poll"))
+        e2 = h.event_id(ch, "T-SECOND", "paid")
+        evs = self.events()
+        self.assertEqual([e[1]["id"] for e in evs], [e1, e2], [e[2] for e in evs])
+        self.assertNotIn("repeat_payment", evs[0][2])
+        ev = self.assertPollEvent(evs[1], e2, ch, "epay", "T-SECOND", "E-TWICE", 100)
+        self.assertIs(ev.get("repeat_payment"), True, ev)
+        # the order was still pending: the second payment settles it
+        o = self.order(ch, "E-TWICE")
+        self.assertEqual((o.get("state"), o.get("event_id")), ("paid", e2), o)
+        lines = self.repeat_lines()
+        self.assertEqual([(x.get("level"), x.get("source"), x.get("event"), x.get("trade_no"),
+                           x.get("first_trade_no"), x.get("out_trade_no")) for x in lines],
+                         [("warn", "poll", e2, "T-SECOND", "T-FIRST", "E-TWICE")],
+                         self.log_tail())
+        text = self.admin("GET", "/metrics").body.decode()
+        self.assertIn('payrelay_repeat_payments_total{channel="%s"} 1\n' % ch, text)
+
+    def test_12b_sweep_finds_a_second_payment(self):
+        gw = self.gateway("epay")
+        ch = CHANNEL["epay"]
+        gw.add_order("S-TWICE", amount="2.00", trade_id="TS-SECOND", state="paid")
+        gw.listing = []  # nothing to sweep until the first payment is recorded
+        self.write_config([(ch, "epay", gw, {"sweep": "on", "sweep_interval": "10"})])
+        self.start_daemon()
+        self.assertAck(self.callback("epay", "S-TWICE", "TS-FIRST", "2.00"), "epay")
+        gw.listing = ["S-TWICE"]
+        evs = self.wait_events(2, 13.0, "the swept second payment")
+        eid = h.event_id(ch, "TS-SECOND", "paid")
+        self.assertEqual([e[1]["id"] for e in evs],
+                         [h.event_id(ch, "TS-FIRST", "paid"), eid], [e[2] for e in evs])
+        self.assertNotIn("repeat_payment", evs[0][2])
+        ev = self.assertPollEvent(evs[1], eid, ch, "epay", "TS-SECOND", "S-TWICE", 200)
+        self.assertIs(ev.get("repeat_payment"), True, ev)
+        deadline = time.monotonic() + 3
+        while not self.repeat_lines() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([(x.get("source"), x.get("first_trade_no")) for x in self.repeat_lines()],
+                         [("poll", "TS-FIRST")], self.log_tail())
+
 
 # ==========================================================================
 
