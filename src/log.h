@@ -1,10 +1,35 @@
-/* Logging: one line per event on stderr, `level=... msg="..." key=value`.
- * Control bytes in the line are escaped, so a value from the network can
- * never start a forged line. Never pass keys, secrets or tokens. */
+/* Logging: one line per event on stderr, `level=... msg="..." key=value`,
+ * built in a stack buffer and written with a single write(2), so lines from
+ * concurrent writers never interleave and a line costs one system call.
+ * Never pass keys, secrets or tokens.
+ *
+ * Escaping (SPEC §7): the text of `msg` and of the `kv` format is trusted
+ * (string literals in the code), every %s argument is not, so that nothing
+ * from the network can forge a level, a key=value pair or a new line.
+ * - In `msg`, and for a %s inside a quoted region of `kv` (between two `"`
+ *   of the format text): `"` becomes `\"`, `\` becomes `\\`, and every byte
+ *   that is not printable UTF-8 becomes `\xNN`: control bytes, DEL, invalid,
+ *   overlong or surrogate UTF-8, C1 controls, U+2028/U+2029 and the bidi
+ *   controls (U+200E/F, U+202A-E, U+2066-9, U+FEFF). Valid printable UTF-8
+ *   such as Chinese product names is kept as it is.
+ * - A %s outside quotes is written as it is when it is empty or made only of
+ *   `A-Z a-z 0-9 _ . : / - + @ , * [ ]`; any other value (a space, `=`,
+ *   `"`, non-ASCII...) is written quoted and escaped as above, e.g.
+ *   `peer=%s` with "1.2.3.4 x=y" gives `peer="1.2.3.4 x=y"`.
+ * - Control bytes in the format text itself are written as `\xNN`.
+ * `kv` supports exactly %s, %.Ns, %d, %u, %x (each also with l, ll or z)
+ * and %%, which is what the code base uses. Anything else ends the kv
+ * text with ` format_error=1` instead of guessing at the arguments;
+ * test_log checks every call in src/ with log_format_supported().
+ * A line longer than LOG_LINE_MAX is cut at a character (never inside an
+ * escape or a UTF-8 sequence), an open quote is closed and ` truncated=1`
+ * ends it. LOG_LINE_MAX is PIPE_BUF, so a line written to a pipe is atomic. */
 #ifndef PAYRELAY_LOG_H
 #define PAYRELAY_LOG_H
 
 #include "util.h"
+
+#define LOG_LINE_MAX 4096 /* with the '\n' */
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -14,6 +39,8 @@ void log_set_level(enum log_level lvl);
 int log_parse_level(const char *s, enum log_level *out) WUR;
 /* `msg` is a short fixed text; `kv` formats the key=value pairs (may be NULL). */
 void log_emit(enum log_level lvl, const char *msg, const char *kv, ...) PRINTF_LIKE(3, 4);
+/* Whether log_emit formats every conversion of `kv` (for the unit test). */
+bool log_format_supported(const char *kv) WUR;
 
 #define log_at(lvl, msg, ...) \
 	do { \

@@ -606,6 +606,29 @@ class IngestTest(DaemonCase):
         p["sign"] = h.epay_md5_sign(p, self.setup.payindex_key)
         self.refused(self.get("shop-epay", p))
 
+    def test_refusal_log_cannot_forge_pairs_or_lines(self):
+        # trade_no is logged quoted, the rest of the line must stay the daemon's
+        forged = 'T9" reason="ok\nlevel=info msg="callback recorded" reason="ok'
+        p = dict(params_of(EPAY[0], drop=()), trade_no=forged, out_trade_no=forged)
+        # A fresh second: the daemon logs at most 20 refusals a second.
+        time.sleep(1.05 - time.time() % 1)
+        mark = len(self.daemon.log_text())
+        self.refused(self.get("shop-epay", p))  # the sign was for other values
+        line = self.daemon.wait_log(r'msg="callback refused".* trade_no="T9', timeout=3,
+                                    start=mark)
+        self.assertIn(r'trade_no="T9\" reason=\"ok\x0alevel=info msg=\"callback recorded\" '
+                      r'reason=\"ok"', line)
+        text = self.daemon.log_text()[mark:]
+        self.assertNotIn('reason="ok"', text)
+        lines = text.splitlines()
+        for ln in lines:
+            self.assertRegex(ln, r'^level=(debug|info|warn|error) msg="')
+        recs = h.log_records(text)
+        self.assertEqual(len(recs), len(lines))
+        self.assertEqual([r for r in recs if r.get("reason") == "ok"], [], text)
+        self.assertEqual([r for r in recs if r.get("msg") == "callback recorded"], [], text)
+        self.assertEqual(len([r for r in recs if r.get("msg") == "callback refused"]), 1, text)
+
     def test_refuse_wrong_merchant(self):
         self.refused(self.get("shop-epay", self.epay(0, pid="9999")))
         self.refused(self.post("shop-payindex", self.payindex(0, memberid="10003")))
