@@ -246,6 +246,7 @@ event_to_json(const struct event *ev)
 	rc |= set_str(o, "received_at", received);
 	rc |= set_str(o, "source", event_source_str(ev->source));
 	rc |= json_object_set_nocheck(o, "raw", raw);
+	rc |= set_str(o, "confirmed_by", ev->confirmed_by);
 	if (rc != 0)
 		goto out;
 	/* Dump into the stack first: one allocation of the exact size. */

@@ -43,6 +43,8 @@ struct event {
 	const char *gateway_time; /* may be NULL */
 	int64_t received_ms;
 	const struct params *raw; /* every received parameter; "sign" is left out */
+	const char *confirmed_by; /* "query" once the gateway's query API agreed
+				     (SPEC §2.5); NULL: not confirmed, left out */
 };
 
 const char *event_type_str(enum event_type t);
