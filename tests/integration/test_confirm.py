@@ -288,6 +288,54 @@ class UnavailableTest(ConfirmCase):
         self.assertEqual((o.get("state"), o.get("amount_fen")), ("pending", ""), o)
 
 
+class ReloadTest(ConfirmCase):
+    """SIGHUP while a confirmation runs: the channel the callback was
+    verified against is freed; the answer is judged against the new one."""
+
+    def in_flight_then_reload(self, gw, otn, tid, channels):
+        out = {}
+
+        def send():
+            out["reply"] = self.callback("epay", otn, tid, "1.00")
+
+        t = threading.Thread(target=send)
+        t.start()
+        self.assertIsNotNone(gw.wait_count(1, 5, otn), self.gw_ctx(gw))
+        self.write_config(channels)
+        off = len(self.daemon.log_text())
+        self.daemon.proc.send_signal(signal.SIGHUP)
+        self.daemon.wait_log(r'msg="?reloaded', timeout=5, start=off)
+        t.join(10)
+        return out["reply"]
+
+    def test_01_channel_kept(self):
+        gws = self.start(("epay", "payindex"))
+        gw = gws["epay"]
+        gw.add_order("RL-1", amount="1.00", trade_id="T-RL-1", state="paid")
+        gw.set_default("slow:1.5")
+        # the same channel, and another before it: nothing stays where it was
+        reply = self.in_flight_then_reload(gw, "RL-1", "T-RL-1", [
+            ("shop-other", "payindex", None, dict(QUIET)),
+            ("shop-epay", "epay", gw, confirm_opts("epay", confirm_timeout_ms="4000"))])
+        self.assertAck(reply, "epay")
+        evs = self.events()
+        self.assertEqual(len(evs), 1, evs)
+        ev = evs[0][2]
+        self.assertEqual((ev["channel"], ev["trade_no"], ev.get("confirmed_by")),
+                         ("shop-epay", "T-RL-1", "query"), ev)
+
+    def test_02_channel_removed(self):
+        gws = self.start(("epay",))
+        gw = gws["epay"]
+        gw.add_order("RL-2", amount="1.00", trade_id="T-RL-2", state="paid")
+        gw.set_default("slow:1.5")
+        reply = self.in_flight_then_reload(gw, "RL-2", "T-RL-2", [
+            ("shop-other", "payindex", None, dict(QUIET))])
+        self.assertRefused(reply, 503, "channel removed meanwhile")
+        self.assertEqual(self.events(), [])
+        self.no_order("epay", "RL-2")
+
+
 class BoundTest(ConfirmCase):
 
     def test_01_in_flight(self):
