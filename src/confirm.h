@@ -42,9 +42,8 @@ void confirm_stop(struct confirmer *cf);
  * NULL when it did not start (over the channel's confirm_max_in_flight or
  * confirm_rate, stopping, out of memory): cb is not called, *why says why
  * (static), and the refusal is counted as unavailable. */
-struct confirm *confirm_start(struct confirmer *cf, const struct channel *ch,
-    const char *trade_no, const char *out_trade_no, int64_t amount_fen, confirm_cb *cb, void *arg,
-    const char **why);
+struct confirm *confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_no,
+    const char *out_trade_no, int64_t amount_fen, confirm_cb *cb, void *arg, const char **why);
 /* Confirmations of this process running now, all channels. */
 size_t confirm_running(const struct confirmer *cf);
 
