@@ -44,7 +44,6 @@ struct confirmer {
 	struct env *env;
 	struct cchan *chans;
 	TAILQ_HEAD(, confirm) running;
-	size_t nrunning;
 	bool stopping;
 };
 
@@ -138,7 +137,6 @@ confirm_finish(struct confirm *c, enum confirm_outcome o, const char *reason, co
 	snprintf(d, sizeof(d), "%s", detail);
 	count(cf, c->channel, o, reason);
 	TAILQ_REMOVE(&cf->running, c, entry);
-	cf->nrunning--;
 	c->c->in_flight--;
 	free(c->trade_no);
 	free(c->out_trade_no);
@@ -259,7 +257,6 @@ confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_
 	}
 	cc->in_flight++;
 	TAILQ_INSERT_TAIL(&cf->running, c, entry);
-	cf->nrunning++;
 	return c;
 fail:
 	if (c != NULL) {
@@ -296,12 +293,6 @@ confirm_stop(struct confirmer *cf)
 		c->call = NULL;
 		confirm_finish(c, CONFIRM_UNAVAILABLE, NULL, "stopping");
 	}
-}
-
-size_t
-confirm_running(const struct confirmer *cf)
-{
-	return cf == NULL ? 0 : cf->nrunning;
 }
 
 void

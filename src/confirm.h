@@ -44,7 +44,5 @@ void confirm_stop(struct confirmer *cf);
  * (static), and the refusal is counted as unavailable. */
 struct confirm *confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_no,
     const char *out_trade_no, int64_t amount_fen, confirm_cb *cb, void *arg, const char **why);
-/* Confirmations of this process running now, all channels. */
-size_t confirm_running(const struct confirmer *cf);
 
 #endif
