@@ -32,8 +32,8 @@
  * admin API's default expires_in. */
 #define CONFIRM_REGISTER_MS (86400 * 1000LL)
 
-/* A callback waiting for Redis. Owns copies of everything it logs, since a
- * reload may free the channel meanwhile. */
+/* A callback waiting for Redis, or for its confirmation first. Owns copies
+ * of everything it logs, since a reload may free the channel meanwhile. */
 struct pending {
 	struct env *env;
 	struct evhttp_request *req; /* NULL once the connection is gone */
