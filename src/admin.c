@@ -80,7 +80,10 @@ pairs_to_json(json_t *o, const struct redisReply *rep, size_t start, const char 
 			continue;
 		for (n = numeric; *n != NULL; n++)
 			num |= strcmp(k, *n) == 0;
-		if (num) {
+		if (num && *v == '\0') {
+			/* amount_fen of an order registered without amount */
+			json_object_set_new(o, k, json_null());
+		} else if (num) {
 			json_object_set_new(o, k, json_integer(strtoll(v, NULL, 10)));
 		} else {
 			json_t *js = json_string(v);

@@ -88,6 +88,10 @@ enum key {
 	K_ALLOW_FROM,
 	K_POLL_GAPS,
 	K_POLL_TIMEOUT_MS,
+	K_CONFIRM,
+	K_CONFIRM_TIMEOUT_MS,
+	K_CONFIRM_MAX_IN_FLIGHT,
+	K_CONFIRM_RATE,
 	K_URL,
 	K_SECRET,
 	K_EVENTS,
@@ -135,6 +139,10 @@ static const struct {
 	[K_ALLOW_FROM] = { SEC_CHANNEL, "allow_from", 0, 0 },
 	[K_POLL_GAPS] = { SEC_CHANNEL, "poll_gaps", 0, 0 },
 	[K_POLL_TIMEOUT_MS] = { SEC_CHANNEL, "poll_timeout_ms", 100, 120000 },
+	[K_CONFIRM] = { SEC_CHANNEL, "confirm", 0, 0 },
+	[K_CONFIRM_TIMEOUT_MS] = { SEC_CHANNEL, "confirm_timeout_ms", 100, 60000 },
+	[K_CONFIRM_MAX_IN_FLIGHT] = { SEC_CHANNEL, "confirm_max_in_flight", 1, 1024 },
+	[K_CONFIRM_RATE] = { SEC_CHANNEL, "confirm_rate", 1, 1000 },
 	[K_URL] = { SEC_WEBHOOK, "url", 0, 0 },
 	[K_SECRET] = { SEC_WEBHOOK, "secret", 0, 0 },
 	[K_EVENTS] = { SEC_WEBHOOK, "events", 0, 0 },
@@ -868,6 +876,23 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_POLL_TIMEOUT_MS:
 		ch->poll_timeout_ms = (int)n;
 		break;
+	case K_CONFIRM:
+		if (strcmp(v, "query") == 0)
+			ch->confirm = true;
+		else if (strcmp(v, "off") == 0)
+			ch->confirm = false;
+		else
+			err(p, p->line, "confirm must be query or off");
+		break;
+	case K_CONFIRM_TIMEOUT_MS:
+		ch->confirm_timeout_ms = (int)n;
+		break;
+	case K_CONFIRM_MAX_IN_FLIGHT:
+		ch->confirm_max_in_flight = (int)n;
+		break;
+	case K_CONFIRM_RATE:
+		ch->confirm_rate = (int)n;
+		break;
 	case K_ALLOW_FROM:
 		set_allow_from(p, ch, v);
 		break;
@@ -975,6 +1000,9 @@ add_named(struct parser *p, enum sect_kind kind, const char *name)
 		memcpy(ch->poll_gaps, default_poll_gaps, sizeof(default_poll_gaps));
 		ch->npoll_gaps = sizeof(default_poll_gaps) / sizeof(default_poll_gaps[0]);
 		ch->poll_timeout_ms = 10000;
+		ch->confirm_timeout_ms = 3000;
+		ch->confirm_max_in_flight = 16;
+		ch->confirm_rate = 20;
 		if ((ch->name = pdup(p, name)) == NULL)
 			return;
 		c->nchannels++;
@@ -1120,6 +1148,32 @@ missing(struct parser *p, int line, const char *key, const char *kind, const cha
 	err(p, line, "missing required key '%s' in [%s:%s]", key, kind, name);
 }
 
+/* confirm's default depends on the family, given anywhere in the section.
+ * gatepay's signature cannot be made unambiguous (SPEC §2.5): turning its
+ * confirmation off is allowed, but said at every load. */
+static void
+finish_confirm(struct parser *p, struct channel *ch, const struct seen *s)
+{
+	bool gatepay = ch->family == &family_gatepay;
+
+	if (!s->at[K_CONFIRM])
+		ch->confirm = gatepay;
+	if (ch->confirm && ch->api_base == NULL) {
+		if (s->at[K_CONFIRM])
+			err(p, s->at[K_CONFIRM], "confirm = query needs api_base");
+		else if (ch->family != NULL)
+			err(p, ch->line,
+			    "[channel:%s]: family %s confirms payments by query (confirm = query "
+			    "is its default), which needs api_base; or set confirm = off",
+			    ch->name, ch->family->name);
+	}
+	if (gatepay && !ch->confirm)
+		log_warnx("confirm = off on a gatepay channel: a re-cut callback can "
+			  "become a payment (SPEC 2.5)",
+		    "file=\"%s\" line=%d channel=%s", p->c->path != NULL ? p->c->path : "-",
+		    s->at[K_CONFIRM], ch->name);
+}
+
 /* Checks that need the whole file. */
 static void
 finish(struct parser *p)
@@ -1145,6 +1199,7 @@ finish(struct parser *p)
 			missing(p, ch->line, "key' or 'key_file", "channel", ch->name);
 		if (ch->sweep && ch->api_base == NULL)
 			err(p, s->at[K_SWEEP], "sweep = on needs api_base");
+		finish_confirm(p, ch, s);
 		if (ch->family != NULL && !epay) {
 			if (s->at[K_SIGN_TYPE])
 				err(p, s->at[K_SIGN_TYPE], "sign_type is only for family epay");

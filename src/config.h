@@ -52,6 +52,12 @@ struct channel {
 	int sweep_interval;
 	struct cidr *allow; /* NULL: any address */
 	size_t nallow;
+	/* SPEC §2.5: a paid callback is recorded only once the gateway's
+	 * query API says the same (ingest.c, confirm.c). */
+	bool confirm;              /* confirm = query (needs api_base) */
+	int confirm_timeout_ms;    /* the query's time limit */
+	int confirm_max_in_flight; /* queries of this channel at once, at most */
+	int confirm_rate;          /* queries started per second, at most */
 };
 
 #define WEBHOOK_MAX_SECRETS 4

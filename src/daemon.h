@@ -15,6 +15,7 @@ struct store;
 struct httpc;
 struct deliver;
 struct poller;
+struct confirmer;
 struct metrics;
 struct conns;
 
@@ -38,6 +39,7 @@ struct env {
 	struct httpc *httpc; /* one HTTP client engine for deliveries and polls */
 	struct deliver *deliver;
 	struct poller *poller;
+	struct confirmer *confirmer; /* queries that confirm paid callbacks (SPEC §2.5) */
 	struct metrics *metrics;
 	struct evhttp *admin_http;
 	struct evhttp *http;
@@ -46,7 +48,7 @@ struct env {
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;
-	size_t pending; /* callbacks waiting for Redis */
+	size_t pending; /* callbacks waiting for Redis or a confirmation */
 	uint64_t results[INGEST_NRESULTS];
 };
 

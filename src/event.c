@@ -263,6 +263,7 @@ event_to_json(const struct event *ev)
 	rc |= json_object_set_nocheck(o, "raw", raw);
 	if (unsig != NULL)
 		rc |= json_object_set_nocheck(o, "unsigned", unsig);
+	rc |= set_str(o, "confirmed_by", ev->confirmed_by);
 	if (rc != 0)
 		goto out;
 	/* Dump into the stack first: one allocation of the exact size. */

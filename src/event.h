@@ -48,6 +48,8 @@ struct event {
 	const struct params *raw;
 	uint64_t unsigned_mask;
 	bool passthrough_unsigned; /* passthrough came from an unsigned field */
+	const char *confirmed_by;  /* "query" once the gateway's query API agreed
+				     (SPEC §2.5); NULL: not confirmed, left out */
 };
 
 const char *event_type_str(enum event_type t);

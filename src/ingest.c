@@ -11,6 +11,9 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include <hiredis/hiredis.h>
+
+#include "confirm.h"
 #include "config.h"
 #include "conns.h"
 #include "daemon.h"
@@ -25,9 +28,12 @@
 #define NOTIFY_PREFIX "/notify/"
 /* Refusals are logged at most this many times a second; the rest are counted. */
 #define REFUSAL_LOGS_PER_SEC 20
+/* How long an order registered by an unconfirmed callback is polled: the
+ * admin API's default expires_in. */
+#define CONFIRM_REGISTER_MS (86400 * 1000LL)
 
-/* A callback waiting for Redis. Owns copies of everything it logs, since a
- * reload may free the channel meanwhile. */
+/* A callback waiting for Redis, or for its confirmation first. Owns copies
+ * of everything it logs, since a reload may free the channel meanwhile. */
 struct pending {
 	struct env *env;
 	struct evhttp_request *req; /* NULL once the connection is gone */
@@ -40,6 +46,11 @@ struct pending {
 	char *out_trade_no;
 	long long amount_fen;
 	struct timespec started; /* when the request was handed to us */
+	/* While its confirmation runs (SPEC §2.5): the callback's parameters,
+	 * owned, from which the event is built again once the gateway
+	 * answered (a reload may have freed the channel it borrowed from). */
+	struct params params;
+	int64_t received_ms;
 };
 
 static void
@@ -106,7 +117,7 @@ ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, in
 static void
 peer_string(struct evhttp_request *req, char *out, size_t n)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct evhttp_connection *evcon = req != NULL ? evhttp_request_get_connection(req) : NULL;
 	char *addr = NULL;
 	ev_uint16_t port = 0;
 
@@ -133,7 +144,8 @@ refusals_flush(evutil_socket_t fd, short what, void *arg)
 	refusals.suppressed = 0;
 }
 
-/* Rate-limited warning for a refused callback. */
+/* Rate-limited warning for a refused callback; `req` NULL once its
+ * connection is gone. */
 static void
 ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *why,
     const struct params *p)
@@ -175,6 +187,7 @@ pending_free(struct pending *pd)
 		return;
 	free(pd->trade_no);
 	free(pd->out_trade_no);
+	params_free(&pd->params);
 	free(pd);
 }
 
@@ -325,6 +338,150 @@ ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
 	return 0;
 }
 
+/* --- confirmation by query (SPEC §2.5) ----------------------------------- */
+
+/* Answers a pending callback `code` "fail", counted as `res`; only counts
+ * it when its connection is gone. */
+static void
+pending_fail(struct pending *pd, int code, enum ingest_result res)
+{
+	struct evhttp_request *req = pd->req;
+
+	if (req == NULL) {
+		ingest_count(pd->env, pd->channel, res);
+		pending_done(pd);
+		return;
+	}
+	/* As in ingest_recorded: over once the answer is written. */
+	pd->replying = true;
+	evhttp_request_set_on_complete_cb(req, ingest_reply_sent, pd);
+	ingest_fail(pd->env, req, pd->channel, code, res);
+}
+
+static void
+confirm_registered(void *arg, const struct redisReply *rep)
+{
+	struct pending *pd = arg;
+	const char *what = rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+		rep->element[0]->type == REDIS_REPLY_STRING
+	    ? rep->element[0]->str
+	    : NULL;
+
+	if (what == NULL)
+		log_warnx("unconfirmed callback's order not registered for polling",
+		    "channel=%s out_trade_no=\"%.64s\" reason=\"redis failed\"", pd->channel,
+		    pd->out_trade_no);
+	else if (strcmp(what, "created") == 0)
+		log_info("order registered for polling by an unconfirmed callback",
+		    "channel=%s out_trade_no=\"%.64s\"", pd->channel, pd->out_trade_no);
+	pending_fail(pd, 503, INGEST_UNAVAILABLE);
+}
+
+/* No usable answer: 503, so that the gateway retries, and the order is
+ * registered for polling, so that the payment is found even if it never
+ * does. Without an amount: this callback's is not confirmed, and a wrong
+ * one would turn the real payment into order.amount_mismatch. */
+static void
+confirm_unavailable(struct pending *pd, const char *why)
+{
+	struct env *env = pd->env;
+	const struct channel *ch = config_channel(env->cfg, pd->channel);
+	int64_t now = now_ms();
+	char reason[256];
+
+	snprintf(reason, sizeof(reason), "not confirmed, answered 503: %s", why);
+	ingest_log_refusal(pd->req, pd->channel, reason, &pd->params);
+	if (ch == NULL || ch->api_base == NULL) {
+		pending_fail(pd, 503, INGEST_UNAVAILABLE);
+		return;
+	}
+	if (store_order_register(env->store, ch->name, pd->out_trade_no, -1,
+		now + CONFIRM_REGISTER_MS, now + (int64_t)ch->poll_after * 1000, confirm_registered,
+		pd) == -1) {
+		log_warnx("unconfirmed callback's order not registered for polling",
+		    "channel=%s out_trade_no=\"%.64s\" reason=\"redis not ready\"", pd->channel,
+		    pd->out_trade_no);
+		pending_fail(pd, 503, INGEST_UNAVAILABLE);
+	}
+}
+
+static void
+ingest_confirmed(void *arg, enum confirm_outcome o, const char *detail)
+{
+	struct pending *pd = arg;
+	struct env *env = pd->env;
+	const struct channel *ch;
+	struct event ev;
+	char reason[256];
+
+	if (o == CONFIRM_REFUSED) {
+		snprintf(reason, sizeof(reason), "not confirmed by query: %s", detail);
+		ingest_log_refusal(pd->req, pd->channel, reason, &pd->params);
+		pending_fail(pd, 400, INGEST_REFUSED);
+		return;
+	}
+	if (o != CONFIRM_CONFIRMED) {
+		confirm_unavailable(pd, detail);
+		return;
+	}
+	/* The event borrows from the channel, which a reload may have
+	 * replaced: built again from the current one, and still the same. */
+	ch = config_channel(env->cfg, pd->channel);
+	memset(&ev, 0, sizeof(ev));
+	if (ch == NULL || ch->family->verify(ch, &pd->params, time(NULL), &ev) != VERDICT_OK ||
+	    strcmp(ev.id, pd->event_id) != 0) {
+		confirm_unavailable(pd, "the channel was changed by a reload");
+		return;
+	}
+	ev.source = SOURCE_CALLBACK;
+	ev.received_ms = pd->received_ms;
+	ev.confirmed_by = "query";
+	log_debug("callback confirmed by query", "channel=%s event=%s", pd->channel, pd->event_id);
+	if (record_event(env, ch, &ev, ingest_recorded, pd) == -1) {
+		log_warnx("callback not recorded, answered 503",
+		    "channel=%s event=%s reason=\"redis not ready\"", pd->channel, pd->event_id);
+		pending_fail(pd, 503, INGEST_UNAVAILABLE);
+	}
+}
+
+/* A paid callback of a channel with confirm = query is recorded only once
+ * the gateway's query API agrees (SPEC §2.5). Takes over the parameters
+ * `p` (left empty): the query outlives this request's handler. Returns the
+ * HTTP code to fail with, or 0 (answered later). */
+static int
+ingest_confirm(struct env *env, struct evhttp_request *req, struct conn *conn,
+    const struct channel *ch, const struct event *ev, struct params *p, const struct timespec *t0)
+{
+	struct pending *pd;
+	const char *why;
+
+	if (conn == NULL || (pd = calloc(1, sizeof(*pd))) == NULL)
+		return 503;
+	pd->conn = conn;
+	pd->env = env;
+	pd->req = req;
+	pd->family = ch->family;
+	strncpy(pd->channel, ch->name, sizeof(pd->channel) - 1);
+	memcpy(pd->event_id, ev->id, sizeof(pd->event_id));
+	pd->trade_no = strdup(ev->trade_no);
+	pd->out_trade_no = strdup(ev->out_trade_no);
+	pd->amount_fen = ev->amount_fen;
+	pd->started = *t0;
+	pd->received_ms = ev->received_ms;
+	if (pd->trade_no == NULL || pd->out_trade_no == NULL) {
+		pending_free(pd);
+		return 503;
+	}
+	pd->params = *p;
+	params_init(p);
+	conn_watch(conn, ingest_conn_closed, pd);
+	env->pending++;
+	if (confirm_start(env->confirmer, ch, pd->trade_no, pd->out_trade_no, pd->amount_fen,
+		ingest_confirmed, pd, &why) == NULL)
+		confirm_unavailable(pd, why);
+	return 0;
+}
+
 static void
 ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, const char *channel)
 {
@@ -397,7 +554,11 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	}
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
-	if ((code = ingest_record(env, req, conn, ch, &ev, &t0)) != 0)
+	if (ch->confirm && ev.type == EVENT_PAID)
+		code = ingest_confirm(env, req, conn, ch, &ev, &p, &t0);
+	else
+		code = ingest_record(env, req, conn, ch, &ev, &t0);
+	if (code != 0)
 		ingest_fail(env, req, ch->name, code, INGEST_UNAVAILABLE);
 out:
 	params_free(&p);

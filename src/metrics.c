@@ -35,6 +35,11 @@ static const struct {
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
 	{ "payrelay_sweeps_total", "epay sweeps started, by channel." },
+	{ "payrelay_confirmations_total",
+	    "Paid callbacks confirmed by query, by channel and outcome "
+	    "(confirmed, refused, unavailable)." },
+	{ "payrelay_confirm_refusals_total",
+	    "Paid callbacks the gateway's query did not confirm, by channel and reason." },
 	{ "payrelay_http_accept_paused_total",
 	    "Times the public listener stopped accepting at max_connections." },
 	{ "payrelay_http_accept_errors_total",

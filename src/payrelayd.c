@@ -15,6 +15,7 @@
 #include "config_build.h"
 #include "crypto.h"
 #include "admin.h"
+#include "confirm.h"
 #include "daemon.h"
 #include "deliver.h"
 #include "httpc.h"
@@ -150,6 +151,9 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 	ingest_stop_accepting(env);
 	deliver_stop(env->deliver);
 	poll_stop(env->poller);
+	/* Callbacks waiting for their confirmation get 503 (and their orders
+	 * registered for polling): they stay pending until answered. */
+	confirm_stop(env->confirmer);
 	if (nothing_in_flight(env)) {
 		event_base_loopexit(env->base, NULL);
 		return;
@@ -256,6 +260,8 @@ env_free(struct env *env)
 	 * recorded leave their leases to expire. */
 	store_free(env->store);
 	env->store = NULL;
+	confirm_free(env->confirmer); /* before httpc_free: it cancels its calls */
+	env->confirmer = NULL;
 	httpc_free(env->httpc); /* before event_base_free: it owns events */
 	env->httpc = NULL;
 	deliver_free(env->deliver);
@@ -358,7 +364,8 @@ main(int argc, char **argv)
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl", "");
 	if ((env.httpc = httpc_new(env.base, "payrelay/" PAYRELAY_VERSION)) == NULL ||
-	    (env.deliver = deliver_new(&env)) == NULL || (env.poller = poll_new(&env)) == NULL) {
+	    (env.deliver = deliver_new(&env)) == NULL || (env.poller = poll_new(&env)) == NULL ||
+	    (env.confirmer = confirm_new(&env)) == NULL) {
 		log_errorx("cannot set up deliveries and polling", "");
 		goto out;
 	}

@@ -183,12 +183,17 @@ static const char release_script[] =
  * [5] expiry (ms), [6] first poll (ms; "" for a channel that is never
  * polled), [7] how long the hash outlives its expiry (s). Returns {"created"|"exists"|
  * "conflict", state, registered amount_fen}.
+ * amount_fen "" registers an order whose amount is not known (an unconfirmed
+ * callback's is not trusted, SPEC §2.5): no amount check, and the first
+ * registration with an amount fills it in.
  */
 static const char order_register_script[] =
     "local f = redis.call('HMGET', KEYS[1], 'state', 'amount_fen')\n"
     "if f[1] then\n"
-    "  if f[2] ~= ARGV[3] then return {'conflict', f[1], f[2] or ''} end\n"
-    "  return {'exists', f[1], f[2]}\n"
+    "  if ARGV[3] == '' or f[2] == ARGV[3] then return {'exists', f[1], f[2] or ''} end\n"
+    "  if f[2] and f[2] ~= '' then return {'conflict', f[1], f[2]} end\n"
+    "  redis.call('HSET', KEYS[1], 'amount_fen', ARGV[3])\n"
+    "  return {'exists', f[1], ARGV[3]}\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'channel', ARGV[1], 'out_trade_no', ARGV[2],\n"
     "  'amount_fen', ARGV[3], 'state', 'pending', 'created_ms', ARGV[4], 'expires_ms', ARGV[5],\n"
@@ -1231,7 +1236,10 @@ store_order_register(struct store *s, const char *channel, const char *out_trade
 	rc |= req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
 	rc |= req_args(r, channel);
 	rc |= req_args(r, out_trade_no);
-	rc |= req_argll(r, (long long)amount_fen);
+	if (amount_fen >= 0)
+		rc |= req_argll(r, (long long)amount_fen);
+	else
+		rc |= req_args(r, "");
 	rc |= req_argll(r, (long long)now_ms());
 	rc |= req_argll(r, (long long)expires_ms);
 	if (first_poll_ms > 0)

@@ -106,7 +106,8 @@ int store_release(struct store *s, const char *webhook, const char *id, const ch
 struct redisReply;
 typedef void store_reply_cb(void *arg, const struct redisReply *rep);
 
-/* first_poll_ms 0: the channel is never polled. */
+/* first_poll_ms 0: the channel is never polled. amount_fen -1: the amount
+ * is not known (no amount check; a later registration with one sets it). */
 int store_order_register(struct store *s, const char *channel, const char *out_trade_no,
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb,
     void *arg) WUR;

@@ -496,6 +496,8 @@ key = {rsa_key}
 family = gatepay
 merchant_id = {gate_appkey}
 key = {gate_secret}
+; no gateway to ask here: test_confirm.py tests confirmation (SPEC 2.5)
+confirm = off
 
 [channel:shop-payindex]
 family = payindex

@@ -160,6 +160,7 @@ key = {secret}
 api_base = {api_base}
 poll_after = 3600
 poll_timeout_ms = 2000
+confirm = off
 """.format(appkey=GATE[0]["appkey"], secret=GATE[0]["appsecret"], api_base=gateway.api_base)
         for name, keys in webhooks:
             text += "\n[webhook:%s]\n" % name

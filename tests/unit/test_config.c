@@ -168,6 +168,7 @@ START_TEST(test_full_file)
 		 "family = gatepay\n"
 		 "merchant_id = appkey1\n"
 		 "key = gpsecret\n"
+		 "confirm = off\n"
 		 "\n"
 		 "[webhook:orders-service]\n"
 		 "url = http://127.0.0.1:9000/payrelay\n"
@@ -232,13 +233,14 @@ START_TEST(test_full_file)
 	ck_assert_uint_eq(ch->key_len, 8);
 	ck_assert_mem_eq(ch->key, "gpsecret", 8);
 	ck_assert_ptr_null(ch->api_base);
+	ck_assert(!ch->confirm);
 	ck_assert_ptr_null(ch->allow);
 	ck_assert_ptr_null(config_channel(c, "nope"));
 
 	ck_assert_uint_eq(c->nwebhooks, 1);
 	w = &c->webhooks[0];
 	ck_assert_str_eq(w->name, "orders-service");
-	ck_assert_int_eq(w->line, 41);
+	ck_assert_int_eq(w->line, 42);
 	ck_assert_str_eq(w->url, "http://127.0.0.1:9000/payrelay");
 	ck_assert_uint_eq(w->nsecrets, 2);
 	ck_assert_uint_eq(w->secrets[0].len, 24); /* 32 base64 characters */
@@ -429,6 +431,119 @@ START_TEST(test_rsa)
 }
 END_TEST
 
+/* Loads `text` with stderr (the log) captured into `log` (NUL-terminated). */
+static struct config *
+load_logged(const char *text, char *log, size_t n)
+{
+	char path[160];
+	struct config *c;
+	FILE *f;
+	size_t len;
+	int saved;
+
+	snprintf(path, sizeof(path), "%s/stderr.txt", dir);
+	fflush(stderr);
+	saved = dup(fileno(stderr));
+	ck_assert_int_ge(saved, 0);
+	ck_assert_ptr_nonnull(freopen(path, "w", stderr));
+	c = load(text);
+	fflush(stderr);
+	ck_assert_int_ge(dup2(saved, fileno(stderr)), 0);
+	close(saved);
+	ck_assert_ptr_nonnull(f = fopen(path, "r"));
+	len = fread(log, 1, n - 1, f);
+	log[len] = '\0';
+	fclose(f);
+	return c;
+}
+
+/* SPEC §2.5: confirm = query by default for gatepay only; it needs
+ * api_base; gatepay without it is allowed, with a warning. */
+START_TEST(test_confirm)
+{
+	static const struct {
+		const char *family;
+		bool confirm;
+	} defaults[] = { { "epay", false }, { "gatepay", true }, { "payindex", false } };
+	const struct channel *ch;
+	struct config *c;
+	char text[512], log[4096];
+	size_t i;
+
+	for (i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+		snprintf(text, sizeof(text),
+		    "[channel:a]\nfamily = %s\nmerchant_id = 1\nkey = k\n"
+		    "api_base = https://gw.example\n",
+		    defaults[i].family);
+		c = load_logged(text, log, sizeof(log));
+		if (c == NULL)
+			dump_errors();
+		ck_assert_ptr_nonnull(c);
+		ch = config_channel(c, "a");
+		ck_assert_msg(ch->confirm == defaults[i].confirm, "confirm default of %s",
+		    defaults[i].family);
+		ck_assert_int_eq(ch->confirm_timeout_ms, 3000);
+		ck_assert_int_eq(ch->confirm_max_in_flight, 16);
+		ck_assert_int_eq(ch->confirm_rate, 20);
+		ck_assert_ptr_null(strstr(log, "confirm = off"));
+		config_free(c);
+	}
+
+	/* Every family may ask for it; the limits are per channel. */
+	c = load("[channel:a]\nfamily = payindex\nmerchant_id = 1\nkey = k\n"
+		 "api_base = https://gw.example\nconfirm = query\nconfirm_timeout_ms = 500\n"
+		 "confirm_max_in_flight = 2\nconfirm_rate = 7\n");
+	ck_assert_ptr_nonnull(c);
+	ch = config_channel(c, "a");
+	ck_assert(ch->confirm);
+	ck_assert_int_eq(ch->confirm_timeout_ms, 500);
+	ck_assert_int_eq(ch->confirm_max_in_flight, 2);
+	ck_assert_int_eq(ch->confirm_rate, 7);
+	config_free(c);
+
+	/* gatepay with confirm = off starts, and says what it gives up. */
+	c = load_logged("[channel:g]\nfamily = gatepay\nmerchant_id = 1\nkey = k\n"
+			"confirm = off\n",
+	    log, sizeof(log));
+	ck_assert_ptr_nonnull(c);
+	ck_assert(!config_channel(c, "g")->confirm);
+	ck_assert_ptr_nonnull(strstr(log, "level=warn msg=\"confirm = off on a gatepay channel"));
+	ck_assert_ptr_nonnull(strstr(log, "line=5 channel=g"));
+	config_free(c);
+	c = load_logged("[channel:e]\nfamily = epay\nmerchant_id = 1\nkey = k\nconfirm = off\n",
+	    log, sizeof(log));
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(strstr(log, "confirm = off"));
+	config_free(c);
+
+	/* query needs api_base: given or by gatepay's default. */
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\nconfirm = query\n", 5,
+	    "confirm = query needs api_base");
+	expect_error("[channel:g]\nfamily = gatepay\nmerchant_id = 1\nkey = k\n", 1,
+	    "family gatepay confirms payments by query");
+	ck_assert_uint_eq(errs.n, 1);
+	/* Bad values, on their line. */
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "api_base = https://gw.example\nconfirm = yes\n",
+	    6, "confirm must be query or off");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "api_base = https://gw.example\nconfirm = QUERY\n",
+	    6, "confirm must be query or off");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "confirm_timeout_ms = 99\n",
+	    5, "confirm_timeout_ms must be an integer from 100 to 60000");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "confirm_max_in_flight = 0\n",
+	    5, "confirm_max_in_flight must be an integer from 1 to 1024");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "confirm_rate = 5/s\n",
+	    5, "confirm_rate must be an integer from 1 to 1000");
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\nconfirm = off\n"
+		     "confirm = query\n",
+	    6, "duplicate key 'confirm'");
+}
+END_TEST
+
 START_TEST(test_line_errors)
 {
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\ncolour = blue\n", 5,
@@ -579,9 +694,10 @@ START_TEST(test_many_errors)
 	ck_assert_error(9, "syntax error");
 	ck_assert_error(10, "duplicate key 'key'");
 	ck_assert_error(11, "missing required key 'key' or 'key_file' in [channel:b]");
+	ck_assert_error(11, "family gatepay confirms payments by query");
 	ck_assert_error(14, "sign_type is only for family epay");
 	ck_assert_error(15, "syntax error");
-	ck_assert_uint_eq(errs.n, 9);
+	ck_assert_uint_eq(errs.n, 10);
 	no_secret_in(SECRET);
 }
 END_TEST
@@ -755,6 +871,7 @@ config_suite(void)
 	tcase_add_test(tc, test_key_file);
 	tcase_add_test(tc, test_forms);
 	tcase_add_test(tc, test_rsa);
+	tcase_add_test(tc, test_confirm);
 	tcase_add_test(tc, test_line_errors);
 	tcase_add_test(tc, test_syntax_errors);
 	tcase_add_test(tc, test_many_errors);

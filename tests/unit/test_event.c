@@ -258,6 +258,7 @@ START_TEST(test_json_optional_fields_absent)
 	ck_assert_ptr_null(json_object_get(j, "subject"));
 	ck_assert_ptr_null(json_object_get(j, "passthrough"));
 	ck_assert_ptr_null(json_object_get(j, "gateway_time"));
+	ck_assert_ptr_null(json_object_get(j, "confirmed_by"));
 	/* the rest is still there */
 	assert_jstr(j, "trade_no", "2016080622555342651");
 	assert_jint(j, "amount_fen", 100);
@@ -276,6 +277,29 @@ START_TEST(test_json_starts_with_id_and_type)
 	/* The record script turns a paid event into order.amount_mismatch by
 	 * rewriting this exact head (src/store.c): it must never move. */
 	fixture_init(&f);
+	s = event_to_json(&f.ev);
+	ck_assert_ptr_nonnull(s);
+	snprintf(head, sizeof(head), "{\"id\":\"%s\",\"type\":\"order.paid\",", f.ev.id);
+	ck_assert_msg(strncmp(s, head, strlen(head)) == 0, "JSON head is not %s: %s", head, s);
+	free(s);
+	fixture_free(&f);
+}
+END_TEST
+
+/* SPEC §2.5: "confirmed_by" only once the gateway's query agreed, and the
+ * head the record script rewrites stays first. */
+START_TEST(test_json_confirmed_by)
+{
+	struct fixture f;
+	char head[128];
+	char *s;
+	json_t *j;
+
+	fixture_init(&f);
+	f.ev.confirmed_by = "query";
+	j = to_json(&f.ev);
+	assert_jstr(j, "confirmed_by", "query");
+	json_decref(j);
 	s = event_to_json(&f.ev);
 	ck_assert_ptr_nonnull(s);
 	snprintf(head, sizeof(head), "{\"id\":\"%s\",\"type\":\"order.paid\",", f.ev.id);
@@ -507,6 +531,7 @@ event_suite(void)
 	tcase_add_test(tc, test_json_every_field);
 	tcase_add_test(tc, test_json_optional_fields_absent);
 	tcase_add_test(tc, test_json_starts_with_id_and_type);
+	tcase_add_test(tc, test_json_confirmed_by);
 	tcase_add_test(tc, test_json_status_and_source);
 	tcase_add_test(tc, test_json_large_amounts_are_integers);
 	tcase_add_test(tc, test_json_invalid_utf8);
