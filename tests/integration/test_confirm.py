@@ -117,6 +117,35 @@ class ConfirmedTest(ConfirmCase):
         self.assertAck(self.callback("gatepay", "C-G1", "522", "1.88"), "gatepay")
         self.assertEqual(len(self.events()), 3)
 
+    def test_04_real_epay_notify_format(self):
+        # A real platform's notify: a GET, money as PHP's float print, and
+        # '&', '=' and spaces in name and param. Confirmed and recorded with
+        # name and param byte for byte; a re-cut of the same signature that
+        # swallows type into trade_status is refused before any query.
+        gws = self.start(families=("epay",))
+        gw = gws["epay"]
+        gw.add_order("C-E4", amount="12.5", trade_id="T-E4", state="paid")
+        p = {"pid": CREDS["epay"][0], "trade_no": "T-E4", "out_trade_no": "C-E4",
+             "type": "alipay", "name": "VIP & co = 1 年", "money": "12.5",
+             "trade_status": "TRADE_SUCCESS", "param": "uid=42&note=a b+c"}
+        sign = h.epay_md5_sign(p, CREDS["epay"][1])
+        recut = dict(p, trade_status="TRADE_SUCCESS&type=alipay", sign=sign)
+        del recut["type"]
+        r = h.http(self.port, "GET", "/notify/%s?%s" % (CHANNEL["epay"], h.form_encode(recut)))
+        self.assertRefused(r, 400, "re-cut")
+        self.assertEqual(gw.count("C-E4"), 0, self.gw_ctx(gw, "C-E4"))
+        r = h.http(self.port, "GET", "/notify/%s?%s" % (CHANNEL["epay"],
+                                                          h.form_encode(dict(p, sign=sign))))
+        self.assertAck(r, "epay")
+        self.assertEqual(gw.count("C-E4"), 1, self.gw_ctx(gw, "C-E4"))
+        evs = self.events()
+        self.assertEqual(len(evs), 1, evs)
+        ev = evs[0][2]
+        self.assertEqual(ev.get("confirmed_by"), "query", ev)
+        self.assertEqual((ev["amount_fen"], ev["subject"], ev["passthrough"]),
+                         (1250, "VIP & co = 1 年", "uid=42&note=a b+c"), ev)
+        self.assertEqual(ev["raw"]["param"], "uid=42&note=a b+c")
+
     def test_02_status_events_need_no_confirmation(self):
         gws = self.start(("epay",))
         reply = self.epay_callback("shop-epay", "C-S1", "T-S1", "1.00", status="TRADE_CLOSED")
