@@ -69,8 +69,8 @@ void conn_hold_until_answered(struct conn *c, struct evhttp_request *req);
  * rest as the next request, or the other way round): Content-Length
  * repeated, or not plain ASCII digits; Content-Length with
  * Transfer-Encoding; a Transfer-Encoding other than one "chunked"; a body
- * on a method libevent reads none for (all but POST, PUT and PATCH); a
- * header name that is not an RFC 9110 token ("Content-Length :").
+ * on a method that some libevent builds read none for (all but POST, PUT
+ * and PATCH); a header name that is not an RFC 9110 token ("Content-Length :").
  * Returns false for a sound request. Returns true when refused: counted
  * (payrelay_http_framing_refused_total), logged at most once a second, and
  * "Connection: close" added to the answer, which the caller sends (400),
