@@ -922,8 +922,7 @@ admin_unlink_stale(const char *path, const struct sockaddr_un *sun)
 	if (lstat(path, &st) == -1) {
 		if (errno == ENOENT)
 			return 0;
-		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path,
-		    strerror(errno));
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
@@ -933,8 +932,7 @@ admin_unlink_stale(const char *path, const struct sockaddr_un *sun)
 		return -1;
 	}
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
-		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path,
-		    strerror(errno));
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
 	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN;
@@ -945,8 +943,7 @@ admin_unlink_stale(const char *path, const struct sockaddr_un *sun)
 		return -1;
 	}
 	if (unlink(path) == -1 && errno != ENOENT) {
-		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path,
-		    strerror(errno));
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -967,8 +964,7 @@ admin_bind_unix(struct env *env, const char *path)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1 ||
 	    bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(path, 0660) == -1 ||
 	    listen(fd, ADMIN_MAX_CONNECTIONS) == -1) {
-		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path,
-		    strerror(errno));
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
 		if (fd != -1)
 			close(fd);
 		return -1;

@@ -276,9 +276,8 @@ conns_accept_error(struct evconnlistener *lev, void *unused)
 	time_t now = time(NULL);
 
 	(void)unused;
-	LIST_FOREACH(cs, &all_conns, link)
-		if (cs->lev == lev)
-			break;
+	for (cs = LIST_FIRST(&all_conns); cs != NULL && cs->lev != lev; cs = LIST_NEXT(cs, link))
+		;
 	if (now != warned) {
 		warned = now;
 		log_warnx("accept failed, listener rests", "error=\"%s\" rest_ms=%d listener=%s",
@@ -493,7 +492,7 @@ framing_error(struct evhttp_request *req)
 
 	if (hs == NULL)
 		return "no headers";
-	TAILQ_FOREACH(kv, hs, next) {
+	for (kv = TAILQ_FIRST(hs); kv != NULL; kv = TAILQ_NEXT(kv, next)) {
 		if (!is_token(kv->key))
 			return "malformed header name";
 		if (strcasecmp(kv->key, "Content-Length") == 0) {

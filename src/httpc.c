@@ -269,8 +269,8 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	c->cb = cb;
 	c->arg = arg;
 	c->retry_after = -1;
-	c->max_body = rq->max_body > 0 && rq->max_body < HTTPC_MAX_BODY ? rq->max_body
-									 : HTTPC_MAX_BODY;
+	c->max_body =
+	    rq->max_body > 0 && rq->max_body < HTTPC_MAX_BODY ? rq->max_body : HTTPC_MAX_BODY;
 	c->abort_over_max = rq->abort_over_max;
 	sbuf_init(&c->resp);
 	if ((c->easy = e = curl_easy_init()) == NULL)

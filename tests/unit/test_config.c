@@ -744,7 +744,6 @@ START_TEST(test_names_and_misc)
 }
 END_TEST
 
-
 /* ---- warnings and secrets (hardening) ----------------------------------- */
 
 /* Runs config_load on the test file with stderr (the log) captured into
@@ -784,8 +783,9 @@ START_TEST(test_warn_writable_secret_files)
 	struct config *c;
 
 	write_file("shop.key", SECRET "\n");
-	write_file("payrelayd.conf", "[channel:shop]\nfamily = epay\nmerchant_id = 1001\n"
-				     "key_file = shop.key\n");
+	write_file("payrelayd.conf",
+	    "[channel:shop]\nfamily = epay\nmerchant_id = 1001\n"
+	    "key_file = shop.key\n");
 	chmod(conf_path, 0600);
 	snprintf(path, sizeof(path), "%s/shop.key", dir);
 

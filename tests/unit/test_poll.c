@@ -437,7 +437,6 @@ START_TEST(test_detail_is_one_masked_line)
 }
 END_TEST
 
-
 /* Every configured secret, not only the polled channel's key, is masked in
  * what an answer leaves: the detail (logged, stored in Redis, shown by the
  * admin API) and the raw fields of a paid answer (stored in the event). */
