@@ -263,13 +263,21 @@ void
 poll_answer_mask(struct poll_answer *a)
 {
 	const struct config *c = config_masking();
-	size_t i;
+	size_t i, j;
 
-	for (i = 0; i < a->raw.n; i++) {
+	for (i = 0; c != NULL && i < a->raw.n; i++) {
 		struct param *v = &a->raw.v[i];
 
-		(void)config_mask_secrets_n(c, v->name, strlen(v->name));
-		v->vlen = config_mask_secrets_n(c, v->value, v->vlen);
+		for (j = 0; j < c->nsecrets; j++) {
+			const struct config_secret *sec = &c->secrets[j];
+
+			/* Payment data is not altered for a secret too short
+			 * to be one (it would mask ordinary ids and amounts). */
+			if (sec->len < POLL_MASK_MIN)
+				continue;
+			(void)config_mask_text(v->name, strlen(v->name), sec->p, sec->len);
+			v->vlen = config_mask_text(v->value, v->vlen, sec->p, sec->len);
+		}
 	}
 }
 

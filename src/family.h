@@ -125,10 +125,12 @@ struct json_t;
  * NULL. */
 void poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_state s,
     const char *fmt, ...) PRINTF_LIKE(4, 5);
-/* Masks every secret of config_masking() in the names and values of
- * a->raw, in place (a->ev borrows from them): before a paid answer is
- * recorded, as the event's raw fields are stored and delivered. */
+/* Masks every secret of config_masking() at least POLL_MASK_MIN bytes
+ * long in the names and values of a->raw, in place (a->ev borrows from
+ * them): before a paid answer is recorded, as the event's raw fields are
+ * stored and delivered. */
 void poll_answer_mask(struct poll_answer *a);
+#define POLL_MASK_MIN 8
 /* Parses an answer body that must be a JSON object. The caller
  * json_decref()s the result; NULL sets a->state POLL_ERROR and says why. */
 struct json_t *poll_answer_json(struct poll_answer *a, const char *body, size_t len);

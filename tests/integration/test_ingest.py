@@ -691,6 +691,7 @@ class IngestTest(DaemonCase):
     def smuggle(self, raw, timeout=3.0):
         """Sends `raw` on a fresh connection and reads until the daemon
         closes it. Returns (status, body, head, closed)."""
+        timeout *= h.TIME_SCALE
         s = socket.create_connection((h.HOST, self.port), timeout=timeout)
         data, closed = b"", False
         try:

@@ -448,6 +448,8 @@ START_TEST(test_every_secret_masked)
 		{ (char *)whsec, sizeof(whsec) - 1 },
 		{ (char *)token, sizeof(token) - 1 },
 		{ (char *)whsec + 6, sizeof(whsec) - 7 },
+		/* too short to alter payment data with */
+		{ (char *)"alipay", 6 },
 	};
 	struct config cfg;
 	struct channel ch;
@@ -500,6 +502,7 @@ START_TEST(test_every_secret_masked)
 	ck_assert_ptr_nonnull(v = params_value(&a.raw, "buyer"));
 	ck_assert_str_eq(v, "***");
 	ck_assert_uint_eq(params_get(&a.raw, "buyer")->vlen, 3);
+	ck_assert_str_eq(params_value(&a.raw, "type"), "alipay");
 	ck_assert_str_eq(a.ev.trade_no, "T1");
 	poll_answer_free(&a);
 
