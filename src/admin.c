@@ -784,6 +784,14 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	    "open-file limit).");
 	rc |= metrics_sample(&sc->text, "payrelay_http_connections_max", NULL, NULL,
 	    env->conns != NULL ? (double)conns_cap(env->conns) : 0);
+	rc |= metrics_family(&sc->text, "payrelay_admin_http_connections", "gauge",
+	    "Open connections on the admin listener.");
+	rc |= metrics_sample(&sc->text, "payrelay_admin_http_connections", NULL, NULL,
+	    env->admin_conns != NULL ? (double)conns_open(env->admin_conns) : 0);
+	rc |= metrics_family(&sc->text, "payrelay_admin_http_connections_max", "gauge",
+	    "The cap on open admin connections.");
+	rc |= metrics_sample(&sc->text, "payrelay_admin_http_connections_max", NULL, NULL,
+	    env->admin_conns != NULL ? (double)conns_cap(env->admin_conns) : 0);
 	rc |= metrics_family(&sc->text, "payrelay_callbacks_in_flight", "gauge",
 	    "Callbacks waiting for Redis.");
 	rc |= metrics_sample(&sc->text, "payrelay_callbacks_in_flight", NULL, NULL,
@@ -840,7 +848,20 @@ admin_cb(struct evhttp_request *req, void *arg)
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	/* Restarts the connection's deadline for its next request. */
+	struct conn *conn = conns_request(env->admin_conns, req);
 
+	if (conns_refuse_framing(env->admin_conns, req)) {
+		admin_error(req, 400, "ambiguous request framing");
+		return;
+	}
+	/* Answers may wait for Redis or a poll: no deadline meanwhile (an
+	 * untracked connection's deadline could free the request under us). */
+	if (conn == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	conn_hold_until_answered(conn, req);
 	if (path == NULL) {
 		admin_error(req, 400, "bad request");
 		return;
@@ -892,60 +913,101 @@ admin_cb(struct evhttp_request *req, void *arg)
 	}
 }
 
+/* Removes what a previous run left at `path`: a socket nobody listens on.
+ * Anything else is the operator's (a file, a directory, a live socket of
+ * another daemon) and is left alone. Returns 0 or -1 (logged). */
+static int
+admin_unlink_stale(const char *path, const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd, live;
+
+	if (lstat(path, &st) == -1) {
+		if (errno == ENOENT)
+			return 0;
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		log_errorx("cannot listen (admin): the path exists and is not a socket, "
+			   "refusing to delete it",
+		    "path=%s", path);
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
+		return -1;
+	}
+	live = connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0 || errno == EAGAIN;
+	close(fd);
+	if (live) {
+		log_errorx("cannot listen (admin): another process listens on the socket",
+		    "path=%s", path);
+		return -1;
+	}
+	if (unlink(path) == -1 && errno != ENOENT) {
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 admin_bind_unix(struct env *env, const char *path)
 {
 	struct sockaddr_un sun;
-	struct evhttp_bound_socket *sock;
 	int fd;
 
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1)
-		return -1;
 	/* A stale socket from a previous run would make bind fail. */
-	if (unlink(path) == -1 && errno != ENOENT)
-		goto fail;
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(path, 0660) == -1 ||
-	    listen(fd, 128) == -1)
-		goto fail;
-	if ((sock = evhttp_accept_socket_with_handle(env->admin_http, fd)) == NULL)
-		goto fail;
-	conns_guard_listener(sock);
+	if (admin_unlink_stale(path, &sun) == -1)
+		return -1;
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) == -1 ||
+	    bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 || chmod(path, 0660) == -1 ||
+	    listen(fd, ADMIN_MAX_CONNECTIONS) == -1) {
+		log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", path, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	if (conns_listen_fd(env->admin_conns, fd) == -1) {
+		log_errorx("cannot listen (admin)", "path=%s error=\"evhttp\"", path);
+		return -1;
+	}
 	return 0;
-fail:
-	close(fd);
-	return -1;
 }
 
 int
 admin_start(struct env *env)
 {
 	const struct netaddr *a = &env->cfg->admin_listen;
-	struct evhttp_bound_socket *sock;
 
 	if ((env->admin_http = evhttp_new(env->base)) == NULL)
 		return -1;
+	/* The public listener's protections, before any token is looked at:
+	 * an unauthenticated peer must not hold memory or descriptors. */
 	evhttp_set_max_body_size(env->admin_http, ADMIN_MAX_BODY);
-	evhttp_set_timeout(env->admin_http, 30);
+	evhttp_set_max_headers_size(env->admin_http, ADMIN_MAX_HEADERS);
+	/* conns.c's deadline closes slow and idle connections; libevent's
+	 * inactivity timer only backs it up. */
+	evhttp_set_timeout(env->admin_http, env->cfg->read_timeout + 1);
 	evhttp_set_allowed_methods(env->admin_http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 		EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
 	evhttp_set_gencb(env->admin_http, admin_cb, env);
+	if ((env->admin_conns = conns_new(env->base, env->admin_http, env->metrics, CONNS_ADMIN,
+		 ADMIN_MAX_CONNECTIONS, 0, env->cfg->read_timeout)) == NULL)
+		return -1;
 	if (a->is_unix) {
-		if (admin_bind_unix(env, a->path) == -1) {
-			log_errorx("cannot listen (admin)", "path=%s error=\"%s\"", a->path,
-			    strerror(errno));
+		if (admin_bind_unix(env, a->path) == -1)
 			return -1;
-		}
 		log_info("admin listening", "path=%s", a->path);
-	} else if ((sock = evhttp_bind_socket_with_handle(env->admin_http, a->host, a->port)) ==
-	    NULL) {
+	} else if (conns_listen(env->admin_conns, a->host, a->port) == -1) {
 		log_errorx("cannot listen (admin)", "addr=%s port=%u", a->host, (unsigned)a->port);
 		return -1;
 	} else {
-		conns_guard_listener(sock);
 		log_info("admin listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	}
 	if (env->cfg->admin_token == NULL)
@@ -956,7 +1018,11 @@ admin_start(struct env *env)
 void
 admin_free(struct env *env)
 {
+	conns_stop_accepting(env->admin_conns);
 	if (env->admin_http != NULL)
 		evhttp_free(env->admin_http);
 	env->admin_http = NULL;
+	/* After evhttp_free: closing connections still report to it. */
+	conns_free(env->admin_conns);
+	env->admin_conns = NULL;
 }

@@ -9,10 +9,20 @@
 struct env;
 
 #define ADMIN_MAX_BODY (64 * 1024)
+/* The request line and headers: a bearer token and a few short headers. */
+#define ADMIN_MAX_HEADERS (16 * 1024)
+/* Open admin connections at most (scrapers, payrelayctl, operators); more
+ * wait in the backlog. Counted in the public listener's descriptor reserve. */
+#define ADMIN_MAX_CONNECTIONS 64
 #define ADMIN_MAX_OUT_TRADE_NO 128
 /* Longest expires_in accepted for an order: 30 days. */
 #define ADMIN_MAX_EXPIRES_IN (30 * 86400)
 
+/* Creates env->admin_http and binds [admin] listen, with the public
+ * listener's protections (SPEC §7): header and body limits, a connection
+ * cap, [daemon] read_timeout for each whole request, framing checks, all
+ * before the token is looked at. A unix socket path is replaced only when
+ * it is a stale socket. Returns 0 or -1 (logged). */
 int admin_start(struct env *env) WUR;
 void admin_free(struct env *env);
 

@@ -441,19 +441,25 @@ out:
 		wipe_free(pass, strlen(pass));
 }
 
-/* Secret files readable by every local user are a warning, not an error:
- * payrelayd still starts (refusing would turn a permission slip into lost
- * payments), and the log says what to fix. Public keys are not secret. */
+/* Secret files readable by every local user, or writable by other users
+ * than their owner, are a warning, not an error: payrelayd still starts
+ * (refusing would turn a permission slip into lost payments), and the log
+ * says what to fix. A public key is not secret, but whoever may write it
+ * may forge callbacks: it is checked for writing too. */
 static void
 warn_if_world_readable(struct parser *p, const char *path)
 {
 	struct stat st;
+	const char *key = p->key != NULL ? p->key : "-";
 
-	if (p->key != NULL && strcmp(p->key, "platform_public_key_file") == 0)
+	if (stat(path, &st) == -1)
 		return;
-	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+	if ((st.st_mode & S_IROTH) && strcmp(key, "platform_public_key_file") != 0)
 		log_warnx("secret file is readable by every user: chmod o-r it",
-		    "file=\"%s\" key=%s", path, p->key != NULL ? p->key : "-");
+		    "file=\"%s\" key=%s", path, key);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		log_warnx("secret file is writable by other users: chmod go-w it",
+		    "file=\"%s\" key=%s", path, key);
 }
 
 /* Reads the file `v` (relative to the config file's directory), at most
@@ -579,6 +585,42 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 	ch->nallow = n;
 }
 
+/* Keeps a copy of a secret's text for config_mask_secrets (duplicates
+ * and empty ones once or not at all). */
+static void
+add_secret(struct parser *p, const char *s, size_t n)
+{
+	struct config *c = p->c;
+	struct config_secret *v;
+	size_t i;
+
+	if (s == NULL || n == 0)
+		return;
+	for (i = 0; i < c->nsecrets; i++)
+		if (c->secrets[i].len == n && memcmp(c->secrets[i].p, s, n) == 0)
+			return;
+	if ((v = grow(c->secrets, c->nsecrets, sizeof(*v))) == NULL) {
+		err(p, p->line, NO_MEMORY);
+		return;
+	}
+	c->secrets = v;
+	if ((v[c->nsecrets].p = malloc(n + 1)) == NULL) {
+		err(p, p->line, NO_MEMORY);
+		return;
+	}
+	memcpy(v[c->nsecrets].p, s, n);
+	v[c->nsecrets].p[n] = '\0';
+	v[c->nsecrets++].len = n;
+}
+
+static int
+secret_cmp(const void *a, const void *b)
+{
+	const struct config_secret *x = a, *y = b;
+
+	return x->len > y->len ? -1 : x->len < y->len;
+}
+
 static void
 set_secrets(struct parser *p, struct webhook *w, const char *v)
 {
@@ -594,7 +636,9 @@ set_secrets(struct parser *p, struct webhook *w, const char *v)
 			err(p, p->line, "secret: at most %d secrets", WEBHOOK_MAX_SECRETS);
 			break;
 		}
+		add_secret(p, t, len);
 		if (len >= 6 && strncmp(t, "whsec_", 6) == 0) {
+			add_secret(p, t + 6, len - 6);
 			if (crypto_base64_decode(t + 6, len - 6, &key, &klen) == -1 || klen == 0) {
 				err(p, p->line, "secret %zu: whsec_ value is not valid base64", i);
 				wipe_free(key, klen);
@@ -1235,6 +1279,44 @@ finish(struct parser *p)
 	}
 	if (c->nchannels == 0)
 		err(p, 0, "no [channel:NAME] section: nothing to receive");
+	for (i = 0; i < c->nchannels; i++)
+		add_secret(p, c->channels[i].key, c->channels[i].key_len);
+	if (c->admin_token != NULL)
+		add_secret(p, c->admin_token, strlen(c->admin_token));
+	if (c->redis_password != NULL)
+		add_secret(p, c->redis_password, strlen(c->redis_password));
+	if (c->nsecrets > 1)
+		qsort(c->secrets, c->nsecrets, sizeof(c->secrets[0]), secret_cmp);
+}
+
+/* Warnings about a valid file: what it exposes. */
+static void
+warn_exposure(struct parser *p, const char *path)
+{
+	struct config *c = p->c;
+	struct stat st;
+	size_t i;
+
+	if (stat(path, &st) == 0) {
+		if ((p->inline_secret || p->url_password) && (st.st_mode & S_IROTH))
+			log_warnx("config file holds secrets and is readable by every user: "
+				  "chmod o-r it",
+			    "file=\"%s\"", path);
+		/* Whoever may write it chooses the keys, key files and webhooks. */
+		if (st.st_mode & (S_IWGRP | S_IWOTH))
+			log_warnx("config file is writable by other users: chmod go-w it",
+			    "file=\"%s\"", path);
+	}
+	for (i = 0; i < c->nchannels; i++) {
+		const struct channel *ch = &c->channels[i];
+
+		/* epay's query API takes the merchant key in the query string. */
+		if (ch->family != NULL && strcmp(ch->family->name, "epay") == 0 &&
+		    ch->api_base != NULL && strncasecmp(ch->api_base, "http://", 7) == 0)
+			log_warnx("epay api_base is plain http: every poll sends the channel "
+				  "key in clear, use https://",
+			    "channel=%s", ch->name);
+	}
 }
 
 static void
@@ -1312,14 +1394,8 @@ out:
 	free(p.dir);
 	free(p.chseen);
 	free(p.whseen);
-	if (p.nerr == 0 && (p.inline_secret || p.url_password)) {
-		struct stat st;
-
-		if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
-			log_warnx("config file holds secrets and is readable by every user: "
-				  "chmod o-r it",
-			    "file=\"%s\"", path);
-	}
+	if (p.nerr == 0)
+		warn_exposure(&p, path);
 	if (p.nerr > 0) {
 		/* Checks made after the whole file was read report last: show
 		 * the problems in file order. */
@@ -1369,6 +1445,11 @@ config_free(struct config *c)
 		free(w->channels);
 	}
 	free(c->webhooks);
+	for (i = 0; i < c->nsecrets; i++)
+		wipe_free(c->secrets[i].p, c->secrets[i].len);
+	free(c->secrets);
+	if (config_masking() == c)
+		config_set_masking(NULL);
 	free(c);
 }
 
@@ -1445,4 +1526,60 @@ channel_allows(const struct channel *ch, const struct sockaddr *sa)
 		    (ch->allow[i].family == AF_INET6 && v6 && cidr_match(&ch->allow[i], v6)))
 			return true;
 	return false;
+}
+
+size_t
+config_mask_text(char *buf, size_t len, const char *secret, size_t slen)
+{
+	size_t mlen = slen < 3 ? slen : 3, at = 0, n = len;
+	char *k;
+
+	if (buf == NULL || secret == NULL || slen == 0)
+		return len;
+	while (at < n && (k = memmem(buf + at, n - at, secret, slen)) != NULL) {
+		size_t off = (size_t)(k - buf);
+
+		memset(k, '*', mlen);
+		memmove(k + mlen, k + slen, n - off - slen);
+		n -= slen - mlen;
+		at = off + mlen;
+	}
+	if (n < len)
+		buf[n] = '\0';
+	return n;
+}
+
+size_t
+config_mask_secrets_n(const struct config *c, char *buf, size_t len)
+{
+	size_t i;
+
+	if (c == NULL)
+		return len;
+	for (i = 0; i < c->nsecrets; i++)
+		len = config_mask_text(buf, len, c->secrets[i].p, c->secrets[i].len);
+	return len;
+}
+
+void
+config_mask_secrets(const struct config *c, char *s)
+{
+	if (s != NULL)
+		(void)config_mask_secrets_n(c, s, strlen(s));
+}
+
+/* Process-wide, like the log level: the family parsers that write poll
+ * details know their channel only. */
+static const struct config *masking;
+
+void
+config_set_masking(const struct config *c)
+{
+	masking = c;
+}
+
+const struct config *
+config_masking(void)
+{
+	return masking;
 }

@@ -85,6 +85,12 @@ struct webhook {
 	int probe_interval_max; /* seconds: the longest gap between probes while open */
 };
 
+/* A configured secret's text, to mask it wherever network text goes. */
+struct config_secret {
+	char *p;
+	size_t len;
+};
+
 struct config {
 	char *path;
 	/* [daemon] */
@@ -111,6 +117,11 @@ struct config {
 	size_t nchannels;
 	struct webhook *webhooks;
 	size_t nwebhooks;
+	/* Every secret as text, longest first: channel keys, the admin token,
+	 * webhook secrets as written (and a whsec_ one's base64 part), the
+	 * Redis password. */
+	struct config_secret *secrets;
+	size_t nsecrets;
 };
 
 /* One problem found in a file. */
@@ -139,5 +150,22 @@ bool webhook_matches(const struct webhook *w, enum event_type type, const char *
 /* True when `sa` is inside one of the channel's allow_from ranges (or the
  * channel has none). */
 bool channel_allows(const struct channel *ch, const struct sockaddr *sa);
+
+/* Replaces every occurrence of `secret` in the `len` bytes of `buf` with
+ * "***" (a secret shorter than 3 bytes with as many '*'), in place: the
+ * text only shrinks. Returns the new length; buf[new length] is set to NUL
+ * when it was shorter than `len`. */
+size_t config_mask_text(char *buf, size_t len, const char *secret, size_t slen);
+/* The same for every secret of `c` (NULL: none); longer secrets first, so
+ * a short one inside a longer one cannot leave a part of it. */
+size_t config_mask_secrets_n(const struct config *c, char *buf, size_t len);
+/* The same on a NUL-terminated string. */
+void config_mask_secrets(const struct config *c, char *s);
+/* The configuration whose secrets text from gateways is masked with where
+ * only a channel is at hand (family.c's poll answers): payrelayd sets it at
+ * start and on every swap, before the old one is freed (config_free of the
+ * registered one clears it). */
+void config_set_masking(const struct config *c);
+const struct config *config_masking(void);
 
 #endif

@@ -156,6 +156,8 @@ confirm_http_done(void *arg, const struct httpc_result *r)
 	if (r->curl_code != 0) {
 		snprintf(detail, sizeof(detail), "query failed: %.150s",
 		    r->error != NULL ? r->error : "error");
+		/* curl's text may quote the URL, and an epay URL holds the key */
+		config_mask_secrets(c->cf->env->cfg, detail);
 		confirm_finish(c, CONFIRM_UNAVAILABLE, NULL, detail);
 		return;
 	}
@@ -249,6 +251,9 @@ confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_
 	rq.body = pq.body;
 	rq.body_len = pq.body_len;
 	rq.timeout_ms = ch->confirm_timeout_ms;
+	/* An answer longer than the cap is not downloaded (SPEC §2.5 and the
+	 * poller's rule): the transfer stops, the answer is unusable. */
+	rq.abort_over_max = true;
 	c->call = httpc_start(cf->env->httpc, &rq, confirm_http_done, c);
 	poll_query_free(&pq); /* an epay URL holds the key: freed, never logged */
 	if (c->call == NULL) {

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -14,6 +16,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
 #include "log.h"
@@ -24,6 +27,17 @@
  * accepting again at once would only spin. */
 #define ACCEPT_REST_MS 100
 
+/* Each listener's names in logs and its counters. */
+static const struct {
+	const char *name;
+	const char *timeouts, *paused, *accept_errors;
+} listeners[] = {
+	[CONNS_PUBLIC] = { "public", "payrelay_http_timeouts_total",
+	    "payrelay_http_accept_paused_total", "payrelay_http_accept_errors_total" },
+	[CONNS_ADMIN] = { "admin", "payrelay_admin_http_timeouts_total",
+	    "payrelay_admin_http_accept_paused_total", "payrelay_admin_http_accept_errors_total" },
+};
+
 struct conn {
 	struct conns *cs;
 	struct evhttp_connection *evcon;
@@ -31,9 +45,12 @@ struct conn {
 	struct event *deadline;
 	void (*gone)(void *);
 	void *gone_arg;
+	bool held; /* a request is being answered: no deadline */
 };
 
 struct conns {
+	enum conns_listener which;
+	LIST_ENTRY(conns) link;
 	struct event_base *base;
 	struct evhttp *http;
 	struct metrics *metrics;
@@ -52,7 +69,12 @@ struct conns {
 	struct event *adopt; /* activated when `fresh` is not empty */
 	struct event *rest;
 	time_t cap_warned;
+	time_t framing_warned;
 };
+
+/* Every listener's conns: evconnlistener hands an accept-error callback
+ * the accept callback's argument (evhttp's), not one of ours. */
+static LIST_HEAD(, conns) all_conns = LIST_HEAD_INITIALIZER(all_conns);
 
 size_t
 conns_open(const struct conns *cs)
@@ -109,13 +131,14 @@ conn_deadline(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (c->gone != NULL) {
+	if (c->gone != NULL || c->held) {
 		/* A request waits for Redis; its timeout will answer it. */
 		evtimer_add(c->deadline, &c->cs->timeout);
 		return;
 	}
-	metrics_inc(c->cs->metrics, "payrelay_http_timeouts_total", NULL, NULL, NULL, NULL);
-	log_debug("connection closed, no whole request in time", "fd=%d", c->fd);
+	metrics_inc(c->cs->metrics, listeners[c->cs->which].timeouts, NULL, NULL, NULL, NULL);
+	log_debug("connection closed, no whole request in time", "fd=%d listener=%s", c->fd,
+	    listeners[c->cs->which].name);
 	/* Runs conn_closed, which frees c and this very timer (allowed). */
 	evhttp_connection_free(c->evcon);
 }
@@ -218,12 +241,11 @@ conns_bevcb(struct event_base *base, void *arg)
 	if (cs->open + cs->adopting >= cs->cap) {
 		time_t now = time(NULL);
 
-		metrics_inc(cs->metrics, "payrelay_http_accept_paused_total", NULL, NULL, NULL,
-		    NULL);
+		metrics_inc(cs->metrics, listeners[cs->which].paused, NULL, NULL, NULL, NULL);
 		if (now != cs->cap_warned) {
 			cs->cap_warned = now;
 			log_warnx("connection cap reached, new connections wait in the backlog",
-			    "max_connections=%zu", cs->cap);
+			    "max_connections=%zu listener=%s", cs->cap, listeners[cs->which].name);
 		}
 		conns_pause(cs);
 	}
@@ -241,58 +263,32 @@ conns_rested(evutil_socket_t fd, short what, void *arg)
 	conns_maybe_resume(cs);
 }
 
-/* The public listener's conns: evconnlistener hands an accept-error
- * callback the accept callback's argument (evhttp's), not one of ours. */
-static struct conns *public_conns;
-
-static void
-listener_rested(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	evconnlistener_enable(arg);
-}
-
 /* accept() failed for another reason than a retriable one: out of
  * descriptors or memory, mostly. The pending connection stays in the
  * backlog, so accepting again at once would spin: the listener rests. */
 static void
 conns_accept_error(struct evconnlistener *lev, void *unused)
 {
-	struct conns *cs = public_conns;
+	struct conns *cs;
 	int err = errno;
 	struct timeval rest = { 0, ACCEPT_REST_MS * 1000 };
 	static time_t warned;
 	time_t now = time(NULL);
 
 	(void)unused;
+	for (cs = LIST_FIRST(&all_conns); cs != NULL && cs->lev != lev; cs = LIST_NEXT(cs, link))
+		;
 	if (now != warned) {
 		warned = now;
 		log_warnx("accept failed, listener rests", "error=\"%s\" rest_ms=%d listener=%s",
-		    strerror(err), ACCEPT_REST_MS,
-		    cs != NULL && lev == cs->lev ? "public" : "admin");
+		    strerror(err), ACCEPT_REST_MS, cs != NULL ? listeners[cs->which].name : "-");
 	}
-	if (cs != NULL && lev == cs->lev) {
-		metrics_inc(cs->metrics, "payrelay_http_accept_errors_total", NULL, NULL, NULL,
-		    NULL);
-		conns_pause(cs);
-		cs->resting = true;
-		evtimer_add(cs->rest, &rest);
+	if (cs == NULL) /* not ours: cannot happen */
 		return;
-	}
-	/* The admin listener: freed only after the loop ends, with this timer. */
-	if (evconnlistener_disable(lev) == 0 &&
-	    event_base_once(evconnlistener_get_base(lev), -1, EV_TIMEOUT, listener_rested, lev,
-		&rest) == -1)
-		evconnlistener_enable(lev);
-}
-
-void
-conns_guard_listener(struct evhttp_bound_socket *sock)
-{
-	if (sock != NULL)
-		evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(sock),
-		    conns_accept_error);
+	metrics_inc(cs->metrics, listeners[cs->which].accept_errors, NULL, NULL, NULL, NULL);
+	conns_pause(cs);
+	cs->resting = true;
+	evtimer_add(cs->rest, &rest);
 }
 
 /* Raises the soft open-file limit to the hard one; returns the soft limit. */
@@ -314,8 +310,8 @@ raise_nofile(void)
 }
 
 struct conns *
-conns_new(struct event_base *base, struct evhttp *http, struct metrics *m, size_t cap,
-    size_t reserve, int read_timeout)
+conns_new(struct event_base *base, struct evhttp *http, struct metrics *m,
+    enum conns_listener which, size_t cap, size_t reserve, int read_timeout)
 {
 	struct conns *cs = calloc(1, sizeof(*cs));
 	rlim_t limit = raise_nofile();
@@ -326,10 +322,12 @@ conns_new(struct event_base *base, struct evhttp *http, struct metrics *m, size_
 		size_t fit = limit > reserve + 16 + 16 ? (size_t)limit - reserve - 16 : 16;
 
 		log_warnx("max_connections lowered to fit the open-file limit",
-		    "max_connections=%zu now=%zu nofile=%llu reserve=%zu", cap, fit,
-		    (unsigned long long)limit, reserve);
+		    "max_connections=%zu now=%zu nofile=%llu reserve=%zu listener=%s", cap, fit,
+		    (unsigned long long)limit, reserve, listeners[which].name);
 		cap = fit;
 	}
+	cs->which = which;
+	LIST_INSERT_HEAD(&all_conns, cs, link);
 	cs->base = base;
 	cs->http = http;
 	cs->metrics = m;
@@ -376,15 +374,25 @@ conns_listen(struct conns *cs, const char *host, uint16_t port)
 		return -1;
 	}
 	freeaddrinfo(ai);
-	if ((cs->sock = evhttp_accept_socket_with_handle(cs->http, fd)) == NULL) {
+	if (conns_listen_fd(cs, fd) == -1) {
 		log_errorx("cannot listen", "addr=%s port=%u error=\"evhttp\"", host,
 		    (unsigned)port);
+		return -1;
+	}
+	return 0;
+}
+
+int
+conns_listen_fd(struct conns *cs, int fd)
+{
+	if ((cs->sock = evhttp_accept_socket_with_handle(cs->http, fd)) == NULL) {
 		close(fd);
 		return -1;
 	}
 	cs->lev = evhttp_bound_socket_get_listener(cs->sock);
-	public_conns = cs;
-	conns_guard_listener(cs->sock);
+	/* Rest after an accept() error instead of spinning on the
+	 * connection left in the backlog. */
+	evconnlistener_set_error_cb(cs->lev, conns_accept_error);
 	return 0;
 }
 
@@ -422,6 +430,122 @@ conn_watch(struct conn *c, void (*gone)(void *), void *arg)
 	c->gone_arg = arg;
 }
 
+static void
+conn_answered(struct evhttp_request *req, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)req;
+	c->held = false;
+	/* The next request has the whole deadline. */
+	evtimer_add(c->deadline, &c->cs->timeout);
+}
+
+void
+conn_hold_until_answered(struct conn *c, struct evhttp_request *req)
+{
+	c->held = true;
+	evhttp_request_set_on_complete_cb(req, conn_answered, c);
+}
+
+/* An RFC 9110 token: what a header name must be. */
+static bool
+is_token(const char *s)
+{
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z') ||
+			(*s >= 'A' && *s <= 'Z') || strchr(tchar, *s) != NULL))
+			return false;
+	return true;
+}
+
+/* One or more ASCII digits and nothing else (no sign, space or list). */
+static bool
+is_digits(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
+/* Why the request's framing is ambiguous, or NULL. */
+static const char *
+framing_error(struct evhttp_request *req)
+{
+	const struct evkeyvalq *hs = evhttp_request_get_input_headers(req);
+	const struct evkeyval *kv;
+	enum evhttp_cmd_type m = evhttp_request_get_command(req);
+	/* Bodies of other methods are read by some libevent 2.1 builds and
+	 * taken for the next request by others (and by some proxies): none
+	 * of our endpoints takes one, so one is refused, whatever this
+	 * build does. */
+	bool has_body = m == EVHTTP_REQ_POST || m == EVHTTP_REQ_PUT || m == EVHTTP_REQ_PATCH;
+	const char *cl = NULL, *te = NULL;
+	size_t ncl = 0, nte = 0;
+
+	if (hs == NULL)
+		return "no headers";
+	for (kv = TAILQ_FIRST(hs); kv != NULL; kv = TAILQ_NEXT(kv, next)) {
+		if (!is_token(kv->key))
+			return "malformed header name";
+		if (strcasecmp(kv->key, "Content-Length") == 0) {
+			ncl++;
+			cl = kv->value;
+		} else if (strcasecmp(kv->key, "Transfer-Encoding") == 0) {
+			nte++;
+			te = kv->value;
+		}
+	}
+	if (ncl > 1)
+		return "repeated Content-Length";
+	if (nte > 1)
+		return "repeated Transfer-Encoding";
+	if (cl != NULL && te != NULL)
+		return "both Content-Length and Transfer-Encoding";
+	if (cl != NULL && !is_digits(cl))
+		return "malformed Content-Length";
+	/* libevent reads "chunked" only: "gzip, chunked" would leave the body
+	 * to be read as requests. */
+	if (te != NULL && (!has_body || strcasecmp(te, "chunked") != 0))
+		return "unsupported Transfer-Encoding";
+	if (cl != NULL && !has_body && cl[strspn(cl, "0")] != '\0')
+		return "Content-Length on a method without a body";
+	return NULL;
+}
+
+bool
+conns_refuse_framing(struct conns *cs, struct evhttp_request *req)
+{
+	const char *why = framing_error(req);
+	time_t now;
+
+	if (why == NULL)
+		return false;
+	metrics_inc(cs->metrics, "payrelay_http_framing_refused_total", "listener",
+	    listeners[cs->which].name, NULL, NULL);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+	if ((now = time(NULL)) != cs->framing_warned) {
+		struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+		char *addr = NULL;
+		ev_uint16_t port = 0;
+
+		cs->framing_warned = now;
+		if (evcon != NULL)
+			evhttp_connection_get_peer(evcon, &addr, &port);
+		log_warnx("request refused, ambiguous body framing (request smuggling?)",
+		    "listener=%s reason=\"%s\" peer=%s", listeners[cs->which].name, why,
+		    addr != NULL && *addr != '\0' ? addr : "-");
+	}
+	return true;
+}
+
 void
 conns_free(struct conns *cs)
 {
@@ -429,8 +553,7 @@ conns_free(struct conns *cs)
 
 	if (cs == NULL)
 		return;
-	if (public_conns == cs)
-		public_conns = NULL;
+	LIST_REMOVE(cs, link);
 	for (i = 0; i < cs->nfresh; i++)
 		bufferevent_decref(cs->fresh[i]);
 	if (cs->adopt != NULL)

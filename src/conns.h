@@ -1,7 +1,8 @@
-/* The public listener's connections (SPEC §3, hardening): at most
- * [daemon] max_connections open at once, and a whole request within
- * [daemon] read_timeout of the connection's start or its previous request,
- * however slowly its bytes trickle in (slowloris).
+/* A listener's connections (SPEC §3, §7, hardening): the public one's at
+ * most [daemon] max_connections open at once (the admin one's at most
+ * ADMIN_MAX_CONNECTIONS), and a whole request within [daemon] read_timeout
+ * of the connection's start or its previous request, however slowly its
+ * bytes trickle in (slowloris).
  *
  * At the cap the listener stops accepting: further connections wait in the
  * kernel's backlog (up to net.core.somaxconn) until one closes. libevent
@@ -13,6 +14,7 @@
 #ifndef PAYRELAY_CONNS_H
 #define PAYRELAY_CONNS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,16 +32,20 @@ struct conn;
  * (which also needs the webhooks' max_in_flight). */
 #define CONNS_FD_RESERVE 256
 
+enum conns_listener { CONNS_PUBLIC, CONNS_ADMIN };
+
 /* `cap` connections at most, unless the open-file limit (raised to its
  * hard limit here) cannot hold them and `reserve` more: then fewer, with a
- * warning. `read_timeout` in seconds. */
-struct conns *conns_new(struct event_base *base, struct evhttp *http, struct metrics *m, size_t cap,
-    size_t reserve, int read_timeout) WUR;
-/* Listens on host:port (numeric) with a backlog of somaxconn. 0 or -1 (logged). */
+ * warning. `read_timeout` in seconds. `which` names the listener in logs
+ * and picks its metrics (payrelay_http_* or payrelay_admin_http_*). */
+struct conns *conns_new(struct event_base *base, struct evhttp *http, struct metrics *m,
+    enum conns_listener which, size_t cap, size_t reserve, int read_timeout) WUR;
+/* Listens on host:port (numeric) with a backlog of the cap (the kernel
+ * caps it at somaxconn). 0 or -1 (logged). */
 int conns_listen(struct conns *cs, const char *host, uint16_t port) WUR;
-/* Makes another listener (the admin one) rest 100 ms after an accept()
- * error instead of spinning on the connection left in its backlog. */
-void conns_guard_listener(struct evhttp_bound_socket *sock);
+/* Listens on `fd`, a bound and listening stream socket (the admin unix
+ * socket), which it owns from now on, even on failure. 0 or -1. */
+int conns_listen_fd(struct conns *cs, int fd) WUR;
 /* Stops accepting; open connections stay. */
 void conns_stop_accepting(struct conns *cs);
 /* Only after evhttp_free(): its close callbacks still reach this module. */
@@ -53,6 +59,23 @@ struct conn *conns_request(struct conns *cs, struct evhttp_request *req);
  * NULL); while watched, the deadline does not close the connection (the
  * request is waiting for Redis, whose own timeout answers it). */
 void conn_watch(struct conn *c, void (*gone)(void *arg), void *arg);
+/* Holds the deadline off until `req`'s answer is written, then restarts it:
+ * for a request answered later (the admin API waits for Redis and polls).
+ * Sets req's completion callback. */
+void conn_hold_until_answered(struct conn *c, struct evhttp_request *req);
+
+/* Refuses a request whose body another HTTP hop could frame otherwise
+ * than libevent 2.1 did (request smuggling: a proxy in front may take the
+ * rest as the next request, or the other way round): Content-Length
+ * repeated, or not plain ASCII digits; Content-Length with
+ * Transfer-Encoding; a Transfer-Encoding other than one "chunked"; a body
+ * on a method that some libevent builds read none for (all but POST, PUT
+ * and PATCH); a header name that is not an RFC 9110 token ("Content-Length :").
+ * Returns false for a sound request. Returns true when refused: counted
+ * (payrelay_http_framing_refused_total), logged at most once a second, and
+ * "Connection: close" added to the answer, which the caller sends (400),
+ * so nothing after it on the connection is read as a request. */
+bool conns_refuse_framing(struct conns *cs, struct evhttp_request *req) WUR;
 
 size_t conns_open(const struct conns *cs);
 size_t conns_cap(const struct conns *cs);

@@ -43,7 +43,8 @@ struct env {
 	struct metrics *metrics;
 	struct evhttp *admin_http;
 	struct evhttp *http;
-	struct conns *conns; /* the public listener and its connections */
+	struct conns *conns;       /* the public listener and its connections */
+	struct conns *admin_conns; /* the admin listener's */
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */

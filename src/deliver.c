@@ -289,7 +289,7 @@ attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
 	struct attempt *a = calloc(1, sizeof(*a));
 	char ts_hdr[64], id_hdr[96], *sig = NULL, *sig_hdr = NULL;
 	const char *headers[5];
-	struct httpc_request rq;
+	struct httpc_request rq = { 0 }; /* the answer's size does not matter */
 	long long ts = (long long)(now_ms() / 1000);
 
 	if (a == NULL)

@@ -401,46 +401,51 @@ void
 poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_state s, const char *fmt,
     ...)
 {
-	static const char mask[] = "***";
-	struct sbuf b, m;
+	struct sbuf b;
 	va_list ap;
 	int rc;
 
 	a->state = s;
 	sbuf_init(&b);
-	sbuf_init(&m);
 	va_start(ap, fmt);
 	rc = sbuf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	if (rc == -1) {
+	if (rc == -1 || b.p == NULL) {
 		detail_copy(a, "(out of memory)", strlen("(out of memory)"));
 		goto out;
 	}
-	if (ch != NULL && ch->key != NULL && ch->key_len > 0 && b.len >= ch->key_len) {
-		const char *p = b.p, *end = b.p + b.len, *k;
-
-		/* The text may echo the key: copy it with every occurrence masked. */
-		while ((k = memmem(p, (size_t)(end - p), ch->key, ch->key_len)) != NULL) {
-			if (sbuf_add(&m, p, (size_t)(k - p)) == -1 || sbuf_adds(&m, mask) == -1)
-				goto oom;
-			p = k + ch->key_len;
-		}
-		if (p != b.p) {
-			if (sbuf_add(&m, p, (size_t)(end - p)) == -1)
-				goto oom;
-			detail_copy(a, m.p, m.len);
-			goto out;
-		}
-	}
-	detail_copy(a, b.p != NULL ? b.p : "", b.len);
-	goto out;
-oom:
-	detail_copy(a, "(out of memory)", strlen("(out of memory)"));
+	/* The text may echo the key, or any other secret: masked whole,
+	 * before the cut, so no part of one is left. */
+	if (ch != NULL && ch->key != NULL)
+		b.len = config_mask_text(b.p, b.len, ch->key, ch->key_len);
+	b.len = config_mask_secrets_n(config_masking(), b.p, b.len);
+	detail_copy(a, b.p, b.len);
 out:
-	sbuf_free(&m);
 	if (b.p != NULL)
 		explicit_bzero(b.p, b.len);
 	sbuf_free(&b);
+}
+
+void
+poll_answer_mask(struct poll_answer *a)
+{
+	const struct config *c = config_masking();
+	size_t i, j;
+
+	for (i = 0; c != NULL && i < a->raw.n; i++) {
+		struct param *v = &a->raw.v[i];
+
+		for (j = 0; j < c->nsecrets; j++) {
+			const struct config_secret *sec = &c->secrets[j];
+
+			/* Payment data is not altered for a secret too short
+			 * to be one (it would mask ordinary ids and amounts). */
+			if (sec->len < POLL_MASK_MIN)
+				continue;
+			(void)config_mask_text(v->name, strlen(v->name), sec->p, sec->len);
+			v->vlen = config_mask_text(v->value, v->vlen, sec->p, sec->len);
+		}
+	}
 }
 
 struct json_t *

@@ -161,10 +161,17 @@ int family_amount(const char *s, int64_t *fen) WUR;
 struct json_t;
 
 /* Sets a->state, and a->detail from a printf format: made one line, cut to
- * fit, with the channel's key masked wherever it appears (gateways echo
- * what they were sent). `ch` may be NULL. */
+ * fit, with the channel's key and every secret of config_masking() masked
+ * wherever they appear (gateways echo what they were sent). `ch` may be
+ * NULL. */
 void poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_state s,
     const char *fmt, ...) PRINTF_LIKE(4, 5);
+/* Masks every secret of config_masking() at least POLL_MASK_MIN bytes
+ * long in the names and values of a->raw, in place (a->ev borrows from
+ * them): before a paid answer is recorded, as the event's raw fields are
+ * stored and delivered. */
+void poll_answer_mask(struct poll_answer *a);
+#define POLL_MASK_MIN 8
 /* Parses an answer body that must be a JSON object. The caller
  * json_decref()s the result; NULL sets a->state POLL_ERROR and says why. */
 struct json_t *poll_answer_json(struct poll_answer *a, const char *body, size_t len);

@@ -25,6 +25,9 @@ struct httpc_call {
 	struct curl_slist *headers;
 	char *body;
 	struct sbuf resp;
+	size_t max_body;
+	bool abort_over_max;
+	bool too_large; /* stopped at max_body */
 	long retry_after;
 	httpc_done_cb *cb;
 	void *arg;
@@ -74,6 +77,8 @@ httpc_check_done(struct httpc *h)
 		r.curl_code = (int)msg->data.result;
 		if (msg->data.result == CURLE_OK)
 			curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &r.status);
+		else if (c->too_large || msg->data.result == CURLE_FILESIZE_EXCEEDED)
+			r.error = HTTPC_TOO_LARGE;
 		else
 			r.error =
 			    c->errbuf[0] != '\0' ? c->errbuf : curl_easy_strerror(msg->data.result);
@@ -171,7 +176,12 @@ httpc_write_fn(char *data, size_t size, size_t n, void *arg)
 	struct httpc_call *c = arg;
 	size_t len = size * n, room;
 
-	room = c->resp.len < HTTPC_MAX_BODY ? HTTPC_MAX_BODY - c->resp.len : 0;
+	room = c->resp.len < c->max_body ? c->max_body - c->resp.len : 0;
+	if (c->abort_over_max && len > room) {
+		/* A short count stops the transfer (CURLE_WRITE_ERROR). */
+		c->too_large = true;
+		return 0;
+	}
 	if (room > 0 && sbuf_add(&c->resp, data, len < room ? len : room) == -1)
 		return 0; /* out of memory: fails the transfer */
 	return len;
@@ -259,6 +269,9 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	c->cb = cb;
 	c->arg = arg;
 	c->retry_after = -1;
+	c->max_body =
+	    rq->max_body > 0 && rq->max_body < HTTPC_MAX_BODY ? rq->max_body : HTTPC_MAX_BODY;
+	c->abort_over_max = rq->abort_over_max;
 	sbuf_init(&c->resp);
 	if ((c->easy = e = curl_easy_init()) == NULL)
 		goto fail;
@@ -300,6 +313,9 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* A Content-Length over the cap fails before the body is read. */
+	if (c->abort_over_max)
+		curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_body);
 	if (curl_multi_add_handle(h->multi, e) != CURLM_OK)
 		goto fail;
 	LIST_INSERT_HEAD(&h->calls, c, link);

@@ -4,6 +4,7 @@
 #ifndef PAYRELAY_HTTPC_H
 #define PAYRELAY_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "util.h"
@@ -13,8 +14,11 @@ struct curl_slist;
 struct httpc;
 struct httpc_call;
 
-/* How much of a response body is kept; the rest is read and dropped. */
+/* How much of a response body is kept; the rest is read and dropped, or
+ * fails the call (httpc_request.abort_over_max). */
 #define HTTPC_MAX_BODY (256 * 1024)
+/* The error of a call stopped for a body over its cap. */
+#define HTTPC_TOO_LARGE "answer too large"
 
 struct httpc_result {
 	long status;       /* HTTP status; 0 when no answer came */
@@ -37,6 +41,14 @@ struct httpc_request {
 	const char *body;           /* POST body; copied */
 	size_t body_len;
 	long timeout_ms; /* the whole exchange */
+	/* Bytes of the answer body kept; 0: HTTPC_MAX_BODY (at most). */
+	size_t max_body;
+	/* true: an answer longer than max_body stops the transfer there and
+	 * fails the call (curl_code != 0, error HTTPC_TOO_LARGE) instead of
+	 * being read to its end and cut: what a gateway answers is parsed,
+	 * and a larger one is garbage or an attack. false (deliveries): the
+	 * rest is read and dropped, the status is what counts. */
+	bool abort_over_max;
 };
 
 struct httpc *httpc_new(struct event_base *base, const char *user_agent);

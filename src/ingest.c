@@ -10,9 +10,9 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-
 #include <hiredis/hiredis.h>
 
+#include "admin.h"
 #include "confirm.h"
 #include "config.h"
 #include "conns.h"
@@ -575,6 +575,10 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	char channel[66];
 	size_t n;
 
+	if (conns_refuse_framing(env->conns, req)) {
+		ingest_fail(env, req, NULL, 400, INGEST_REFUSED);
+		return;
+	}
 	if (env->stopping) {
 		ingest_fail(env, req, NULL, 503, INGEST_UNAVAILABLE);
 		return;
@@ -602,12 +606,13 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	ingest_notify(env, req, conn, channel);
 }
 
-/* Descriptors the connections must leave: the fixed reserve, and one per
- * webhook delivery that may be in flight. */
+/* Descriptors the connections must leave: the fixed reserve, the admin
+ * listener's connections, and one per webhook delivery that may be in
+ * flight. */
 static size_t
 ingest_fd_reserve(const struct config *cfg)
 {
-	size_t n = CONNS_FD_RESERVE, i;
+	size_t n = CONNS_FD_RESERVE + ADMIN_MAX_CONNECTIONS, i;
 
 	for (i = 0; i < cfg->nwebhooks; i++)
 		n += (size_t)cfg->webhooks[i].max_in_flight;
@@ -639,7 +644,7 @@ ingest_start(struct env *env)
 	/* Read the rest of an oversized body so the client sees the 413. */
 	evhttp_set_flags(env->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_gencb(env->http, ingest_cb, env);
-	env->conns = conns_new(env->base, env->http, env->metrics,
+	env->conns = conns_new(env->base, env->http, env->metrics, CONNS_PUBLIC,
 	    (size_t)env->cfg->max_connections, ingest_fd_reserve(env->cfg), env->cfg->read_timeout);
 	if (env->conns == NULL || conns_listen(env->conns, a->host, a->port) == -1)
 		return -1;

@@ -46,6 +46,14 @@ static const struct {
 	    "accept() failures on the public listener (out of descriptors or memory)." },
 	{ "payrelay_http_timeouts_total",
 	    "Public connections closed for not sending a whole request within read_timeout." },
+	{ "payrelay_admin_http_accept_paused_total",
+	    "Times the admin listener stopped accepting at its connection cap." },
+	{ "payrelay_admin_http_accept_errors_total",
+	    "accept() failures on the admin listener (out of descriptors or memory)." },
+	{ "payrelay_admin_http_timeouts_total",
+	    "Admin connections closed for not sending a whole request within read_timeout." },
+	{ "payrelay_http_framing_refused_total",
+	    "Requests refused for ambiguous body framing (request smuggling), by listener." },
 };
 
 struct metrics *

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -1132,6 +1133,10 @@ main(int argc, char **argv)
 	char bad[128];
 	int ch, rc, first;
 
+	/* Before the admin token is read: no core dump holds it. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+		fprintf(stderr, "payrelayctl: warning: cannot disable core dumps: %s\n",
+		    strerror(errno));
 	opterr = 0;
 	/* '+': stop at the command; its own options come after it */
 	while ((ch = getopt_long(argc, argv, "+:c:hV", opts, NULL)) != -1) {

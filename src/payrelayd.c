@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -215,6 +216,7 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 			  "or [stream] take effect on restart",
 		    "");
 	env->cfg = nc;
+	config_set_masking(nc); /* before the old one goes */
 	config_free(old);
 	log_set_level((enum log_level)nc->log_level);
 	log_info("reloaded", "channels=%zu webhooks=%zu", nc->nchannels, nc->nwebhooks);
@@ -304,6 +306,10 @@ main(int argc, char **argv)
 	int ch, rc = 1;
 
 	memset(&env, 0, sizeof(env));
+	/* Before any secret is read: a core dump would hold every key, and
+	 * a non-dumpable process cannot be ptraced by its own user either. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+		log_warnx("cannot disable core dumps", "error=\"%s\"", strerror(errno));
 	while ((ch = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -350,6 +356,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	log_set_level((enum log_level)env.cfg->log_level);
+	config_set_masking(env.cfg);
 	log_info("starting", "version=%s config=\"%s\" channels=%zu", PAYRELAY_VERSION, path,
 	    env.cfg->nchannels);
 

@@ -197,6 +197,23 @@ pquery_recorded(void *arg, enum store_result r, const char *type)
 	busy_done(p);
 }
 
+/* Copies curl's message (it may quote what was sent: the URL of an epay
+ * query holds the key) into out[n], every secret masked before the cut. */
+static void
+masked_error(const struct config *cfg, const char *error, char *out, size_t n)
+{
+	char *m = xstrdup(error != NULL ? error : "failed");
+
+	if (m == NULL) {
+		snprintf(out, n, "failed");
+		return;
+	}
+	config_mask_secrets(cfg, m);
+	snprintf(out, n, "%.150s", m);
+	explicit_bzero(m, strlen(m));
+	free(m);
+}
+
 static void
 pquery_http_done(void *arg, const struct httpc_result *r)
 {
@@ -207,8 +224,7 @@ pquery_http_done(void *arg, const struct httpc_result *r)
 
 	q->call = NULL;
 	if (r->curl_code != 0) {
-		snprintf(q->detail, sizeof(q->detail), "%.150s",
-		    r->error != NULL ? r->error : "failed");
+		masked_error(p->env->cfg, r->error, q->detail, sizeof(q->detail));
 		pquery_finish(q, "error");
 		return;
 	}
@@ -226,6 +242,7 @@ pquery_http_done(void *arg, const struct httpc_result *r)
 	ch->family->poll_parse(ch, q->out_trade_no, r->body, r->body_len, &a);
 	snprintf(q->detail, sizeof(q->detail), "%s", a.detail);
 	if (a.state == POLL_PAID) {
+		poll_answer_mask(&a);
 		a.ev.source = SOURCE_POLL;
 		a.ev.received_ms = now_ms();
 		p->busy++;
@@ -247,7 +264,7 @@ pquery_start(struct poller *p, struct chan *c, const struct channel *ch, const c
 {
 	struct pquery *q = calloc(1, sizeof(*q));
 	struct poll_query pq = { 0 };
-	struct httpc_request rq;
+	struct httpc_request rq = { 0 };
 	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
 
 	if (q == NULL || (q->out_trade_no = strdup(out_trade_no)) == NULL) {
@@ -278,6 +295,8 @@ pquery_start(struct poller *p, struct chan *c, const struct channel *ch, const c
 	rq.body = pq.body;
 	rq.body_len = pq.body_len;
 	rq.timeout_ms = ch->poll_timeout_ms;
+	/* An answer is a small JSON object: a larger one is not downloaded. */
+	rq.abort_over_max = true;
 	q->call = httpc_start(p->env->httpc, &rq, pquery_http_done, q);
 	poll_query_free(&pq); /* the URL holds the key: freed, never logged */
 	if (q->call == NULL) {
@@ -385,8 +404,11 @@ sweep_http_done(void *arg, const struct httpc_result *r)
 	sw->call = NULL;
 	sw->more = false;
 	if (r->curl_code != 0 || r->status < 200 || r->status > 299 || ch == NULL) {
+		char error[160];
+
+		masked_error(p->env->cfg, r->error != NULL ? r->error : "", error, sizeof(error));
 		log_warnx("sweep page failed", "channel=%s page=%d status=%ld error=\"%.120s\"",
-		    sw->channel, sw->page, r->status, r->error != NULL ? r->error : "");
+		    sw->channel, sw->page, r->status, error);
 		sweep_end(sw);
 		return;
 	}
@@ -403,6 +425,7 @@ sweep_http_done(void *arg, const struct httpc_result *r)
 	for (i = 0; i < n; i++) {
 		if (answers[i].state != POLL_PAID)
 			continue;
+		poll_answer_mask(&answers[i]);
 		answers[i].ev.source = SOURCE_POLL;
 		answers[i].ev.received_ms = now_ms();
 		p->busy++;
@@ -435,6 +458,7 @@ sweep_page(struct sweep *sw)
 	rq.method = pq.method;
 	rq.url = pq.url;
 	rq.timeout_ms = ch->poll_timeout_ms;
+	rq.abort_over_max = true;
 	sw->call = httpc_start(p->env->httpc, &rq, sweep_http_done, sw);
 	poll_query_free(&pq);
 	if (sw->call == NULL) {

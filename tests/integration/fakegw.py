@@ -33,6 +33,15 @@ script (`script`), else the gateway-wide default (`set_default`), else
     hang           no answer for `hang_s` seconds (gives up early when the
                    client goes away), then the state answer
     slow:SECONDS   the state answer after SECONDS
+    msg:TEXT       the family's "no such order" answer with TEXT as its msg
+                   (a platform that echoes what it was sent)
+    paidmsg:TEXT   the order shown as paid, TEXT in an unsigned field of the
+                   answer (epay `buyer`)
+    huge:BYTES     HTTP 200, Content-Length BYTES, a JSON-ish body of that
+                   size sent in 64 KiB writes, 1 ms apart per MiB
+    stream:BYTES   the same without Content-Length (the end is the close)
+
+A query's `sent` counts the body bytes the gateway could write.
 
 Every query is recorded (Query: wall and monotonic time, method, path,
 params, out_trade_no, action, whether the credentials were right, when and
@@ -106,6 +115,7 @@ class Query:
         self.status = None          # HTTP status answered (None: none)
         self.outcome = "pending"    # answered | client-gone | write-failed
         self.end_mono = None
+        self.sent = 0               # body bytes written
 
     def __repr__(self):
         return "<%s %s %s otn=%s action=%s auth=%s status=%s %s %.2f>" % (
@@ -245,6 +255,20 @@ class FakeGateway(h.ServedOnLoopback):
                 handler.close_connection = True
                 return
             action = "state"
+        if action.startswith("huge:") or action.startswith("stream:"):
+            kind, _, n = action.partition(":")
+            return self._huge(handler, q, int(n), kind == "huge")
+        if action.startswith("msg:"):
+            ans = self._notfound_answer()
+            ans["msg"] = action[len("msg:"):]
+            return self._json(handler, q, ans)
+        if action.startswith("paidmsg:"):
+            with self.lock:
+                o = self.orders.get(q.out_trade_no)
+            d = self._order_answer(o, "paid")
+            if self.family == "epay":
+                d["buyer"] = action[len("paidmsg:"):]
+            return self._json(handler, q, d)
         if action == "garbage":
             return self._send(handler, q, 200,
                               b"<br />\n<b>Warning</b>: mysqli_connect(): (HY000/2002) in "
@@ -354,6 +378,34 @@ class FakeGateway(h.ServedOnLoopback):
             handler.close_connection = True
         with self.cond:
             q.status = status
+            q.outcome = outcome
+            self.cond.notify_all()
+
+    def _huge(self, handler, q, n, with_length):
+        """`n` bytes of body (a JSON string that never ends in time)."""
+        chunk = b"{\"code\":1,\"msg\":\"" + b"x" * (65536 - 14)
+        outcome = "answered"
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            if with_length:
+                handler.send_header("Content-Length", str(n))
+            else:
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
+            handler.end_headers()
+            while q.sent < n and not self._stopping.is_set():
+                part = chunk[:min(len(chunk), n - q.sent)]
+                handler.wfile.write(part)
+                q.sent += len(part)
+                if q.sent % (1 << 20) < len(part):
+                    time.sleep(0.001)
+            handler.wfile.flush()
+        except OSError:
+            outcome = "write-failed"
+            handler.close_connection = True
+        with self.cond:
+            q.status = 200
             q.outcome = outcome
             self.cond.notify_all()
 

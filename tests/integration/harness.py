@@ -913,6 +913,7 @@ class Receiver(ServedOnLoopback):
         slow:SECONDS            sleep SECONDS, then 200
         status:CODE             answer CODE
         status:CODE:retry_after=N   CODE with `Retry-After: N`
+        big:BYTES               200 with a body of BYTES bytes
 
     `script` may also be a dict {path: [actions]} with `default` a dict
     {path: action} for a receiver shared by several webhooks."""
@@ -1017,7 +1018,7 @@ class Receiver(ServedOnLoopback):
 
     def _act(self, handler, rec):
         action = rec.action
-        status, extra = 200, []
+        status, extra, big = 200, [], None
         if action == "ok":
             pass
         elif action == "fail":
@@ -1030,6 +1031,8 @@ class Receiver(ServedOnLoopback):
                     self.cond.notify_all()
                 handler.close_connection = True
                 return
+        elif action.startswith("big:"):
+            big = int(action.split(":", 1)[1])
         elif action.startswith("status:"):
             parts = action.split(":")
             status = int(parts[1])
@@ -1039,6 +1042,8 @@ class Receiver(ServedOnLoopback):
         else:
             raise ValueError("unknown receiver action %r" % action)
         payload = b"ok" if 200 <= status < 300 else b"no"
+        if big is not None:
+            payload = b"k" * big
         try:
             handler.send_response(status)
             for k, v in extra:

@@ -27,6 +27,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import unittest
 
@@ -1067,6 +1068,268 @@ class MetricsTest(AdminCase):
                          2, m.text)
         self.assertEqual(m.get("payrelay_deliveries_total", webhook="dead", outcome="dead"), 2)
         self.assertEqual(m.get("payrelay_ack_latency_seconds_count"), 3)
+
+
+# --------------------------------------------------------------------------
+# the admin listener's protections (before the token is looked at)
+
+
+def vm_rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for %d" % pid)
+
+
+class AdminHardeningTest(AdminCase):
+    """Header and body limits, the connection cap, the per-request deadline
+    and the framing checks on the admin port, and the unix socket path."""
+
+    READ_TIMEOUT = 2
+    CAP = 64  # ADMIN_MAX_CONNECTIONS
+
+    def write_config(self, webhooks, admin_listen=None):
+        path = super().write_config(webhooks, admin_listen)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        text = text.replace("shutdown_timeout = 3\n",
+                            "shutdown_timeout = 3\nread_timeout = %d\n" % self.READ_TIMEOUT, 1)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def connect(self):
+        s = socket.create_connection((h.HOST, self.admin_port), timeout=h.TIMEOUT)
+        self.addCleanup(s.close)
+        return s
+
+    def closed_within(self, s, timeout):
+        """Seconds until the daemon closed `s` (what it sent is dropped), or None."""
+        t0 = time.monotonic()
+        s.settimeout(0.1)
+        while time.monotonic() - t0 < timeout:
+            try:
+                if s.recv(65536) == b"":
+                    return time.monotonic() - t0
+            except socket.timeout:
+                continue
+            except OSError:
+                return time.monotonic() - t0
+        return None
+
+    def huge_headers(self, size=4 << 20):
+        """Sends a request with `size` bytes of headers (and no token);
+        returns (status or None, seconds until answered or closed)."""
+        line = b"X-Pad: " + b"a" * 8000 + b"\r\n"
+        raw = b"GET /readyz HTTP/1.1\r\nHost: admin\r\n" + line * (size // len(line)) + b"\r\n"
+        s = socket.create_connection((h.HOST, self.admin_port), timeout=3)
+        t0 = time.monotonic()
+        data = b""
+        try:
+            try:
+                s.sendall(raw)
+            except OSError:
+                pass  # closed under us: what we want
+            s.settimeout(3)
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+        finally:
+            s.close()
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+        return (int(m.group(1)) if m else None), time.monotonic() - t0
+
+    def test_10_huge_headers_are_cut_short_and_memory_stays_flat(self):
+        self.start_daemon([])
+        pid = self.daemons[0].proc.pid
+        self.assertEqual(self.admin("GET", "/readyz").status, 200)
+        rss0 = vm_rss_kib(pid)
+        for i in range(3):
+            status, took = self.huge_headers()
+            self.assertTrue(status is None or 400 <= status < 500,
+                            "4 MiB of headers answered %r\n%s" % (status, self.log_tail(5)))
+            self.assertLess(took, 2.0, "4 MiB of headers took %.1f s" % took)
+        # several at once: none is buffered whole
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(self.huge_headers()))
+                   for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(len(results), 6)
+        for status, took in results:
+            self.assertTrue(status is None or 400 <= status < 500, results)
+            self.assertLess(took, 3.0, results)
+        grown = vm_rss_kib(pid) - rss0
+        self.assertLess(grown, 8 * 1024, "RSS grew by %d KiB after 9 x 4 MiB of headers" % grown)
+        # the daemon still answers
+        self.assertEqual(self.admin("GET", "/readyz").status, 200)
+        # an over-long body is refused too, before the token
+        r = self.admin("POST", "/v1/orders", body="x" * (64 * 1024 + 1), token=None)
+        self.assertEqual(r.status, 413, self.ctx(r, "body over 64 KiB"))
+
+    def test_11_idle_and_slowloris_connections_are_cut(self):
+        self.start_daemon([])
+        idle = [self.connect() for _ in range(3)]
+        slow = self.connect()
+        slow.sendall(b"GET /readyz HTTP/1.1\r\nHost: admin\r\n")
+        t0 = time.monotonic()
+        stop = threading.Event()
+
+        def trickle():
+            # one header byte every 0.3 s: never a whole request
+            while not stop.is_set():
+                try:
+                    slow.sendall(b"X")
+                except OSError:
+                    return
+                time.sleep(0.3)
+
+        t = threading.Thread(target=trickle)
+        t.start()
+        self.addCleanup(stop.set)
+        # others are answered meanwhile
+        self.assertEqual(self.admin("GET", "/healthz", token=None).status, 200)
+        for s in idle + [slow]:
+            took = self.closed_within(s, self.READ_TIMEOUT + 3 - (time.monotonic() - t0))
+            self.assertIsNotNone(took, "connection not closed by the deadline\n"
+                                 + self.log_tail(5))
+        self.assertLess(time.monotonic() - t0, self.READ_TIMEOUT + 2.5)
+        self.assertGreaterEqual(time.monotonic() - t0, self.READ_TIMEOUT - 0.5)
+        stop.set()
+        t.join(5)
+        m = self.scrape()
+        self.assertGreaterEqual(m.get("payrelay_admin_http_timeouts_total"), 4, m.text)
+        # a request that takes Redis or a poll its time is not cut: a keep-alive
+        # connection is answered, and gets a fresh deadline for the next one
+        conn = httpclient.HTTPConnection(h.HOST, self.admin_port, timeout=5)
+        self.addCleanup(conn.close)
+        for _ in range(2):
+            conn.request("GET", "/readyz", headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+            self.assertEqual(conn.getresponse().read() and 200, 200)
+            time.sleep(self.READ_TIMEOUT * 0.6)
+
+    def test_12_the_connection_cap_holds(self):
+        self.READ_TIMEOUT = 10
+        self.start_daemon([])
+        m = self.scrape()
+        self.assertEqual(m.get("payrelay_admin_http_connections_max"), self.CAP, m.text)
+        held = [self.connect() for _ in range(self.CAP)]
+        time.sleep(0.3)
+        # the next connection waits in the backlog: no answer while the cap is full
+        late = self.connect()
+        late.sendall(b"GET /healthz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        late.settimeout(1.0)
+        with self.assertRaises(socket.timeout):
+            late.recv(100)
+        self.assertIn("connection cap reached", self.log_tail(20))
+        self.assertIn("listener=admin", self.log_tail(20))
+        # one slot free: answered at once
+        held.pop().close()
+        late.settimeout(2.0)
+        t0 = time.monotonic()
+        data = late.recv(4096)
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+        self.assertLess(time.monotonic() - t0, 1.0)
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while True:
+            m = self.scrape()
+            if m.get("payrelay_admin_http_connections") == 1:  # this scrape's own
+                break
+            self.assertLess(time.monotonic(), deadline, m.text)
+            time.sleep(0.1)
+        self.assertGreaterEqual(m.get("payrelay_admin_http_accept_paused_total"), 1, m.text)
+
+    def test_13_ambiguous_framing_is_refused_before_the_token(self):
+        self.start_daemon([])
+        body = json.dumps({"channel": "shop-epay", "out_trade_no": "A1", "amount": "1.00"})
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body.encode())
+        for extra, payload in (
+                (b"Content-Length: %d\r\nContent-Length: %d\r\n" % (len(body), len(body)),
+                 body.encode()),
+                (b"Content-Length: +%d\r\n" % len(body), body.encode()),
+                (b"Transfer-Encoding: gzip, chunked\r\n", chunked)):
+            raw = (b"POST /v1/orders HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer "
+                   + h.ADMIN_TOKEN.encode() + b"\r\nContent-Type: application/json\r\n"
+                   + extra + b"\r\n" + payload)
+            s = self.connect()
+            s.sendall(raw)
+            data = b""
+            s.settimeout(3)
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            head, _, rbody = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 400"), (extra, data, self.log_tail(8)))
+            self.assertRegex(head.decode("latin-1"), r"(?im)^connection:\s*close\s*$")
+            self.assertEqual(json.loads(rbody).get("error"), "ambiguous request framing")
+        self.assertEqual(self.r.keys(PREFIX + "order:*"), [])
+        m = self.scrape()
+        self.assertEqual(m.get("payrelay_http_framing_refused_total", listener="admin"), 3,
+                         m.text)
+
+    def test_14_unix_socket_path_that_is_not_a_socket_is_kept(self):
+        sock = os.path.join(self.dir, "admin.sock")
+        with open(sock, "w") as f:
+            f.write("the operator's file\n")
+        self.write_config([], admin_listen="unix:" + sock)
+        d = h.Daemon(BINARY, self.dir, self.config, self.port, name="payrelayd-file")
+        self.daemons.append(d)
+        self.addCleanup(d.stop, signal.SIGKILL, 5)
+        d.start(wait_ready=False)
+        rc, in_time = d.wait(10)
+        self.assertTrue(in_time, "the daemon did not refuse to start\n" + d.log_tail())
+        self.assertNotEqual(rc, 0, d.log_tail())
+        self.assertIn("is not a socket", d.log_text())
+        with open(sock) as f:
+            self.assertEqual(f.read(), "the operator's file\n")
+
+        # a directory is left alone as well
+        os.unlink(sock)
+        os.mkdir(sock)
+        d2 = h.Daemon(BINARY, self.dir, self.config, self.port, name="payrelayd-dir")
+        self.daemons.append(d2)
+        self.addCleanup(d2.stop, signal.SIGKILL, 5)
+        d2.start(wait_ready=False)
+        rc, in_time = d2.wait(10)
+        self.assertTrue(in_time and rc != 0, d2.log_tail())
+        self.assertTrue(os.path.isdir(sock))
+        os.rmdir(sock)
+
+        # a live socket of another process: refused, and still there
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(other.close)
+        other.bind(sock)
+        other.listen(1)
+        d3 = h.Daemon(BINARY, self.dir, self.config, self.port, name="payrelayd-live")
+        self.daemons.append(d3)
+        self.addCleanup(d3.stop, signal.SIGKILL, 5)
+        d3.start(wait_ready=False)
+        rc, in_time = d3.wait(10)
+        self.assertTrue(in_time and rc != 0, d3.log_tail())
+        self.assertIn("another process listens", d3.log_text())
+        self.assertTrue(stat.S_ISSOCK(os.stat(sock).st_mode))
+        other.close()
+
+        # a stale socket (nobody listens) is replaced, and the daemon serves on it
+        self.admin_sock = sock
+        self.start_daemon([], admin_listen="unix:" + sock)
+        self.assertEqual(self.admin("GET", "/healthz", token=None).status, 200)
+        self.assertEqual(self.scrape().get("payrelay_admin_http_connections_max"), self.CAP)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +40,19 @@ RSA = h.load_vectors("epay_rsa.json")
 GATE = h.load_vectors("gatepay.json")["vectors"]
 PIDX = h.load_vectors("payindex.json")["vectors"]
 IDS = h.load_vectors("event_ids.json")["vectors"]
+
+
+def admin_metric(port, name, labels=""):
+    """The value of metric `name{labels}` on /metrics, or None."""
+    r = h.http(port, "GET", "/metrics",
+               headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+    for line in r.body.decode().splitlines():
+        if labels:
+            if line.startswith("%s{%s} " % (name, labels)):
+                return float(line.split()[-1])
+        elif line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
 
 
 def params_of(vec, drop=("sign",)):
@@ -696,8 +710,10 @@ class IngestTest(DaemonCase):
 
     def test_refuse_wrong_method(self):
         qs = h.form_encode(params_of(EPAY[0], drop=()))
-        for method in ("PUT", "DELETE"):
-            reply = h.http(self.port, method, "/notify/shop-epay?" + qs, body=qs,
+        # (a DELETE with a body is ambiguous framing, answered 400: see
+        # test_smuggling_body_on_a_method_without_one)
+        for method, body in (("PUT", qs), ("DELETE", None)):
+            reply = h.http(self.port, method, "/notify/shop-epay?" + qs, body=body,
                            headers={"Content-Type": FORM})
             self.refused(reply, 405)
 
@@ -711,6 +727,153 @@ class IngestTest(DaemonCase):
         p = params_of(PIDX[0], drop=())
         for ctype in ("application/json", "text/plain", "multipart/form-data; boundary=x"):
             self.refused(self.post("shop-payindex", p, ctype=ctype), 415)
+
+    # --- 3b. request smuggling ---------------------------------------------
+    # A proxy in front may frame a body by another header than libevent
+    # does (libevent takes the first Content-Length; versions differ on
+    # bodies of GET or DELETE): such a request is answered 400 "fail" with
+    # "Connection: close", nothing is recorded, and nothing after it on the
+    # connection is read as a request. Some of them Debian 12's libevent
+    # already refuses itself, with its own 400 page: the test accepts that
+    # too (payrelayd's check stays for other libevent builds).
+
+    def smuggle(self, raw, timeout=3.0):
+        """Sends `raw` on a fresh connection and reads until the daemon
+        closes it. Returns (status, body, head, closed)."""
+        timeout *= h.TIME_SCALE
+        s = socket.create_connection((h.HOST, self.port), timeout=timeout)
+        data, closed = b"", False
+        try:
+            s.sendall(raw)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                except ConnectionResetError:
+                    closed = True
+                    break
+                if not chunk:
+                    closed = True
+                    break
+                data += chunk
+        finally:
+            s.close()
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+        head, _, body = data.partition(b"\r\n\r\n")
+        return (int(m.group(1)) if m else None), body, head, closed
+
+    def assertSmuggleRefused(self, raw, what, by_libevent=False):
+        """`by_libevent`: libevent itself refuses it before payrelayd's
+        callback, with its own 400 page (no ack word in it either)."""
+        status, body, head, closed = self.smuggle(raw)
+        ctx = "%s: %r\n%s" % (what, head + b"\r\n\r\n" + body, self.daemon.log_tail(8))
+        if by_libevent:
+            self.assertEqual(status, 400, ctx)
+            self.assertNotIn(b"success", body.lower(), ctx)
+            self.assertNotIn(b"ok", body.lower(), ctx)
+        else:
+            self.assertEqual((status, body), (400, b"fail"), ctx)
+        self.assertRegex(head.decode("latin-1"), r"(?im)^connection:\s*close\s*$", ctx)
+        # one answer, then the connection closed: the rest was not a request
+        self.assertEqual(head.count(b"HTTP/1."), 1, ctx)
+        self.assertTrue(closed, ctx)
+        self.assertNothingRecorded()
+
+    def second_callback(self):
+        """A whole, genuine GET callback, to be hidden after a first request."""
+        p = self.epay(trade_no="SMUGGLED0001")
+        return ("GET /notify/shop-epay?%s HTTP/1.1\r\nHost: gw\r\n\r\n"
+                % h.form_encode(p)).encode()
+
+    def post_head(self, *headers):
+        return ("POST /notify/shop-epay HTTP/1.1\r\nHost: gw\r\nContent-Type: %s\r\n%s\r\n"
+                % (FORM, "".join(x + "\r\n" for x in headers))).encode()
+
+    def test_smuggling_repeated_content_length(self):
+        body = h.form_encode(self.epay()).encode()
+        inner = self.second_callback()
+        # equal, and differing: each hop may take either one
+        for cls in (("Content-Length: %d" % len(body),) * 2,
+                    ("Content-Length: %d" % len(body),
+                     "Content-Length: %d" % (len(body) + len(inner))),
+                    ("content-length: %d" % (len(body) + len(inner)),
+                     "CONTENT-LENGTH: %d" % len(body))):
+            self.assertSmuggleRefused(self.post_head(*cls) + body + inner, repr(cls))
+
+    def test_smuggling_content_length_not_plain_digits(self):
+        body = h.form_encode(self.epay()).encode()
+        n = len(body)
+        # what libevent's strtoll() would take: refused by payrelayd
+        for value in ("+%d" % n, "-0"):
+            self.assertSmuggleRefused(self.post_head("Content-Length: " + value) + body,
+                                      "Content-Length: " + value)
+        # what it stops at: refused by libevent before the callback
+        for value in ("%d, %d" % (n, n), "%d,%d" % (n, n), "0x%x" % n, "%d.0" % n):
+            self.assertSmuggleRefused(self.post_head("Content-Length: " + value) + body,
+                                      "Content-Length: " + value, by_libevent=True)
+
+    def test_smuggling_content_length_and_transfer_encoding(self):
+        body = h.form_encode(self.epay()).encode()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        self.assertSmuggleRefused(
+            self.post_head("Content-Length: %d" % len(chunked), "Transfer-Encoding: chunked")
+            + chunked, "CL.TE", by_libevent=True)
+        self.assertSmuggleRefused(
+            self.post_head("Transfer-Encoding: chunked", "Content-Length: 4") + chunked,
+            "TE.CL", by_libevent=True)
+
+    def test_smuggling_transfer_encoding_other_than_chunked(self):
+        body = h.form_encode(self.epay()).encode()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        # libevent reads none of these as chunked, so it takes the chunks
+        # for the next request; a proxy decodes them
+        for te in (("Transfer-Encoding: gzip, chunked",), ("Transfer-Encoding: identity",)):
+            self.assertSmuggleRefused(self.post_head(*te) + chunked, repr(te))
+        for te in (("Transfer-Encoding: chunked, identity",),
+                   ("Transfer-Encoding: chunked", "Transfer-Encoding: chunked")):
+            self.assertSmuggleRefused(self.post_head(*te) + chunked, repr(te), by_libevent=True)
+
+    def test_smuggling_body_on_a_method_without_one(self):
+        # Some libevent builds read no body after a GET: a proxy would take
+        # the second callback for the first one's body, libevent for a request.
+        inner = self.second_callback()
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(inner), inner)
+        path = "/notify/shop-epay?" + h.form_encode(self.epay())
+        for head, body in (
+                ("GET %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                 % (path, len(inner)), inner),
+                ("GET %s HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 % path, chunked),
+                ("DELETE %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                 % (path, len(inner)), inner)):
+            self.assertSmuggleRefused(head.encode() + body, head.split("\r\n")[0][:30])
+        # an empty body announced as such is fine
+        reply = h.http(self.port, "GET", path, headers={"Content-Length": "0"})
+        self.assertAck(reply, "success")
+
+    def test_smuggling_header_name_with_white_space(self):
+        body = h.form_encode(self.epay()).encode()
+        for name in ("Content-Length ", "Content-Length\t", "Content Length"):
+            self.assertSmuggleRefused(self.post_head("%s: %d" % (name, len(body))) + body,
+                                      repr(name))
+
+    def test_smuggling_refusals_are_counted_and_sound_requests_pass(self):
+        body = h.form_encode(self.epay()).encode()
+        before = admin_metric(self.setup.admin_port, "payrelay_http_framing_refused_total",
+                              'listener="public"') or 0
+        self.assertSmuggleRefused(self.post_head("Content-Length: %d" % len(body),
+                                                 "Content-Length: %d" % len(body)) + body,
+                                  "count")
+        after = admin_metric(self.setup.admin_port, "payrelay_http_framing_refused_total",
+                             'listener="public"')
+        self.assertEqual(after, before + 1)
+        self.assertIn("ambiguous body framing", self.daemon.log_text())
+        # the same callback, framed once, is recorded
+        status, rbody, head, _ = self.smuggle(
+            self.post_head("Content-Length: %d" % len(body), "Connection: close") + body)
+        self.assertEqual((status, rbody), (200, b"success"), head)
 
     # --- 4. limits ----------------------------------------------------------
 

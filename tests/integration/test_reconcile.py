@@ -1047,6 +1047,132 @@ class PollTest(ReconcileCase):
                          [("poll", "TS-FIRST")], self.log_tail())
 
 
+class AnswerHardeningTest(ReconcileCase):
+    """What a gateway answers cannot leak a configured secret, nor make the
+    daemon download more than the answer cap."""
+
+    def redis_text(self):
+        """Every key and value in Redis, as one text."""
+        out = []
+        for k in self.r.keys("*"):
+            t = self.r.cmd("TYPE", k)
+            out.append(k)
+            if t == "string":
+                out.append(repr(self.r.cmd("GET", k)))
+            elif t == "hash":
+                out.append(repr(self.r.cmd("HGETALL", k)))
+            elif t == "zset":
+                out.append(repr(self.r.cmd("ZRANGE", k, 0, -1)))
+            elif t == "set":
+                out.append(repr(self.r.cmd("SMEMBERS", k)))
+            elif t == "list":
+                out.append(repr(self.r.cmd("LRANGE", k, 0, -1)))
+            elif t == "stream":
+                out.append(repr(self.r.cmd("XRANGE", k, "-", "+")))
+        return "\n".join(out)
+
+    def assertNoSecretIn(self, text, where):
+        for secret in self.secrets:
+            self.assertNotIn(secret, text, "a configured secret in %s" % where)
+            # and no JSON- or bytes-escaped form of it either
+            self.assertNotIn(json.dumps(secret)[1:-1], text, "a secret in %s" % where)
+
+    def test_12_secrets_echoed_by_a_gateway_are_masked_everywhere(self):
+        epay = self.gateway("epay")
+        pidx = self.gateway("payindex")
+        self.write_config(
+            [(CHANNEL["epay"], "epay", epay, {"poll_after": "60"}),
+             (CHANNEL["payindex"], "payindex", pidx, {"poll_after": "60"})],
+            webhooks=[("orders", {"url": "http://127.0.0.1:9/x", "secret": WEBHOOK_SECRET,
+                                  "schedule": "3600"})])
+        self.start_daemon()
+        ch = CHANNEL["epay"]
+        epay.add_order("E-ECHO", amount="2.00", trade_id="T-ECHO")
+        self.register(ch, "E-ECHO", "2.00")
+        # an error msg quoting every kind of secret, the one of another
+        # channel and the webhook's too
+        echo = "bad sign: key=%s hook=%s raw=%s token=%s other=%s" % (
+            CREDS["epay"][1], WEBHOOK_SECRET, WEBHOOK_SECRET[len("whsec_"):], h.ADMIN_TOKEN,
+            CREDS["payindex"][1])
+        epay.script("E-ECHO", ["msg:" + echo])
+        r = self.poll_now(ch, "E-ECHO")
+        self.assertEqual(r.status, 200, self.ctx(r, "POST poll"))
+        self.assertEqual(r.json.get("result"), "unknown", r.json)
+        self.assertIn("bad sign: key=*** hook=*** raw=*** token=*** other=***",
+                      r.json.get("detail", ""), r.json)
+        self.assertNoSecretIn(r.body.decode(), "the poll answer of the admin API")
+        o = self.admin("GET", "/v1/orders/%s/E-ECHO" % ch)
+        self.assertEqual(o.status, 200)
+        self.assertIn("***", o.json.get("last_detail", ""), o.json)
+        self.assertNoSecretIn(o.body.decode(), "the admin API's order view")
+        self.assertNoSecretIn(self.redis_text(), "Redis")
+        self.assertEqual(len(self.polled_lines(channel=ch, out_trade_no="E-ECHO")), 1,
+                         self.log_tail())
+
+        # a paid answer with a secret in an unsigned field: the recorded
+        # event (stream, delivery) holds it masked
+        epay.script("E-ECHO", ["paidmsg:" + WEBHOOK_SECRET + " " + h.ADMIN_TOKEN])
+        r = self.poll_now(ch, "E-ECHO")
+        self.assertEqual((r.status, (r.json or {}).get("result")), (200, "paid"),
+                         self.ctx(r, "POST poll, paid"))
+        evs = self.events()
+        self.assertEqual(len(evs), 1, evs)
+        self.assertEqual(evs[0][2].get("raw", {}).get("buyer"), "*** ***", evs[0][2])
+        self.assertEqual(evs[0][2].get("trade_no"), "T-ECHO")
+        self.assertNoSecretIn(self.redis_text(), "Redis, after a paid answer")
+        for d in self.daemons:
+            self.assertNoSecretIn(d.log_text(), d.log)
+
+    def test_13_an_answer_over_the_cap_is_not_downloaded(self):
+        gw = self.gateway("epay")
+        rcv = h.Receiver(default="big:%d" % (4 << 20))
+        self.addCleanup(rcv.stop)
+        # a poll timeout long enough to download it all, were it read
+        self.write_config([(CHANNEL["epay"], "epay", gw,
+                            {"poll_after": "60", "poll_timeout_ms": "30000"})],
+                          webhooks=[("orders", {"url": rcv.url("/o"), "secret": WEBHOOK_SECRET,
+                                                "events": "order.paid"})])
+        self.start_daemon()
+        ch = CHANNEL["epay"]
+        size = 64 << 20
+        for otn, action in (("E-STREAM", "stream:%d" % size), ("E-HUGE", "huge:%d" % size)):
+            gw.add_order(otn, amount="1.00")
+            self.register(ch, otn, "1.00")
+            gw.script(otn, [action])
+            t0 = time.monotonic()
+            r = self.poll_now(ch, otn)
+            took = time.monotonic() - t0
+            self.assertEqual(r.status, 200, self.ctx(r, "POST poll " + action))
+            self.assertEqual((r.json.get("result"), r.json.get("detail")),
+                             ("error", "answer too large"), r.json)
+            self.assertLess(took, 5.0, "%s: the poll took %.1f s" % (action, took))
+            qs = gw.wait_for(lambda rs: any(q.out_trade_no == otn and q.outcome != "pending"
+                                            for q in rs), 10)
+            self.assertIsNotNone(qs, self.gw_ctx(gw, otn))
+            q = [q for q in qs if q.out_trade_no == otn][-1]
+            self.assertLess(q.sent, 16 << 20,
+                            "%s: %d bytes went out before the daemon stopped reading"
+                            % (action, q.sent))
+            self.assertEqual(q.outcome, "write-failed", q)
+            o = self.order(ch, otn)
+            self.assertEqual((o.get("state"), o.get("last_result")), ("pending", "error"), o)
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 0)
+
+        # a webhook receiver's large 2xx answer still counts as delivered
+        gw.add_order("E-PAID", amount="1.00", trade_id="T-PAID", state="paid")
+        self.register(ch, "E-PAID", "1.00")
+        r = self.poll_now(ch, "E-PAID")
+        self.assertEqual((r.status, (r.json or {}).get("result")), (200, "paid"), r.json)
+        deadline = time.monotonic() + 10
+        while True:
+            ds = [self.r.hgetall(k) for k in self.r.keys(PREFIX + "delivery:*")
+                  if self.r.cmd("TYPE", k) == "hash"]
+            if ds and all(d.get("state") == "delivered" for d in ds):
+                break
+            self.assertLess(time.monotonic(), deadline, "%r\n%s" % (ds, self.log_tail()))
+            time.sleep(0.1)
+
+
 # ==========================================================================
 
 

@@ -181,7 +181,9 @@ def check_directives(sec, sbindir, sysusers_text, tmpfiles_text):
                       ("NoNewPrivileges", "yes"), ("CapabilityBoundingSet", ""),
                       ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
                       ("MemoryDenyWriteExecute", "yes"), ("RuntimeDirectory", "payrelay"),
-                      ("SystemCallArchitectures", "native")):
+                      ("SystemCallArchitectures", "native"),
+                      # no core dump holds a key or the admin token
+                      ("LimitCORE", "0")):
         expect(key, want)
     if values(sec, svc, "SystemCallFilter") != ["@system-service", "~@privileged @resources"]:
         fail("SystemCallFilter: %r" % values(sec, svc, "SystemCallFilter"))

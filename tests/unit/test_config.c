@@ -2,6 +2,7 @@
  * error reported on the right line without quoting a secret. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -431,34 +432,42 @@ START_TEST(test_rsa)
 }
 END_TEST
 
-/* Loads `text` with stderr (the log) captured into `log` (NUL-terminated). */
+/* SPEC §2.5: confirm = query by default for gatepay only; it needs
+ * api_base; gatepay without it is allowed, with a warning. */
+/* Runs config_load on the test file (first written with `text`, unless
+ * NULL) with stderr (the log) captured into `out` (NUL-terminated).
+ * Returns the config. */
 static struct config *
-load_logged(const char *text, char *log, size_t n)
+load_logged(const char *text, char *out, size_t n)
 {
 	char path[160];
 	struct config *c;
 	FILE *f;
+	int saved, fd;
 	size_t len;
-	int saved;
 
 	snprintf(path, sizeof(path), "%s/stderr.txt", dir);
 	fflush(stderr);
-	saved = dup(fileno(stderr));
+	saved = dup(2);
 	ck_assert_int_ge(saved, 0);
-	ck_assert_ptr_nonnull(freopen(path, "w", stderr));
-	c = load(text);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(dup2(fd, 2), 2);
+	close(fd);
+	config_errors_free(&errs);
+	if (text != NULL)
+		write_file("payrelayd.conf", text);
+	c = config_load(conf_path, &errs);
 	fflush(stderr);
-	ck_assert_int_ge(dup2(saved, fileno(stderr)), 0);
+	ck_assert_int_eq(dup2(saved, 2), 2);
 	close(saved);
 	ck_assert_ptr_nonnull(f = fopen(path, "r"));
-	len = fread(log, 1, n - 1, f);
-	log[len] = '\0';
+	len = fread(out, 1, n - 1, f);
+	out[len] = '\0';
 	fclose(f);
 	return c;
 }
 
-/* SPEC §2.5: confirm = query by default for gatepay only; it needs
- * api_base; gatepay without it is allowed, with a warning. */
 START_TEST(test_confirm)
 {
 	static const struct {
@@ -859,6 +868,154 @@ START_TEST(test_names_and_misc)
 }
 END_TEST
 
+/* ---- warnings and secrets (hardening) ----------------------------------- */
+
+START_TEST(test_warn_writable_secret_files)
+{
+	char log[4096], path[256];
+	struct config *c;
+
+	write_file("shop.key", SECRET "\n");
+	write_file("payrelayd.conf",
+	    "[channel:shop]\nfamily = epay\nmerchant_id = 1001\n"
+	    "key_file = shop.key\n");
+	chmod(conf_path, 0600);
+	snprintf(path, sizeof(path), "%s/shop.key", dir);
+
+	chmod(path, 0600);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "writable") == NULL && strstr(log, "readable") == NULL,
+	    "unexpected warning: %s", log);
+
+	/* group-writable: a warning (payrelayd still starts) */
+	chmod(path, 0620);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "secret file is writable by other users") != NULL, "%s", log);
+	ck_assert_msg(strstr(log, "key=key_file") != NULL, "%s", log);
+	ck_assert_ptr_null(strstr(log, SECRET));
+
+	/* world-writable and world-readable: both said */
+	chmod(path, 0606);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "secret file is writable by other users") != NULL, "%s", log);
+	ck_assert_msg(strstr(log, "secret file is readable by every user") != NULL, "%s", log);
+
+	/* the config file itself, writable by the group */
+	chmod(path, 0600);
+	chmod(conf_path, 0660);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "config file is writable by other users") != NULL, "%s", log);
+	ck_assert_ptr_null(strstr(log, "secret file"));
+
+	/* inline secrets in a world-writable config file */
+	write_file("payrelayd.conf", minimal);
+	chmod(conf_path, 0602);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "config file is writable by other users") != NULL, "%s", log);
+	ck_assert_ptr_null(strstr(log, SECRET));
+
+	/* a refused file warns about nothing: only its errors count */
+	write_file("payrelayd.conf", "[channel:shop]\nfamily = epay\n");
+	chmod(conf_path, 0666);
+	ck_assert_ptr_null(load_logged(NULL, log, sizeof(log)));
+	ck_assert_ptr_null(strstr(log, "writable"));
+}
+END_TEST
+
+START_TEST(test_warn_epay_plain_http)
+{
+	char log[4096];
+	struct config *c;
+
+	write_file("payrelayd.conf",
+	    "[channel:clear]\nfamily = epay\nmerchant_id = 1001\nkey = " SECRET "\n"
+	    "api_base = HTTP://pay.example.com\n"
+	    "[channel:tls]\nfamily = epay\nmerchant_id = 1001\nkey = " SECRET "\n"
+	    "api_base = https://pay.example.com\n"
+	    "[channel:gate]\nfamily = gatepay\nmerchant_id = 1001\nkey = " SECRET "\n"
+	    "api_base = http://gate.example.com\n");
+	chmod(conf_path, 0600);
+	ck_assert_ptr_nonnull(c = load_logged(NULL, log, sizeof(log)));
+	config_free(c);
+	ck_assert_msg(strstr(log, "epay api_base is plain http") != NULL, "%s", log);
+	ck_assert_msg(strstr(log, "channel=clear") != NULL, "%s", log);
+	/* https, and a family whose queries do not carry the key: silent */
+	ck_assert_ptr_null(strstr(log, "channel=tls"));
+	ck_assert_ptr_null(strstr(log, "channel=gate"));
+	ck_assert_ptr_null(strstr(log, SECRET));
+}
+END_TEST
+
+START_TEST(test_mask_text)
+{
+	char b[64];
+	size_t n;
+
+	strcpy(b, "xKEYyKEYKEY");
+	n = config_mask_text(b, strlen(b), "KEY", 3);
+	ck_assert_str_eq(b, "x***y******");
+	ck_assert_uint_eq(n, strlen(b));
+
+	strcpy(b, "a-secret-value-at-the-end:SeCrEt1234");
+	n = config_mask_text(b, strlen(b), "SeCrEt1234", 10);
+	ck_assert_str_eq(b, "a-secret-value-at-the-end:***");
+	ck_assert_uint_eq(n, strlen(b));
+
+	/* short secrets keep the length; nothing to mask: untouched */
+	strcpy(b, "abab");
+	ck_assert_uint_eq(config_mask_text(b, 4, "b", 1), 4);
+	ck_assert_str_eq(b, "a*a*");
+	ck_assert_uint_eq(config_mask_text(b, 4, "zz", 2), 4);
+	ck_assert_uint_eq(config_mask_text(b, 4, NULL, 0), 4);
+	ck_assert_str_eq(b, "a*a*");
+	/* "***" never rebuilds the secret */
+	strcpy(b, "kkkk");
+	config_mask_text(b, 4, "kk", 2);
+	ck_assert_str_eq(b, "****");
+}
+END_TEST
+
+START_TEST(test_mask_every_secret)
+{
+	static const char token[] = "admin-token-0123456789abcdef";
+	static const char whsec[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	static const char plain[] = "plain-webhook-secret-42";
+	char text[1024];
+	struct config *c;
+
+	write_file("admin.token", "admin-token-0123456789abcdef\n");
+	c = load("[admin]\ntoken_file = admin.token\n"
+		 "[redis]\nurl = redis://user:redis-pass-xyz@127.0.0.1:6379/0\n"
+		 "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = " SECRET "\n"
+		 "[channel:b]\nfamily = payindex\nmerchant_id = 2\nkey = other-key-b\n"
+		 "[webhook:w]\nurl = http://127.0.0.1/\n"
+		 "secret = whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw plain-webhook-secret-42\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	snprintf(text, sizeof(text), "code 1: %s|%s|%s|%s|%s|%s|%s|%s", SECRET, "other-key-b",
+	    token, whsec, whsec + 6, plain, "redis-pass-xyz", "ok");
+	config_mask_secrets(c, text);
+	ck_assert_str_eq(text, "code 1: ***|***|***|***|***|***|***|ok");
+	/* longest first: the base64 part inside the whsec_ secret goes with it */
+	ck_assert_uint_ge(c->nsecrets, 7);
+	ck_assert_uint_ge(c->secrets[0].len, c->secrets[c->nsecrets - 1].len);
+	config_mask_secrets(NULL, text);
+	config_mask_secrets(c, NULL);
+
+	/* the registry: cleared when its config is freed */
+	config_set_masking(c);
+	ck_assert_ptr_eq(config_masking(), c);
+	config_free(c);
+	ck_assert_ptr_null(config_masking());
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -879,6 +1036,10 @@ config_suite(void)
 	tcase_add_test(tc, test_allow_from);
 	tcase_add_test(tc, test_webhook_matches);
 	tcase_add_test(tc, test_names_and_misc);
+	tcase_add_test(tc, test_warn_writable_secret_files);
+	tcase_add_test(tc, test_warn_epay_plain_http);
+	tcase_add_test(tc, test_mask_text);
+	tcase_add_test(tc, test_mask_every_secret);
 	suite_add_tcase(s, tc);
 	return s;
 }

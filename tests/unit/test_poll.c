@@ -437,6 +437,80 @@ START_TEST(test_detail_is_one_masked_line)
 }
 END_TEST
 
+/* Every configured secret, not only the polled channel's key, is masked in
+ * what an answer leaves: the detail (logged, stored in Redis, shown by the
+ * admin API) and the raw fields of a paid answer (stored in the event). */
+START_TEST(test_every_secret_masked)
+{
+	static const char token[] = "adm-tok-7f3c9e1b5a2d4c6e8f0a1b2c3d4e5f60";
+	static const char whsec[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	struct config_secret secs[] = {
+		{ (char *)whsec, sizeof(whsec) - 1 },
+		{ (char *)token, sizeof(token) - 1 },
+		{ (char *)whsec + 6, sizeof(whsec) - 7 },
+		/* too short to alter payment data with */
+		{ (char *)"alipay", 6 },
+	};
+	struct config cfg;
+	struct channel ch;
+	struct poll_answer a;
+	char body[1024];
+	const char *v;
+	char long_msg[300];
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.secrets = secs;
+	cfg.nsecrets = sizeof(secs) / sizeof(secs[0]);
+	epay_chan(&ch);
+
+	/* without a registered config: the channel's key only */
+	poll_answer_init(&a);
+	poll_answer_set(&a, NULL, POLL_ERROR, "echo %s", token);
+	ck_assert_ptr_nonnull(strstr(a.detail, token));
+
+	config_set_masking(&cfg);
+	/* with none of the channel at hand, and with it */
+	poll_answer_set(&a, NULL, POLL_ERROR, "echo %s and %s", token, whsec);
+	ck_assert_str_eq(a.detail, "echo *** and ***");
+	poll_answer_set(&a, &ch, POLL_UNKNOWN, "code -1: %s %s %s", ch.key, whsec + 6, token);
+	ck_assert_str_eq(a.detail, "code -1: *** *** ***");
+	/* a secret across the cut is masked before it */
+	memset(long_msg, 'z', sizeof(long_msg));
+	memcpy(long_msg + 145, token, sizeof(token) - 1);
+	long_msg[250] = '\0';
+	poll_answer_set(&a, NULL, POLL_ERROR, "%s", long_msg);
+	ck_assert_ptr_null(strstr(a.detail, "adm-tok"));
+	poll_answer_free(&a);
+
+	/* an unknown-order answer whose msg echoes the token: the detail */
+	snprintf(body, sizeof(body), "{\"code\":-1,\"msg\":\"bad key %s\"}", token);
+	ck_assert_int_eq(parse(&ch, "A1", body, &a), POLL_UNKNOWN);
+	ck_assert_ptr_null(strstr(a.detail, token));
+	ck_assert_ptr_nonnull(strstr(a.detail, "bad key ***"));
+	poll_answer_free(&a);
+
+	/* a paid answer with a secret in an unsigned field: the raw fields */
+	snprintf(body, sizeof(body),
+	    "{\"code\":1,\"msg\":\"ok\",\"trade_no\":\"T1\",\"out_trade_no\":\"A1\","
+	    "\"type\":\"alipay\",\"pid\":1001,\"name\":\"n\",\"money\":\"1.00\","
+	    "\"status\":1,\"param\":\"sig=%s\",\"buyer\":\"%s\"}",
+	    whsec, token);
+	ck_assert_int_eq(parse(&ch, "A1", body, &a), POLL_PAID);
+	poll_answer_mask(&a);
+	ck_assert_ptr_nonnull(v = params_value(&a.raw, "param"));
+	ck_assert_str_eq(v, "sig=***");
+	ck_assert_ptr_nonnull(v = params_value(&a.raw, "buyer"));
+	ck_assert_str_eq(v, "***");
+	ck_assert_uint_eq(params_get(&a.raw, "buyer")->vlen, 3);
+	ck_assert_str_eq(params_value(&a.raw, "type"), "alipay");
+	ck_assert_str_eq(a.ev.trade_no, "T1");
+	poll_answer_free(&a);
+
+	config_set_masking(NULL);
+	chan_free(&ch);
+}
+END_TEST
+
 /* ---- queries ------------------------------------------------------------ */
 
 START_TEST(test_epay_query)
@@ -1372,6 +1446,7 @@ poll_suite(void)
 	tcase_add_test(tc, test_json_params);
 	tcase_add_test(tc, test_state_str_and_free);
 	tcase_add_test(tc, test_detail_is_one_masked_line);
+	tcase_add_test(tc, test_every_secret_masked);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("queries");
