@@ -302,17 +302,17 @@ is_form_content_type(const char *ct)
 	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
 }
 
-/* Hands the verified callback to the record step. Returns the HTTP code to
- * fail with, or 0 (answered later, from ingest_recorded). */
-static int
-ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
-    const struct channel *ch, struct event *ev, const struct timespec *t0)
+/* A callback that will be answered later: it keeps copies of what it logs
+ * (a reload may free the channel meanwhile). NULL when out of memory or
+ * without a watched connection, whose answer could outlive it. */
+static struct pending *
+pending_new(struct env *env, struct evhttp_request *req, struct conn *conn,
+    const struct channel *ch, const struct event *ev, const struct timespec *t0)
 {
 	struct pending *pd;
 
-	/* Without a watched connection the answer could outlive it. */
 	if (conn == NULL || (pd = calloc(1, sizeof(*pd))) == NULL)
-		return 503;
+		return NULL;
 	pd->conn = conn;
 	pd->env = env;
 	pd->req = req;
@@ -324,8 +324,25 @@ ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
 	pd->out_trade_no = strdup(ev->out_trade_no);
 	pd->amount_fen = ev->amount_fen;
 	pd->started = *t0;
-	if (pd->trade_no == NULL || pd->out_trade_no == NULL ||
-	    record_event(env, ch, ev, ingest_recorded, pd) == -1) {
+	pd->received_ms = ev->received_ms;
+	if (pd->trade_no == NULL || pd->out_trade_no == NULL) {
+		pending_free(pd);
+		return NULL;
+	}
+	return pd;
+}
+
+/* Hands the verified callback to the record step. Returns the HTTP code to
+ * fail with, or 0 (answered later, from ingest_recorded). */
+static int
+ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
+    const struct channel *ch, struct event *ev, const struct timespec *t0)
+{
+	struct pending *pd;
+
+	if ((pd = pending_new(env, req, conn, ch, ev, t0)) == NULL)
+		return 503;
+	if (record_event(env, ch, ev, ingest_recorded, pd) == -1) {
 		log_warnx("callback not recorded, answered 503",
 		    "channel=%s event=%s reason=\"redis not ready\"", ch->name, ev->id);
 		pending_free(pd);
@@ -455,23 +472,8 @@ ingest_confirm(struct env *env, struct evhttp_request *req, struct conn *conn,
 	struct pending *pd;
 	const char *why;
 
-	if (conn == NULL || (pd = calloc(1, sizeof(*pd))) == NULL)
+	if ((pd = pending_new(env, req, conn, ch, ev, t0)) == NULL)
 		return 503;
-	pd->conn = conn;
-	pd->env = env;
-	pd->req = req;
-	pd->family = ch->family;
-	strncpy(pd->channel, ch->name, sizeof(pd->channel) - 1);
-	memcpy(pd->event_id, ev->id, sizeof(pd->event_id));
-	pd->trade_no = strdup(ev->trade_no);
-	pd->out_trade_no = strdup(ev->out_trade_no);
-	pd->amount_fen = ev->amount_fen;
-	pd->started = *t0;
-	pd->received_ms = ev->received_ms;
-	if (pd->trade_no == NULL || pd->out_trade_no == NULL) {
-		pending_free(pd);
-		return 503;
-	}
 	pd->params = *p;
 	params_init(p);
 	conn_watch(conn, ingest_conn_closed, pd);
