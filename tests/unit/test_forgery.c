@@ -357,12 +357,27 @@ epay_genuine(struct kv *v)
 	return n;
 }
 
-START_TEST(test_recut_epay)
+/* A family that signs a sorted "k=v&k=v" string. */
+struct sorted_family {
+	const char *family, *merchant_id, *key;
+	size_t (*genuine)(struct kv *v);
+	const char *unsigned_name; /* sent along, never signed */
+	const char *unsigned_value;
+	bool zero_unsigned;   /* "0" values are not signed (payindex) */
+	const char *key_glue; /* between the string and the key */
+	bool upper;           /* the sign in upper case hex */
+};
+
+/* Signs GENUINE_PER_FAMILY random genuine callbacks and tries every re-cut
+ * of each. A genuine callback refused as ambiguous (hostile free text) must
+ * have no re-cut that verifies either. Returns how many were refused. */
+static unsigned
+recut_family(const struct sorted_family *f)
 {
 	struct channel ch;
 	unsigned g, accepted = 0, refused = 0;
 
-	chan_init(&ch, "epay", "1001", EPAY_KEY);
+	chan_init(&ch, f->family, f->merchant_id, f->key);
 	for (g = 0; g < GENUINE_PER_FAMILY; g++) {
 		struct kv v[16], extra[2];
 		struct params p;
@@ -370,32 +385,35 @@ START_TEST(test_recut_epay)
 		struct payment want;
 		struct sbuf s, k;
 		char sign[33], what[64];
-		size_t n = epay_genuine(v), i;
+		size_t n = f->genuine(v), i;
 		enum verdict got;
 
 		sbuf_init(&s);
 		sbuf_init(&k);
-		sorted_string(v, n, "sign_type", false, &s);
-		ck_assert(sbuf_add(&k, s.p, s.len) == 0 && sbuf_adds(&k, EPAY_KEY) == 0);
+		sorted_string(v, n, f->unsigned_name, f->zero_unsigned, &s);
+		ck_assert(sbuf_add(&k, s.p, s.len) == 0 && sbuf_adds(&k, f->key_glue) == 0 &&
+		    sbuf_adds(&k, f->key) == 0);
 		md5_of(&k, sign);
+		for (i = 0; f->upper && sign[i] != '\0'; i++)
+			if (sign[i] >= 'a' && sign[i] <= 'f')
+				sign[i] = (char)(sign[i] - 'a' + 'A');
+		strcpy(extra[0].name, "sign");
+		strcpy(extra[0].value, sign);
+		strcpy(extra[1].name, f->unsigned_name);
+		strcpy(extra[1].value, f->unsigned_value);
 		params_init(&p);
 		for (i = 0; i < n; i++)
 			psets(&p, v[i].name, v[i].value);
-		psets(&p, "sign", sign);
-		psets(&p, "sign_type", "MD5");
+		for (i = 0; i < 2; i++)
+			psets(&p, extra[i].name, extra[i].value);
 		got = verify(&ch, &p, &ev);
-		strcpy(extra[0].name, "sign");
-		strcpy(extra[0].value, sign);
-		strcpy(extra[1].name, "sign_type");
-		strcpy(extra[1].value, "MD5");
-		snprintf(what, sizeof(what), "epay #%u", g);
+		snprintf(what, sizeof(what), "%s #%u", f->family, g);
 		if (got == VERDICT_AMBIGUOUS) {
-			/* free text holding "&out_trade_no=" or another payment
-			 * field: refused, and so is every re-cut of it */
+			/* refused, and so is every re-cut of it */
 			ck_assert_uint_eq(recut_sorted(&ch, s.p, extra, 2, NULL, what), 0);
 			refused++;
 		} else {
-			ck_assert_msg(got == VERDICT_OK, "genuine epay %s: %s", s.p,
+			ck_assert_msg(got == VERDICT_OK, "genuine %s %s: %s", f->family, s.p,
 			    verdict_str(got));
 			payment_of(&ev, &want);
 			accepted += recut_sorted(&ch, s.p, extra, 2, &want, what);
@@ -404,11 +422,19 @@ START_TEST(test_recut_epay)
 		sbuf_free(&s);
 		sbuf_free(&k);
 	}
-	/* The genuine cut itself is among the variants, every time; and the
-	 * generator did make the hostile free text. */
+	/* The genuine cut itself is among the variants, every time. */
 	ck_assert_uint_ge(accepted, GENUINE_PER_FAMILY - refused);
-	ck_assert_uint_gt(refused, 0);
 	chan_free(&ch);
+	return refused;
+}
+
+START_TEST(test_recut_epay)
+{
+	static const struct sorted_family f = { "epay", "1001", EPAY_KEY, epay_genuine, "sign_type",
+		"MD5", false, "", false };
+
+	/* The generator did make the hostile free text ("&out_trade_no=…"). */
+	ck_assert_uint_gt(recut_family(&f), 0);
 }
 END_TEST
 
@@ -448,60 +474,11 @@ payindex_genuine(struct kv *v)
 
 START_TEST(test_recut_payindex)
 {
-	struct channel ch;
-	unsigned g, accepted = 0, refused;
+	static const struct sorted_family f = { "payindex", "10002", PAYINDEX_KEY, payindex_genuine,
+		"attach", "uid=42&amount=1", true, "&key=", true };
 
-	chan_init(&ch, "payindex", "10002", PAYINDEX_KEY);
-	for (g = 0, refused = 0; g < GENUINE_PER_FAMILY; g++) {
-		struct kv v[16], extra[2];
-		struct params p;
-		struct event ev;
-		struct payment want;
-		struct sbuf s, k;
-		char sign[33], what[64];
-		size_t n = payindex_genuine(v), i;
-		enum verdict got;
-
-		sbuf_init(&s);
-		sbuf_init(&k);
-		sorted_string(v, n, "attach", true, &s);
-		ck_assert(sbuf_add(&k, s.p, s.len) == 0 && sbuf_adds(&k, "&key=") == 0 &&
-		    sbuf_adds(&k, PAYINDEX_KEY) == 0);
-		md5_of(&k, sign);
-		for (i = 0; sign[i] != '\0'; i++)
-			if (sign[i] >= 'a' && sign[i] <= 'f')
-				sign[i] = (char)(sign[i] - 'a' + 'A');
-		params_init(&p);
-		for (i = 0; i < n; i++)
-			psets(&p, v[i].name, v[i].value);
-		psets(&p, "sign", sign);
-		psets(&p, "attach", "uid=42&amount=1");
-		got = verify(&ch, &p, &ev);
-		strcpy(extra[0].name, "sign");
-		strcpy(extra[0].value, sign);
-		strcpy(extra[1].name, "attach");
-		strcpy(extra[1].value, "uid=42&amount=1");
-		snprintf(what, sizeof(what), "payindex #%u", g);
-		if (got == VERDICT_AMBIGUOUS) {
-			/* signed free text holding '&': refused, and so is every re-cut */
-			ck_assert_msg(strstr(s.p, "body=") != NULL, "genuine payindex %s refused",
-			    s.p);
-			ck_assert_uint_eq(recut_sorted(&ch, s.p, extra, 2, NULL, what), 0);
-			refused++;
-			params_free(&p);
-			sbuf_free(&s);
-			sbuf_free(&k);
-			continue;
-		}
-		ck_assert_msg(got == VERDICT_OK, "genuine payindex %s: %s", s.p, verdict_str(got));
-		payment_of(&ev, &want);
-		accepted += recut_sorted(&ch, s.p, extra, 2, &want, what);
-		params_free(&p);
-		sbuf_free(&s);
-		sbuf_free(&k);
-	}
-	ck_assert_uint_ge(accepted, GENUINE_PER_FAMILY - refused);
-	chan_free(&ch);
+	/* signed free text holding '&' (the "body" some platforms add) */
+	ck_assert_uint_gt(recut_family(&f), 0);
 }
 END_TEST
 
