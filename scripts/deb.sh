@@ -14,23 +14,30 @@ dist=${PAYRELAY_DIST:-$top/dist}
 run_lintian=no
 [ "${1:-}" = "--lintian" ] && run_lintian=yes
 
-as_root=()
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "deb: run as root (or install sudo) to install build dependencies" >&2; exit 1; }
-  as_root=(sudo)
-fi
-apt_install() {
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=300 \
-    install -y -qq --no-install-recommends "$@" >/dev/null
+# Root, and the network, only when something is missing: building needs
+# neither.
+updated=no
+apt_get() {
+  local as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "deb: run as root (or install sudo) to install build dependencies" >&2; exit 1; }
+    as_root=(sudo)
+  fi
+  if [ $updated = no ]; then
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=300 -qq update
+    updated=yes
+  fi
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=300 -y -qq \
+    --no-install-recommends "$@" >/dev/null
 }
+apt_install() { apt_get install "$@"; }
 if ! command -v dpkg-checkbuilddeps >/dev/null || ! command -v dh >/dev/null; then
   echo "deb: installing dpkg-dev debhelper" >&2
   apt_install dpkg-dev debhelper
 fi
-if ! dpkg-checkbuilddeps debian/control 2>/dev/null; then
+if ! dpkg-checkbuilddeps debian/control; then
   echo "deb: installing the build dependencies (apt-get build-dep)" >&2
-  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get -o DPkg::Lock::Timeout=300 \
-    build-dep -y -qq --no-install-recommends "$top" >/dev/null
+  apt_get build-dep "$top"
 fi
 if [ $run_lintian = yes ] && ! command -v lintian >/dev/null; then
   echo "deb: installing lintian" >&2
@@ -55,7 +62,7 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
     tar --null -T - -cf - | tar -xf - -C "$src"
 else
-  tar --exclude='./build*' --exclude=./dist --exclude=./.redis -cf - . | tar -xf - -C "$src"
+  tar --exclude=./.git --exclude='./build*' --exclude=./dist --exclude=./.redis -cf - . | tar -xf - -C "$src"
 fi
 
 echo "== dpkg-buildpackage payrelay $version" >&2

@@ -8,6 +8,7 @@
   `Cm NAME [SUB]` in its COMMANDS section, and every long option of its
   `struct option` tables as `Fl -NAME`.
 - payrelayd(8): every long option of payrelayd.c's `opts[]` as `Fl -NAME`.
+- And the other way round: no key or command the code does not have.
 - Each page is lint-free for groff (`man --warnings`, what lintian runs) and,
   when it is installed, for `mandoc -Tlint`.
 
@@ -134,6 +135,17 @@ def check_conf_page(root, keys):
     else:
         ok("payrelayd.conf.5 describes all %d keys of src/config.c, each in its section"
            % len(keys))
+    # And nothing the code does not accept (a key renamed or removed).
+    known = set(keys)
+    stale = []
+    for section, body in subs.items():
+        for line in body.splitlines():
+            if line.startswith(".It "):
+                stale += ["%s %s" % (section, k) for k in re.findall(r"\bCm (\S+) No =", line)
+                          if (section, k) not in known]
+    if stale:
+        fail("payrelayd.conf.5 describes key(s) src/config.c does not accept: %s"
+             % ", ".join(stale))
 
 
 def check_ctl_page(root, cmds, opts):
@@ -149,6 +161,19 @@ def check_ctl_page(root, cmds, opts):
         fail("payrelayctl.1 lacks command(s) of payrelayctl.c: %s" % ", ".join(missing))
     else:
         ok("payrelayctl.1 describes all %d commands: %s" % (len(cmds), ", ".join(cmds)))
+    # And none that payrelayctl does not have (`help` is handled by main()).
+    lines = body.splitlines()
+    heads = [l for l in lines if l.startswith(".It Cm ")]
+    heads += [lines[i + 1] for i, l in enumerate(lines[:-1]) if l.startswith(".It Xo")]
+    stale = []
+    for h in heads:
+        m = re.match(r"^\.(?:It )?Cm ((?:[a-z][a-z0-9-]*)(?: [a-z][a-z0-9-]*)*)", h)
+        name = m.group(1) if m else h
+        if name != "help" and name not in cmds:
+            stale.append(name)
+    if stale:
+        fail("payrelayctl.1 describes command(s) payrelayctl.c does not have: %s"
+             % ", ".join(stale))
     missing = [o for o in opts if not has_flag(page, o)]
     if missing:
         fail("payrelayctl.1 lacks option(s) of payrelayctl.c: %s"

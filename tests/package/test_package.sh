@@ -25,6 +25,10 @@ started=$(date +%s)
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 ok() { echo "ok: $*"; }
+# `mark`, some checks, then `ok_since MSG`: MSG only if none of them failed.
+mark() { marked=$failures; }
+ok_since() { [ "$failures" -eq "$marked" ] && ok "$@"; }
+marked=0
 apt() {
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -y -q "$@"
 }
@@ -54,7 +58,9 @@ esac
 
 tmp=$(mktemp -d)
 installed=no
+override=no
 cleanup() {
+  [ $override = yes ] && dpkg-statoverride --remove /etc/payrelay/payrelayd.conf >/dev/null 2>&1
   if [ $installed = yes ] && [ -n "$(pkg_state)" ] && [ "$(pkg_state)" != un ]; then
     apt purge payrelay >/dev/null 2>&1 || dpkg --purge payrelay >/dev/null 2>&1
   fi
@@ -99,6 +105,7 @@ done
 stray=$(awk '{ print $NF }' "$tmp/contents" | grep -vE '^\./(etc/payrelay/|lib/systemd/system/|usr/(bin|sbin|lib/(sysusers|tmpfiles)\.d|share/(doc|man)/)|(etc|lib|lib/systemd|usr|usr/lib|usr/share)/)|^\./$')
 [ -z "$stray" ] && ok "dpkg-deb -c: $(grep -vc '^d' "$tmp/contents") files, each where it belongs, modes as expected" \
   || fail "dpkg-deb -c: unexpected paths: $stray"
+mark
 field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = payrelay ] || fail "Package: $(field Package)"
 [ "$(field Version)" = "$version" ] || fail "Version $(field Version), meson.build says $version"
@@ -109,7 +116,7 @@ field Depends | grep -q 'systemd-sysusers' || fail "Depends lacks systemd-sysuse
 grep -qE '^ +[0-9]+ bytes, +[0-9]+ lines +\* +postinst' "$tmp/info" || fail "no executable postinst: $(cat "$tmp/info")"
 grep -qE '^ +[0-9]+ bytes, +[0-9]+ lines +\* +postrm' "$tmp/info" || fail "no executable postrm"
 dpkg-deb -I "$deb" postinst | grep -q 'systemd-sysusers.*payrelay.conf' || fail "postinst does not run systemd-sysusers"
-ok "dpkg-deb -I: payrelay $version, conffile /etc/payrelay/payrelayd.conf, postinst runs systemd-sysusers"
+ok_since "dpkg-deb -I: payrelay $version, conffile /etc/payrelay/payrelayd.conf, postinst runs systemd-sysusers"
 # The demo configuration's key is public (../shared/vectors): never shipped.
 demo_key=$(awk '/^\[/ { ch = /^\[channel:/ } ch && $1 == "key" && $2 == "=" { print $3; exit }' "$root/conf/payrelayd.conf")
 [ ${#demo_key} -ge 16 ] || fail "cannot find the demo channel key in conf/payrelayd.conf ('$demo_key')"
@@ -123,14 +130,16 @@ fi
 # --- 3. install and check -----------------------------------------------------
 installed=yes
 t0=$(date +%s)
+mark
 if ! apt install --no-install-recommends "$deb" >"$tmp/install.log" 2>&1; then
   cat "$tmp/install.log"
   fail "apt-get install $deb"
   exit 1
 fi
 [ "$(pkg_state)" = ii ] || fail "dpkg state after install: $(pkg_state)"
-ok "apt-get install ./$(basename "$deb") in $(($(date +%s) - t0)) s"
+ok_since "apt-get install ./$(basename "$deb") in $(($(date +%s) - t0)) s"
 
+mark
 pw=$(getent passwd payrelay)
 if [ -z "$pw" ]; then
   fail "no user payrelay"
@@ -139,9 +148,10 @@ else
   [ "$uid" -lt 1000 ] || fail "payrelay is not a system user: uid $uid"
   [ "$(getent group payrelay | cut -d: -f3)" = "$gid" ] || fail "payrelay's group is not payrelay"
   case "$shell" in */nologin | */false) ;; *) fail "payrelay's shell is $shell" ;; esac
-  ok "system user payrelay: uid $uid, group payrelay, shell $shell, home $home"
+  ok_since "system user payrelay: uid $uid, group payrelay, shell $shell, home $home"
 fi
 
+mark
 for f in "/etc/payrelay 750 root:payrelay" "/etc/payrelay/payrelayd.conf 640 root:payrelay" \
   "/etc/payrelay/admin.token 640 root:payrelay" "/etc/payrelay/example.key 640 root:payrelay" \
   "/usr/sbin/payrelayd 755 root:root" "/usr/bin/payrelayctl 755 root:root" \
@@ -153,7 +163,7 @@ for s in admin.token example.key; do
   grep -qxE '[0-9a-f]{64}' "/etc/payrelay/$s" || fail "/etc/payrelay/$s is not 32 random bytes in hex"
 done
 [ "$(cat /etc/payrelay/admin.token)" != "$(cat /etc/payrelay/example.key)" ] || fail "admin.token = example.key"
-ok "modes: /etc/payrelay root:payrelay 0750, its files root:payrelay 0640, secrets generated"
+ok_since "modes: /etc/payrelay root:payrelay 0750, its files root:payrelay 0640, secrets generated"
 
 [ "$(payrelayd --version)" = "payrelayd $version" ] || fail "payrelayd --version: $(payrelayd --version)"
 [ "$(payrelayctl --version)" = "payrelayctl $version" ] || fail "payrelayctl --version: $(payrelayctl --version)"
@@ -212,10 +222,11 @@ grep -qx 'User=payrelay' "$unit" || fail "$unit does not run as payrelay"
 doc=$(sed -n 's|^Documentation=file://||p' "$unit")
 [ -f "$doc" ] || excluded "$doc" || fail "Documentation=file://$doc is not installed"
 if [ $pages = yes ] && command -v man >/dev/null; then
+  mark
   for p in 8/payrelayd 5/payrelayd.conf 1/payrelayctl; do
     man -w "${p%%/*}" "${p#*/}" >/dev/null 2>&1 || fail "man ${p%%/*} ${p#*/}: no page"
   done
-  ok "man payrelayd, payrelayd.conf, payrelayctl: installed"
+  ok_since "man payrelayd, payrelayd.conf, payrelayctl: installed"
 fi
 if ls /etc/systemd/system/*.wants/payrelayd.service >/dev/null 2>&1; then
   fail "payrelayd.service is enabled on installation"
@@ -226,23 +237,40 @@ missing=$(dpkg -L payrelay | while read -r f; do [ -e "$f" ] || excluded "$f" ||
 [ -z "$missing" ] || fail "dpkg -L lists files that are not there: $missing"
 
 # --- 4. reinstall: the secrets stay -------------------------------------------
+reinstall() {
+  apt install --reinstall --no-install-recommends "$deb" >"$tmp/reinstall.log" 2>&1 ||
+    { cat "$tmp/reinstall.log"; fail "apt-get install --reinstall"; }
+}
+mark
 sums=$(sha256sum /etc/payrelay/admin.token /etc/payrelay/example.key)
-if ! apt install --reinstall --no-install-recommends "$deb" >"$tmp/reinstall.log" 2>&1; then
-  cat "$tmp/reinstall.log"
-  fail "apt-get install --reinstall"
-fi
+# As dpkg leaves a conffile it replaces on an upgrade: the postinst must give
+# it back to the group.
+chown root:root "$conf"
+reinstall
 [ "$(sha256sum /etc/payrelay/admin.token /etc/payrelay/example.key)" = "$sums" ] \
   || fail "a reinstall replaced the generated secrets"
 [ "$(mode_of $conf)" = "640 root:payrelay" ] || fail "after a reinstall $conf is $(mode_of $conf)"
-ok "reinstall: secrets and modes kept"
+ok_since "reinstall: secrets kept, $conf root:payrelay 0640 again"
+# The admin's dpkg-statoverride wins over the postinst.
+override=yes
+dpkg-statoverride --update --add root payrelay 0600 "$conf"
+reinstall
+if [ "$(mode_of $conf)" = "600 root:payrelay" ]; then
+  ok "reinstall: a dpkg-statoverride of $conf (0600) is kept"
+else
+  fail "a dpkg-statoverride 0600 of $conf became $(mode_of $conf)"
+fi
+dpkg-statoverride --remove "$conf" && override=no
 
 # --- 5. remove, purge ---------------------------------------------------------
+mark
 apt remove payrelay >"$tmp/remove.log" 2>&1 || { cat "$tmp/remove.log"; fail "apt-get remove"; }
 [ "$(pkg_state)" = rc ] || fail "dpkg state after remove: $(pkg_state), want rc"
 [ ! -e /usr/sbin/payrelayd ] && [ ! -e "$unit" ] || fail "remove left the programs or the unit"
 [ -f "$conf" ] && [ -f /etc/payrelay/admin.token ] || fail "remove deleted the configuration"
-ok "apt-get remove: programs gone, configuration kept"
+ok_since "apt-get remove: programs gone, configuration kept"
 
+mark
 apt purge payrelay >"$tmp/purge.log" 2>&1 || { cat "$tmp/purge.log"; fail "apt-get purge"; }
 case "$(pkg_state)" in "" | un | pn) ;; *) fail "dpkg state after purge: $(pkg_state)" ;; esac
 left=$(awk '$1 !~ /^d/ { sub(/^\./, "", $NF); print $NF }' "$tmp/contents" | while read -r f; do [ -e "$f" ] && echo "$f"; done)
@@ -251,7 +279,7 @@ left=$(awk '$1 !~ /^d/ { sub(/^\./, "", $NF); print $NF }' "$tmp/contents" | whi
 state=$(ls /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked 2>/dev/null | grep payrelayd)
 [ -z "$state" ] || fail "purge left systemd state: $state"
 getent passwd payrelay >/dev/null || fail "purge removed the user payrelay (Debian leaves system users)"
-ok "apt-get purge: no file of the package, no /etc/payrelay, no systemd state; user payrelay kept"
+ok_since "apt-get purge: no file of the package, no /etc/payrelay, no systemd state; user payrelay kept"
 installed=no
 
 echo "package test took $(($(date +%s) - started)) s"
