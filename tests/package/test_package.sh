@@ -78,7 +78,7 @@ if ! PAYRELAY_DIST="$tmp/dist" bash "$root/scripts/deb.sh" --lintian >"$tmp/deb.
 fi
 grep -E '^[EWI]: ' "$tmp/deb.log" | sed 's/^/lintian: /'
 ok "built and lintian clean in $(($(date +%s) - t0)) s"
-deb=$(ls "$tmp"/dist/payrelay_"${version}"_*.deb 2>/dev/null | head -n 1)
+deb=$(find "$tmp/dist" -name "payrelay_${version}_*.deb" | head -n 1)
 [ -n "$deb" ] || { fail "no payrelay_${version}_*.deb in dist"; exit 1; }
 
 # --- 2. inspect -------------------------------------------------------------
@@ -103,8 +103,11 @@ for want in \
   listed "$want" || fail "dpkg-deb -c: no '$want'"
 done
 stray=$(awk '{ print $NF }' "$tmp/contents" | grep -vE '^\./(etc/payrelay/|lib/systemd/system/|usr/(bin|sbin|lib/(sysusers|tmpfiles)\.d|share/(doc|man)/)|(etc|lib|lib/systemd|usr|usr/lib|usr/share)/)|^\./$')
-[ -z "$stray" ] && ok "dpkg-deb -c: $(grep -vc '^d' "$tmp/contents") files, each where it belongs, modes as expected" \
-  || fail "dpkg-deb -c: unexpected paths: $stray"
+if [ -z "$stray" ]; then
+  ok "dpkg-deb -c: $(grep -vc '^d' "$tmp/contents") files, each where it belongs"
+else
+  fail "dpkg-deb -c: unexpected paths: $stray"
+fi
 mark
 field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = payrelay ] || fail "Package: $(field Package)"
@@ -156,8 +159,8 @@ for f in "/etc/payrelay 750 root:payrelay" "/etc/payrelay/payrelayd.conf 640 roo
   "/etc/payrelay/admin.token 640 root:payrelay" "/etc/payrelay/example.key 640 root:payrelay" \
   "/usr/sbin/payrelayd 755 root:root" "/usr/bin/payrelayctl 755 root:root" \
   "/lib/systemd/system/payrelayd.service 644 root:root"; do
-  set -- $f
-  [ "$(mode_of "$1")" = "$2 $3" ] || fail "$1 is $(mode_of "$1"), want $2 $3"
+  read -r path mode owner <<<"$f"
+  [ "$(mode_of "$path")" = "$mode $owner" ] || fail "$path is $(mode_of "$path"), want $mode $owner"
 done
 for s in admin.token example.key; do
   grep -qxE '[0-9a-f]{64}' "/etc/payrelay/$s" || fail "/etc/payrelay/$s is not 32 random bytes in hex"
@@ -197,8 +200,11 @@ if (exec 3<>/dev/tcp/127.0.0.1/8788) 2>/dev/null; then
 else
   out=$(runuser -u payrelay -- payrelayctl --timeout 2 status 2>&1)
   rc=$?
-  [ $rc -eq 3 ] && ok "payrelayctl status as group payrelay: reads the config and token, no daemon yet (exit 3)" \
-    || fail "payrelayctl status as group payrelay: exit $rc, want 3: $out"
+  if [ $rc -eq 3 ]; then
+    ok "payrelayctl status as group payrelay: reads the config and token, no daemon yet (exit 3)"
+  else
+    fail "payrelayctl status as group payrelay: exit $rc, want 3: $out"
+  fi
 fi
 
 unit=/lib/systemd/system/payrelayd.service
@@ -266,8 +272,8 @@ dpkg-statoverride --remove "$conf" && override=no
 mark
 apt remove payrelay >"$tmp/remove.log" 2>&1 || { cat "$tmp/remove.log"; fail "apt-get remove"; }
 [ "$(pkg_state)" = rc ] || fail "dpkg state after remove: $(pkg_state), want rc"
-[ ! -e /usr/sbin/payrelayd ] && [ ! -e "$unit" ] || fail "remove left the programs or the unit"
-[ -f "$conf" ] && [ -f /etc/payrelay/admin.token ] || fail "remove deleted the configuration"
+if [ -e /usr/sbin/payrelayd ] || [ -e "$unit" ]; then fail "remove left the programs or the unit"; fi
+if [ ! -f "$conf" ] || [ ! -f /etc/payrelay/admin.token ]; then fail "remove deleted the configuration"; fi
 ok_since "apt-get remove: programs gone, configuration kept"
 
 mark
@@ -276,7 +282,8 @@ case "$(pkg_state)" in "" | un | pn) ;; *) fail "dpkg state after purge: $(pkg_s
 left=$(awk '$1 !~ /^d/ { sub(/^\./, "", $NF); print $NF }' "$tmp/contents" | while read -r f; do [ -e "$f" ] && echo "$f"; done)
 [ -z "$left" ] || fail "purge left: $left"
 [ ! -e /etc/payrelay ] || fail "purge left /etc/payrelay: $(ls -la /etc/payrelay)"
-state=$(ls /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked 2>/dev/null | grep payrelayd)
+state=$(find /var/lib/systemd/deb-systemd-helper-enabled /var/lib/systemd/deb-systemd-helper-masked \
+  -name '*payrelayd*' 2>/dev/null)
 [ -z "$state" ] || fail "purge left systemd state: $state"
 getent passwd payrelay >/dev/null || fail "purge removed the user payrelay (Debian leaves system users)"
 ok_since "apt-get purge: no file of the package, no /etc/payrelay, no systemd state; user payrelay kept"
