@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: a
-# warnings-as-errors build, then an ASan+UBSan build; then the fuzz targets
-# (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
+# warnings-as-errors build, then an ASan+UBSan build (the package suite, which
+# builds, installs and purges the .deb, runs in the first only); then the fuzz
+# targets (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
 # Usage: scripts/test.sh [--quick]   (--quick: the first build only, no fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
 [ -d ../shared/vectors ] || { echo "test: ../shared/vectors is missing (the test vectors live beside the checkout)" >&2; exit 1; }
-bash scripts/deps.sh valgrind  # valgrind: the valgrind suite of tests/integration
+# valgrind: the valgrind suite of tests/integration; dpkg-dev, debhelper and
+# lintian: the package suite (tests/package builds the .deb with scripts/deb.sh).
+bash scripts/deps.sh valgrind dpkg-dev debhelper lintian
 
 status=0
 passed=0
