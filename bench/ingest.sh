@@ -614,7 +614,7 @@ ver() { "$@" 2>&1 | head -n 1 || true; }
 {
     echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "elapsed_s=$((T_END - T_START))"
-    echo "commit=$(git -C "$REPO" log -1 --format='%h %s' 2>/dev/null | cut -c1-100)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
+    echo "commit=$(git -C "$REPO" log -1 --format='%h "%s"' 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
     echo "build=$BUILD ($(sed -n "s/^buildtype *= *//p" <(meson introspect --buildoptions "$BUILD" 2>/dev/null | python3 -c 'import json,sys; print("buildtype = " + next(o["value"] for o in json.load(sys.stdin) if o["name"] == "buildtype"))' 2>/dev/null) || true))"
     echo "params=ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS CALLBACKS=$CALLBACKS PHP_CHILDREN=$PHP_CHILDREN NGINX_WORKERS=$NGINX_WORKERS SYSCALL_SECS=$SYSCALL_SECS SYSCALL_TOOL=$SYSCALL_TOOL IDLE_WAIT=$IDLE_WAIT"
     echo "targets=$TARGETS"
@@ -624,7 +624,7 @@ ver() { "$@" 2>&1 | head -n 1 || true; }
     command -v nginx >/dev/null && echo "nginx=$(ver nginx -v | sed 's/^nginx version: //')"
     command -v redis-server >/dev/null && echo "redis=$(ver redis-server --version | awk '{print $3}' | sed 's/v=//')"
     has node && echo "node=$(node --version), fastify $NODE_FASTIFY, ioredis $NODE_IOREDIS"
-    has php && echo "php=$("$PHP_FPM" -v | head -n 1 | awk '{print $1, $2}'), phpredis $("$PHP_FPM" -r 'echo phpversion("redis");' 2>/dev/null || echo '?'), opcache $("$PHP_FPM" -r 'echo extension_loaded("Zend OPcache") ? "loaded" : "not loaded";' 2>/dev/null || echo '?'), pm = static, $PHP_CHILDREN children"
+    has php && echo "php=$("$PHP_FPM" -v | head -n 1 | awk '{print $1, $2}') (FPM), phpredis $("$PHP_FPM" -i 2>/dev/null | sed -n 's/^Redis Version => //p' | head -n 1), opcache $("$PHP_FPM" -i 2>/dev/null | sed -n 's/^opcache.enable => \([^ ]*\).*/\1/p' | head -n 1), pm = static, $PHP_CHILDREN children"
     has_daemon && echo "payrelayd=$("$DAEMON" --version 2>&1 | head -n 1)"
     for n in "${NOTES[@]}"; do echo "note=$n"; done
     for f in "${FAILS[@]}"; do echo "fail=$f"; done

@@ -171,10 +171,9 @@ def read_syscalls(tool, out):
         # % time  seconds  usecs/call  calls  [errors]  syscall
         for line in text.splitlines():
             parts = line.split()
+            # The total line has no usecs/call column: the sum of the others.
             if len(parts) >= 5 and re.match(r"^[0-9.]+$", parts[0]) and parts[-1] != "total":
                 counts[parts[-1]] = int(parts[3])
-            elif parts and parts[-1] == "total" and len(parts) >= 4:
-                total = int(parts[3])
     if total is None:
         total = sum(counts.values())
     return total, counts
