@@ -536,7 +536,8 @@ EOF
     [ "$(kv "$load" sock_errors)" = 0 ] || problems+=("wrk: $(grep 'Socket errors' "$d/wrk.txt" | sed 's/^ *//')")
     if [ "$(kv "$load" wraps)" != 0 ]; then
         if [ "$t" = nginx ]; then
-            NOTES+=("nginx ran through the $CALLBACKS callbacks (it records nothing: repeats do not matter)")
+            [ -n "${NGINX_WRAPPED:-}" ] || NOTES+=("nginx ran through the $CALLBACKS callbacks (it records nothing: repeats do not matter)")
+            NGINX_WRAPPED=1
         else
             problems+=("the $CALLBACKS pre-signed callbacks ran out: later requests were duplicates (set CALLBACKS higher)")
         fi
@@ -605,8 +606,10 @@ fi
 T_END=$(date +%s)
 if [ -s "$TMP/warnings-all" ]; then
     while IFS= read -r l; do NOTES+=("payrelayd logged at warning level or above: $l"); done < <(
-        sed -E 's/^([^ ]+) .*(level=[a-z]+ msg="[^"]*").*/\2 (\1)/' "$TMP/warnings-all" | sort | uniq -c |
-            awk '{n = $1; $1 = ""; print substr($0, 2) ", " n " time(s)"}' | head -n 20)
+        sed -nE 's/^([^ ]+) .*(level=[a-z]+ msg="[^"]*").*/\1 \2/p' "$TMP/warnings-all" | awk '
+            { t = $1; $1 = ""; m = substr($0, 2); if (!(m in n)) o[k++] = m; n[m]++
+              if (index(" " ts[m] " ", " " t " ") == 0) ts[m] = ts[m] (ts[m] == "" ? "" : " ") t }
+            END { for (i = 0; i < k && i < 20; i++) print o[i] " (" n[o[i]] " times; " ts[o[i]] ")" }')
 fi
 
 # --- report -----------------------------------------------------------------------

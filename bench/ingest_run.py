@@ -201,15 +201,17 @@ def main():
         groups.append((name, [int(p) for p in pids.split(",") if p]))
 
     redis = Redis(args.redis_port) if args.due else None
+    # Attached before the load starts (the process is idle until then), so
+    # that its counts cover every callback wrk counts.
+    sc = None
+    if args.syscalls:
+        sc = start_syscalls(args.syscalls, args.syscalls_pid, args.syscalls_out)
     out = open(args.wrk_output, "wb")
     p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(120000):  # at most 10 minutes to load the paths
         if os.path.exists(args.go_file) or p.poll() is not None:
             break
         time.sleep(0.005)
-    sc = None
-    if args.syscalls:
-        sc = start_syscalls(args.syscalls, args.syscalls_pid, args.syscalls_out)
     c0 = snap(groups)
     m0 = machine_busy()
     w0 = proc_ticks(p.pid) or 0
