@@ -196,9 +196,9 @@ def main():
     if hook and hook["drain"] is not None:
         add(f"shipped defaults + 1 webhook: deliveries done after the end of the {meta.get('params', '').split('DURATION=')[-1].split()[0]} s load",
             f"{f2(hook['drain'])} s", f"≤ {DRAIN_MAX_S} s", hook["drain"] <= DRAIN_MAX_S)
-    for name, s in (("no webhook", nohook), ("+ 1 webhook", hook)):
+    for name, s in ((", no webhook", nohook), (" + 1 webhook", hook)):
         if s and s["p99"] is not None:
-            add(f"shipped defaults, {name}: p99", f"{f2(s['p99'])} ms", f"≤ {P99_MAX_MS} ms", s["p99"] <= P99_MAX_MS)
+            add(f"shipped defaults{name}: p99", f"{f2(s['p99'])} ms", f"≤ {P99_MAX_MS} ms", s["p99"] <= P99_MAX_MS)
     if nohook and lean and nohook["srv"] and lean["srv"]:
         q = nohook["srv"] / lean["srv"]
         add("payrelayd CPU per callback, info ÷ warn (no webhook)", f"{f2(q)} ({f1(nohook['srv'])} / {f1(lean['srv'])} µs)",
