@@ -34,7 +34,7 @@ while true do
   for _, e in ipairs(r) do
     local f, id, otn = e[2], "", ""
     for i = 1, #f, 2 do
-      if f[i] == "id" then id = f[i + 1] elseif f[i] == "out_trade_no" then otn = f[i + 1] end
+      if f[i] == "id" then id = f[i + 1] elseif f[i] == ARGV[1] then otn = f[i + 1] end
     end
     out[#out + 1] = otn
     out[#out + 1] = id
@@ -44,7 +44,11 @@ end
 return out
 """
 
+# The query parameter that names a callback, and the stream entry's field that
+# holds it: out_trade_no for payrelayd's events; --field trade_no for the peer
+# handlers of ../shared/peers, whose entries hold trade_no and money only.
 OTN = re.compile(r"[?&]out_trade_no=([^&]*)")
+FIELD = "out_trade_no"
 
 
 def out_trade_no(path):
@@ -55,7 +59,7 @@ def out_trade_no(path):
 def scan_stream(redis_port, key):
     """Returns [(out_trade_no, id)] for every entry of the stream."""
     res = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(redis_port), "--raw", "eval", SCAN, "1", key],
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(redis_port), "--raw", "eval", SCAN, "1", key, FIELD],
         capture_output=True, text=True, check=True)
     lines = res.stdout.split("\n")
     if lines and lines[-1] == "":
@@ -73,7 +77,14 @@ def main():
     ap.add_argument("--redis-port", type=int, required=True)
     ap.add_argument("--stream", default="payrelay:events")
     ap.add_argument("--port", type=int, required=True, help="payrelayd's public port (to re-send)")
+    ap.add_argument("--field", default="out_trade_no",
+                    help="query parameter and stream field that name a callback (default out_trade_no)")
     args = ap.parse_args()
+    global OTN, FIELD
+    if not re.fullmatch(r"[a-z_]+", args.field):
+        ap.error("--field must be a parameter name")
+    FIELD = args.field
+    OTN = re.compile(r"[?&]" + args.field + r"=([^&]*)")
 
     threads = []
     with open(args.wrk_output, encoding="utf-8", errors="replace") as f:

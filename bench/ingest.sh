@@ -1,102 +1,102 @@
 #!/usr/bin/env bash
-# bench/ingest.sh — ingest throughput and ack latency of payrelayd (SPEC §9).
+# bench/ingest.sh — payrelayd as users run it, beside the ceiling and the peers, in one run.
 #
-# Starts, all on 127.0.0.1 and all inside one temporary directory:
-#   redis-server (no persistence), payrelayd with one epay channel, and nginx
-#   answering a static "success" on /notify/ (the ceiling).
-# Pre-signs N (>= 200,000) distinct epay callbacks (bench/gen_requests.py), then drives each
-# server with wrk for the same duration, the same connections and threads and
-# the same Lua script (bench/callbacks.lua) over keep-alive connections:
-#   1. nginx, worker_processes 1   (one event loop against one event loop:
-#                                    payrelayd is single-threaded)
-#   2. payrelayd
-#   3. nginx, worker_processes auto (one worker per core)
-# and prints requests/s, p50/p99 latency, the ratio payrelayd/nginx and the checks:
-#   - every response is 200 with body "success" (no socket errors, no timeouts);
-#   - payrelay:events gained exactly one entry per distinct callback sent, and
-#     no event id twice.
-# A failed check exits 1. The speed targets (payrelayd >= 40 % of nginx with
-# one worker; p99 <= 5 ms) are reported PASS/MISS and do not change the exit status.
+# Targets (TARGETS, in this order within each round):
+#   nginx             nginx answering a static "success" (the ceiling; no Redis)
+#   node              ../shared/peers/notify.js: Node, fastify + ioredis (verify, SET NX, XADD)
+#   php               ../shared/peers/notify.php: PHP-FPM (pm = static) + phpredis behind nginx
+#   payrelayd         the shipped configuration (conf/payrelayd.conf: log_level = info, logged
+#                     to a pipe read by another process, as journald reads it) plus one
+#                     webhook ([webhook:bench], only url and secret: every other key at its
+#                     default) to a local receiver (nginx `return 204`)
+#   payrelayd-nohook  the same without the webhook (the peers' own job: verify, dedup, record)
+#   payrelayd-lean    log_level = warn, no webhook (for reference)
+# Every target but nginx gets a fresh redis-server per round with `appendonly yes` and
+# `appendfsync always` (docs/redis.md), its AOF on the disk under BENCH_TMP.
 #
-# Usage: bench/ingest.sh [--duration 10s] [--connections 32] [--threads 2]
-#                        [--build DIR] [--callbacks N] [--nginx-only] [--keep]
-#                        [--idle-wait S]
+# ROUNDS rounds; each round runs every target once, in turn, so that a slow minute of the
+# machine hits all of them alike. Per target and round: fresh Redis, server started, one
+# sanity callback, WARMUP seconds of load on other callbacks, then the measured load
+# `wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s` over the same pre-signed distinct epay GET
+# callbacks (key testkey1234567890, pid 1001, as the peers expect; bench/gen_requests.py,
+# bench/callbacks.lua). With the webhook, the window goes on after the load until every
+# delivery is done. Then the checks, and everything of that round is stopped.
+# After the rounds, a separate short pass per payrelayd target counts its system calls
+# (perf stat on the syscall tracepoints; strace -c -f when perf cannot).
+#
+# Reports the medians over the rounds (req/s, p50, p99, CPU µs per callback of the server
+# processes, of Redis and of the helpers, syscalls per callback, ratios to Node and PHP, the
+# time from the end of the load until every delivery is done) and the checks (every answer
+# 200 "success"; every callback sent recorded once; with the webhook, every event delivered
+# once, as the delivery hashes and the receiver's request count say). Writes it, with every
+# round's raw figures, to $RESULTS/ingest-YYYYMMDD-HHMM.md and prints it.
+# Exits 1 when a check failed, 2 on a setup error, 0 otherwise whatever the speed.
+#
+# Settings are environment variables:
+#   ROUNDS=3 DURATION=10 (seconds of measured load per target and round) WARMUP=2
+#   CONNECTIONS=32 THREADS=1 TARGETS="nginx node php payrelayd payrelayd-nohook payrelayd-lean"
+#   SYSCALL_SECS=5 (0: no syscall pass) SYSCALL_TOOL=auto|perf|strace
+#   IDLE_WAIT=30 (seconds to wait for a quiet machine before each load; 0: do not wait)
+#   DRAIN_TIMEOUT=60 BUILD=build CALLBACKS=(40000 per second of DURATION, at least 100000)
+#   PHP_CHILDREN=8 NGINX_WORKERS=1 FASTIFY=auto (a major version) SCRATCH=$BUILD/bench-peers
+#   PEERS=../shared/peers RESULTS=bench/results BENCH_TMP=/var/tmp KEEP=0
+# Needs root to install what is missing (apt-get install -y: wrk nginx-light php-fpm
+# php-redis nodejs npm redis-server redis-tools strace linux-perf python3 procps; npm
+# install fastify ioredis into SCRATCH).
 set -euo pipefail
 
-DURATION=10s
-CONNECTIONS=32
-THREADS=2
-BUILD=build
-COUNT=""
-NGINX_ONLY=0
-KEEP=0
-IDLE_WAIT=60
-RATIO_TARGET=0.40
-P99_TARGET_MS=5
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+TARGETS=${TARGETS:-"nginx node php payrelayd payrelayd-nohook payrelayd-lean"}
+SYSCALL_SECS=${SYSCALL_SECS:-5}
+SYSCALL_TOOL=${SYSCALL_TOOL:-auto}
+IDLE_WAIT=${IDLE_WAIT:-30}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
+BUILD=${BUILD:-build}
+CALLBACKS=${CALLBACKS:-}
+PHP_CHILDREN=${PHP_CHILDREN:-8}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+FASTIFY=${FASTIFY:-auto}
+KEEP=${KEEP:-0}
+BENCH_TMP=${BENCH_TMP:-/var/tmp}
+BENCH_KEY=testkey1234567890 # the peers' key (../shared/peers)
+BENCH_PID=1001
 
-usage() {
-    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
-    cat <<'EOF'
-Options:
-  --duration D      wrk duration per target (wrk syntax: 10s, 1m; default 10s)
-  --connections C   keep-alive connections (default 32)
-  --threads T       wrk threads (default 2)
-  --build DIR       meson build directory holding src/payrelayd (default build,
-                    relative to the repository)
-  --callbacks N     distinct signed callbacks to pre-sign (default: 30,000 per
-                    second of --duration, at least 200,000: 300,000 for 10s)
-  --nginx-only      measure nginx alone (no payrelayd needed)
-  --keep            keep the temporary directory (configs, logs, wrk outputs)
-  --idle-wait S     before each run, wait up to S seconds (default 60) for the
-                    machine to be idle (<= 10 % busy); 0: do not wait
-EOF
-}
+case "${1:-}" in
+-h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+"") ;;
+*) echo "ingest.sh: no arguments (settings are environment variables: see --help)" >&2; exit 2 ;;
+esac
 
 die() { echo "ingest.sh: $*" >&2; exit 2; }
+say() { echo "ingest.sh: $*" >&2; }
+isnum() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-while [ $# -gt 0 ]; do
-    case "$1" in
-    --duration) DURATION=${2:?--duration needs a value}; shift 2 ;;
-    --duration=*) DURATION=${1#*=}; shift ;;
-    --connections) CONNECTIONS=${2:?--connections needs a value}; shift 2 ;;
-    --connections=*) CONNECTIONS=${1#*=}; shift ;;
-    --threads) THREADS=${2:?--threads needs a value}; shift 2 ;;
-    --threads=*) THREADS=${1#*=}; shift ;;
-    --build) BUILD=${2:?--build needs a value}; shift 2 ;;
-    --build=*) BUILD=${1#*=}; shift ;;
-    --callbacks) COUNT=${2:?--callbacks needs a value}; shift 2 ;;
-    --callbacks=*) COUNT=${1#*=}; shift ;;
-    --nginx-only) NGINX_ONLY=1; shift ;;
-    --keep) KEEP=1; shift ;;
-    --idle-wait) IDLE_WAIT=${2:?--idle-wait needs a value}; shift 2 ;;
-    --idle-wait=*) IDLE_WAIT=${1#*=}; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
-    esac
+isnum "$ROUNDS" && [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 50 ] || die "ROUNDS must be 1..50"
+isnum "$DURATION" && [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "DURATION must be 1..600 seconds"
+isnum "$WARMUP" && [ "$WARMUP" -le 60 ] || die "WARMUP must be 0..60 seconds"
+isnum "$CONNECTIONS" && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 1000 ] || die "CONNECTIONS must be 1..1000"
+isnum "$THREADS" && [ "$THREADS" -ge 1 ] && [ "$THREADS" -le "$CONNECTIONS" ] || die "THREADS must be 1..CONNECTIONS"
+isnum "$SYSCALL_SECS" && [ "$SYSCALL_SECS" -le 60 ] || die "SYSCALL_SECS must be 0..60"
+isnum "$IDLE_WAIT" || die "IDLE_WAIT must be a number of seconds"
+isnum "$DRAIN_TIMEOUT" && [ "$DRAIN_TIMEOUT" -ge 1 ] && [ "$DRAIN_TIMEOUT" -le 600 ] || die "DRAIN_TIMEOUT must be 1..600"
+isnum "$PHP_CHILDREN" && [ "$PHP_CHILDREN" -ge 1 ] && [ "$PHP_CHILDREN" -le 256 ] || die "PHP_CHILDREN must be 1..256"
+isnum "$NGINX_WORKERS" && [ "$NGINX_WORKERS" -ge 1 ] && [ "$NGINX_WORKERS" -le 64 ] || die "NGINX_WORKERS must be 1..64"
+case "$SYSCALL_TOOL" in auto|perf|strace) ;; *) die "SYSCALL_TOOL must be auto, perf or strace" ;; esac
+for t in $TARGETS; do
+    case "$t" in nginx|node|php|payrelayd|payrelayd-nohook|payrelayd-lean) ;; *) die "unknown target in TARGETS: $t" ;; esac
 done
-
-# Duration in whole seconds (for the timeouts that bound each wrk run).
-case "$DURATION" in
-*h) DUR_S=$(( ${DURATION%h} * 3600 )) ;;
-*m) DUR_S=$(( ${DURATION%m} * 60 )) ;;
-*s) DUR_S=${DURATION%s} ;;
-*) DUR_S=$DURATION ;;
-esac
-[[ "$DUR_S" =~ ^[0-9]+$ ]] && [ "$DUR_S" -ge 1 ] && [ "$DUR_S" -le 3600 ] ||
-    die "--duration must be 1s..1h, got $DURATION"
-[[ "$CONNECTIONS" =~ ^[0-9]+$ ]] && [ "$CONNECTIONS" -ge 1 ] && [ "$CONNECTIONS" -le 10000 ] ||
-    die "--connections must be 1..10000"
-[[ "$THREADS" =~ ^[0-9]+$ ]] && [ "$THREADS" -ge 1 ] && [ "$THREADS" -le "$CONNECTIONS" ] ||
-    die "--threads must be 1..connections"
-[[ "$IDLE_WAIT" =~ ^[0-9]+$ ]] || die "--idle-wait must be a number of seconds"
-# Enough distinct callbacks that a server at up to 30,000 callbacks/s never
-# runs out (no duplicates), and never fewer than 200,000.
-if [ -z "$COUNT" ]; then
-    COUNT=$((DUR_S * 30000))
-    [ "$COUNT" -ge 200000 ] || COUNT=200000
+# Enough distinct callbacks that a server at up to 40,000/s never runs out
+# (nginx's static answer may: it records nothing, so repeats do not matter).
+if [ -z "$CALLBACKS" ]; then
+    CALLBACKS=$((DURATION * 40000))
+    [ "$CALLBACKS" -ge 100000 ] || CALLBACKS=100000
 fi
-[[ "$COUNT" =~ ^[0-9]+$ ]] && [ "$COUNT" -ge "$THREADS" ] && [ "$COUNT" -le 10000000 ] ||
-    die "--callbacks must be threads..10000000"
+isnum "$CALLBACKS" && [ "$CALLBACKS" -ge 1000 ] && [ "$CALLBACKS" -le 5000000 ] || die "CALLBACKS must be 1000..5000000"
+WARM_COUNT=$((WARMUP * 40000 + 1000))
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROG=ingest.sh
@@ -104,402 +104,539 @@ PROG=ingest.sh
 . "$BENCH_DIR/lib.sh"
 REPO=$(cd "$BENCH_DIR/.." && pwd)
 case "$BUILD" in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
+SCRATCH=${SCRATCH:-$BUILD/bench-peers}
+PEERS=${PEERS:-$REPO/../shared/peers}
+RESULTS=${RESULTS:-$REPO/bench/results}
 DAEMON="$BUILD/src/payrelayd"
+SHIPPED_CONF="$REPO/conf/payrelayd.conf"
 VECTORS="$REPO/../shared/vectors/epay.json"
+has() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
+has_daemon() { case " $TARGETS " in *" payrelayd"*) return 0 ;; esac; return 1; }
 
-if [ "$NGINX_ONLY" = 0 ] && [ ! -x "$DAEMON" ]; then
-    die "$DAEMON not found: build first (meson setup build && ninja -C build), or use --nginx-only"
+if has_daemon; then
+    [ -x "$DAEMON" ] || die "$DAEMON not found: build first (bash scripts/build.sh build --buildtype=debugoptimized)"
+    [ -f "$SHIPPED_CONF" ] || die "$SHIPPED_CONF not found"
 fi
+if has node; then [ -f "$PEERS/notify.js" ] || die "$PEERS/notify.js not found (set PEERS)"; fi
+if has php; then [ -f "$PEERS/notify.php" ] || die "$PEERS/notify.php not found (set PEERS)"; fi
 
-# --- tools (Debian packages), installed only when missing -------------------
+# --- tools (Debian packages), installed only when missing ----------------------
+php_fpm_bin() { ls /usr/sbin/php-fpm[0-9]* 2>/dev/null | sort -V | tail -n 1; }
 need=()
 command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v python3 >/dev/null || need+=(python3)
 command -v ps >/dev/null || need+=(procps)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        die "missing tools; install as root: apt-get install -y ${need[*]}"
-    fi
-    echo "ingest.sh: installing ${need[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update >&2
-    apt-get install -y --no-install-recommends "${need[@]}" >&2
-    # The Debian nginx package starts a system nginx on port 80: not ours to
-    # stop, and it does not disturb the loopback ports used here.
+if has_daemon || has node || has php; then
+    command -v redis-server >/dev/null || need+=(redis-server)
+    command -v redis-cli >/dev/null || need+=(redis-tools)
 fi
+if has nginx || has php || has payrelayd; then command -v nginx >/dev/null || need+=(nginx-light); fi
+if has php; then
+    [ -n "$(php_fpm_bin)" ] || need+=(php-fpm)
+    # phpredis: the module's ini in the FPM SAPI's conf.d
+    ls /etc/php/*/fpm/conf.d/*redis.ini >/dev/null 2>&1 || need+=(php-redis)
+fi
+if has node; then
+    command -v node >/dev/null || need+=(nodejs)
+    command -v npm >/dev/null || need+=(npm)
+fi
+if has_daemon && [ "$SYSCALL_SECS" -gt 0 ]; then
+    case "$SYSCALL_TOOL" in
+    perf) command -v perf >/dev/null || need+=(linux-perf) ;;
+    strace) command -v strace >/dev/null || need+=(strace) ;;
+    auto) command -v perf >/dev/null || command -v strace >/dev/null || need+=(strace) ;;
+    esac
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing tools; install as root: apt-get install -y ${need[*]}"
+    say "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Wait for another apt-get to finish rather than fail on its lock; refresh
+    # the package lists only when a package is not found.
+    apt_install() { apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@" >&2; }
+    if ! apt_install "${need[@]}"; then
+        apt-get -o DPkg::Lock::Timeout=600 update >&2
+        apt_install "${need[@]}" || die "apt-get install ${need[*]} failed"
+    fi
+    # Debian's nginx and php-fpm packages may start system services on their
+    # own ports: not ours to stop, and they do not disturb the loopback ports here.
+fi
+[ "$SYSCALL_TOOL" != auto ] || {
+    SYSCALL_TOOL=strace
+    if command -v perf >/dev/null &&
+        perf stat -x, -e raw_syscalls:sys_enter -o /dev/null -- true >/dev/null 2>&1; then
+        SYSCALL_TOOL=perf
+    fi
+}
 
-# --- temporary directory and cleanup ------------------------------------------
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/payrelay-bench.XXXXXX")
-REDIS_PID="" DAEMON_PID="" NGINX_PID="" NOTIFY_PID=""
+# Node: fastify + ioredis in a scratch folder (kept between runs). fastify 5
+# wants Node 20 or later (some of its dependencies Node 22): older Node gets 4.
+NODE_FASTIFY="" NODE_IOREDIS=""
+if has node; then
+    node_major=$(node -p 'process.versions.node.split(".")[0]')
+    if [ "$FASTIFY" = auto ]; then
+        if [ "$node_major" -ge 22 ]; then FASTIFY=5; else FASTIFY=4; fi
+    fi
+    isnum "$FASTIFY" || die "FASTIFY must be a major version number or auto"
+    mkdir -p "$SCRATCH/node"
+    have=$(cd "$SCRATCH/node" && node -p 'try { require("fastify/package.json").version } catch (e) { "" }' 2>/dev/null || true)
+    if [ "${have%%.*}" != "$FASTIFY" ] || [ ! -d "$SCRATCH/node/node_modules/ioredis" ]; then
+        say "npm install fastify@$FASTIFY ioredis@5 into $SCRATCH/node"
+        [ -f "$SCRATCH/node/package.json" ] || echo '{"private": true}' >"$SCRATCH/node/package.json"
+        (cd "$SCRATCH/node" && npm install --no-audit --no-fund --loglevel=error "fastify@$FASTIFY" ioredis@5 >&2) ||
+            die "npm install failed in $SCRATCH/node"
+    fi
+    cp "$PEERS/notify.js" "$SCRATCH/node/notify.js"
+    NODE_FASTIFY=$(cd "$SCRATCH/node" && node -p 'require("fastify/package.json").version')
+    NODE_IOREDIS=$(cd "$SCRATCH/node" && node -p 'require("ioredis/package.json").version')
+fi
+PHP_FPM=""
+if has php; then PHP_FPM=$(php_fpm_bin); [ -n "$PHP_FPM" ] || die "no php-fpm binary in /usr/sbin"; fi
 
+# --- temporary directory and cleanup -------------------------------------------
+mkdir -p "$BENCH_TMP"
+TMP=$(mktemp -d "$BENCH_TMP/payrelay-ingest.XXXXXX")
+chmod 700 "$TMP"
+FSTYPE=$(stat -f -c %T "$TMP")
+PIDS_NAMES=() # "pid name signal" of everything running now, stopped in reverse order
+REDIS_PORT=""
+
+track() { PIDS_NAMES+=("$1 $2 ${3:-TERM}"); }
+stop_all() {
+    local i pid name sig
+    for ((i = ${#PIDS_NAMES[@]} - 1; i >= 0; i--)); do
+        read -r pid name sig <<<"${PIDS_NAMES[i]}"
+        stop_pid "$pid" "$name" 10 "$sig"
+    done
+    PIDS_NAMES=()
+}
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    stop_pid "$NGINX_PID" nginx
-    stop_pid "$DAEMON_PID" payrelayd
-    stop_pid "$REDIS_PID" redis-server
-    stop_pid "$NOTIFY_PID" "notify listener" 2
-    if [ "$KEEP" = 1 ]; then
-        echo "ingest.sh: kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
+    stop_all
+    if [ "$KEEP" = 1 ]; then say "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# --- helpers ------------------------------------------------------------------
-
-cpu_ticks() { # pids...: sum of utime+stime in clock ticks
-    local t=0 p f
-    for p in "$@"; do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
-    done
-    echo "$t"
+machine_busy_pct() { # % of all CPUs busy over one second
+    local b0 t0 b1 t1
+    read -r b0 t0 < <(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print $2 + $3 + $4 + $7 + $8 + $9, s; exit}' /proc/stat)
+    sleep 1
+    read -r b1 t1 < <(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print $2 + $3 + $4 + $7 + $8 + $9, s; exit}' /proc/stat)
+    echo $(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
 }
 
-machine_busy_ticks() { # all CPUs: user+nice+system+irq+softirq+steal
-    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
-}
-
-child_ticks() { # CPU time of this shell's reaped children (cutime + cstime)
-    local f
-    f=$(cat "/proc/$$/stat")
-    f=${f##*) }
-    echo "$f" | awk '{print $14 + $15}'
-}
-
-to_ms() { # wrk duration (527.00us, 1.08ms, 2.00s, 1.00m) -> milliseconds
-    awk -v v="$1" 'BEGIN {
-        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-        printf "%.3f", n }'
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-label() {
-    case "$1" in
-    nginx-1w) echo "nginx (1 worker)" ;;
-    nginx-auto) echo "nginx (auto: $(nproc) workers)" ;;
-    *) echo "$1" ;;
-    esac
-}
-TARGETS=()
-declare -A RPS P50 P99 BAD ERRS SRVCPU SRVDETAIL WRKCPU RESTCPU ISSUED DIST_I DIST_A WRAPS
-
-wait_idle() { # name: waits (up to IDLE_WAIT s) for a quiet machine before a run
-    local name=$1 waited=0 b0 b1 t0 t1 busy
+NOTES=()
+wait_idle() { # what
+    local waited=0 busy
     [ "$IDLE_WAIT" -gt 0 ] || return 0
     while :; do
-        b0=$(machine_busy_ticks); t0=$(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat)
-        sleep 1
-        b1=$(machine_busy_ticks); t1=$(awk '$1 == "cpu" {s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit}' /proc/stat)
-        busy=$(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+        busy=$(machine_busy_pct)
         [ "$busy" -le 10 ] && return 0
         waited=$((waited + 1))
         if [ "$waited" -ge "$IDLE_WAIT" ]; then
-            NOTES+=("the machine was ${busy}% busy (other processes) just before the run against $(label "$name"): its figures are disturbed")
+            NOTES+=("the machine was ${busy}% busy (other processes) just before $1: its figures are disturbed")
             return 0
         fi
-        [ "$waited" = 1 ] && echo "ingest.sh: machine ${busy}% busy, waiting up to ${IDLE_WAIT}s for it to settle" >&2
+        [ "$waited" = 1 ] && say "machine ${busy}% busy, waiting up to ${IDLE_WAIT}s for it to settle"
     done
 }
 
-run_wrk() { # name port server-pids...
-    local name=$1 port=$2 out="$TMP/wrk-$1.txt" wpid wrk_pid rc i
-    local s0 s1 w0 c0 c1 m0 m1 ts0 ts1 line
-    shift 2
-    wait_idle "$name"
-    echo "ingest.sh: wrk -t$THREADS -c$CONNECTIONS -d$DURATION against $name (127.0.0.1:$port)" >&2
-    rm -f "$TMP/go-$name"
-    timeout --signal=INT --kill-after=10 $((DUR_S + 60)) \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 2s --latency \
-        -s "$BENCH_DIR/callbacks.lua" "http://127.0.0.1:$port/" -- "$PATHS_FILE" "$THREADS" "$TMP/go-$name" \
-        >"$out" 2>&1 &
-    wpid=$!
-    # wrk loads the paths in every thread's init(); the last one creates the
-    # go file (callbacks.lua) and the run starts: CPU figures cover the run only.
-    for ((i = 0; i < 6000; i++)); do
-        [ -e "$TMP/go-$name" ] && break
-        kill -0 "$wpid" 2>/dev/null || break
-        sleep 0.01
-    done
-    wrk_pid=$(ps -o pid= --ppid "$wpid" | head -n 1 | tr -d ' ')
-    local p per0=() per1=() comms=()
-    for p in "$@"; do per0+=("$(cpu_ticks "$p")"); comms+=("$(cat "/proc/$p/comm" 2>/dev/null || echo "?")"); done
-    s0=$(cpu_ticks "$@")
-    w0=$(cpu_ticks ${wrk_pid:-})
-    c0=$(child_ticks)
-    m0=$(machine_busy_ticks)
-    ts0=$(date +%s.%N)
-    rc=0
-    wait "$wpid" || rc=$?
-    ts1=$(date +%s.%N)
-    m1=$(machine_busy_ticks)
-    c1=$(child_ticks)
-    s1=$(cpu_ticks "$@")
-    for p in "$@"; do per1+=("$(cpu_ticks "$p")"); done
-    if [ "$rc" != 0 ]; then
-        cat "$out" >&2
-        echo "ingest.sh: wrk against $name failed (exit status $rc)" >&2
-        return 1
-    fi
-    cat "$out" >&2
-    TARGETS+=("$name")
-    RPS[$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
-    P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
-    P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
-    ERRS[$name]=$(awk '/Socket errors:/ {gsub(/,/, ""); print $4 + $6 + $8 + $10; f = 1} END {if (!f) print 0}' "$out")
-    line=$(grep '^BENCH non_success=' "$out" || true)
-    [ -n "$line" ] || { echo "ingest.sh: no BENCH line from callbacks.lua" >&2; return 1; }
-    BAD[$name]=$(sed -n 's/.* non_success=\([0-9]*\).*/\1/p' <<<"$line")
-    ISSUED[$name]=$(sed -n 's/.* issued=\([0-9]*\).*/\1/p' <<<"$line")
-    DIST_I[$name]=$(sed -n 's/.* distinct_issued=\([0-9]*\).*/\1/p' <<<"$line")
-    DIST_A[$name]=$(sed -n 's/.* distinct_answered=\([0-9]*\).*/\1/p' <<<"$line")
-    WRAPS[$name]=$(sed -n 's/.* wraps=\([0-9]*\).*/\1/p' <<<"$line")
-    # % of one core over the run: servers from /proc; wrk = its whole CPU time
-    # (reaped by this shell: cutime/cstime) less what it had used at "Running".
-    SRVCPU[$name]=$(awk -v d="$((s1 - s0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-        'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
-    WRKCPU[$name]=$(awk -v d="$((c1 - c0 - w0))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-        'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
-    # Server CPU by process name (payrelayd and redis-server apart).
-    SRVDETAIL[$name]=$(for ((i = 0; i < ${#comms[@]}; i++)); do
-        echo "${comms[i]} $((per1[i] - per0[i]))"
-    done | awk -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" '
-        { if (!($1 in t)) o[n++] = $1; t[$1] += $2 }
-        END { for (i = 0; i < n; i++) {
-            v = 100 * t[o[i]] / hz / (b - a)
-            if (v < 0) printf "%s%s (exited)", (i ? ", " : ""), o[i]
-            else printf "%s%s %.0f%%", (i ? ", " : ""), o[i], v } }')
-    # The rest of the machine's busy time: softirq (loopback TCP), kernel
-    # threads, and any other process (a build running beside the benchmark).
-    RESTCPU[$name]=$(awk -v d="$((m1 - m0 - (s1 - s0) - (c1 - c0 - w0)))" -v hz="$CLK_TCK" -v a="$ts0" -v b="$ts1" \
-        'BEGIN {v = 100 * d / hz / (b - a); printf "%.0f%%", v < 0 ? 0 : v}')
-}
+children() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' | paste -sd, -; }
+kv() { awk -v k="$2=" '{for (i = 1; i <= NF; i++) if (index($i, k) == 1) {print substr($i, length(k) + 1); exit}}' <<<"$1"; }
 
-start_nginx() { # workers
-    local dir="$TMP/nginx-$1"
-    mkdir -p "$dir/tmp"
-    sed -e "s|@WORKERS@|$1|" -e "s|@PREFIX@|$dir|g" -e "s|@PORT@|$NGINX_PORT|" \
-        "$BENCH_DIR/nginx.conf.in" >"$dir/nginx.conf"
-    nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' \
-        >"$dir/stderr.log" 2>&1 &
-    NGINX_PID=$!
-    if ! wait_port "$NGINX_PORT" 10 "$NGINX_PID"; then
-        cat "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null || true
-        die "nginx did not start"
-    fi
-    local r
-    r=$(http_get "$NGINX_PORT" "$(head -n 1 "$PATHS_FILE")")
-    [ "$r" = "200 success" ] || die "nginx answered '$r' instead of '200 success'"
-}
-
-nginx_pids() { # the master and its workers, into the array NGINX_PIDS
-    local w
-    NGINX_PIDS=("$NGINX_PID")
-    for w in $(ps -o pid= --ppid "$NGINX_PID" 2>/dev/null); do NGINX_PIDS+=("$w"); done
-}
-
-stop_nginx() { stop_pid "$NGINX_PID" nginx; NGINX_PID=""; }
-
-# --- the run ------------------------------------------------------------------
-read -r REDIS_PORT DAEMON_PORT ADMIN_PORT NGINX_PORT <<<"$(free_ports 4)"
-
-echo "ingest.sh: temporary directory $TMP" >&2
-PATHS_FILE="$TMP/paths.txt"
-gen_args=(--out "$PATHS_FILE" --count "$COUNT" --channel bench-epay --pid 1001 --extra 1)
-[ -f "$VECTORS" ] && gen_args+=(--vectors "$VECTORS")
-python3 "$BENCH_DIR/gen_requests.py" "${gen_args[@]}"
-[ "$(wc -l <"$PATHS_FILE")" -eq "$COUNT" ] || die "gen_requests.py wrote the wrong number of paths"
-
-FAIL=()
-NOTES=()
-
-if [ "$NGINX_ONLY" = 0 ]; then
-    start_redis
-
-    ADMIN_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-    cat >"$TMP/payrelayd.conf" <<EOF
-; payrelayd for bench/ingest.sh (generated)
-[daemon]
-listen = 127.0.0.1:$DAEMON_PORT
-log_level = warn
-
-[admin]
-listen = 127.0.0.1:$ADMIN_PORT
-token = $ADMIN_TOKEN
-
-[redis]
-url = redis://127.0.0.1:$REDIS_PORT/0
-
-[channel:bench-epay]
-family = epay
-merchant_id = 1001
-key = $(python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import gen_requests; print(gen_requests.DEFAULT_KEY)' "$BENCH_DIR")
-EOF
-    chmod 600 "$TMP/payrelayd.conf" # it holds the channel key
-    # Readiness: the log line msg=ready (logged at info level, so hidden at
-    # log_level = warn) or, as systemd sees it, READY=1 on $NOTIFY_SOCKET.
-    start_notify_listener "$((DUR_S * 3 + 600))"
-    echo "ingest.sh: starting $DAEMON" >&2
-    NOTIFY_SOCKET="$TMP/notify.sock" "$DAEMON" -c "$TMP/payrelayd.conf" 2>"$TMP/payrelayd.log" &
-    DAEMON_PID=$!
-    ready=0
-    for ((i = 0; i < 300; i++)); do
-        if grep -Eq 'msg="?ready' "$TMP/payrelayd.log"; then ready=1; break; fi
-        if grep -q 'READY=1' "$TMP/notify.log" 2>/dev/null; then ready=1; break; fi
-        kill -0 "$DAEMON_PID" 2>/dev/null || break
+# Redis as docs/redis.md recommends: every acknowledged write on disk.
+start_redis_aof() { # dir
+    local dir=$1 i
+    mkdir -p "$dir"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly yes --appendfsync always --dir "$dir" --logfile "$dir/redis.log" \
+        --daemonize no &
+    REDIS_PID=$!
+    track "$REDIS_PID" redis-server
+    for ((i = 0; i < 100; i++)); do
+        [ "$(rcli ping 2>/dev/null)" = PONG ] && break
+        kill -0 "$REDIS_PID" 2>/dev/null || break
         sleep 0.1
     done
-    if [ "$ready" != 1 ]; then
-        if kill -0 "$DAEMON_PID" 2>/dev/null && wait_port "$DAEMON_PORT" 1 "$DAEMON_PID"; then
-            # A build without libsystemd: the sanity callback below decides.
-            NOTES+=("payrelayd gave no readiness signal within 30 s (msg=ready, READY=1) but listens")
+    [ "$(rcli ping 2>/dev/null)" = PONG ] || { cat "$dir/redis.log" >&2; die "redis-server did not start"; }
+    [ "$(rcli config get appendfsync | tail -n 1)" = always ] || die "redis-server: appendfsync is not always"
+}
+
+# nginx from a generated configuration; $1 dir, $2 port, $3 the server's locations.
+start_nginx_conf() {
+    local dir=$1 port=$2 body=$3
+    mkdir -p "$dir/tmp"
+    cat >"$dir/nginx.conf" <<EOF
+# generated by bench/ingest.sh
+user root;
+worker_processes $NGINX_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+	worker_connections 4096;
+}
+http {
+	access_log off;
+	server_tokens off;
+	client_body_temp_path $dir/tmp/body;
+	proxy_temp_path $dir/tmp/proxy;
+	fastcgi_temp_path $dir/tmp/fastcgi;
+	uwsgi_temp_path $dir/tmp/uwsgi;
+	scgi_temp_path $dir/tmp/scgi;
+	# Keep-alive for the whole run (nginx closes after 1000 requests by default).
+	keepalive_timeout 75s;
+	keepalive_requests 100000000;
+	server {
+		listen 127.0.0.1:$port;
+$body
+	}
+}
+EOF
+    nginx -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/stderr.log" 2>&1 &
+    NGINX_LAST=$!
+    track "$NGINX_LAST" nginx QUIT
+    if ! wait_port "$port" 10 "$NGINX_LAST"; then
+        cat "$dir/stderr.log" "$dir/error.log" >&2 2>/dev/null || true
+        die "nginx did not start ($dir)"
+    fi
+    sleep 0.2 # the workers
+    NGINX_LAST_PIDS="$NGINX_LAST,$(children "$NGINX_LAST")"
+    NGINX_LAST_PIDS=${NGINX_LAST_PIDS%,}
+}
+
+# payrelayd: the shipped conf/payrelayd.conf with this run's ports, Redis and key;
+# $2 = hook | nohook | lean.
+start_daemon() {
+    local dir=$1 variant=$2
+    mkdir -p "$dir"
+    # Every line of the shipped file kept but the addresses and the key, so the
+    # bench follows the shipped defaults when they change.
+    sed -e "s|^listen = 127.0.0.1:8787|listen = 127.0.0.1:$SRV_PORT|" \
+        -e "s|^listen = 127.0.0.1:8788|listen = 127.0.0.1:$ADMIN_PORT|" \
+        -e "s|^url = redis://127.0.0.1:6379/0|url = redis://127.0.0.1:$REDIS_PORT/0|" \
+        -e "/^\[channel:/,/^\[/s|^key = [^ ;]*|key = $BENCH_KEY|" \
+        "$SHIPPED_CONF" >"$dir/payrelayd.conf"
+    grep -q "127.0.0.1:$SRV_PORT" "$dir/payrelayd.conf" && grep -q "127.0.0.1:$ADMIN_PORT" "$dir/payrelayd.conf" &&
+        grep -q "redis://127.0.0.1:$REDIS_PORT/0" "$dir/payrelayd.conf" && grep -q "^key = $BENCH_KEY" "$dir/payrelayd.conf" ||
+        die "conf/payrelayd.conf changed shape: bench/ingest.sh could not set its listen, redis url and key"
+    [ "$(grep -c '^\[channel:' "$dir/payrelayd.conf")" = 1 ] || die "conf/payrelayd.conf has not exactly one channel"
+    grep -q '^merchant_id = 1001' "$dir/payrelayd.conf" || die "conf/payrelayd.conf: the channel's merchant_id is not 1001"
+    CHANNEL=$(sed -n 's/^\[channel:\(.*\)\]$/\1/p' "$dir/payrelayd.conf")
+    if [ "$variant" = lean ]; then
+        sed -i -e 's/^log_level = .*/log_level = warn/' "$dir/payrelayd.conf"
+        grep -q '^log_level = warn' "$dir/payrelayd.conf" || die "could not set log_level = warn"
+    fi
+    if [ "$variant" = hook ]; then
+        cat >>"$dir/payrelayd.conf" <<EOF
+
+; added by bench/ingest.sh: one webhook, every key but url and secret at its default
+[webhook:bench]
+url = http://127.0.0.1:$RECV_PORT/hook/bench
+secret = whsec_$(python3 -c 'import base64, secrets; print(base64.b64encode(secrets.token_bytes(32)).decode())')
+EOF
+    fi
+    chmod 600 "$dir/payrelayd.conf" # it holds the channel key
+    "$DAEMON" --check-config -c "$dir/payrelayd.conf" >"$dir/check-config.log" 2>&1 ||
+        { cat "$dir/check-config.log" >&2; die "payrelayd --check-config refused $dir/payrelayd.conf"; }
+    # stderr into a pipe read by another process, as journald reads it: the
+    # reader counts the lines and keeps those at warning level and above.
+    mkfifo "$dir/log.fifo"
+    awk -v keep="$dir/warnings.log" '
+        { n++ }
+        /level=(warn|error)/ { if (k++ < 200) { print > keep; fflush(keep) } }
+        END { print n + 0 > "/dev/stdout" }' <"$dir/log.fifo" >"$dir/loglines" &
+    READER_PID=$!
+    track "$READER_PID" "log reader"
+    "$DAEMON" -c "$dir/payrelayd.conf" 2>"$dir/log.fifo" </dev/null &
+    DAEMON_PID=$!
+    track "$DAEMON_PID" payrelayd
+}
+
+# The first answer: "200 success", retried while the server starts (refused
+# connections, 503 while payrelayd connects to Redis) for up to 20 s.
+sanity() { # port path
+    local r i
+    for ((i = 0; i < 100; i++)); do
+        r=$(http_get "$1" "$2")
+        case "$r" in "ERR "*|"503 "*) sleep 0.2 ;; *) break ;; esac
+    done
+    echo "$r"
+}
+
+wait_due_empty() { # seconds
+    local i
+    for ((i = 0; i < $1 * 20; i++)); do
+        [ "$(rcli zcard "$DUE")" = 0 ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# --- callbacks ------------------------------------------------------------------
+say "temporary directory $TMP ($FSTYPE)"
+[ "$FSTYPE" != tmpfs ] || NOTES+=("BENCH_TMP=$BENCH_TMP is a tmpfs: Redis's fsync costs nothing there, set BENCH_TMP to a directory on disk")
+ALL="$TMP/all.txt"
+gen_args=(--out "$ALL" --count "$CALLBACKS" --extra "$((WARM_COUNT + 1))" --channel CHANNEL
+    --pid "$BENCH_PID" --key "$BENCH_KEY")
+[ -f "$VECTORS" ] && gen_args+=(--vectors "$VECTORS")
+say "pre-signing $CALLBACKS + $((WARM_COUNT + 1)) distinct epay callbacks"
+python3 "$BENCH_DIR/gen_requests.py" "${gen_args[@]}"
+[ "$(wc -l <"$ALL")" -eq "$CALLBACKS" ] || die "gen_requests.py wrote the wrong number of paths"
+# Paths per target: the query string is the same, the path differs (Node's
+# handler answers on /n; PHP's nginx sends every path to notify.php).
+paths_for() { # target channel: writes $TMP/paths-<target>{,.sanity,.warm}
+    local t=$1 prefix
+    case "$t" in
+    node) prefix="/n?" ;;
+    *) prefix="/notify/$2?" ;;
+    esac
+    sed "s|^/notify/CHANNEL?|$prefix|" "$ALL" >"$TMP/paths-$t"
+    sed -n "1s|^/notify/CHANNEL?|$prefix|p" "$ALL.extra" >"$TMP/paths-$t.sanity"
+    sed -n "2,\$s|^/notify/CHANNEL?|$prefix|p" "$ALL.extra" >"$TMP/paths-$t.warm"
+    cat "$TMP/paths-$t.sanity" "$TMP/paths-$t.warm" >"$TMP/paths-$t.known"
+}
+SHIPPED_CHANNEL=$(sed -n 's/^\[channel:\(.*\)\]$/\1/p' "$SHIPPED_CONF" 2>/dev/null | head -n 1)
+for t in $TARGETS; do
+    case "$t" in
+    payrelayd*) paths_for "$t" "$SHIPPED_CHANNEL" ;;
+    *) paths_for "$t" bench-epay ;;
+    esac
+done
+
+RAW="$TMP/raw.txt"
+: >"$RAW"
+FAILS=()
+
+wrk_cmd() { # port paths-file duration go-file
+    echo wrk -t"$THREADS" -c"$CONNECTIONS" -d"$3"s --timeout 2s --latency -s "$BENCH_DIR/callbacks.lua" \
+        "http://127.0.0.1:$1/" -- "$2" "$THREADS" "$4"
+}
+
+# One target, one round. $3 = measure (a round) or syscalls (the syscall pass).
+run_one() {
+    local t=$1 round=$2 mode=$3 d="$TMP/$1-$2" dur=$DURATION
+    local srv="" other="" stream="" field="" load="" sys="" st problems=() r xlen=- dlv=- recv=- lines=-
+    [ "$mode" = measure ] || dur=$SYSCALL_SECS
+    mkdir -p "$d"
+    read -r REDIS_PORT SRV_PORT ADMIN_PORT RECV_PORT <<<"$(free_ports 4)"
+    DAEMON_PID="" DUE=""
+    wait_idle "$t (round $round)"
+    say "[$t round $round] starting"
+    [ "$t" = nginx ] || start_redis_aof "$d/redis"
+    case "$t" in
+    nginx)
+        start_nginx_conf "$d/nginx" "$SRV_PORT" '		location /notify/ {
+			default_type text/plain;
+			return 200 "success";
+		}'
+        srv=$NGINX_LAST_PIDS
+        ;;
+    node)
+        REDIS_PORT=$REDIS_PORT PORT=$SRV_PORT node "$SCRATCH/node/notify.js" >"$d/node.log" 2>&1 &
+        srv=$!
+        track "$srv" node
+        stream=events field=trade_no
+        ;;
+    php)
+        mkdir -p "$d/php"
+        sed "s/16379/$REDIS_PORT/g" "$PEERS/notify.php" >"$d/php/notify.php"
+        grep -q "$REDIS_PORT" "$d/php/notify.php" || die "notify.php: no Redis port 16379 to replace"
+        cat >"$d/php/php-fpm.conf" <<EOF
+; generated by bench/ingest.sh
+[global]
+pid = $d/php/php-fpm.pid
+error_log = $d/php/php-fpm.log
+daemonize = no
+[bench]
+user = root
+group = root
+listen = $d/php/php-fpm.sock
+listen.mode = 0666
+listen.backlog = 4096
+pm = static
+pm.max_children = $PHP_CHILDREN
+EOF
+        "$PHP_FPM" -R -F -y "$d/php/php-fpm.conf" >"$d/php/stderr.log" 2>&1 &
+        local fpm=$!
+        track "$fpm" php-fpm QUIT
+        for ((r = 0; r < 100; r++)); do [ -S "$d/php/php-fpm.sock" ] && break; sleep 0.1; done
+        [ -S "$d/php/php-fpm.sock" ] || { cat "$d/php/stderr.log" "$d/php/php-fpm.log" >&2 2>/dev/null; die "php-fpm did not start"; }
+        start_nginx_conf "$d/nginx" "$SRV_PORT" "		location / {
+			include /etc/nginx/fastcgi_params;
+			fastcgi_param SCRIPT_FILENAME $d/php/notify.php;
+			fastcgi_pass unix:$d/php/php-fpm.sock;
+		}"
+        sleep 0.3
+        srv="$NGINX_LAST_PIDS,$fpm,$(children "$fpm")"
+        srv=${srv%,}
+        stream=events field=trade_no
+        ;;
+    payrelayd*)
+        local variant=hook
+        [ "$t" = payrelayd-nohook ] && variant=nohook
+        [ "$t" = payrelayd-lean ] && variant=lean
+        if [ "$variant" = hook ]; then
+            start_nginx_conf "$d/receiver" "$RECV_PORT" '		location /hook/ {
+			return 204;
+		}
+		location = /nginx_status {
+			stub_status;
+		}'
+            other="$NGINX_LAST_PIDS"
+            DUE="payrelay:wh:bench:due"
+        fi
+        start_daemon "$d" "$variant"
+        srv=$DAEMON_PID
+        other="${other:+$other,}$READER_PID"
+        stream=payrelay:events field=out_trade_no
+        ;;
+    esac
+
+    r=$(sanity "$SRV_PORT" "$(cat "$TMP/paths-$t.sanity")")
+    if [ "$r" != "200 success" ]; then
+        [ -z "$DAEMON_PID" ] || tail -n 20 "$d/warnings.log" >&2 2>/dev/null || true
+        die "[$t round $round] the sanity callback was answered '$r', not '200 success'"
+    fi
+    if [ "$WARMUP" -gt 0 ]; then
+        say "[$t round $round] warm-up ${WARMUP}s"
+        timeout -k 10 $((WARMUP + 120)) $(wrk_cmd "$SRV_PORT" "$TMP/paths-$t.warm" "$WARMUP" "$d/go-warm") \
+            >"$d/wrk-warm.txt" 2>&1 || problems+=("warm-up: wrk failed")
+        grep -q '^BENCH non_success=0 ' "$d/wrk-warm.txt" ||
+            problems+=("warm-up: answers other than 200 \"success\" ($(grep '^BENCH' "$d/wrk-warm.txt" | tr '\n' ' '))")
+        if [ -n "$DUE" ] && ! wait_due_empty "$DRAIN_TIMEOUT"; then
+            problems+=("warm-up: deliveries not done within ${DRAIN_TIMEOUT}s")
+        fi
+        sleep 0.5
+    fi
+
+    local pids=(--pid "server:$srv")
+    [ "$t" = nginx ] || pids+=(--pid "redis:$REDIS_PID")
+    [ -z "$other" ] || pids+=(--pid "other:$other")
+    local extra=()
+    [ -z "$DUE" ] || extra+=(--redis-port "$REDIS_PORT" --due "$DUE" --drain-timeout "$DRAIN_TIMEOUT")
+    [ "$mode" = measure ] || extra+=(--syscalls "$SYSCALL_TOOL" --syscalls-pid "$DAEMON_PID" --syscalls-out "$d/syscalls.txt")
+    say "[$t round $round] wrk -t$THREADS -c$CONNECTIONS -d${dur}s$([ "$mode" = measure ] || echo " under $SYSCALL_TOOL")"
+    st=0
+    load=$(timeout -k 10 $((dur + DRAIN_TIMEOUT + 600)) python3 "$BENCH_DIR/ingest_run.py" \
+        --wrk-output "$d/wrk.txt" --go-file "$d/go" "${pids[@]}" "${extra[@]}" -- \
+        $(wrk_cmd "$SRV_PORT" "$TMP/paths-$t" "$dur" "$d/go")) || st=$?
+    sys=$(grep '^SYSCALLS ' <<<"$load" || true)
+    load=$(grep '^LOAD ' <<<"$load" || true)
+    [ "$st" = 0 ] && [ -n "$load" ] || die "[$t round $round] the load helper failed (status $st); wrk said: $(tail -n 5 "$d/wrk.txt" 2>/dev/null | tr '\n' '|')"
+    say "[$t round $round] $(kv "$load" rps) req/s, p99 $(kv "$load" p99_ms) ms$([ -z "$DUE" ] || echo ", deliveries done $(kv "$load" drain_s) s after the load")"
+
+    # --- checks ---
+    [ "$(kv "$load" wrk_status)" = 0 ] || problems+=("wrk exited with status $(kv "$load" wrk_status)")
+    [ "$(kv "$load" non_success)" = 0 ] ||
+        problems+=("$(kv "$load" non_success) answers were not 200 \"success\" ($(grep '^BENCH first_non_success' "$d/wrk.txt" | cut -d' ' -f3-))")
+    [ "$(kv "$load" sock_errors)" = 0 ] || problems+=("wrk: $(grep 'Socket errors' "$d/wrk.txt" | sed 's/^ *//')")
+    if [ "$(kv "$load" wraps)" != 0 ]; then
+        if [ "$t" = nginx ]; then
+            [ -n "${NGINX_WRAPPED:-}" ] || NOTES+=("nginx ran through the $CALLBACKS callbacks (it records nothing: repeats do not matter)")
+            NGINX_WRAPPED=1
         else
-            echo "--- payrelayd stderr ---" >&2
-            tail -n 30 "$TMP/payrelayd.log" >&2
-            die "payrelayd was not ready (msg=ready in its log or READY=1 on NOTIFY_SOCKET) within 30 s"
+            problems+=("the $CALLBACKS pre-signed callbacks ran out: later requests were duplicates (set CALLBACKS higher)")
         fi
     fi
-
-    # Sanity: one callback outside the benchmark set, sent twice (new, then
-    # duplicate): both acked, one stream entry. A 503 (Redis not reachable
-    # yet) is retried for up to 10 s, as a gateway would.
-    SANITY=$(head -n 1 "$PATHS_FILE.extra")
-    for ((i = 0; i < 20; i++)); do
-        r1=$(http_get "$DAEMON_PORT" "$SANITY")
-        [ "${r1%% *}" = 503 ] || break
-        sleep 0.5
-    done
-    r2=$(http_get "$DAEMON_PORT" "$SANITY")
-    XLEN0=$(rcli xlen payrelay:events)
-    if [ "$r1" != "200 success" ] || [ "$r2" != "200 success" ] || [ "$XLEN0" != 1 ]; then
-        echo "--- payrelayd stderr ---" >&2
-        tail -n 30 "$TMP/payrelayd.log" >&2
-        die "sanity callback: answers '$r1' / '$r2', payrelay:events has $XLEN0 entries (want 200 success twice, 1 entry)"
+    [ "$(kv "$load" drain_timeout)" = 0 ] || problems+=("$(kv "$load" drain_left) deliveries not done ${DRAIN_TIMEOUT}s after the load")
+    if [ -n "$DAEMON_PID" ] && ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+        problems+=("payrelayd died during the run")
     fi
-fi
-
-start_nginx 1
-nginx_pids
-run_wrk nginx-1w "$NGINX_PORT" "${NGINX_PIDS[@]}"
-stop_nginx
-
-if [ "$NGINX_ONLY" = 0 ]; then
-    run_wrk payrelayd "$DAEMON_PORT" "$DAEMON_PID" "$REDIS_PID"
-    sleep 1 # let the last in-flight callbacks land
-    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-        set +e; wait "$DAEMON_PID"; st=$?; set -e
-        FAIL+=("payrelayd died during the run (exit status $st); last log lines: $(tail -n 3 "$TMP/payrelayd.log" | tr '\n' '|')")
+    if [ "$t" != nginx ]; then
+        # Every callback sent once in the stream (those in flight when wrk
+        # stopped are re-sent, as a gateway would), nothing repeated.
+        python3 "$BENCH_DIR/check_stream.py" --paths "$TMP/paths-$t" --wrk-output "$d/wrk.txt" \
+            --known "$TMP/paths-$t.known" --redis-port "$REDIS_PORT" --port "$SRV_PORT" \
+            --stream "$stream" --field "$field" >"$d/check_stream.txt" 2>&1 || true
+        local sl
+        sl=$(grep '^STREAM ' "$d/check_stream.txt" || true)
+        [ -n "$sl" ] || problems+=("stream not checked: $(head -c 300 "$d/check_stream.txt")")
+        while IFS= read -r l; do problems+=("stream: ${l#PROBLEM: }"); done < <(grep '^PROBLEM: ' "$d/check_stream.txt" || true)
+        xlen=$(rcli xlen "$stream")
     fi
-    XLEN1=$(rcli xlen payrelay:events)
-    NEW=$((XLEN1 - XLEN0))
-    # The exact check: every callback sent is in the stream once, nothing else
-    # is; those in flight when wrk stopped are re-sent if missing.
-    CHECK_RC=0
-    : >"$TMP/check_stream.txt"
-    if kill -0 "$DAEMON_PID" 2>/dev/null; then
-        python3 "$BENCH_DIR/check_stream.py" --paths "$PATHS_FILE" --wrk-output "$TMP/wrk-payrelayd.txt" \
-            --known "$PATHS_FILE.extra" --redis-port "$REDIS_PORT" --port "$DAEMON_PORT" \
-            >"$TMP/check_stream.txt" 2>&1 || CHECK_RC=$?
-    else
-        CHECK_RC=1
+    if [ -n "$DUE" ]; then
+        # Every recorded event (warm-up, sanity and re-sent ones too) delivered
+        # exactly once: its delivery hash says delivered after one attempt, and
+        # the receiver answered exactly one request per event.
+        wait_due_empty "$DRAIN_TIMEOUT" || problems+=("deliveries still due ${DRAIN_TIMEOUT}s after the checks")
+        sleep 0.3
+        python3 "$BENCH_DIR/deliver_check.py" count --redis-port "$REDIS_PORT" --expect "$xlen" >"$d/count.txt" 2>&1 || true
+        while IFS= read -r l; do problems+=("deliveries: ${l#PROBLEM: }"); done < <(grep '^PROBLEM: ' "$d/count.txt" || true)
+        dlv=$(sed -n 's/^DELIVERIES total=[0-9]* delivered=\([0-9]*\).*/\1/p' "$d/count.txt")
+        [ -n "$dlv" ] || problems+=("deliveries not counted: $(head -c 300 "$d/count.txt")")
+        recv=$(http_get "$RECV_PORT" /nginx_status | awk '{for (i = 1; i < NF; i++) if ($i == "handled") {print $(i + 4) - 1; exit}}')
+        [ "${recv:-x}" = "$xlen" ] || problems+=("the receiver answered ${recv:-?} webhook requests for $xlen recorded events")
     fi
-    STREAM_LINE=$(grep '^STREAM ' "$TMP/check_stream.txt" || true)
-    sv() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$STREAM_LINE"; }
-    DAEMON_ERRORS=$(grep -c 'level=error' "$TMP/payrelayd.log" || true)
-    DAEMON_WARNS=$(grep -c 'level=warn' "$TMP/payrelayd.log" || true)
-    DAEMON_RSS=$(awk '/^VmHWM:/ {print $2 " kB"}' "/proc/$DAEMON_PID/status" 2>/dev/null || echo "?")
-    REDIS_MEM=$(rcli info memory | awk -F: '/^used_memory_human:/ {gsub(/\r/, ""); print $2}')
-fi
-
-start_nginx auto
-nginx_pids
-run_wrk nginx-auto "$NGINX_PORT" "${NGINX_PIDS[@]}"
-stop_nginx
-
-if [ "$NGINX_ONLY" = 0 ]; then
-    # SIGTERM: the daemon should exit cleanly and promptly (SPEC §7).
-    DAEMON_EXIT="(had died)"
-    kill -0 "$DAEMON_PID" 2>/dev/null || DAEMON_PID=""
-    t0=$(date +%s.%N)
-    [ -z "$DAEMON_PID" ] || kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do [ -n "$DAEMON_PID" ] && kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
-    if [ -z "$DAEMON_PID" ]; then
-        :
-    elif kill -0 "$DAEMON_PID" 2>/dev/null; then
-        NOTES+=("payrelayd still running 15 s after SIGTERM (killed)")
-        DAEMON_EXIT="did not exit within 15 s"
-        kill -KILL "$DAEMON_PID" 2>/dev/null || true
-        wait "$DAEMON_PID" 2>/dev/null || true
-    else
-        set +e; wait "$DAEMON_PID"; DAEMON_EXIT="exit status $?"; set -e
-        DAEMON_EXIT="$DAEMON_EXIT after $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
+    if [ -n "$DAEMON_PID" ]; then
+        kill -TERM "$DAEMON_PID" 2>/dev/null || true
+        set +e; timeout 30 tail --pid="$DAEMON_PID" -f /dev/null; wait "$DAEMON_PID"; r=$?; set -e
+        [ "$r" = 0 ] || problems+=("payrelayd exited with status $r on SIGTERM")
+        set +e; timeout 10 tail --pid="$READER_PID" -f /dev/null; set -e
+        lines=$(cat "$d/loglines" 2>/dev/null || echo 0)
+        # Warnings, one note per distinct message at the end.
+        [ ! -s "$d/warnings.log" ] || sed "s|^|$t |" "$d/warnings.log" >>"$TMP/warnings-all"
     fi
-    DAEMON_PID=""
-fi
+    stop_all
 
-# --- report ---------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+    local checks=ok
+    if [ ${#problems[@]} -gt 0 ]; then
+        checks=FAIL
+        for p in "${problems[@]}"; do FAILS+=("[$t round $round] $p"); done
+    fi
+    echo "ROUND target=$t round=$round mode=$mode $(sed 's/^LOAD //' <<<"$load") stream_len=$xlen deliveries=$dlv receiver_requests=$recv log_lines=$lines checks=$checks" >>"$RAW"
+    [ -z "$sys" ] || echo "$sys target=$t answered=$(kv "$load" answered)" >>"$RAW"
+    say "[$t round $round] checks $checks"
+}
 
-echo
-echo "payrelay ingest benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, keep-alive, $COUNT distinct signed epay callbacks"
-echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"
-echo
-printf '%-26s %8s %9s %9s %12s %10s %11s %8s %9s\n' target "req/s" p50 p99 non-success "sock errs" "server CPU" "wrk CPU" "rest CPU"
-for t in "${TARGETS[@]}"; do
-    printf '%-26s %8s %7sms %7sms %12s %10s %11s %8s %9s\n' "$(label "$t")" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
-        "${BAD[$t]}" "${ERRS[$t]}" "${SRVCPU[$t]}" "${WRKCPU[$t]}" "${RESTCPU[$t]}"
-    [ "${BAD[$t]}" = 0 ] || FAIL+=("$(label "$t"): ${BAD[$t]} responses were not 200 \"success\" ($(grep '^BENCH first_non_success' "$TMP/wrk-$t.txt" | cut -d' ' -f3-))")
-    [ "${ERRS[$t]}" = 0 ] || FAIL+=("$(label "$t"): ${ERRS[$t]} socket errors/timeouts ($(grep 'Socket errors' "$TMP/wrk-$t.txt" | sed 's/^ *//'))")
+# --- the run --------------------------------------------------------------------
+T_START=$(date +%s)
+STAMP=$(date -u +%Y%m%d-%H%M)
+for ((round = 1; round <= ROUNDS; round++)); do
+    for t in $TARGETS; do run_one "$t" "$round" measure; done
 done
-echo "(CPU: % of one core during the run, $(nproc) cores = $(( $(nproc) * 100 ))%; server = payrelayd + redis-server, or nginx"
-echo " master + workers; rest = softirq (loopback TCP), kernel threads and any other process on the machine)"
-for t in "${TARGETS[@]}"; do echo " server CPU of $(label "$t"): ${SRVDETAIL[$t]}"; done
-echo
-
-if [ "$NGINX_ONLY" = 0 ]; then
-    R1=$(ratio "${RPS[payrelayd]}" "${RPS[nginx-1w]}")
-    RA=$(ratio "${RPS[payrelayd]}" "${RPS[nginx-auto]}")
-    v=$(awk -v r="$R1" -v t="$RATIO_TARGET" 'BEGIN {print (r != "n/a" && r >= t) ? "PASS" : "MISS"}')
-    echo "ratio payrelayd / nginx (1 worker):  $R1   target >= $RATIO_TARGET: $v"
-    echo "ratio payrelayd / nginx (auto):      $RA   (for information)"
-    v=$(awk -v p="${P99[payrelayd]}" -v t="$P99_TARGET_MS" 'BEGIN {print (p <= t) ? "PASS" : "MISS"}')
-    echo "p99 payrelayd at $CONNECTIONS connections:     ${P99[payrelayd]} ms   target <= $P99_TARGET_MS ms: $v"
-    if [ -n "$STREAM_LINE" ]; then
-        echo "stream payrelay:events:              $NEW new entries after the run; distinct callbacks sent $(sv distinct_sent) (answered ${DIST_A[payrelayd]}, $(sv unanswered) in flight when wrk stopped)"
-        echo "                                     missing after the run $(sv missing_after_run), re-sent $(sv resent), missing at the end $(sv missing_final); repeated event ids $(sv repeated); entries never sent $(sv unexpected)"
-    fi
-    if [ "${WRAPS[payrelayd]}" != 0 ]; then
-        echo "wrap-around:                         yes: the $COUNT callbacks ran out, $(( ${ISSUED[payrelayd]} - ${DIST_I[payrelayd]} )) requests were duplicates (acked, nothing recorded)"
-    else
-        echo "wrap-around:                         none (${ISSUED[payrelayd]} requests issued, $COUNT pre-signed)"
-    fi
-    echo "payrelayd: $DAEMON_ERRORS error / $DAEMON_WARNS warning log lines, peak RSS $DAEMON_RSS, redis used_memory $REDIS_MEM, SIGTERM: $DAEMON_EXIT"
-    if [ "$DAEMON_ERRORS" != 0 ] || [ "$DAEMON_WARNS" != 0 ]; then
-        echo "first log lines at warning/error level:"
-        grep -E 'level=(warn|error)' "$TMP/payrelayd.log" | head -n 5 | sed 's/^/  /'
-    fi
-    if [ "$CHECK_RC" != 0 ] || [ -z "$STREAM_LINE" ]; then
-        while IFS= read -r l; do FAIL+=("stream: ${l#PROBLEM: }"); done < <(grep -v '^STREAM ' "$TMP/check_stream.txt")
-        [ -n "$STREAM_LINE" ] || FAIL+=("stream: not checked (check_stream.py gave no result)")
-    fi
-    [ "$(sv no_id)" = 0 ] || [ -z "$STREAM_LINE" ] || NOTES+=("$(sv no_id) stream entries have no id field (told apart by out_trade_no)")
+if [ "$SYSCALL_SECS" -gt 0 ]; then
+    for t in $TARGETS; do
+        case "$t" in payrelayd*) run_one "$t" sys syscalls ;; esac
+    done
 fi
-for n in "${NOTES[@]}"; do echo "note: $n"; done
-
-if [ ${#FAIL[@]} -gt 0 ]; then
-    echo
-    for f in "${FAIL[@]}"; do echo "CHECK FAILED: $f"; done
-    exit 1
+T_END=$(date +%s)
+if [ -s "$TMP/warnings-all" ]; then
+    while IFS= read -r l; do NOTES+=("payrelayd logged at warning level or above: $l"); done < <(
+        sed -nE 's/^([^ ]+) .*(level=[a-z]+ msg="[^"]*").*/\1 \2/p' "$TMP/warnings-all" | awk '
+            { t = $1; $1 = ""; m = substr($0, 2); if (!(m in n)) o[k++] = m; n[m]++
+              if (index(" " ts[m] " ", " " t " ") == 0) ts[m] = ts[m] (ts[m] == "" ? "" : " ") t }
+            END { for (i = 0; i < k && i < 20; i++) print o[i] " (" n[o[i]] " times; " ts[o[i]] ")" }')
 fi
+
+# --- report -----------------------------------------------------------------------
+ver() { "$@" 2>&1 | head -n 1 || true; }
+{
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "elapsed_s=$((T_END - T_START))"
+    echo "commit=$(git -C "$REPO" log -1 --format='%h "%s"' 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
+    echo "build=$BUILD ($(sed -n "s/^buildtype *= *//p" <(meson introspect --buildoptions "$BUILD" 2>/dev/null | python3 -c 'import json,sys; print("buildtype = " + next(o["value"] for o in json.load(sys.stdin) if o["name"] == "buildtype"))' 2>/dev/null) || true))"
+    echo "params=ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS CALLBACKS=$CALLBACKS PHP_CHILDREN=$PHP_CHILDREN NGINX_WORKERS=$NGINX_WORKERS SYSCALL_SECS=$SYSCALL_SECS SYSCALL_TOOL=$SYSCALL_TOOL IDLE_WAIT=$IDLE_WAIT"
+    echo "targets=$TARGETS"
+    echo "machine=$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "disk=$BENCH_TMP ($FSTYPE, $(df --output=source "$TMP" | tail -n 1))"
+    echo "wrk=$(ver wrk -v | awk '{print $1, $2}')"
+    command -v nginx >/dev/null && echo "nginx=$(ver nginx -v | sed 's/^nginx version: //')"
+    command -v redis-server >/dev/null && echo "redis=$(ver redis-server --version | awk '{print $3}' | sed 's/v=//')"
+    has node && echo "node=$(node --version), fastify $NODE_FASTIFY, ioredis $NODE_IOREDIS"
+    has php && echo "php=$("$PHP_FPM" -v | head -n 1 | awk '{print $1, $2}') (FPM), phpredis $("$PHP_FPM" -i 2>/dev/null | sed -n 's/^Redis Version => //p' | head -n 1), opcache $("$PHP_FPM" -i 2>/dev/null | sed -n 's/^opcache.enable => \([^ ]*\).*/\1/p' | head -n 1), pm = static, $PHP_CHILDREN children"
+    has_daemon && echo "payrelayd=$("$DAEMON" --version 2>&1 | head -n 1)"
+    for n in "${NOTES[@]}"; do echo "note=$n"; done
+    for f in "${FAILS[@]}"; do echo "fail=$f"; done
+} >"$TMP/meta.txt"
+mkdir -p "$RESULTS"
+OUT="$RESULTS/ingest-$STAMP.md"
+python3 "$BENCH_DIR/ingest_report.py" --raw "$RAW" --meta "$TMP/meta.txt" >"$OUT" ||
+    die "ingest_report.py failed (raw figures in $RAW; KEEP=1 keeps them)"
+cat "$OUT"
 echo
-echo "checks: OK (every response 200 \"success\"$([ "$NGINX_ONLY" = 0 ] && echo ", one stream entry per distinct callback"))"
+say "results written to $OUT"
+[ ${#FAILS[@]} -eq 0 ] || exit 1
