@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 
 [ -d ../shared/vectors ] || { echo "test: ../shared/vectors is missing (the test vectors live beside the checkout)" >&2; exit 1; }
-bash scripts/deps.sh valgrind  # valgrind: the valgrind suite of tests/integration
+bash scripts/deps.sh valgrind prometheus  # valgrind: the valgrind suite of tests/integration; prometheus: promtool (contrib/prometheus)
 
 status=0
 passed=0

@@ -31,6 +31,8 @@ static const struct {
 	    "Callbacks refused by verification (SPEC 2.5), by channel and reason." },
 	{ "payrelay_repeat_payments_total",
 	    "Payments of an order already paid by another gateway trade id, by channel." },
+	{ "payrelay_amount_mismatches_total",
+	    "Payments whose amount differs from the registered order's, by channel." },
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
