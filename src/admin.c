@@ -891,6 +891,7 @@ tail_reply(void *arg, const struct redisReply *rep)
 	struct tail *t = arg;
 	const struct redisReply *entries = NULL;
 	struct timeval tv = { 0, TAIL_TICK_MS * 1000 };
+	int64_t left;
 	size_t i;
 
 	t->in_redis = false;
@@ -920,11 +921,13 @@ tail_reply(void *arg, const struct redisReply *rep)
 		    (ev = entry_event(e->element[1], e->element[0]->str)) != NULL)
 			json_array_append_new(t->rows, ev);
 	}
-	if (json_array_size(t->rows) > 0 || now_ms() + TAIL_TICK_MS > t->deadline_ms ||
-	    t->env->stopping) {
+	left = t->deadline_ms - now_ms();
+	if (json_array_size(t->rows) > 0 || left <= 0 || t->env->stopping) {
 		tail_answer(t);
 		return;
 	}
+	if (left < TAIL_TICK_MS)
+		tv.tv_usec = (suseconds_t)left * 1000;
 	evtimer_add(t->timer, &tv);
 }
 
