@@ -737,8 +737,7 @@ events_find_reply(void *arg, const struct redisReply *rep)
 	json_t *rows;
 	size_t i;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
-	    (rows = json_array()) == NULL) {
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || (rows = json_array()) == NULL) {
 		admin_error(a->req, 503, "redis failed");
 		free(a);
 		return;
@@ -770,8 +769,7 @@ events_find_reply(void *arg, const struct redisReply *rep)
 /* GET /v1/events?out_trade_no=X[&channel=C]: every event of one merchant
  * order, registered or not, from the index the record step keeps. */
 static void
-admin_events_find(struct env *env, struct evhttp_request *req, const char *out,
-    const char *channel)
+admin_events_find(struct env *env, struct evhttp_request *req, const char *out, const char *channel)
 {
 	const struct config *cfg = env->cfg;
 	const char **names = NULL;
@@ -841,8 +839,7 @@ static void
 tail_answer(struct tail *t)
 {
 	conn_watch(t->conn, NULL, NULL);
-	admin_json(t->req, 200,
-	    json_pack("{s:O,s:s}", "events", t->rows, "last_id", t->after));
+	admin_json(t->req, 200, json_pack("{s:O,s:s}", "events", t->rows, "last_id", t->after));
 	tail_free(t);
 }
 
@@ -991,8 +988,9 @@ admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn
 	struct areq *a;
 	char *end;
 
-	if (wait != NULL && ((secs = strtol(wait, &end, 10)) < 0 || secs > TAIL_MAX_WAIT ||
-				*end != '\0' || end == wait)) {
+	if (wait != NULL &&
+	    ((secs = strtol(wait, &end, 10)) < 0 || secs > TAIL_MAX_WAIT || *end != '\0' ||
+		end == wait)) {
 		admin_error(req, 400, "wait is whole seconds from 0 to 30");
 		return;
 	}
@@ -1120,8 +1118,9 @@ delivery_get_reply(void *arg, const struct redisReply *rep)
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
 		admin_error(a->req, 503, "redis failed");
 	} else if (rep->elements == 0 || (o = json_object()) == NULL) {
-		admin_error(a->req, 404, "no such delivery (never made, or delivered longer ago "
-					 "than dedup_ttl)");
+		admin_error(a->req, 404,
+		    "no such delivery (never made, or delivered longer ago "
+		    "than dedup_ttl)");
 	} else {
 		pairs_to_json(o, rep, 0, numeric);
 		/* The body is the event's: `events show` has it. */
@@ -1190,7 +1189,8 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 
 	sbuf_init(&form);
 	params_init(&p);
-	if (slash == NULL || strcmp(slash, "/test") != 0 || (size_t)(slash - rest) >= sizeof(channel)) {
+	if (slash == NULL || strcmp(slash, "/test") != 0 ||
+	    (size_t)(slash - rest) >= sizeof(channel)) {
 		admin_error(req, 404, "no such endpoint");
 		goto out;
 	}
@@ -1205,8 +1205,8 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 		goto out;
 	}
 	if (len > 0) {
-		body = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES,
-		    NULL);
+		body = json_loadb((const char *)evbuffer_pullup(in, -1), len,
+		    JSON_REJECT_DUPLICATES, NULL);
 		if (body == NULL || !json_is_object(body)) {
 			admin_error(req, 400, "the body must be a JSON object");
 			goto out;
@@ -1219,7 +1219,8 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 		if (json_object_get(body, "status") != NULL &&
 		    ((status = json_string_value(json_object_get(body, "status"))) == NULL ||
 			!family_canonical_id(status))) {
-			admin_error(req, 400, "status is the gateway's raw status, printable ASCII");
+			admin_error(req, 400,
+			    "status is the gateway's raw status, printable ASCII");
 			goto out;
 		}
 	}
@@ -1258,8 +1259,7 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 		admin_error(req, 503, "too many test callbacks at once: try again in two minutes");
 		goto out;
 	}
-	log_info("test callback made", "channel=%s trade_no=%s event=%s", ch->name, trade_no,
-	    evid);
+	log_info("test callback made", "channel=%s trade_no=%s event=%s", ch->name, trade_no, evid);
 	snprintf(path, sizeof(path), "/notify/%s", ch->name);
 	admin_json(req, 201,
 	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s#,s:i}", "channel", ch->name,
@@ -1322,8 +1322,8 @@ memory_reply(void *arg, const struct redisReply *rep)
 	    (max = info_value(rep->str, "maxmemory")) >= 0) {
 		rc |= metrics_family(&sc->text, "payrelay_redis_used_memory_bytes", "gauge",
 		    "Memory Redis uses (INFO used_memory).");
-		rc |= metrics_sample(&sc->text, "payrelay_redis_used_memory_bytes", NULL, NULL,
-		    used);
+		rc |=
+		    metrics_sample(&sc->text, "payrelay_redis_used_memory_bytes", NULL, NULL, used);
 		rc |= metrics_family(&sc->text, "payrelay_redis_maxmemory_bytes", "gauge",
 		    "Redis's maxmemory (0: no limit). At the limit, with noeviction, every "
 		    "callback is answered 503.");

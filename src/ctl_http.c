@@ -288,8 +288,8 @@ ctl_http_check(const struct ctl_http *h, const struct ctl_answer *ans)
 }
 
 int
-ctl_http_public_post(const struct config *cfg, long timeout_ms, const char *path,
-    const char *body, size_t len, struct ctl_answer *ans, char *addr)
+ctl_http_public_post(const struct config *cfg, long timeout_ms, const char *path, const char *body,
+    size_t len, struct ctl_answer *ans, char *addr)
 {
 	const struct netaddr *a = &cfg->listen;
 	struct curl_slist *headers = NULL, *t;

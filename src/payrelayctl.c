@@ -1147,7 +1147,8 @@ check_events_tail(const struct command *cmd, struct ctl *c, struct args *a)
 		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
 	if (a->type != NULL && strcmp(a->type, "order.paid") != 0 &&
 	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0)
-		return usage_error(cmd, "--type is order.paid, order.status or order.amount_mismatch");
+		return usage_error(cmd,
+		    "--type is order.paid, order.status or order.amount_mismatch");
 	if (a->limit != NULL && parse_count(a->limit, 1000000, &n) == -1)
 		return usage_error(cmd, "--limit wants a whole number from 1 to 1000000");
 	return CTL_OK;
@@ -1232,9 +1233,11 @@ cmd_send_test(struct ctl *c, struct args *a)
 	char url[512], addr[160], *chan;
 	int rc, tries;
 
-	if (req == NULL || (a->amount != NULL &&
-			       json_object_set_new(req, "amount", json_string(a->amount)) != 0) ||
-	    (a->status != NULL && json_object_set_new(req, "status", json_string(a->status)) != 0) ||
+	if (req == NULL ||
+	    (a->amount != NULL &&
+		json_object_set_new(req, "amount", json_string(a->amount)) != 0) ||
+	    (a->status != NULL &&
+		json_object_set_new(req, "status", json_string(a->status)) != 0) ||
 	    (chan = ctl_http_escape(a->pos[0])) == NULL) {
 		json_decref(req);
 		fprintf(stderr, "payrelayctl: out of memory\n");
@@ -1274,7 +1277,8 @@ cmd_send_test(struct ctl *c, struct args *a)
 	}
 	if (cb.status < 200 || cb.status >= 300) {
 		fprintf(stderr,
-		    "payrelayctl: the public listener did not take the test callback (HTTP %ld)%s\n",
+		    "payrelayctl: the public listener did not take the test callback (HTTP "
+		    "%ld)%s\n",
 		    cb.status,
 		    cb.status == 403 ? ": the channel's allow_from does not admit this host" : "");
 		rc = CTL_API_ERROR;
@@ -1410,7 +1414,8 @@ static const struct command commands[] = {
 	    "Exit 6 when no such event is recorded.\n",
 	    opts_none, 1, 1, check_event_id, cmd_events_show },
 	{ "events", "find", "events find --out-trade-no X [--channel C]",
-	    "every event of one merchant order, with its deliveries (GET /v1/events?out_trade_no=X)",
+	    "every event of one merchant order, with its deliveries (GET "
+	    "/v1/events?out_trade_no=X)",
 	    "Was order X paid, and did each webhook get it? Lists every event recorded for\n"
 	    "the merchant order X within dedup_ttl, registered for polling or not (callbacks,\n"
 	    "polls, sweeps, repeat payments, amount mismatches, tests), each followed by its\n"
