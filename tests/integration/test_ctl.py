@@ -865,6 +865,14 @@ class OnCallTest(CtlCase):
         # the index lives dedup_ttl
         ttl = int(self.r.cmd("TTL", PREFIX + "oix:shop-epay:ORD-F"))
         self.assertTrue(29 * 86400 < ttl <= 30 * 86400, ttl)  # dedup_ttl's default
+        # a payment of a registered order with another amount: found and counted
+        self.ctl("orders", "expect", "shop-epay", "ORD-MM", "5.00", rc=0)
+        self.assertEqual(self.epay_callback("2026113000014", "ORD-MM").status, 200)
+        js = self.ctl("events", "find", "--out-trade-no", "ORD-MM", "--json", rc=0).json()
+        self.assertEqual([e["type"] for e in js["events"]], ["order.amount_mismatch"], js)
+        text = h.http(self.admin_port, "GET", "/metrics",
+                      headers={"Authorization": "Bearer " + h.ADMIN_TOKEN}).body.decode()
+        self.assertIn('payrelay_amount_mismatches_total{channel="shop-epay"} 1\n', text)
         # nothing known
         res = self.ctl("events", "find", "--out-trade-no", "ORD-NONE", rc=0)
         self.assertTrue(res.out.startswith("no event of order ORD-NONE"), res)
