@@ -992,8 +992,6 @@ cmd_events_find(struct ctl *c, struct args *a)
 	}
 	json_array_foreach(events, i, ev)
 	{
-		char flags[64];
-
 		if (i > 0)
 			putchar('\n');
 		if (json_is_true(json_object_get(ev, "trimmed"))) {
@@ -1002,7 +1000,6 @@ cmd_events_find(struct ctl *c, struct args *a)
 			continue;
 		}
 		print_event_line(ev);
-		event_flags(ev, flags, sizeof(flags));
 		print_event_deliveries(json_object_get(ev, "deliveries"), "  ");
 	}
 done:

@@ -952,6 +952,17 @@ class OnCallTest(CtlCase):
         s.close()
         time.sleep(0.5)
         self.assertEqual(self.ctl("status", rc=0).rc, 0)
+        # one still waiting when the daemon stops: stop_clean (a cleanup)
+        # wants a clean exit within shutdown_timeout, nothing leaked
+        s = socket.create_connection((h.HOST, self.admin_port))
+        self.addCleanup(s.close)
+        s.sendall(("GET /v1/events?after=%s&wait=30 HTTP/1.1\r\nHost: x\r\n"
+                   "Authorization: Bearer %s\r\n\r\n" % (last["last_id"], h.ADMIN_TOKEN))
+                  .encode())
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        self.daemons[0].stop_clean()
+        self.assertLess(time.monotonic() - t0, 5)
 
     def test_18_deliveries_show(self):
         rcv = self.receiver(default="fail")
