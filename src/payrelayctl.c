@@ -270,8 +270,9 @@ static void
 status_metrics(const struct ctl_answer *m)
 {
 	char *text, *line, *save = NULL;
-	char names[32][96];
-	double sums[32];
+	/* Room for every family /metrics has (30 now) and some to come. */
+	char names[64][96];
+	double sums[64];
 	size_t n = 0, i;
 
 	if ((text = xstrdup(m->body.p)) == NULL)
@@ -280,7 +281,7 @@ status_metrics(const struct ctl_answer *m)
 		char name[96], kind[32];
 
 		if (sscanf(line, "# TYPE %95s %31s", name, kind) == 2) {
-			if (strncmp(name, "payrelay_", 9) == 0 && n < 32 &&
+			if (strncmp(name, "payrelay_", 9) == 0 && n < 64 &&
 			    strstr(name, "_info") == NULL &&
 			    (strcmp(kind, "counter") == 0 || strcmp(kind, "gauge") == 0)) {
 				snprintf(names[n], sizeof(names[n]), "%s", name);
