@@ -10,8 +10,9 @@ top=$PWD
 
 [ -d ../shared/vectors ] || { echo "test: ../shared/vectors is missing (the test vectors live beside the checkout)" >&2; exit 1; }
 # valgrind: the valgrind suite of tests/integration; dpkg-dev, debhelper and
-# lintian: the package suite (tests/package builds the .deb with scripts/deb.sh).
-bash scripts/deps.sh valgrind dpkg-dev debhelper lintian
+# lintian: the package suite (tests/package builds the .deb with scripts/deb.sh);
+# prometheus: promtool (contrib/prometheus).
+bash scripts/deps.sh valgrind dpkg-dev debhelper lintian prometheus
 
 status=0
 passed=0

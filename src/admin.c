@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
@@ -18,6 +20,12 @@
 
 #include "amount.h"
 #include "config.h"
+#include "crypto.h"
+#include "event.h"
+#include "family.h"
+#include "form.h"
+#include "ingest.h"
+#include "testcb.h"
 #include "daemon.h"
 #include "config_build.h"
 #include "conns.h"
@@ -701,6 +709,570 @@ out:
 	json_decref(body);
 }
 
+/* --- the on-call's commands (docs/operations.md) ------------------------- */
+
+/* The event JSON of a stream entry's field/value list, with its stream id;
+ * NULL when it has none. */
+static json_t *
+entry_event(const struct redisReply *fields, const char *sid)
+{
+	json_t *ev = NULL;
+	size_t i;
+
+	for (i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
+		if (fields->element[i]->str != NULL &&
+		    strcmp(fields->element[i]->str, "event") == 0 &&
+		    fields->element[i + 1]->str != NULL)
+			ev = json_loadb(fields->element[i + 1]->str, fields->element[i + 1]->len, 0,
+			    NULL);
+	if (ev != NULL && json_is_object(ev))
+		json_object_set_new(ev, "stream_id", json_string(sid));
+	return ev;
+}
+
+static void
+events_find_reply(void *arg, const struct redisReply *rep)
+{
+	struct areq *a = arg;
+	json_t *rows;
+	size_t i;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || (rows = json_array()) == NULL) {
+		admin_error(a->req, 503, "redis failed");
+		free(a);
+		return;
+	}
+	for (i = 0; i < rep->elements; i++) {
+		const struct redisReply *row = rep->element[i];
+		json_t *ev;
+
+		if (row->type != REDIS_REPLY_ARRAY || row->elements < 3 ||
+		    row->element[0]->str == NULL)
+			continue;
+		ev = row->element[2]->len > 0
+		    ? json_loadb(row->element[2]->str, row->element[2]->len, 0, NULL)
+		    : NULL;
+		if (ev == NULL || !json_is_object(ev)) {
+			/* Indexed, but trimmed from the stream (maxlen). */
+			json_decref(ev);
+			ev = json_pack("{s:s,s:b}", "id", row->element[0]->str, "trimmed", 1);
+		} else if (row->element[1]->len > 0) {
+			json_object_set_new(ev, "stream_id", json_string(row->element[1]->str));
+		}
+		json_array_append_new(rows, ev);
+	}
+	admin_json(a->req, 200,
+	    json_pack("{s:s,s:o}", "out_trade_no", a->out_trade_no, "events", rows));
+	free(a);
+}
+
+/* GET /v1/events?out_trade_no=X[&channel=C]: every event of one merchant
+ * order, registered or not, from the index the record step keeps. */
+static void
+admin_events_find(struct env *env, struct evhttp_request *req, const char *out, const char *channel)
+{
+	const struct config *cfg = env->cfg;
+	const char **names = NULL;
+	struct areq *a = NULL;
+	size_t i, n = 0;
+
+	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO) {
+		admin_error(req, 400, "out_trade_no must be 1 to 128 bytes");
+		return;
+	}
+	if (channel != NULL && config_channel(cfg, channel) == NULL) {
+		admin_error(req, 404, "unknown channel");
+		return;
+	}
+	if ((names = calloc(cfg->nchannels + 1, sizeof(*names))) == NULL ||
+	    (a = calloc(1, sizeof(*a))) == NULL) {
+		admin_error(req, 503, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < cfg->nchannels; i++)
+		if (channel == NULL || strcmp(cfg->channels[i].name, channel) == 0)
+			names[n++] = cfg->channels[i].name;
+	a->env = env;
+	a->req = req;
+	snprintf(a->out_trade_no, sizeof(a->out_trade_no), "%s", out);
+	if (store_events_find(env->store, names, n, out, 100, events_find_reply, a) == -1) {
+		admin_error(req, 503, "redis is not ready");
+		goto out;
+	}
+	a = NULL;
+out:
+	free(a);
+	free(names);
+}
+
+/* GET /v1/events?after=ID&wait=S: a long poll on the stream. Redis is read
+ * without BLOCK every TAIL_TICK_MS (a blocked connection would hold up every
+ * callback behind it) until an event that passes the filters comes or the
+ * wait is over. */
+#define TAIL_TICK_MS 250
+#define TAIL_MAX_WAIT 30
+
+struct tail {
+	struct env *env;
+	struct evhttp_request *req; /* NULL once the client went away */
+	struct conn *conn;
+	struct event *timer;
+	bool in_redis; /* a read is out: its answer frees the tail */
+	char after[48];
+	char channel[65];
+	char type[32];
+	int limit;
+	int64_t deadline_ms;
+	json_t *rows;
+};
+
+static void
+tail_free(struct tail *t)
+{
+	if (t->timer != NULL)
+		event_free(t->timer);
+	json_decref(t->rows);
+	free(t);
+}
+
+static void
+tail_answer(struct tail *t)
+{
+	conn_watch(t->conn, NULL, NULL);
+	admin_json(t->req, 200, json_pack("{s:O,s:s}", "events", t->rows, "last_id", t->after));
+	tail_free(t);
+}
+
+static void
+tail_gone(void *arg)
+{
+	struct tail *t = arg;
+
+	t->req = NULL;
+	t->conn = NULL;
+	if (!t->in_redis)
+		tail_free(t);
+}
+
+static void tail_read(struct tail *t);
+
+static void
+tail_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	tail_read(arg);
+}
+
+static bool
+tail_wants(const struct tail *t, const struct redisReply *fields)
+{
+	const char *type = NULL, *channel = NULL;
+	size_t i;
+
+	for (i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
+		const char *k = fields->element[i]->str;
+
+		if (k != NULL && strcmp(k, "type") == 0)
+			type = fields->element[i + 1]->str;
+		else if (k != NULL && strcmp(k, "channel") == 0)
+			channel = fields->element[i + 1]->str;
+	}
+	return (t->type[0] == '\0' || (type != NULL && strcmp(type, t->type) == 0)) &&
+	    (t->channel[0] == '\0' || (channel != NULL && strcmp(channel, t->channel) == 0));
+}
+
+static void
+tail_reply(void *arg, const struct redisReply *rep)
+{
+	struct tail *t = arg;
+	const struct redisReply *entries = NULL;
+	struct timeval tv = { 0, TAIL_TICK_MS * 1000 };
+	int64_t left;
+	size_t i;
+
+	t->in_redis = false;
+	if (t->req == NULL) {
+		tail_free(t);
+		return;
+	}
+	if (rep == NULL) {
+		conn_watch(t->conn, NULL, NULL);
+		admin_error(t->req, 503, "redis failed");
+		tail_free(t);
+		return;
+	}
+	/* XREAD: nil, or [[stream, [[id, [f, v, ...]], ...]]] */
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
+	    rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements == 2)
+		entries = rep->element[0]->element[1];
+	for (i = 0; entries != NULL && entries->type == REDIS_REPLY_ARRAY && i < entries->elements;
+	     i++) {
+		const struct redisReply *e = entries->element[i];
+		json_t *ev;
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->str == NULL)
+			continue;
+		snprintf(t->after, sizeof(t->after), "%s", e->element[0]->str);
+		if (tail_wants(t, e->element[1]) &&
+		    (ev = entry_event(e->element[1], e->element[0]->str)) != NULL)
+			json_array_append_new(t->rows, ev);
+	}
+	left = t->deadline_ms - now_ms();
+	if (json_array_size(t->rows) > 0 || left <= 0 || t->env->stopping) {
+		tail_answer(t);
+		return;
+	}
+	if (left < TAIL_TICK_MS)
+		tv.tv_usec = (suseconds_t)left * 1000;
+	evtimer_add(t->timer, &tv);
+}
+
+static void
+tail_read(struct tail *t)
+{
+	if (store_stream_read(t->env->store, t->after, t->limit, tail_reply, t) == -1) {
+		if (t->req != NULL) {
+			conn_watch(t->conn, NULL, NULL);
+			admin_error(t->req, 503, "redis is not ready");
+		}
+		tail_free(t);
+		return;
+	}
+	t->in_redis = true;
+}
+
+static void
+tail_last_reply(void *arg, const struct redisReply *rep)
+{
+	struct areq *a = arg;
+	const char *last = "0-0";
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+		admin_error(a->req, 503, "redis failed");
+	} else {
+		if (rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
+		    rep->element[0]->elements > 0 && rep->element[0]->element[0]->str != NULL)
+			last = rep->element[0]->element[0]->str;
+		admin_json(a->req, 200, json_pack("{s:[],s:s}", "events", "last_id", last));
+	}
+	free(a);
+}
+
+/* A stream id: digits, or digits-digits. */
+static bool
+stream_id_valid(const char *s)
+{
+	size_t i, dash = 0;
+
+	if (*s == '\0' || strlen(s) > 40)
+		return false;
+	for (i = 0; s[i] != '\0'; i++) {
+		if (s[i] == '-' && i > 0 && dash++ == 0 && s[i + 1] != '\0')
+			continue;
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	}
+	return true;
+}
+
+static void
+admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn,
+    struct evkeyvalq *q)
+{
+	const char *after = query_param(q, "after"), *wait = query_param(q, "wait");
+	const char *channel = query_param(q, "channel"), *type = query_param(q, "type");
+	const char *lim = query_param(q, "limit");
+	long secs = 0, limit = 100;
+	struct tail *t;
+	struct areq *a;
+	char *end;
+
+	if (wait != NULL &&
+	    ((secs = strtol(wait, &end, 10)) < 0 || secs > TAIL_MAX_WAIT || *end != '\0' ||
+		end == wait)) {
+		admin_error(req, 400, "wait is whole seconds from 0 to 30");
+		return;
+	}
+	if (lim != NULL && ((limit = strtol(lim, &end, 10)) < 1 || limit > 1000 || *end != '\0')) {
+		admin_error(req, 400, "limit is from 1 to 1000");
+		return;
+	}
+	if (channel != NULL && config_channel(env->cfg, channel) == NULL) {
+		admin_error(req, 404, "unknown channel");
+		return;
+	}
+	if (type != NULL && strcmp(type, "order.paid") != 0 && strcmp(type, "order.status") != 0 &&
+	    strcmp(type, "order.amount_mismatch") != 0) {
+		admin_error(req, 400, "type is order.paid, order.status or order.amount_mismatch");
+		return;
+	}
+	if (after == NULL) {
+		/* Where the stream ends now: the next call waits from there. */
+		if ((a = calloc(1, sizeof(*a))) == NULL) {
+			admin_error(req, 503, "out of memory");
+			return;
+		}
+		a->env = env;
+		a->req = req;
+		if (store_stream_read(env->store, NULL, 1, tail_last_reply, a) == -1) {
+			free(a);
+			admin_error(req, 503, "redis is not ready");
+		}
+		return;
+	}
+	if (!stream_id_valid(after)) {
+		admin_error(req, 400, "after is a stream id (1795341600000-0), or 0");
+		return;
+	}
+	if (conn == NULL || (t = calloc(1, sizeof(*t))) == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	t->env = env;
+	t->req = req;
+	t->conn = conn;
+	t->limit = (int)limit;
+	t->deadline_ms = now_ms() + secs * 1000;
+	snprintf(t->after, sizeof(t->after), "%s", after);
+	snprintf(t->channel, sizeof(t->channel), "%s", channel != NULL ? channel : "");
+	snprintf(t->type, sizeof(t->type), "%s", type != NULL ? type : "");
+	if ((t->rows = json_array()) == NULL ||
+	    (t->timer = evtimer_new(env->base, tail_tick, t)) == NULL) {
+		tail_free(t);
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	/* The client may leave while we wait (Ctrl-C): its request goes too. */
+	conn_watch(conn, tail_gone, t);
+	tail_read(t);
+}
+
+/* GET /v1/events: find by merchant order, or follow the stream. */
+static void
+admin_events(struct env *env, struct evhttp_request *req, struct conn *conn)
+{
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	const char *out;
+	struct evkeyvalq q;
+
+	TAILQ_INIT(&q);
+	if (query != NULL && evhttp_parse_query_str(query, &q) == -1) {
+		admin_error(req, 400, "bad query string");
+		return;
+	}
+	if ((out = query_param(&q, "out_trade_no")) != NULL)
+		admin_events_find(env, req, out, query_param(&q, "channel"));
+	else
+		admin_events_tail(env, req, conn, &q);
+	evhttp_clear_headers(&q);
+}
+
+static bool
+event_id_valid(const char *id)
+{
+	size_t i;
+
+	if (strncmp(id, "evt_", 4) != 0 || strlen(id) != EVENT_ID_LEN)
+		return false;
+	for (i = 4; id[i] != '\0'; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return false;
+	return true;
+}
+
+/* GET /v1/events/{id}/deliveries */
+static void
+admin_event_deliveries(struct env *env, struct evhttp_request *req, const char *id)
+{
+	struct listing *l;
+
+	if (!event_id_valid(id)) {
+		admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+		return;
+	}
+	if ((l = calloc(1, sizeof(*l))) == NULL || (l->rows = json_array()) == NULL) {
+		free(l);
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	l->env = env;
+	l->req = req;
+	l->waiting = 1;
+	if (store_event_deliveries(env->store, id, deliveries_reply, l) == -1) {
+		json_decref(l->rows);
+		free(l);
+		admin_error(req, 503, "redis is not ready");
+	}
+}
+
+static void
+delivery_get_reply(void *arg, const struct redisReply *rep)
+{
+	static const char *const numeric[] = { "attempts", "last_status", "created_ms", "due_ms",
+		"dead_ms", "delivered_ms", "last_attempt_ms", "lease_until_ms", NULL };
+	struct areq *a = arg;
+	json_t *o, *h;
+	const char *text;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+		admin_error(a->req, 503, "redis failed");
+	} else if (rep->elements == 0 || (o = json_object()) == NULL) {
+		admin_error(a->req, 404,
+		    "no such delivery (never made, or delivered longer ago "
+		    "than dedup_ttl)");
+	} else {
+		pairs_to_json(o, rep, 0, numeric);
+		/* The body is the event's: `events show` has it. */
+		json_object_del(o, "event");
+		text = json_string_value(json_object_get(o, "history"));
+		h = text != NULL ? json_loads(text, 0, NULL) : NULL;
+		json_object_set_new(o, "history", json_is_array(h) ? h : json_array());
+		if (!json_is_array(h))
+			json_decref(h);
+		admin_json(a->req, 200, o);
+	}
+	free(a);
+}
+
+/* GET /v1/deliveries/{id} */
+static void
+admin_delivery_show(struct env *env, struct evhttp_request *req, const char *id)
+{
+	struct areq *a;
+	size_t i;
+
+	if (strncmp(id, "dlv_", 4) != 0 || strlen(id) != 36) {
+		admin_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
+		return;
+	}
+	for (i = 4; id[i] != '\0'; i++) {
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
+			admin_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
+			return;
+		}
+	}
+	if ((a = calloc(1, sizeof(*a))) == NULL) {
+		admin_error(req, 503, "out of memory");
+		return;
+	}
+	a->env = env;
+	a->req = req;
+	if (store_delivery_get(env->store, id, delivery_get_reply, a) == -1) {
+		free(a);
+		admin_error(req, 503, "redis is not ready");
+	}
+}
+
+/* POST /v1/channels/{ch}/test {"amount", "status"}: a callback signed with
+ * the channel's key, for the caller to send to the public listener. Its
+ * trade id is random and expected here for TESTCB_TTL_MS: the daemon alone
+ * decides that a callback is a test (ingest.c), so neither a gateway nor
+ * anyone holding a channel key can mark a real payment as one. */
+static void
+admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	const char *slash = strchr(rest, '/'), *amount = "0.01", *status = NULL, *why;
+	char channel[65], trade_no[TESTCB_ID_LEN + 1], out[TESTCB_ID_LEN + 1];
+	char evid[EVENT_ID_LEN + 1], path[80];
+	const struct channel *ch;
+	struct testcb_spec spec;
+	unsigned char rnd[16];
+	json_t *body = NULL;
+	struct sbuf form;
+	struct params p;
+	struct event ev;
+	int64_t fen;
+	enum verdict v;
+
+	sbuf_init(&form);
+	params_init(&p);
+	if (slash == NULL || strcmp(slash, "/test") != 0 ||
+	    (size_t)(slash - rest) >= sizeof(channel)) {
+		admin_error(req, 404, "no such endpoint");
+		goto out;
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		admin_error(req, 405, "method not allowed");
+		goto out;
+	}
+	memcpy(channel, rest, (size_t)(slash - rest));
+	channel[slash - rest] = '\0';
+	if ((ch = config_channel(env->cfg, channel)) == NULL) {
+		admin_error(req, 404, "unknown channel");
+		goto out;
+	}
+	if (len > 0) {
+		body = json_loadb((const char *)evbuffer_pullup(in, -1), len,
+		    JSON_REJECT_DUPLICATES, NULL);
+		if (body == NULL || !json_is_object(body)) {
+			admin_error(req, 400, "the body must be a JSON object");
+			goto out;
+		}
+		if (json_object_get(body, "amount") != NULL &&
+		    (amount = json_string_value(json_object_get(body, "amount"))) == NULL) {
+			admin_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
+			goto out;
+		}
+		if (json_object_get(body, "status") != NULL &&
+		    ((status = json_string_value(json_object_get(body, "status"))) == NULL ||
+			!family_canonical_id(status))) {
+			admin_error(req, 400,
+			    "status is the gateway's raw status, printable ASCII");
+			goto out;
+		}
+	}
+	if (amount_parse(amount, strlen(amount), &fen) == -1 || fen < 1 ||
+	    !family_canonical_amount(amount)) {
+		admin_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
+		goto out;
+	}
+	if (crypto_random(rnd, sizeof(rnd)) == -1) {
+		admin_error(req, 503, "no random bytes");
+		goto out;
+	}
+	memcpy(trade_no, TESTCB_PREFIX, sizeof(TESTCB_PREFIX) - 1);
+	hex_lower(trade_no + sizeof(TESTCB_PREFIX) - 1, rnd, sizeof(rnd));
+	trade_no[TESTCB_ID_LEN] = '\0';
+	memcpy(out, trade_no, sizeof(out));
+	spec.trade_no = trade_no;
+	spec.out_trade_no = out;
+	spec.amount = amount;
+	spec.status = status;
+	spec.now = time(NULL);
+	if (testcb_build(ch, &spec, &form, &why) == -1) {
+		admin_error(req, strcmp(why, "out of memory") == 0 ? 503 : 409, why);
+		goto out;
+	}
+	/* What the listener will make of it: its event id, and a last check
+	 * that the family's verify accepts what its sign made. */
+	memset(&ev, 0, sizeof(ev));
+	if (form_decode(&p, form.p, form.len) != FORM_OK ||
+	    (v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
+		admin_error(req, 500, "the test callback does not verify");
+		goto out;
+	}
+	memcpy(evid, ev.id, sizeof(evid));
+	if (ingest_test_expect(env, ch->name, trade_no) == -1) {
+		admin_error(req, 503, "too many test callbacks at once: try again in two minutes");
+		goto out;
+	}
+	log_info("test callback made", "channel=%s trade_no=%s event=%s", ch->name, trade_no, evid);
+	snprintf(path, sizeof(path), "/notify/%s", ch->name);
+	admin_json(req, 201,
+	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s#,s:i}", "channel", ch->name,
+		"family", ch->family->name, "trade_no", trade_no, "out_trade_no", out, "event_id",
+		evid, "type", event_type_str(ev.type), "method", "POST", "path", path,
+		"content_type", "application/x-www-form-urlencoded", "body", form.p, form.len,
+		"expires_in", TESTCB_TTL_MS / 1000));
+out:
+	json_decref(body);
+	params_free(&p);
+	sbuf_free(&form);
+}
+
 /* --- metrics ------------------------------------------------------------- */
 
 struct scrape {
@@ -725,6 +1297,50 @@ scrape_send(struct scrape *sc)
 	free(sc);
 }
 
+/* A number of INFO's "name:value" lines, or -1. */
+static double
+info_value(const char *info, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p;
+
+	for (p = info; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p != NULL ? p + 1 : NULL)
+		if (strncmp(p, name, n) == 0 && p[n] == ':')
+			return strtod(p + n + 1, NULL);
+	return -1;
+}
+
+static void
+memory_reply(void *arg, const struct redisReply *rep)
+{
+	struct scrape *sc = arg;
+	double used, max;
+	int rc = 0;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->str != NULL &&
+	    (used = info_value(rep->str, "used_memory")) >= 0 &&
+	    (max = info_value(rep->str, "maxmemory")) >= 0) {
+		rc |= metrics_family(&sc->text, "payrelay_redis_used_memory_bytes", "gauge",
+		    "Memory Redis uses (INFO used_memory).");
+		rc |=
+		    metrics_sample(&sc->text, "payrelay_redis_used_memory_bytes", NULL, NULL, used);
+		rc |= metrics_family(&sc->text, "payrelay_redis_maxmemory_bytes", "gauge",
+		    "Redis's maxmemory (0: no limit). At the limit, with noeviction, every "
+		    "callback is answered 503.");
+		rc |= metrics_sample(&sc->text, "payrelay_redis_maxmemory_bytes", NULL, NULL, max);
+	}
+	(void)rc;
+	scrape_send(sc);
+}
+
+/* The Redis-side memory, when Redis answers; then the answer. */
+static void
+scrape_memory(struct scrape *sc)
+{
+	if (store_memory(sc->env->store, memory_reply, sc) == -1)
+		scrape_send(sc);
+}
+
 static void
 counts_reply(void *arg, const struct redisReply *rep)
 {
@@ -746,7 +1362,7 @@ counts_reply(void *arg, const struct redisReply *rep)
 			    cfg->webhooks[i].name, (double)rep->element[2 * i + 1]->integer);
 	}
 	(void)rc;
-	scrape_send(sc);
+	scrape_memory(sc);
 }
 
 static void
@@ -838,7 +1454,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 		sbuf_free(&names);
 	}
 	if (sc != NULL)
-		scrape_send(sc);
+		scrape_memory(sc);
 }
 
 static void
@@ -891,18 +1507,40 @@ admin_cb(struct evhttp_request *req, void *arg)
 		admin_order(env, req, path + 11);
 	} else if (strcmp(path, "/metrics") == 0) {
 		admin_metrics(env, req);
-	} else if (strncmp(path, "/v1/events/", 11) == 0) {
+	} else if (strcmp(path, "/v1/events") == 0) {
 		if (m != EVHTTP_REQ_GET)
 			admin_error(req, 405, "method not allowed");
 		else
+			admin_events(env, req, conn);
+	} else if (strncmp(path, "/v1/events/", 11) == 0) {
+		size_t n = strlen(path + 11);
+
+		if (m != EVHTTP_REQ_GET)
+			admin_error(req, 405, "method not allowed");
+		else if (n > 11 && strcmp(path + 11 + n - 11, "/deliveries") == 0 &&
+		    n - 11 == EVENT_ID_LEN) {
+			char id[EVENT_ID_LEN + 1];
+
+			memcpy(id, path + 11, EVENT_ID_LEN);
+			id[EVENT_ID_LEN] = '\0';
+			admin_event_deliveries(env, req, id);
+		} else
 			admin_event(env, req, path + 11);
+	} else if (strncmp(path, "/v1/channels/", 13) == 0) {
+		admin_channel_test(env, req, path + 13);
 	} else if (strcmp(path, "/v1/deliveries") == 0) {
 		if (m != EVHTTP_REQ_GET)
 			admin_error(req, 405, "method not allowed");
 		else
 			admin_deliveries(env, req);
 	} else if (strncmp(path, "/v1/deliveries/", 15) == 0) {
-		admin_replay_one(env, req, path + 15);
+		if (strchr(path + 15, '/') == NULL) {
+			if (m != EVHTTP_REQ_GET)
+				admin_error(req, 405, "method not allowed");
+			else
+				admin_delivery_show(env, req, path + 15);
+		} else
+			admin_replay_one(env, req, path + 15);
 	} else if (strcmp(path, "/v1/replay") == 0) {
 		if (m != EVHTTP_REQ_POST)
 			admin_error(req, 405, "method not allowed");

@@ -287,6 +287,74 @@ ctl_http_check(const struct ctl_http *h, const struct ctl_answer *ans)
 	return ans->status == 404 ? CTL_NOT_FOUND : CTL_API_ERROR;
 }
 
+int
+ctl_http_public_post(const struct config *cfg, long timeout_ms, const char *path, const char *body,
+    size_t len, struct ctl_answer *ans, char *addr)
+{
+	const struct netaddr *a = &cfg->listen;
+	struct curl_slist *headers = NULL, *t;
+	struct sink sink;
+	struct ctl_http h;
+	char url[512];
+	const char *host = a->host;
+	CURLcode cc;
+	CURL *curl;
+	int rc = CTL_API_ERROR;
+
+	memset(ans, 0, sizeof(*ans));
+	sbuf_init(&ans->body);
+	memset(&h, 0, sizeof(h));
+	sink.h = &h;
+	sink.body = &ans->body;
+	if (strcmp(host, "0.0.0.0") == 0 || *host == '\0')
+		host = "127.0.0.1";
+	else if (strcmp(host, "::") == 0)
+		host = "::1";
+	if (strchr(host, ':') != NULL)
+		snprintf(addr, 160, "[%s]:%u", host, (unsigned)a->port);
+	else
+		snprintf(addr, 160, "%s:%u", host, (unsigned)a->port);
+	snprintf(url, sizeof(url), "http://%s%s", addr, path);
+	if ((curl = curl_easy_init()) == NULL ||
+	    (headers = curl_slist_append(NULL,
+		 "Content-Type: application/x-www-form-urlencoded")) == NULL ||
+	    (t = curl_slist_append(headers, "Expect:")) == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		goto out;
+	}
+	headers = t;
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_PROXY, "");
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, "payrelayctl/" PAYRELAY_VERSION " send-test");
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, h.errbuf);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, ctl_http_write);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &sink);
+	curl_easy_setopt(curl, CURLOPT_POST, 1L);
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)len);
+	cc = curl_easy_perform(curl);
+	if (cc != CURLE_OK) {
+		fprintf(stderr, "payrelayctl: cannot reach the public listener at %s: %s\n", addr,
+		    h.errbuf[0] != '\0' ? h.errbuf : curl_easy_strerror(cc));
+		rc = CTL_UNREACHABLE;
+		goto out;
+	}
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ans->status);
+	rc = CTL_OK;
+out:
+	if (curl != NULL)
+		curl_easy_cleanup(curl);
+	curl_slist_free_all(headers);
+	if (rc != CTL_OK)
+		ctl_answer_free(ans);
+	return rc;
+}
+
 char *
 ctl_http_escape(const char *s)
 {

@@ -55,6 +55,13 @@ int ctl_http_check(const struct ctl_http *h, const struct ctl_answer *ans) WUR;
 
 void ctl_answer_free(struct ctl_answer *a);
 
+/* POSTs `body` (a form) to `path` on payrelayd's public listener ([daemon]
+ * listen, reached on loopback when it listens on every address), as a
+ * gateway would: never with the admin token. Returns as ctl_http_request;
+ * `addr` (at least 160 bytes) gets the address, for messages. */
+int ctl_http_public_post(const struct config *cfg, long timeout_ms, const char *path,
+    const char *body, size_t len, struct ctl_answer *ans, char *addr) WUR;
+
 /* `s` %-escaped for one path segment or query value; the caller frees the
  * result with free(). NULL when out of memory. */
 char *ctl_http_escape(const char *s);

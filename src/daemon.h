@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "testcb.h"
+
 struct event_base;
 struct event;
 struct evhttp;
@@ -18,6 +20,17 @@ struct poller;
 struct confirmer;
 struct metrics;
 struct conns;
+
+/* A test callback handed out by POST /v1/channels/{ch}/test (payrelayctl
+ * send-test). Only a callback whose trade id is one of these is recorded
+ * as a test: the flag is the daemon's, never the request's. */
+#define TESTCB_SLOTS 16
+#define TESTCB_TTL_MS 120000
+struct testcb_slot {
+	char channel[65];
+	char trade_no[TESTCB_ID_LEN + 1];
+	int64_t until_ms; /* 0: free */
+};
 
 /* What became of callbacks, for the log and (later) /metrics. */
 enum ingest_result {
@@ -51,6 +64,7 @@ struct env {
 	bool notified_ready;
 	size_t pending; /* callbacks waiting for Redis or a confirmation */
 	uint64_t results[INGEST_NRESULTS];
+	struct testcb_slot testcbs[TESTCB_SLOTS];
 };
 
 /* Called when a pending callback was answered or a delivery settled: lets

@@ -264,6 +264,8 @@ event_to_json(const struct event *ev)
 	if (unsig != NULL)
 		rc |= json_object_set_nocheck(o, "unsigned", unsig);
 	rc |= set_str(o, "confirmed_by", ev->confirmed_by);
+	if (ev->test)
+		rc |= json_object_set_new_nocheck(o, "test", json_true());
 	if (rc != 0)
 		goto out;
 	/* Dump into the stack first: one allocation of the exact size. */

@@ -50,6 +50,8 @@ struct event {
 	bool passthrough_unsigned; /* passthrough came from an unsigned field */
 	const char *confirmed_by;  /* "query" once the gateway's query API agreed
 				     (SPEC §2.5); NULL: not confirmed, left out */
+	bool test;                 /* made by payrelayctl send-test (set by the daemon, never
+		      from a request): "test": true */
 };
 
 const char *event_type_str(enum event_type t);

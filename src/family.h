@@ -88,6 +88,12 @@ struct family {
 	 * signs (payindex answers carry a sign). */
 	void (*poll_parse)(const struct channel *ch, const char *out_trade_no, const char *body,
 	    size_t len, struct poll_answer *a);
+	/* Signs the callback `p` (its own sign, if any, left out) with the
+	 * channel's key exactly as the gateway does: out gets the `sign`
+	 * value as the gateway writes it (payrelayctl send-test). Returns 0,
+	 * or -1 when the crypto library failed or the channel's callbacks are
+	 * signed with a key payrelay does not hold (epay RSA). */
+	int (*sign)(const struct channel *ch, const struct params *p, char out[33]);
 };
 
 extern const struct family family_epay;

@@ -135,6 +135,28 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
 
+/* The MD5 signature a V1 platform puts on a callback. A V2 (RSA) callback
+ * is signed with the platform's private key, which payrelay never holds. */
+static int
+epay_sign(const struct channel *ch, const struct params *p, char out[33])
+{
+	struct sbuf s;
+	int rc = -1;
+
+	if (ch->sign_type == SIGN_RSA)
+		return -1;
+	sbuf_init(&s);
+	if (family_sign_string(p, epay_unsigned, SKIP_EMPTY, &s) == -1 ||
+	    sbuf_add(&s, ch->key, ch->key_len) == -1 || crypto_md5_hex(s.p, s.len, out) == -1)
+		goto out;
+	rc = 0;
+out:
+	if (s.p != NULL)
+		explicit_bzero(s.p, s.len);
+	sbuf_free(&s);
+	return rc;
+}
+
 /* ---- polling (SPEC §2.1) --------------------------------------------- */
 
 /* GET {api_base}/api.php?act=ACT&pid=..&key=..{tail}: the URL holds the
@@ -387,4 +409,5 @@ const struct family family_epay = {
 	.verify = epay_verify,
 	.poll_query = epay_poll_query,
 	.poll_parse = epay_poll_parse,
+	.sign = epay_sign,
 };

@@ -126,6 +126,39 @@ out:
 	return v;
 }
 
+/* md5(md5(appkey order_id out_order_id price realprice type paytime
+ * extend) appsecret), the appkey being the channel's merchant id. */
+static int
+gatepay_sign(const struct channel *ch, const struct params *p, char out[33])
+{
+	const char *const *f;
+	char inner[33];
+	struct sbuf s;
+	int rc = -1;
+
+	sbuf_init(&s);
+	if (sbuf_adds(&s, ch->merchant_id) == -1)
+		goto out;
+	for (f = gatepay_signed_fields; *f != NULL; f++) {
+		const struct param *pa = params_get(p, *f);
+
+		if (pa != NULL && sbuf_add(&s, pa->value, pa->vlen) == -1)
+			goto out;
+	}
+	if (crypto_md5_hex(s.p, s.len, inner) == -1)
+		goto out;
+	sbuf_reset(&s);
+	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s.p, s.len, out) == -1)
+		goto out;
+	rc = 0;
+out:
+	if (s.p != NULL)
+		explicit_bzero(s.p, s.len);
+	sbuf_free(&s);
+	return rc;
+}
+
 /* ---- polling (SPEC §2.2) --------------------------------------------- */
 
 /* GET {api_base}/api/order/check?appkey=..&out_order_id=..&sign=
@@ -281,4 +314,5 @@ const struct family family_gatepay = {
 	.verify = gatepay_verify,
 	.poll_query = gatepay_poll_query,
 	.poll_parse = gatepay_poll_parse,
+	.sign = gatepay_sign,
 };

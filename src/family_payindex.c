@@ -105,6 +105,19 @@ payindex_verify(const struct channel *ch, const struct params *p, time_t now, st
 	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
 
+/* As the gateway writes it: upper case. */
+static int
+payindex_sign_upper(const struct channel *ch, const struct params *p, char out[33])
+{
+	size_t i;
+
+	if (payindex_sign(ch, p, out) == -1)
+		return -1;
+	for (i = 0; out[i] != '\0'; i++)
+		out[i] = (char)toupper((unsigned char)out[i]);
+	return 0;
+}
+
 /* ---- polling (SPEC §2.3) --------------------------------------------- */
 
 /* POST {api_base}/Pay_Trade_query.html, pay_memberid, pay_orderid and
@@ -253,4 +266,5 @@ const struct family family_payindex = {
 	.verify = payindex_verify,
 	.poll_query = payindex_poll_query,
 	.poll_parse = payindex_poll_parse,
+	.sign = payindex_sign_upper,
 };

@@ -1,6 +1,7 @@
 #include "ingest.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -24,6 +25,7 @@
 #include "metrics.h"
 #include "record.h"
 #include "store.h"
+#include "testcb.h"
 
 #define NOTIFY_PREFIX "/notify/"
 /* Refusals are logged at most this many times a second; the rest are counted. */
@@ -484,6 +486,43 @@ ingest_confirm(struct env *env, struct evhttp_request *req, struct conn *conn,
 	return 0;
 }
 
+int
+ingest_test_expect(struct env *env, const char *channel, const char *trade_no)
+{
+	int64_t now = now_ms();
+	size_t i;
+
+	for (i = 0; i < TESTCB_SLOTS; i++) {
+		struct testcb_slot *t = &env->testcbs[i];
+
+		if (t->until_ms > now)
+			continue;
+		snprintf(t->channel, sizeof(t->channel), "%s", channel);
+		snprintf(t->trade_no, sizeof(t->trade_no), "%s", trade_no);
+		t->until_ms = now + TESTCB_TTL_MS;
+		return 0;
+	}
+	return -1;
+}
+
+/* A test trade id this daemon handed out for `channel`, not expired. Kept
+ * until it expires, so that a test answered 503 can be sent again. */
+static bool
+ingest_test_known(struct env *env, const char *channel, const char *trade_no)
+{
+	int64_t now = now_ms();
+	size_t i;
+
+	for (i = 0; i < TESTCB_SLOTS; i++) {
+		const struct testcb_slot *t = &env->testcbs[i];
+
+		if (t->until_ms > now && strcmp(t->channel, channel) == 0 &&
+		    strcmp(t->trade_no, trade_no) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void
 ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, const char *channel)
 {
@@ -554,9 +593,21 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
+	/* A test trade id is recorded only as the test this daemon made (it
+	 * skips confirmation: no gateway knows of it); any other use of one,
+	 * an old test sent again included, is refused. */
+	if (testcb_is_test_id(ev.trade_no)) {
+		if (!ingest_test_known(env, ch->name, ev.trade_no)) {
+			ingest_log_refusal(req, ch->name,
+			    "a test trade id this daemon did not hand out, or expired", &p);
+			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
+			goto out;
+		}
+		ev.test = true;
+	}
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
-	if (ch->confirm && ev.type == EVENT_PAID)
+	if (ch->confirm && ev.type == EVENT_PAID && !ev.test)
 		code = ingest_confirm(env, req, conn, ch, &ev, &p, &t0);
 	else
 		code = ingest_record(env, req, conn, ch, &ev, &t0);

@@ -15,5 +15,8 @@ int ingest_start(struct env *env) WUR;
 /* Stops accepting new connections; answered ones finish. */
 void ingest_stop_accepting(struct env *env);
 void ingest_free(struct env *env);
+/* Expects a test callback of `channel` with test trade id `trade_no` for
+ * TESTCB_TTL_MS. Returns 0, or -1 when every slot is taken. */
+int ingest_test_expect(struct env *env, const char *channel, const char *trade_no) WUR;
 
 #endif

@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include "config.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,8 @@ static const struct {
 	    "Callbacks refused by verification (SPEC 2.5), by channel and reason." },
 	{ "payrelay_repeat_payments_total",
 	    "Payments of an order already paid by another gateway trade id, by channel." },
+	{ "payrelay_amount_mismatches_total",
+	    "Payments whose amount differs from the registered order's, by channel." },
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
@@ -100,9 +104,9 @@ add_label(struct sbuf *b, const char *name, const char *value)
 	return rc;
 }
 
-void
-metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1, const char *l2,
-    const char *v2)
+static void
+metrics_add(struct metrics *m, const char *name, const char *l1, const char *v1, const char *l2,
+    const char *v2, uint64_t n)
 {
 	struct sbuf labels;
 	size_t i;
@@ -118,7 +122,7 @@ metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1,
 	}
 	for (i = 0; i < m->n; i++) {
 		if (strcmp(m->v[i].name, name) == 0 && strcmp(m->v[i].labels, labels.p) == 0) {
-			m->v[i].value++;
+			m->v[i].value += n;
 			sbuf_free(&labels);
 			return;
 		}
@@ -139,8 +143,44 @@ metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1,
 		return;
 	}
 	m->v[m->n].labels = sbuf_steal(&labels);
-	m->v[m->n].value = 1;
+	m->v[m->n].value = n;
 	m->n++;
+}
+
+void
+metrics_inc(struct metrics *m, const char *name, const char *l1, const char *v1, const char *l2,
+    const char *v2)
+{
+	metrics_add(m, name, l1, v1, l2, v2, 1);
+}
+
+void
+metrics_touch(struct metrics *m, const char *name, const char *l1, const char *v1, const char *l2,
+    const char *v2)
+{
+	metrics_add(m, name, l1, v1, l2, v2, 0);
+}
+
+void
+metrics_touch_channels(struct metrics *m, const struct config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nchannels; i++) {
+		const struct channel *ch = &cfg->channels[i];
+
+		metrics_touch(m, "payrelay_repeat_payments_total", "channel", ch->name, NULL, NULL);
+		metrics_touch(m, "payrelay_amount_mismatches_total", "channel", ch->name, NULL,
+		    NULL);
+		metrics_touch(m, "payrelay_callbacks_total", "channel", ch->name, "result",
+		    "unavailable");
+		if (ch->confirm)
+			metrics_touch(m, "payrelay_confirmations_total", "channel", ch->name,
+			    "outcome", "unavailable");
+		if (ch->api_base != NULL)
+			metrics_touch(m, "payrelay_polls_total", "channel", ch->name, "result",
+			    "error");
+	}
 }
 
 void

@@ -37,6 +37,11 @@ enum {
 	OPT_SINCE,
 	OPT_UNTIL,
 	OPT_EXPIRES_IN,
+	OPT_AMOUNT,
+	OPT_STATUS,
+	OPT_OUT_TRADE_NO,
+	OPT_CHANNEL,
+	OPT_TYPE,
 };
 
 struct ctl {
@@ -56,6 +61,8 @@ struct args {
 	const char *limit;
 	const char *since, *until;
 	const char *expires_in;
+	const char *amount, *status;
+	const char *out_trade_no, *channel, *type;
 };
 
 struct command {
@@ -263,8 +270,9 @@ static void
 status_metrics(const struct ctl_answer *m)
 {
 	char *text, *line, *save = NULL;
-	char names[32][96];
-	double sums[32];
+	/* Room for every family /metrics has (30 now) and some to come. */
+	char names[64][96];
+	double sums[64];
 	size_t n = 0, i;
 
 	if ((text = xstrdup(m->body.p)) == NULL)
@@ -273,7 +281,7 @@ status_metrics(const struct ctl_answer *m)
 		char name[96], kind[32];
 
 		if (sscanf(line, "# TYPE %95s %31s", name, kind) == 2) {
-			if (strncmp(name, "payrelay_", 9) == 0 && n < 32 &&
+			if (strncmp(name, "payrelay_", 9) == 0 && n < 64 &&
 			    strstr(name, "_info") == NULL &&
 			    (strcmp(kind, "counter") == 0 || strcmp(kind, "gauge") == 0)) {
 				snprintf(names[n], sizeof(names[n]), "%s", name);
@@ -798,6 +806,551 @@ cmd_poll(struct ctl *c, struct args *a)
 	return rc;
 }
 
+/* --- the on-call's commands: send-test, events find/tail, deliveries show */
+
+static const char *
+or_else(const char *s, const char *def)
+{
+	return s != NULL ? s : def;
+}
+
+/* The deliveries of one event (GET /v1/events/ID/deliveries) as an
+ * indented table. Returns CTL_OK or the request's failure; *list gets the
+ * answer's list (a reference) when asked for. */
+static int
+event_deliveries(struct ctl *c, const char *event_id, json_t **list)
+{
+	struct ctl_answer ans;
+	char path[128];
+	int rc;
+
+	*list = NULL;
+	snprintf(path, sizeof(path), "/v1/events/%.40s/deliveries", event_id);
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		*list = json_incref(json_object_get(ans.json, "deliveries"));
+		if (!json_is_array(*list)) {
+			json_decref(*list);
+			*list = json_array();
+		}
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static void
+print_event_deliveries(const json_t *list, const char *indent)
+{
+	static const char *const header[] = { "DELIVERY", "WEBHOOK", "STATE", "ATTEMPTS",
+		"LAST STATUS", "LAST ERROR", "AT" };
+	struct ctl_table t;
+	const json_t *d;
+	size_t i;
+
+	if (json_array_size(list) == 0) {
+		printf("%sno deliveries (no webhook wants this event)\n", indent);
+		return;
+	}
+	if (ctl_table_init(&t, header, 7) == -1)
+		return;
+	json_array_foreach(list, i, d)
+	{
+		const char *state = json_string_value(json_object_get(d, "state"));
+		char *attempts = ctl_out_json_text(json_object_get(d, "attempts"));
+		char *status = ctl_out_json_text(json_object_get(d, "last_status"));
+		const char *err = json_string_value(json_object_get(d, "last_error"));
+		char *shown = err != NULL && *err != '\0' ? cut(err, LAST_ERROR_COLUMNS) : NULL;
+		const char *key = "due_ms";
+		char at[32] = "";
+		const char *row[7];
+		int64_t ms;
+
+		if (state != NULL && strcmp(state, "delivered") == 0)
+			key = "delivered_ms";
+		else if (state != NULL && strcmp(state, "dead") == 0)
+			key = "dead_ms";
+		if (ctl_out_json_int(json_object_get(d, key), &ms) == 0 && ms > 0)
+			ctl_out_time(at, ms);
+		if (status != NULL && strcmp(status, "0") == 0) {
+			free(status);
+			status = NULL;
+		}
+		row[0] = json_string_value(json_object_get(d, "id"));
+		row[1] = json_string_value(json_object_get(d, "webhook"));
+		row[2] = state;
+		row[3] = attempts;
+		row[4] = status;
+		row[5] = shown;
+		row[6] = at;
+		if (ctl_table_add(&t, row) == -1)
+			i = json_array_size(list);
+		free(attempts);
+		free(status);
+		free(shown);
+	}
+	/* The table's lines, indented under their event. */
+	{
+		char *text = NULL;
+		size_t n = 0;
+		FILE *m = open_memstream(&text, &n);
+		char *line, *save = NULL;
+
+		if (m != NULL) {
+			ctl_table_print(&t, m);
+			fclose(m);
+			for (line = strtok_r(text, "\n", &save); line != NULL;
+			     line = strtok_r(NULL, "\n", &save))
+				printf("%s%s\n", indent, line);
+		}
+		free(text);
+	}
+	ctl_table_free(&t);
+}
+
+/* "test", "repeat_payment", "amount_mismatch", "passthrough_signed: false". */
+static void
+event_flags(const json_t *ev, char *out, size_t size)
+{
+	out[0] = '\0';
+	if (json_is_true(json_object_get(ev, "test")))
+		snprintf(out + strlen(out), size - strlen(out), "%stest", *out ? "," : "");
+	if (json_is_true(json_object_get(ev, "repeat_payment")))
+		snprintf(out + strlen(out), size - strlen(out), "%srepeat", *out ? "," : "");
+	if (json_is_true(json_object_get(ev, "amount_mismatch")))
+		snprintf(out + strlen(out), size - strlen(out), "%smismatch", *out ? "," : "");
+}
+
+static void
+print_event_line(const json_t *ev)
+{
+	static const char *const first[] = { "id", "type", "channel", "trade_no", "out_trade_no",
+		"status", "amount", "paid_amount", "received_at", "source", "test",
+		"repeat_payment", "amount_mismatch", NULL };
+	static const char *const skip[] = { "amount_fen", "paid_amount_fen", "raw", "unsigned",
+		"family", "merchant_id", "currency", "method", "subject", "passthrough",
+		"passthrough_signed", "gateway_time", "stream_id", "confirmed_by", NULL };
+
+	print_object(ev, first, skip);
+}
+
+/* events find --out-trade-no X [--channel C]: was order X paid, and did
+ * each webhook get it? */
+static int
+cmd_events_find(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	struct sbuf path;
+	json_t *events, *ev, *list;
+	char *o = NULL, *ch = NULL;
+	size_t i;
+	int rc = CTL_API_ERROR;
+
+	sbuf_init(&path);
+	if ((o = ctl_http_escape(a->out_trade_no)) == NULL ||
+	    (a->channel != NULL && (ch = ctl_http_escape(a->channel)) == NULL) ||
+	    sbuf_printf(&path, "/v1/events?out_trade_no=%s%s%s", o, ch ? "&channel=" : "",
+		ch ? ch : "") == -1) {
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		goto out;
+	}
+	if ((rc = ctl_http_request(c->http, "GET", path.p, NULL, &ans)) != CTL_OK)
+		goto out;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK)
+		goto done;
+	events = json_object_get(ans.json, "events");
+	if (!json_is_array(events)) {
+		fprintf(stderr, "payrelayctl: the answer has no \"events\" list\n");
+		rc = CTL_API_ERROR;
+		goto done;
+	}
+	/* Each event with its deliveries: the whole answer in one command. */
+	json_array_foreach(events, i, ev)
+	{
+		const char *id = json_string_value(json_object_get(ev, "id"));
+
+		if (id == NULL || json_is_true(json_object_get(ev, "trimmed")))
+			continue;
+		if ((rc = event_deliveries(c, id, &list)) != CTL_OK)
+			goto done;
+		json_object_set_new(ev, "deliveries", list);
+	}
+	if (c->json) {
+		char *text = json_dumps(ans.json, JSON_COMPACT);
+
+		if (text != NULL)
+			printf("%s\n", text);
+		free(text);
+		goto done;
+	}
+	if (json_array_size(events) == 0) {
+		fputs("no event of order ", stdout);
+		ctl_out_safe(stdout, a->out_trade_no);
+		printf(" within dedup_ttl%s%s: payrelayd got no verified callback or paid poll "
+		       "for it\n",
+		    a->channel ? " on channel " : "", a->channel ? a->channel : "");
+		goto done;
+	}
+	json_array_foreach(events, i, ev)
+	{
+		if (i > 0)
+			putchar('\n');
+		if (json_is_true(json_object_get(ev, "trimmed"))) {
+			print_kv("id", json_string_value(json_object_get(ev, "id")));
+			printf("(trimmed from the stream: [stream] maxlen)\n");
+			continue;
+		}
+		print_event_line(ev);
+		print_event_deliveries(json_object_get(ev, "deliveries"), "  ");
+	}
+done:
+	ctl_answer_free(&ans);
+out:
+	free(o);
+	free(ch);
+	sbuf_free(&path);
+	return rc;
+}
+
+static int
+check_events_find(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (a->out_trade_no == NULL)
+		return usage_error(cmd, "events find needs --out-trade-no X");
+	if (a->out_trade_no[0] == '\0' || strlen(a->out_trade_no) > 128)
+		return usage_error(cmd, "--out-trade-no wants 1 to 128 bytes");
+	if (a->channel != NULL && !config_name_valid(a->channel))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	return CTL_OK;
+}
+
+/* One event as a row of the live table (fixed widths: rows come one by
+ * one). */
+static void
+tail_row(const json_t *ev)
+{
+	const char *f[7];
+	char flags[64];
+	size_t i;
+	static const int width[] = { 20, 21, 16, 24, 24, 10, 8 };
+
+	f[0] = json_string_value(json_object_get(ev, "received_at"));
+	f[1] = json_string_value(json_object_get(ev, "type"));
+	f[2] = json_string_value(json_object_get(ev, "channel"));
+	f[3] = json_string_value(json_object_get(ev, "out_trade_no"));
+	f[4] = json_string_value(json_object_get(ev, "trade_no"));
+	f[5] = json_string_value(json_object_get(ev, "paid_amount"));
+	f[6] = json_string_value(json_object_get(ev, "source"));
+	for (i = 0; i < 7; i++) {
+		char *s = cut(f[i] != NULL ? f[i] : "-", (size_t)width[i]);
+		size_t n = 0;
+		const char *p;
+
+		ctl_out_safe(stdout, s != NULL ? s : "-");
+		for (p = s != NULL ? s : "-"; *p != '\0'; p++)
+			n += ((unsigned char)*p & 0xc0) != 0x80;
+		for (; n < (size_t)width[i] + 1; n++)
+			putchar(' ');
+		free(s);
+	}
+	event_flags(ev, flags, sizeof(flags));
+	fputs(or_else(json_string_value(json_object_get(ev, "id")), "-"), stdout);
+	if (flags[0] != '\0')
+		printf(" [%s]", flags);
+	putchar('\n');
+}
+
+/* events tail: long polls on GET /v1/events?after=ID&wait=S until Ctrl-C
+ * (or --limit events). */
+static int
+cmd_events_tail(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	char last[64], path[512];
+	char *ch = NULL, *ty = NULL;
+	long long max = 0, shown = 0;
+	long wait = c->timeout_ms / 1000 - 3;
+	const json_t *ev;
+	size_t i;
+	int rc;
+
+	if (wait > 5)
+		wait = 5;
+	if (wait < 0)
+		wait = 0;
+	if (a->limit != NULL && parse_count(a->limit, 1000000, &max) == -1)
+		return CTL_USAGE;
+	if ((a->channel != NULL && (ch = ctl_http_escape(a->channel)) == NULL) ||
+	    (a->type != NULL && (ty = ctl_http_escape(a->type)) == NULL)) {
+		rc = CTL_API_ERROR;
+		goto out;
+	}
+	if ((rc = ctl_http_request(c->http, "GET", "/v1/events", NULL, &ans)) != CTL_OK)
+		goto out;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK) {
+		ctl_answer_free(&ans);
+		goto out;
+	}
+	snprintf(last, sizeof(last), "%s",
+	    or_else(json_string_value(json_object_get(ans.json, "last_id")), "0-0"));
+	ctl_answer_free(&ans);
+	if (!c->json) {
+		printf("%-21s%-22s%-17s%-25s%-25s%-11s%-9s%s\n", "RECEIVED", "TYPE", "CHANNEL",
+		    "OUT_TRADE_NO", "TRADE_NO", "PAID", "SOURCE", "ID");
+		fflush(stdout);
+	}
+	for (;;) {
+		snprintf(path, sizeof(path), "/v1/events?after=%s&wait=%ld%s%s%s%s", last, wait,
+		    ch ? "&channel=" : "", ch ? ch : "", ty ? "&type=" : "", ty ? ty : "");
+		if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ans)) != CTL_OK)
+			goto out;
+		if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK) {
+			ctl_answer_free(&ans);
+			goto out;
+		}
+		json_array_foreach(json_object_get(ans.json, "events"), i, ev)
+		{
+			if (c->json) {
+				char *text = json_dumps(ev, JSON_COMPACT);
+
+				if (text != NULL)
+					printf("%s\n", text);
+				free(text);
+			} else {
+				tail_row(ev);
+			}
+			if (max > 0 && ++shown >= max)
+				break;
+		}
+		if (json_string_value(json_object_get(ans.json, "last_id")) != NULL)
+			snprintf(last, sizeof(last), "%s",
+			    json_string_value(json_object_get(ans.json, "last_id")));
+		ctl_answer_free(&ans);
+		if (fflush(stdout) == EOF || (max > 0 && shown >= max))
+			break;
+	}
+	rc = CTL_OK;
+out:
+	free(ch);
+	free(ty);
+	return rc;
+}
+
+static int
+check_events_tail(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	long long n;
+
+	if (a->channel != NULL && !config_name_valid(a->channel))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (a->type != NULL && strcmp(a->type, "order.paid") != 0 &&
+	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0)
+		return usage_error(cmd,
+		    "--type is order.paid, order.status or order.amount_mismatch");
+	if (a->limit != NULL && parse_count(a->limit, 1000000, &n) == -1)
+		return usage_error(cmd, "--limit wants a whole number from 1 to 1000000");
+	return CTL_OK;
+}
+
+/* deliveries show ID: one delivery and its last attempts. */
+static int
+cmd_deliveries_show(struct ctl *c, struct args *a)
+{
+	static const char *const first[] = { "id", "webhook", "event_id", "state", "attempts",
+		"last_status", "last_error", "created_ms", "due_ms", "last_attempt_ms",
+		"delivered_ms", "dead_ms", "replay_of", "replayed_as", NULL };
+	static const char *const skip[] = { "history", "stream_id", NULL };
+	static const char *const header[] = { "AT", "OUTCOME", "HTTP", "ERROR" };
+	struct ctl_answer ans;
+	struct ctl_table t;
+	const json_t *h, *e;
+	char *id, path[512];
+	size_t i;
+	int rc;
+
+	if ((id = ctl_http_escape(a->pos[0])) == NULL)
+		return CTL_API_ERROR;
+	snprintf(path, sizeof(path), "/v1/deliveries/%s", id);
+	free(id);
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK || c->json) {
+		if (rc == CTL_OK)
+			print_json_body(&ans);
+		ctl_answer_free(&ans);
+		return rc;
+	}
+	print_object(ans.json, first, skip);
+	h = json_object_get(ans.json, "history");
+	if (json_array_size(h) == 0) {
+		printf("history: no attempt yet\n");
+	} else if (ctl_table_init(&t, header, 4) == 0) {
+		printf("history (last %zu attempts):\n", json_array_size(h));
+		json_array_foreach(h, i, e)
+		{
+			char at[32] = "", *status = ctl_out_json_text(json_object_get(e, "status"));
+			const char *row[4];
+			int64_t ms;
+
+			if (ctl_out_json_int(json_object_get(e, "at_ms"), &ms) == 0 && ms > 0)
+				ctl_out_time(at, ms);
+			row[0] = at;
+			row[1] = json_string_value(json_object_get(e, "outcome"));
+			row[2] = status != NULL && strcmp(status, "0") != 0 ? status : NULL;
+			row[3] = json_string_value(json_object_get(e, "error"));
+			if (row[3] != NULL && *row[3] == '\0')
+				row[3] = NULL;
+			if (ctl_table_add(&t, row) == -1)
+				i = json_array_size(h);
+			free(status);
+		}
+		ctl_table_print(&t, stdout);
+		ctl_table_free(&t);
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_delivery_id(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (a->pos[0][0] == '\0' || strlen(a->pos[0]) > 128)
+		return usage_error(cmd, "bad delivery id");
+	return CTL_OK;
+}
+
+/* send-test CHANNEL: the daemon makes and signs a test callback (POST
+ * /v1/channels/CH/test), this sends it to the public listener as the
+ * gateway would, then shows the event and its deliveries. */
+static int
+cmd_send_test(struct ctl *c, struct args *a)
+{
+	struct ctl_answer made, cb, evans;
+	json_t *req = json_object(), *list = NULL, *out = NULL;
+	const char *body, *path, *evid;
+	char url[512], addr[160], *chan;
+	int rc, tries;
+
+	if (req == NULL ||
+	    (a->amount != NULL &&
+		json_object_set_new(req, "amount", json_string(a->amount)) != 0) ||
+	    (a->status != NULL &&
+		json_object_set_new(req, "status", json_string(a->status)) != 0) ||
+	    (chan = ctl_http_escape(a->pos[0])) == NULL) {
+		json_decref(req);
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		return CTL_API_ERROR;
+	}
+	snprintf(url, sizeof(url), "/v1/channels/%s/test", chan);
+	free(chan);
+	rc = ctl_http_request(c->http, "POST", url, req, &made);
+	json_decref(req);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &made)) != CTL_OK) {
+		ctl_answer_free(&made);
+		return rc;
+	}
+	body = json_string_value(json_object_get(made.json, "body"));
+	path = json_string_value(json_object_get(made.json, "path"));
+	evid = json_string_value(json_object_get(made.json, "event_id"));
+	if (body == NULL || path == NULL || evid == NULL) {
+		fprintf(stderr, "payrelayctl: the answer has no test callback\n");
+		ctl_answer_free(&made);
+		return CTL_API_ERROR;
+	}
+	if ((rc = ctl_http_public_post(c->cfg, c->timeout_ms, path, body, strlen(body), &cb,
+		 addr)) != CTL_OK) {
+		ctl_answer_free(&made);
+		return rc;
+	}
+	if (!c->json) {
+		printf("test callback of %s (%s): POST http://%s%s\n", a->pos[0],
+		    or_else(json_string_value(json_object_get(made.json, "family")), "?"), addr,
+		    path);
+		printf("answer: HTTP %ld \"", cb.status);
+		if (sbuf_add(&cb.body, "", 0) == 0 && cb.body.p != NULL)
+			ctl_out_safe(stdout, cb.body.p);
+		printf("\"\n");
+	}
+	if (cb.status < 200 || cb.status >= 300) {
+		fprintf(stderr,
+		    "payrelayctl: the public listener did not take the test callback (HTTP "
+		    "%ld)%s\n",
+		    cb.status,
+		    cb.status == 403 ? ": the channel's allow_from does not admit this host" : "");
+		rc = CTL_API_ERROR;
+		goto out;
+	}
+	snprintf(url, sizeof(url), "/v1/events/%s", evid);
+	if ((rc = ctl_http_request(c->http, "GET", url, NULL, &evans)) != CTL_OK)
+		goto out;
+	if ((rc = ctl_http_check(c->http, &evans)) != CTL_OK) {
+		ctl_answer_free(&evans);
+		goto out;
+	}
+	/* The first attempts start at once: give them a moment to settle. */
+	for (tries = 0; tries < 20; tries++) {
+		const json_t *d;
+		size_t i;
+		bool waiting = false;
+
+		json_decref(list);
+		if ((rc = event_deliveries(c, evid, &list)) != CTL_OK) {
+			ctl_answer_free(&evans);
+			goto out;
+		}
+		json_array_foreach(list, i, d)
+		{
+			int64_t n = 0;
+
+			if (ctl_out_json_int(json_object_get(d, "attempts"), &n) == 0 && n == 0 &&
+			    json_string_value(json_object_get(d, "state")) != NULL &&
+			    strcmp(json_string_value(json_object_get(d, "state")), "pending") == 0)
+				waiting = true;
+		}
+		if (!waiting)
+			break;
+		nanosleep(&(struct timespec){ 0, 250000000L }, NULL);
+	}
+	if (c->json) {
+		char *text;
+
+		json_object_del(made.json, "body");
+		out = json_pack("{s:O,s:{s:I,s:s#},s:O,s:O}", "test", made.json, "callback",
+		    "status", (json_int_t)cb.status, "body", cb.body.p ? cb.body.p : "",
+		    cb.body.len, "event", evans.json, "deliveries", list);
+		if (out != NULL && (text = json_dumps(out, JSON_COMPACT)) != NULL) {
+			printf("%s\n", text);
+			free(text);
+		}
+	} else {
+		printf("\nevent:\n");
+		print_event_line(evans.json);
+		printf("\ndeliveries:\n");
+		print_event_deliveries(list, "  ");
+	}
+	ctl_answer_free(&evans);
+out:
+	json_decref(out);
+	json_decref(list);
+	ctl_answer_free(&cb);
+	ctl_answer_free(&made);
+	return rc;
+}
+
+static int
+check_send_test(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (!config_name_valid(a->pos[0]))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if (a->amount != NULL && (a->amount[0] == '\0' || strlen(a->amount) > 32))
+		return usage_error(cmd, "--amount wants yuan, like 0.01");
+	if (a->status != NULL && (a->status[0] == '\0' || strlen(a->status) > 64))
+		return usage_error(cmd, "--status wants the gateway's raw status");
+	return CTL_OK;
+}
+
 /* --- the command table --------------------------------------------------- */
 
 /* The options of every command; a command's own table is joined to these
@@ -824,6 +1377,22 @@ static const struct option opts_replay[] = {
 	{ "until", required_argument, NULL, OPT_UNTIL },
 	{ NULL, 0, NULL, 0 },
 };
+static const struct option opts_send_test[] = {
+	{ "amount", required_argument, NULL, OPT_AMOUNT },
+	{ "status", required_argument, NULL, OPT_STATUS },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option opts_find[] = {
+	{ "out-trade-no", required_argument, NULL, OPT_OUT_TRADE_NO },
+	{ "channel", required_argument, NULL, OPT_CHANNEL },
+	{ NULL, 0, NULL, 0 },
+};
+static const struct option opts_tail[] = {
+	{ "channel", required_argument, NULL, OPT_CHANNEL },
+	{ "type", required_argument, NULL, OPT_TYPE },
+	{ "limit", required_argument, NULL, OPT_LIMIT },
+	{ NULL, 0, NULL, 0 },
+};
 static const struct option opts_expect[] = {
 	{ "expires-in", required_argument, NULL, OPT_EXPIRES_IN },
 	{ NULL, 0, NULL, 0 },
@@ -842,6 +1411,26 @@ static const struct command commands[] = {
 	    "others. --json prints the event JSON (with its stream_id) as the API gives it.\n"
 	    "Exit 6 when no such event is recorded.\n",
 	    opts_none, 1, 1, check_event_id, cmd_events_show },
+	{ "events", "find", "events find --out-trade-no X [--channel C]",
+	    "every event of one merchant order, with its deliveries (GET "
+	    "/v1/events?out_trade_no=X)",
+	    "Was order X paid, and did each webhook get it? Lists every event recorded for\n"
+	    "the merchant order X within dedup_ttl, registered for polling or not (callbacks,\n"
+	    "polls, sweeps, repeat payments, amount mismatches, tests), each followed by its\n"
+	    "deliveries: webhook, state (pending, delivered, dead, replayed), attempts, last\n"
+	    "status and error. --channel C looks in one channel only (default: every\n"
+	    "channel). --json gives {\"out_trade_no\", \"events\": [event + \"deliveries\"]}.\n"
+	    "Prints \"no event of order X\" (exit 0) when payrelayd got no verified callback\n"
+	    "or paid poll for it.\n",
+	    opts_find, 0, 0, check_events_find, cmd_events_find },
+	{ "events", "tail", "events tail [--channel C] [--type T] [--limit N]",
+	    "follow the event stream live, as a table (GET /v1/events?after=ID&wait=S)",
+	    "Prints each event recorded from now on as one row: RECEIVED, TYPE, CHANNEL,\n"
+	    "OUT_TRADE_NO, TRADE_NO, PAID, SOURCE, ID and flags ([test], [repeat],\n"
+	    "[mismatch]). --channel C and --type T (order.paid, order.status,\n"
+	    "order.amount_mismatch) filter; --limit N stops after N events; otherwise it\n"
+	    "runs until Ctrl-C. --json prints one event JSON per line.\n",
+	    opts_tail, 0, 0, check_events_tail, cmd_events_tail },
 	{ "deliveries", "list", "deliveries list [--dead|--pending] [--webhook W] [--limit N]",
 	    "webhook deliveries, dead or waiting (GET /v1/deliveries)",
 	    "  --dead        dead deliveries, whose retry schedule is used up (the default)\n"
@@ -853,6 +1442,13 @@ static const struct command commands[] = {
 	    "(cut at 40 characters; --json has it whole), DUE/DEAD AT (UTC): when the next\n"
 	    "attempt is due, or when a dead delivery died.\n",
 	    opts_deliveries, 0, 0, check_deliveries_list, cmd_deliveries_list },
+	{ "deliveries", "show", "deliveries show DELIVERY_ID",
+	    "one delivery and its attempt history (GET /v1/deliveries/ID)",
+	    "Prints the delivery as \"key: value\" lines (webhook, event_id, state,\n"
+	    "attempts, last status and error, its times in UTC, replay_of/replayed_as),\n"
+	    "then its last 10 attempts: AT, OUTCOME (ok, retry, dead, probe), HTTP, ERROR.\n"
+	    "Exit 6 when no such delivery is kept (delivered ones live dedup_ttl).\n",
+	    opts_none, 1, 1, check_delivery_id, cmd_deliveries_show },
 	{ "replay", NULL,
 	    "replay DELIVERY_ID | --webhook W --dead | --webhook W --since T [--until T]",
 	    "deliver again: one delivery, every dead one of a webhook, or a time range",
@@ -870,6 +1466,20 @@ static const struct command commands[] = {
 	    "(1795341600000). The receivers get the same event ids again: they must be\n"
 	    "idempotent on them, as they are for retries.\n",
 	    opts_replay, 0, 1, check_replay, cmd_replay },
+	{ "send-test", NULL, "send-test CHANNEL [--amount A] [--status S]",
+	    "send a signed test callback through the public listener (smoke test)",
+	    "Asks payrelayd for a test callback of CHANNEL (POST /v1/channels/CH/test):\n"
+	    "signed with the channel's own key exactly as its gateway signs, with a test\n"
+	    "trade id (paytest_...) only this daemon handed out. Sends it to the public\n"
+	    "listener ([daemon] listen) as the gateway would, then prints the answer, the\n"
+	    "recorded event (\"test\": true: consumers ignore it) and its deliveries.\n"
+	    "  --amount A   yuan (default 0.01)\n"
+	    "  --status S   the gateway's raw status instead of paid (epay trade_status,\n"
+	    "               payindex returncode; gatepay has none)\n"
+	    "Run it after every deploy and key rotation. Test events skip confirmation by\n"
+	    "query (no gateway knows them). epay RSA channels cannot be tested: payrelay\n"
+	    "does not hold the platform's private key. Exit 1 when the listener refuses it.\n",
+	    opts_send_test, 1, 1, check_send_test, cmd_send_test },
 	{ "orders", "expect", "orders expect CHANNEL OUT_TRADE_NO AMOUNT [--expires-in S]",
 	    "register an order to reconcile (POST /v1/orders)",
 	    "Registers an order the merchant created, so that payrelayd polls the gateway\n"
@@ -1051,6 +1661,21 @@ parse_command(const struct command *cmd, struct ctl *c, int argc, char **argv, s
 			break;
 		case OPT_EXPIRES_IN:
 			a->expires_in = optarg;
+			break;
+		case OPT_AMOUNT:
+			a->amount = optarg;
+			break;
+		case OPT_STATUS:
+			a->status = optarg;
+			break;
+		case OPT_OUT_TRADE_NO:
+			a->out_trade_no = optarg;
+			break;
+		case OPT_CHANNEL:
+			a->channel = optarg;
+			break;
+		case OPT_TYPE:
+			a->type = optarg;
 			break;
 		case ':':
 			bad_option_name(argv, name, sizeof(name));

@@ -219,6 +219,7 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 	config_set_masking(nc); /* before the old one goes */
 	config_free(old);
 	log_set_level((enum log_level)nc->log_level);
+	metrics_touch_channels(env->metrics, nc);
 	log_info("reloaded", "channels=%zu webhooks=%zu", nc->nchannels, nc->nwebhooks);
 	sdnotify_ready();
 }
@@ -362,6 +363,7 @@ main(int argc, char **argv)
 
 	if ((env.metrics = metrics_new()) == NULL)
 		fatalx("out of memory", "");
+	metrics_touch_channels(env.metrics, env.cfg);
 	if ((env.base = event_loop_new()) == NULL)
 		fatalx("cannot create the event loop", "");
 	if (setup_signals(&env) == -1)

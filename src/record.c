@@ -41,6 +41,9 @@ record_done(void *arg, enum store_result r, const char *type, const char *first_
 		    ctx->channel, ctx->event_id, type, event_source_str(ctx->source), ctx->trade_no,
 		    ctx->out_trade_no, first_trade_no, ctx->amount_fen, ctx->paid_amount_fen);
 	}
+	if (r == STORE_NEW && type != NULL && strcmp(type, "order.amount_mismatch") == 0)
+		metrics_inc(ctx->env->metrics, "payrelay_amount_mismatches_total", "channel",
+		    ctx->channel, NULL, NULL);
 	ctx->cb(ctx->arg, r, type);
 	free(ctx);
 }

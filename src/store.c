@@ -35,6 +35,11 @@
  * built and sent once. The paid key keeps the first payment's trade id; a
  * repeat only extends its life, so a third payment compares with the first.
  * A repeat leaves an order that is already paid as the first payment left it.
+ * The last two keys are the event's delivery set (the ids of the deliveries
+ * made here) and the order's event index (a zset of event ids by record
+ * time), both living dedup_ttl: every event of a merchant order, registered
+ * or not, is found from the index (GET /v1/events?out_trade_no=), and its
+ * deliveries from the set (GET /v1/events/ID/deliveries).
  * Returns {"new", stream id, type, deliveries, first trade id or ""} or
  * {"dup", stream id}.
  */
@@ -78,6 +83,8 @@ static const char record_script[] =
     "local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[1],\n"
     "  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)\n"
     "redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])\n"
+    "redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[1])\n"
+    "redis.call('EXPIRE', KEYS[#KEYS], ARGV[7])\n"
     "if first then\n"
     "  redis.call('EXPIRE', KEYS[5], ARGV[7])\n"
     "elseif paid then\n"
@@ -98,9 +105,11 @@ static const char record_script[] =
     "      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],\n"
     "      'due_ms', ARGV[a + 4], 'stream_id', sid, 'event', body)\n"
     "    redis.call('ZADD', KEYS[7 + i * 2], ARGV[a + 4], ARGV[a + 1])\n"
+    "    redis.call('SADD', KEYS[#KEYS - 1], ARGV[a + 1])\n"
     "    n = n + 1\n"
     "  end\n"
     "end\n"
+    "if n > 0 then redis.call('EXPIRE', KEYS[#KEYS - 1], ARGV[7]) end\n"
     "return {'new', sid, etype, n, first or ''}\n";
 
 /*
@@ -135,12 +144,20 @@ static const char claim_script[] =
  * delivered hash is kept (s).
  * A settled delivery is left alone; a failure by an instance whose lease
  * was taken over is dropped (the new owner reports its own); a failed probe
- * spends no attempt.
+ * spends no attempt. The last 10 attempts are kept in the hash as a JSON
+ * list ("history": at_ms, outcome, status, error cut to 200 bytes) for
+ * `payrelayctl deliveries show`: bounded, whatever the schedule.
  */
 static const char finish_script[] =
-    "local f = redis.call('HMGET', KEYS[2], 'state', 'lease_owner')\n"
+    "local f = redis.call('HMGET', KEYS[2], 'state', 'lease_owner', 'history')\n"
     "if f[1] ~= 'pending' then return 'settled' end\n"
     "if ARGV[3] ~= 'ok' and f[2] ~= ARGV[2] then return 'lost' end\n"
+    "local ok, h = pcall(cjson.decode, f[3] or '[]')\n"
+    "if not ok or type(h) ~= 'table' then h = {} end\n"
+    "h[#h + 1] = {at_ms = tonumber(ARGV[4]), outcome = ARGV[3], status = tonumber(ARGV[6]),\n"
+    "  error = string.sub(ARGV[7], 1, 200)}\n"
+    "while #h > 10 do table.remove(h, 1) end\n"
+    "redis.call('HSET', KEYS[2], 'history', cjson.encode(h))\n"
     "redis.call('HSET', KEYS[2], 'last_status', ARGV[6], 'last_error', ARGV[7],\n"
     "  'last_attempt_ms', ARGV[4])\n"
     "redis.call('HDEL', KEYS[2], 'lease_owner', 'lease_until_ms')\n"
@@ -302,6 +319,53 @@ static const char event_get_script[] = "local sid = redis.call('GET', KEYS[1])\n
 				       "return out\n";
 
 /*
+ * Every event of one merchant order (admin). KEYS: the order's event index
+ * of each channel asked, then the stream. ARGV[1] the dedup key prefix,
+ * [2] how many per channel at most. Returns {{event id, stream id or "",
+ * event JSON or ""}, ...}.
+ */
+static const char events_find_script[] =
+    "local out = {}\n"
+    "for i = 1, #KEYS - 1 do\n"
+    "  local ids = redis.call('ZRANGE', KEYS[i], 0, tonumber(ARGV[2]) - 1)\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    local sid = redis.call('GET', ARGV[1] .. id)\n"
+    "    local body = ''\n"
+    "    if sid then\n"
+    "      local r = redis.call('XRANGE', KEYS[#KEYS], sid, sid)\n"
+    "      if #r > 0 then\n"
+    "        for j = 1, #r[1][2], 2 do\n"
+    "          if r[1][2][j] == 'event' then body = r[1][2][j + 1] end\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "    out[#out + 1] = {id, sid or '', body}\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/*
+ * The deliveries the record step made for one event (admin). KEYS[1] its
+ * delivery set. ARGV[1] delivery hash key prefix. Returns rows as
+ * deliveries_list does (the score is the creation time), oldest first.
+ */
+static const char event_deliveries_script[] =
+    "local ids = redis.call('SMEMBERS', KEYS[1])\n"
+    "local fields = {'event_id', 'webhook', 'state', 'attempts', 'last_status', 'last_error',\n"
+    "  'created_ms', 'due_ms', 'dead_ms', 'delivered_ms', 'last_attempt_ms', 'replayed_as'}\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local f = redis.call('HMGET', ARGV[1] .. id, unpack(fields))\n"
+    "  local row = {id, f[7] or '0'}\n"
+    "  for j, name in ipairs(fields) do\n"
+    "    if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "  end\n"
+    "  out[#out + 1] = row\n"
+    "end\n"
+    "table.sort(out, function(x, y) return tonumber(x[2]) < tonumber(y[2]) end)\n"
+    "return out\n";
+
+/*
  * Deliveries of one webhook in one set (admin). KEYS[1] the due or dead
  * zset. ARGV[1] how many at most, [2] delivery hash key prefix. Returns
  * {{id, score, field, value, ...}, ...} without the event body.
@@ -400,6 +464,8 @@ enum script {
 	SCRIPT_EVENT_GET,
 	SCRIPT_DELIVERIES_LIST,
 	SCRIPT_REPLAY,
+	SCRIPT_EVENTS_FIND,
+	SCRIPT_EVENT_DELIVERIES,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -422,6 +488,10 @@ static const struct {
 	[SCRIPT_DELIVERIES_LIST] = { "deliveries_list", deliveries_list_script,
 	    sizeof(deliveries_list_script) - 1 },
 	[SCRIPT_REPLAY] = { "replay", replay_script, sizeof(replay_script) - 1 },
+	[SCRIPT_EVENTS_FIND] = { "events_find", events_find_script,
+	    sizeof(events_find_script) - 1 },
+	[SCRIPT_EVENT_DELIVERIES] = { "event_deliveries", event_deliveries_script,
+	    sizeof(event_deliveries_script) - 1 },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 
@@ -1031,7 +1101,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	if (ev->id[0] == '\0')
 		return -1;
-	r = store_req_new(s, SCRIPT_RECORD, 5 + 2 * rec->nhooks + 11 + 5 * rec->nhooks,
+	r = store_req_new(s, SCRIPT_RECORD, 7 + 2 * rec->nhooks + 11 + 5 * rec->nhooks,
 	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
 	if (r == NULL)
 		return -1;
@@ -1048,7 +1118,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		}
 	}
 
-	rc = req_begin(r, (int)(5 + 2 * rec->nhooks));
+	rc = req_begin(r, (int)(7 + 2 * rec->nhooks));
 	rc |= req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= req_args(r, s->stream_key);
 	rc |= req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
@@ -1058,6 +1128,8 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		rc |= req_cat(r, s->prefix, "delivery:", dids[i], NULL);
 		rc |= req_cat(r, s->prefix, "wh:", rec->hooks[i].name, ":due", NULL);
 	}
+	rc |= req_cat(r, s->prefix, "evd:", ev->id, NULL);
+	rc |= req_cat(r, s->prefix, "oix:", ev->channel, ":", ev->out_trade_no, NULL);
 	rc |= req_args(r, ev->id);
 	rc |= req_args(r, event_type_str(ev->type));
 	rc |= req_args(r, ev->channel);
@@ -1421,6 +1493,92 @@ store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply
 	rc |= req_argll(r, (long long)nkeys);
 	for (i = 0; i < nkeys; i++)
 		rc |= req_cat(r, s->prefix, keys[i], NULL);
+	return req_send(r, rc);
+}
+
+int
+store_events_find(struct store *s, const char *const *channels, size_t nchannels,
+    const char *out_trade_no, int max, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_EVENTS_FIND, nchannels + 3,
+	    256 + nchannels * (96 + strlen(out_trade_no)), cb, arg);
+	size_t i;
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_begin(r, (int)nchannels + 1);
+	for (i = 0; i < nchannels; i++)
+		rc |= req_cat(r, s->prefix, "oix:", channels[i], ":", out_trade_no, NULL);
+	rc |= req_args(r, s->stream_key);
+	rc |= req_cat(r, s->prefix, "dedup:", NULL);
+	rc |= req_argll(r, max);
+	return req_send(r, rc);
+}
+
+int
+store_stream_read(struct store *s, const char *after, int count, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_NONE, 7, 256, cb, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	if (after == NULL) {
+		rc = req_args(r, "XREVRANGE");
+		rc |= req_args(r, s->stream_key);
+		rc |= req_args(r, "+");
+		rc |= req_args(r, "-");
+		rc |= req_args(r, "COUNT");
+		rc |= req_args(r, "1");
+	} else {
+		rc = req_args(r, "XREAD");
+		rc |= req_args(r, "COUNT");
+		rc |= req_argll(r, count);
+		rc |= req_args(r, "STREAMS");
+		rc |= req_args(r, s->stream_key);
+		rc |= req_args(r, after);
+	}
+	return req_send(r, rc);
+}
+
+int
+store_event_deliveries(struct store *s, const char *event_id, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_EVENT_DELIVERIES, 2, 256, cb, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_begin(r, 1);
+	rc |= req_cat(r, s->prefix, "evd:", event_id, NULL);
+	rc |= req_cat(r, s->prefix, "delivery:", NULL);
+	return req_send(r, rc);
+}
+
+int
+store_delivery_get(struct store *s, const char *id, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_NONE, 2, 256, cb, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_args(r, "HGETALL");
+	rc |= req_cat(r, s->prefix, "delivery:", id, NULL);
+	return req_send(r, rc);
+}
+
+int
+store_memory(struct store *s, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_NONE, 2, 64, cb, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_args(r, "INFO");
+	rc |= req_args(r, "memory");
 	return req_send(r, rc);
 }
 

@@ -146,6 +146,25 @@ int store_replay(struct store *s, const struct store_replay_req *q, store_reply_
 /* ZCARD of each key (the prefix is added), in one answer. */
 int store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb,
     void *arg) WUR;
+/* Every event recorded for merchant order `out_trade_no` of each channel
+ * of `channels` (the order's event index, living dedup_ttl), at most `max`
+ * per channel: {{event id, stream id or "", event JSON or ""}, ...}, oldest
+ * first per channel ("" when the stream trimmed it). */
+int store_events_find(struct store *s, const char *const *channels, size_t nchannels,
+    const char *out_trade_no, int max, store_reply_cb *cb, void *arg) WUR;
+/* The stream after entry `after` (XREAD COUNT `count`, never BLOCK: the
+ * connection is shared with every callback), or with `after` NULL its newest
+ * entry (XREVRANGE + - COUNT 1). */
+int store_stream_read(struct store *s, const char *after, int count, store_reply_cb *cb,
+    void *arg) WUR;
+/* The deliveries the record step made for one event, as rows of
+ * store_deliveries_list. */
+int store_event_deliveries(struct store *s, const char *event_id, store_reply_cb *cb,
+    void *arg) WUR;
+/* HGETALL of one delivery hash. */
+int store_delivery_get(struct store *s, const char *id, store_reply_cb *cb, void *arg) WUR;
+/* INFO memory (used_memory, maxmemory), for /metrics. */
+int store_memory(struct store *s, store_reply_cb *cb, void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
 

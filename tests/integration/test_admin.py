@@ -797,7 +797,8 @@ class DeliveriesTest(AdminCase):
         self.assertEqual(self.hash(other).get("state"), "dead")
         self.assertError(self.admin("POST", "/v1/deliveries/%s/replayx" % other), 404,
                          "POST .../replayx")
-        self.assertError(self.admin("POST", "/v1/deliveries/%s" % other), 404,
+        # /v1/deliveries/{id} is the delivery itself (GET): nothing to POST
+        self.assertError(self.admin("POST", "/v1/deliveries/%s" % other), 405,
                          "POST /v1/deliveries/{id}")
         self.assertEqual(len(self.deliveries()), 5, "2 dead + 1 replay + 2 pending, no more")
         self.assertEqual(rcv.count("/later"), 0)
@@ -971,7 +972,13 @@ class MetricsTest(AdminCase):
 
         m = self.scrape()  # before anything happened
         self.assertEqual(m.get("payrelay_ack_latency_seconds_count"), 0, m.text)
-        self.assertEqual(m.series("payrelay_callbacks_total"), [], m.text)
+        # only the series alerts watch for single events exist, at 0 (a
+        # series born with its first event would hide it from increase())
+        zero = {("shop-epay", "unavailable"): 0, ("shop-other", "unavailable"): 0}
+        self.assertEqual(m.by("payrelay_callbacks_total", "channel", "result"), zero, m.text)
+        for fam in ("payrelay_repeat_payments_total", "payrelay_amount_mismatches_total"):
+            self.assertEqual(m.by(fam, "channel"), {("shop-epay",): 0, ("shop-other",): 0},
+                             m.text)
 
         # 2 recorded, 1 duplicate, 1 refused (bad sign), 1 unknown channel
         self.callback(trade_no="T-M-1")
@@ -1005,7 +1012,7 @@ class MetricsTest(AdminCase):
 
         # callbacks
         self.assertEqual(m.by("payrelay_callbacks_total", "channel", "result"),
-                         {("shop-epay", "recorded"): 2, ("shop-epay", "duplicate"): 1,
+                         {**zero, ("shop-epay", "recorded"): 2, ("shop-epay", "duplicate"): 1,
                           ("shop-epay", "refused"): 1, ("unknown", "not_found"): 1}, m.text)
         for lb, _ in m.series("payrelay_callbacks_total"):
             self.assertEqual(sorted(lb), ["channel", "result"], lb)
@@ -1049,6 +1056,10 @@ class MetricsTest(AdminCase):
         self.assertEqual(m.get("payrelay_deliveries_pending", webhook="later"), 2)
 
         self.assertEqual(m.get("payrelay_redis_up"), 1, m.text)
+        # storage: Redis's memory and its limit (alerts: contrib/prometheus)
+        self.assertGreater(m.get("payrelay_redis_used_memory_bytes"), 100000, m.text)
+        self.assertEqual(m.get("payrelay_redis_maxmemory_bytes"),
+                         float(self.r.cmd("CONFIG", "GET", "maxmemory")[1]), m.text)
         version = h.project_version()
         info = m.series("payrelay_build_info")
         self.assertEqual(len(info), 1, m.text)

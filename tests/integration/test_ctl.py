@@ -54,6 +54,10 @@ COMMANDS = [
     ["orders", "expect", "shop-epay", "ORD-1", "1.00"],
     ["orders", "show", "shop-epay", "ORD-1"],
     ["poll", "shop-epay", "ORD-1"],
+    ["send-test", "shop-epay"],
+    ["events", "find", "--out-trade-no", "ORD-1"],
+    ["events", "tail"],
+    ["deliveries", "show", "dlv_" + "0" * 32],
 ]
 
 
@@ -141,7 +145,7 @@ class CtlCase(unittest.TestCase):
         return gw
 
     def write_config(self, path=None, webhooks=(), gateway=None, admin_listen=None,
-                     token=h.ADMIN_TOKEN):
+                     token=h.ADMIN_TOKEN, gate_confirm="off"):
         """`webhooks`: [(name, {key: value})]. Returns the path."""
         text = h.config_head(self.port, admin_listen or self.admin_port, self.redis.port,
                              shutdown_timeout=3, stream=STREAM, token=token,
@@ -160,8 +164,9 @@ key = {secret}
 api_base = {api_base}
 poll_after = 3600
 poll_timeout_ms = 2000
-confirm = off
-""".format(appkey=GATE[0]["appkey"], secret=GATE[0]["appsecret"], api_base=gateway.api_base)
+confirm = {confirm}
+""".format(appkey=GATE[0]["appkey"], secret=GATE[0]["appsecret"], api_base=gateway.api_base,
+           confirm=gate_confirm)
         for name, keys in webhooks:
             text += "\n[webhook:%s]\n" % name
             text += "".join("%s = %s\n" % kv for kv in keys.items())
@@ -356,6 +361,21 @@ class HelpAndUsageTest(CtlCase):
             ["orders", "show", "shop-epay", ""],
             ["poll", "shop-epay"],
             ["poll", "shop-epay", "ORD-1", "more"],
+            ["send-test"],
+            ["send-test", "a", "b"],
+            ["send-test", "bad channel"],
+            ["send-test", "shop-epay", "--amount", ""],
+            ["send-test", "shop-epay", "--status"],
+            ["events", "find"],
+            ["events", "find", "--out-trade-no", ""],
+            ["events", "find", "--out-trade-no", "X", "--channel", "no/such"],
+            ["events", "find", "--out-trade-no", "X", "stray"],
+            ["events", "tail", "--type", "order.bogus"],
+            ["events", "tail", "--limit", "0"],
+            ["events", "tail", "--channel", "bad channel"],
+            ["events", "tail", "stray"],
+            ["deliveries", "show"],
+            ["deliveries", "show", "a", "b"],
         ]
         for argv in bad:
             with self.subTest(argv=argv):
@@ -711,5 +731,267 @@ class DaemonTest(CtlCase):
         self.assertEqual(sum(1 for r in other.snapshot() if r.status == 200), before + 4)
 
 
+class OnCallTest(CtlCase):
+    """send-test, events find, events tail, deliveries show (docs/operations.md)."""
+
+    def hook(self, rcv, name="hook", schedule="0"):
+        return (name, {"url": rcv.url("/" + name), "secret": WEBHOOK_SECRET,
+                       "timeout_ms": "1000", "schedule": schedule})
+
+    def epay_callback(self, trade_no, otn, status="TRADE_SUCCESS", money="1.00"):
+        p = {k: v for k, v in EPAY[0]["params"].items() if k != "sign"}
+        p.update(trade_no=trade_no, out_trade_no=otn, trade_status=status, money=money)
+        p["sign"] = h.epay_md5_sign(p, EPAY_KEY)
+        return h.http(self.port, "GET", "/notify/shop-epay?" + h.form_encode(p))
+
+    def events(self):
+        return [json.loads(e[1]["event"]) for e in self.r.xrange(STREAM)]
+
+    def test_13_send_test_epay(self):
+        rcv = self.receiver(default="ok")
+        self.start_daemon(webhooks=[self.hook(rcv)])
+        res = self.ctl("send-test", "shop-epay", rc=0)
+        lines = res.out.splitlines()
+        self.assertEqual(lines[0], "test callback of shop-epay (epay): POST "
+                         "http://127.0.0.1:%d/notify/shop-epay" % self.port, res)
+        self.assertEqual(lines[1], 'answer: HTTP 200 "success"', res)
+        kv = res.kv()
+        self.assertEqual(kv.get("type"), "order.paid", res)
+        self.assertEqual(kv.get("test"), "true", res)
+        self.assertEqual(kv.get("amount"), "0.01", res)
+        self.assertRegex(kv.get("trade_no", ""), r"^paytest_[0-9a-f]{32}$", res)
+        self.assertRegex(res.out, r"(?m)^  dlv_[0-9a-f]{32}\s+hook\s+delivered\s+1\s+200\s", res)
+        # recorded once, marked test, and delivered with "test": true
+        evs = self.events()
+        self.assertEqual(len(evs), 1, evs)
+        ev = evs[0]
+        self.assertIs(ev.get("test"), True, ev)
+        self.assertEqual((ev["channel"], ev["source"], ev["amount_fen"]),
+                         ("shop-epay", "callback", 1), ev)
+        self.assertEqual(ev["id"], h.event_id("shop-epay", ev["trade_no"], "paid"))
+        self.wait_received(rcv, ev["id"], 1)
+        body = json.loads([r for r in rcv.snapshot() if r.status == 200][0].body)
+        self.assertIs(body.get("test"), True, body)
+
+        # --amount, --status, --json
+        js = self.ctl("send-test", "shop-epay", "--amount", "2.50", "--status", "TRADE_CLOSED",
+                      "--json", rc=0).json()
+        self.assertEqual(js["callback"], {"status": 200, "body": "success"}, js)
+        self.assertEqual(js["event"]["type"], "order.status", js)
+        self.assertEqual(js["event"]["status"], "TRADE_CLOSED", js)
+        self.assertEqual(js["event"]["amount"], "2.50", js)
+        self.assertIs(js["event"]["test"], True, js)
+        self.assertNotIn("body", js["test"], js)
+        self.assertEqual([d["webhook"] for d in js["deliveries"]], ["hook"], js)
+        self.assertEqual(len(self.events()), 2)
+
+        # errors: unknown channel, bad amount, the daemon down
+        self.assertApiError(self.ctl("send-test", "no-such"), 6, 404)
+        self.assertApiError(self.ctl("send-test", "shop-epay", "--amount", "abc"), 1, 400)
+        self.assertApiError(self.ctl("send-test", "shop-epay", "--amount", "0"), 1, 400)
+        self.assertEqual(len(self.events()), 2)
+
+    def test_14_send_test_is_the_daemons_word_only(self):
+        # A gateway (or anyone with the key) sending a test-shaped trade id
+        # is refused: only ids the daemon handed out are tests.
+        self.start_daemon()
+        r = self.epay_callback("paytest_" + "a" * 32, "ORD-FAKE-TEST")
+        self.assertEqual((r.status, r.body), (400, b"fail"), r)
+        self.assertEqual(self.events(), [])
+        self.daemons[0].wait_log(r"did not hand out")
+        # a real callback is never marked test
+        r = self.epay_callback("2026113000001", "ORD-REAL")
+        self.assertEqual((r.status, r.body), (200, b"success"), r)
+        self.assertNotIn("test", self.events()[0])
+        # the handed-out callback is a test on this channel only, and the
+        # flag is not in what the caller could change
+        made = h.http(self.admin_port, "POST", "/v1/channels/shop-epay/test", body="{}",
+                      headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+        self.assertEqual(made.status, 201, made)
+        js = json.loads(made.body)
+        self.assertEqual(js["path"], "/notify/shop-epay")
+        self.assertNotIn("test", [kv.split("=")[0] for kv in js["body"].split("&")])
+        r = h.http(self.port, "POST", js["path"], body=js["body"],
+                   headers={"Content-Type": js["content_type"]})
+        self.assertEqual((r.status, r.body), (200, b"success"), r)
+        # sent again (a retry): the same event, a duplicate
+        r = h.http(self.port, "POST", js["path"], body=js["body"],
+                   headers={"Content-Type": js["content_type"]})
+        self.assertEqual((r.status, r.body), (200, b"success"), r)
+        self.assertEqual([e.get("test") for e in self.events()], [None, True])
+        # without the token: nothing handed out
+        made = h.http(self.admin_port, "POST", "/v1/channels/shop-epay/test", body="{}")
+        self.assertEqual(made.status, 401, made)
+
+    def test_15_send_test_gatepay_skips_confirmation(self):
+        gw = self.gateway()
+        rcv = self.receiver(default="ok")
+        self.start_daemon(gateway=gw, gate_confirm="query", webhooks=[self.hook(rcv)])
+        res = self.ctl("send-test", "shop-gatepay", "--amount", "1.88", rc=0)
+        self.assertIn('answer: HTTP 200 "success"', res.out, res)
+        ev = self.events()[0]
+        self.assertEqual((ev["family"], ev["amount"], ev["paid_amount"], ev.get("test")),
+                         ("gatepay", "1.88", "1.88", True), ev)
+        self.assertNotIn("confirmed_by", ev)
+        self.assertEqual(gw.count(), 0, "a test callback was confirmed by query")
+        # gatepay has no status to send
+        self.assertApiError(self.ctl("send-test", "shop-gatepay", "--status", "X"), 1, 409,
+                            r"gatepay notifies payments only")
+
+    def test_16_events_find(self):
+        rcv = self.receiver(default="fail")
+        self.start_daemon(webhooks=[self.hook(rcv)])
+        self.assertEqual(self.epay_callback("2026113000011", "ORD-F").status, 200)
+        self.assertEqual(self.epay_callback("2026113000012", "ORD-F").status, 200)  # repeat
+        self.assertEqual(self.epay_callback("2026113000013", "ORD-OTHER").status, 200)
+        e1 = h.event_id("shop-epay", "2026113000011", "paid")
+        e2 = h.event_id("shop-epay", "2026113000012", "paid")
+        self.wait_dead([e1, e2])
+        res = self.ctl("events", "find", "--out-trade-no", "ORD-F", rc=0)
+        blocks = res.out.split("\n\n")
+        self.assertEqual(len(blocks), 2, res)
+        for blk, eid, tn in ((blocks[0], e1, "2026113000011"), (blocks[1], e2, "2026113000012")):
+            self.assertIn("id: %s\n" % eid, blk, res)
+            self.assertIn("trade_no: %s\n" % tn, blk, res)
+            self.assertRegex(blk, r"(?m)^  DELIVERY\s+WEBHOOK\s+STATE\s+ATTEMPTS\s+LAST STATUS",
+                             res)
+            self.assertRegex(blk, r"(?m)^  dlv_[0-9a-f]{32}\s+hook\s+dead\s+1\s+500\s", res)
+        self.assertIn("repeat_payment: true", blocks[1], res)
+        js = self.ctl("events", "find", "--out-trade-no", "ORD-F", "--channel", "shop-epay",
+                      "--json", rc=0).json()
+        self.assertEqual(js["out_trade_no"], "ORD-F")
+        self.assertEqual([e["id"] for e in js["events"]], [e1, e2], js)
+        self.assertEqual([d["state"] for d in js["events"][0]["deliveries"]], ["dead"], js)
+        # the index lives dedup_ttl
+        ttl = int(self.r.cmd("TTL", PREFIX + "oix:shop-epay:ORD-F"))
+        self.assertTrue(29 * 86400 < ttl <= 30 * 86400, ttl)  # dedup_ttl's default
+        # a payment of a registered order with another amount: found and counted
+        self.ctl("orders", "expect", "shop-epay", "ORD-MM", "5.00", rc=0)
+        self.assertEqual(self.epay_callback("2026113000014", "ORD-MM").status, 200)
+        js = self.ctl("events", "find", "--out-trade-no", "ORD-MM", "--json", rc=0).json()
+        self.assertEqual([e["type"] for e in js["events"]], ["order.amount_mismatch"], js)
+        text = h.http(self.admin_port, "GET", "/metrics",
+                      headers={"Authorization": "Bearer " + h.ADMIN_TOKEN}).body.decode()
+        self.assertIn('payrelay_amount_mismatches_total{channel="shop-epay"} 1\n', text)
+        # nothing known
+        res = self.ctl("events", "find", "--out-trade-no", "ORD-NONE", rc=0)
+        self.assertTrue(res.out.startswith("no event of order ORD-NONE"), res)
+        self.assertEqual(self.ctl("events", "find", "--out-trade-no", "ORD-NONE", "--json",
+                                  rc=0).json(), {"out_trade_no": "ORD-NONE", "events": []})
+        self.assertApiError(self.ctl("events", "find", "--out-trade-no", "ORD-F",
+                                     "--channel", "no-such"), 6, 404)
+
+    def test_17_events_tail(self):
+        self.start_daemon()
+        self.assertEqual(self.epay_callback("2026113000020", "ORD-OLD").status, 200)
+        argv = [CTL, "-c", self.config, "events", "tail", "--limit", "2"]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        header = p.stdout.readline().decode()
+        self.assertRegex(header, r"^RECEIVED\s+TYPE\s+CHANNEL\s+OUT_TRADE_NO\s+TRADE_NO\s+PAID"
+                         r"\s+SOURCE\s+ID$")
+        time.sleep(0.3)
+        self.assertEqual(self.epay_callback("2026113000021", "ORD-T1").status, 200)
+        self.assertEqual(self.epay_callback("2026113000022", "ORD-T2", status="TRADE_CLOSED")
+                         .status, 200)
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0, err)
+        rows = out.decode().splitlines()
+        self.assertEqual(len(rows), 2, rows)
+        self.assertRegex(rows[0], r"^%s\s+order\.paid\s+shop-epay\s+ORD-T1\s+2026113000021\s+"
+                         r"1\.00\s+callback\s+evt_[0-9a-f]{32}$" % r"\S+", rows)
+        self.assertIn("order.status", rows[1])
+        self.assertNotIn("ORD-OLD", out.decode())
+
+        # --type filters, --json gives one event per line
+        argv = [CTL, "-c", self.config, "events", "tail", "--type", "order.status", "--json",
+                "--limit", "1"]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        time.sleep(0.8)
+        self.assertEqual(self.epay_callback("2026113000023", "ORD-T3").status, 200)
+        self.assertEqual(self.epay_callback("2026113000024", "ORD-T4", status="WAIT")
+                         .status, 200)
+        out, err = p.communicate(timeout=20)
+        self.assertEqual(p.returncode, 0, err)
+        evs = [json.loads(line) for line in out.decode().splitlines()]
+        self.assertEqual([(e["out_trade_no"], e["status"]) for e in evs], [("ORD-T4", "WAIT")])
+
+        # Ctrl-C ends it; the daemon does not mind a client leaving mid-wait
+        p = subprocess.Popen([CTL, "-c", self.config, "events", "tail"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        p.stdout.readline()
+        time.sleep(0.5)
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=10)
+        self.assertEqual(p.returncode, -signal.SIGINT)
+        self.assertEqual(self.ctl("status", rc=0).rc, 0)
+
+        # the long poll itself: bounded waits, bad parameters
+        auth = {"Authorization": "Bearer " + h.ADMIN_TOKEN}
+        last = json.loads(h.http(self.admin_port, "GET", "/v1/events", headers=auth).body)
+        self.assertEqual(last["events"], [])
+        r = h.http(self.admin_port, "GET", "/v1/events?after=%s&wait=1" % last["last_id"],
+                   headers=auth)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(json.loads(r.body)["events"], [])
+        self.assertTrue(0.9 < r.elapsed < 3, r.elapsed)
+        r = h.http(self.admin_port, "GET", "/v1/events?after=0&channel=shop-epay", headers=auth)
+        self.assertEqual(len(json.loads(r.body)["events"]), 5, r)
+        for q, status in (("after=x", 400), ("after=0&wait=31", 400), ("after=0&type=nope", 400),
+                          ("after=0&channel=nope", 404), ("after=0&limit=0", 400)):
+            r = h.http(self.admin_port, "GET", "/v1/events?" + q, headers=auth)
+            self.assertEqual(r.status, status, (q, r))
+        # a client that leaves mid-wait
+        s = socket.create_connection((h.HOST, self.admin_port))
+        s.sendall(("GET /v1/events?after=%s&wait=5 HTTP/1.1\r\nHost: x\r\n"
+                   "Authorization: Bearer %s\r\n\r\n" % (last["last_id"], h.ADMIN_TOKEN))
+                  .encode())
+        time.sleep(0.5)
+        s.close()
+        time.sleep(0.5)
+        self.assertEqual(self.ctl("status", rc=0).rc, 0)
+        # one still waiting when the daemon stops: stop_clean (a cleanup)
+        # wants a clean exit within shutdown_timeout, nothing leaked
+        s = socket.create_connection((h.HOST, self.admin_port))
+        self.addCleanup(s.close)
+        s.sendall(("GET /v1/events?after=%s&wait=30 HTTP/1.1\r\nHost: x\r\n"
+                   "Authorization: Bearer %s\r\n\r\n" % (last["last_id"], h.ADMIN_TOKEN))
+                  .encode())
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        self.daemons[0].stop_clean()
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_18_deliveries_show(self):
+        rcv = self.receiver(default="fail")
+        self.start_daemon(webhooks=[self.hook(rcv, schedule="0 1")])
+        self.assertEqual(self.epay_callback("2026113000031", "ORD-D").status, 200)
+        eid = h.event_id("shop-epay", "2026113000031", "paid")
+        did = self.wait_dead([eid], timeout=15)[eid]
+        res = self.ctl("deliveries", "show", did, rc=0)
+        kv = res.kv()
+        self.assertEqual((kv.get("id"), kv.get("webhook"), kv.get("event_id"), kv.get("state"),
+                          kv.get("attempts"), kv.get("last_status")),
+                         (did, "hook", eid, "dead", "2", "500"), res)
+        self.assertNotIn("event: ", res.out)
+        self.assertIn("history (last 2 attempts):", res.out, res)
+        hist = res.out.split("history (last 2 attempts):\n")[1].splitlines()
+        self.assertRegex(hist[0], r"^AT\s+OUTCOME\s+HTTP\s+ERROR$", res)
+        self.assertRegex(hist[1], r"^%s\s+retry\s+500\b" % ISO_RE, res)
+        self.assertRegex(hist[2], r"^%s\s+dead\s+500\b" % ISO_RE, res)
+        js = self.ctl("deliveries", "show", did, "--json", rc=0).json()
+        self.assertEqual([(a["outcome"], a["status"]) for a in js["history"]],
+                         [("retry", 500), ("dead", 500)], js)
+        self.assertNotIn("event", js)
+        # the history is bounded
+        rec = self.r.hgetall(PREFIX + "delivery:" + did)
+        self.assertEqual(len(json.loads(rec["history"])), 2)
+        self.assertApiError(self.ctl("deliveries", "show", "dlv_" + "0" * 32), 6, 404)
+        self.assertApiError(self.ctl("deliveries", "show", "nope"), 1, 400)
+
+
 if __name__ == "__main__":
     sys.exit(h.run_tests())
+
