@@ -1,7 +1,9 @@
 #include "conns.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,19 +15,25 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxyproto.h"
 
 /* After an accept() failure for want of descriptors or memory, the listener
  * rests this long: the pending connection stays in the backlog, and
  * accepting again at once would only spin. */
 #define ACCEPT_REST_MS 100
+
+/* Buckets of the per-address connection counts: a power of two. */
+#define IP_BUCKETS 4096
 
 /* Each listener's names in logs and its counters. */
 static const struct {
@@ -38,14 +46,35 @@ static const struct {
 	    "payrelay_admin_http_accept_paused_total", "payrelay_admin_http_accept_errors_total" },
 };
 
+/* Open connections of one client address (SPEC §3.1). */
+struct ipcount {
+	struct ipcount *next;
+	unsigned char addr[16]; /* IPv6, or IPv4 mapped into it */
+	size_t n;
+};
+
 struct conn {
 	struct conns *cs;
 	struct evhttp_connection *evcon;
+	struct bufferevent *bev; /* NULL when adopted late (conns_request) */
 	int fd;
 	struct event *deadline;
 	void (*gone)(void *);
 	void *gone_arg;
 	bool held; /* a request is being answered: no deadline */
+	/* SPEC §3.1 */
+	struct sockaddr_storage peer;   /* the TCP peer (ss_family 0: unknown) */
+	struct sockaddr_storage client; /* the PROXY header's client, else the peer */
+	bool trusted;                   /* the peer is one of trusted_proxies */
+	struct ipcount *counted;        /* the per-address count it holds, or NULL */
+	struct event *pp;               /* reading the PROXY header, or NULL */
+	unsigned char *ppbuf;
+	size_t pplen;
+	/* header_timeout: waiting for the end of a request's headers. */
+	struct event *hdr_deadline;
+	struct evbuffer_cb_entry *hdr_cb;
+	bool hdr_wait;
+	unsigned hdr_state; /* 0 in a line, 1 after LF, 2 after LF CR */
 };
 
 struct conns {
@@ -70,6 +99,15 @@ struct conns {
 	struct event *rest;
 	time_t cap_warned;
 	time_t framing_warned;
+	/* SPEC §3.1 (conns_set_proxy) */
+	struct cidr *trusted;
+	size_t ntrusted;
+	bool proxy_protocol;
+	size_t per_ip; /* 0: no cap */
+	struct timeval header_timeout;
+	bool header_timer; /* header_timeout is shorter than read_timeout */
+	struct ipcount **ips;
+	time_t refused_warned;
 };
 
 /* Every listener's conns: evconnlistener hands an accept-error callback
@@ -107,6 +145,116 @@ conns_pause(struct conns *cs)
 		cs->paused = true;
 }
 
+/* `sa`'s address as 16 bytes (IPv4 mapped into IPv6). false: none. */
+static bool
+addr_key(const struct sockaddr_storage *sa, unsigned char key[16])
+{
+	if (sa->ss_family == AF_INET) {
+		memset(key, 0, 10);
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+		return true;
+	}
+	if (sa->ss_family == AF_INET6) {
+		memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+static size_t
+addr_hash(const unsigned char key[16])
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	size_t i;
+
+	for (i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h & (IP_BUCKETS - 1);
+}
+
+/* Counts `c` under its client address. false when that address already
+ * holds per_ip connections (or out of memory): then `c` must go. */
+static bool
+conn_count_ip(struct conn *c)
+{
+	struct conns *cs = c->cs;
+	unsigned char key[16];
+	struct ipcount *ic;
+	size_t h;
+
+	if (cs->per_ip == 0 || !addr_key(&c->client, key))
+		return true;
+	if (cs->ips == NULL && (cs->ips = calloc(IP_BUCKETS, sizeof(*cs->ips))) == NULL)
+		return false;
+	h = addr_hash(key);
+	for (ic = cs->ips[h]; ic != NULL && memcmp(ic->addr, key, 16) != 0; ic = ic->next)
+		;
+	if (ic == NULL) {
+		if ((ic = calloc(1, sizeof(*ic))) == NULL)
+			return false;
+		memcpy(ic->addr, key, 16);
+		ic->next = cs->ips[h];
+		cs->ips[h] = ic;
+	}
+	if (ic->n >= cs->per_ip)
+		return false;
+	ic->n++;
+	c->counted = ic;
+	return true;
+}
+
+static void
+conn_uncount_ip(struct conn *c)
+{
+	struct conns *cs = c->cs;
+	struct ipcount **pp, *ic = c->counted;
+
+	if (ic == NULL)
+		return;
+	c->counted = NULL;
+	if (--ic->n > 0)
+		return;
+	for (pp = &cs->ips[addr_hash(ic->addr)]; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == ic) {
+			*pp = ic->next;
+			free(ic);
+			return;
+		}
+}
+
+static void
+sockaddr_string(const struct sockaddr_storage *sa, char *out, size_t n)
+{
+	const void *a = NULL;
+
+	if (sa->ss_family == AF_INET)
+		a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+	else if (sa->ss_family == AF_INET6)
+		a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+	if (a == NULL || inet_ntop(sa->ss_family, a, out, (socklen_t)n) == NULL)
+		snprintf(out, n, "-");
+}
+
+/* Counts a connection closed before its request, and logs it (at most
+ * once a second: a flood must not flood the log too). */
+static void
+conn_refused(struct conn *c, const char *reason, const char *why)
+{
+	struct conns *cs = c->cs;
+	time_t now = time(NULL);
+	char client[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN];
+
+	metrics_inc(cs->metrics, "payrelay_http_refused_total", "reason", reason, NULL, NULL);
+	if (now == cs->refused_warned)
+		return;
+	cs->refused_warned = now;
+	sockaddr_string(&c->client, client, sizeof(client));
+	sockaddr_string(&c->peer, peer, sizeof(peer));
+	log_warnx("connection closed before a request", "reason=%s detail=\"%s\" peer=%s proxy=%s",
+	    reason, why, client, c->trusted ? peer : "-");
+}
+
 static void
 conn_closed(struct evhttp_connection *evcon, void *arg)
 {
@@ -118,6 +266,16 @@ conn_closed(struct evhttp_connection *evcon, void *arg)
 		c->gone(c->gone_arg);
 	if (c->fd >= 0 && (size_t)c->fd < cs->nbyfd && cs->byfd[c->fd] == c)
 		cs->byfd[c->fd] = NULL;
+	/* The bufferevent outlives this callback: nothing of it may call us
+	 * any more. */
+	if (c->hdr_cb != NULL && c->bev != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->hdr_cb);
+	conn_uncount_ip(c);
+	if (c->pp != NULL)
+		event_free(c->pp);
+	free(c->ppbuf);
+	if (c->hdr_deadline != NULL)
+		event_free(c->hdr_deadline);
 	event_free(c->deadline);
 	free(c);
 	cs->open--;
@@ -141,6 +299,179 @@ conn_deadline(evutil_socket_t fd, short what, void *arg)
 	    listeners[c->cs->which].name);
 	/* Runs conn_closed, which frees c and this very timer (allowed). */
 	evhttp_connection_free(c->evcon);
+}
+
+/* header_timeout: the request line and headers (and before them, the
+ * PROXY header) did not come in time. */
+static void
+conn_hdr_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->gone != NULL || c->held || !c->hdr_wait) {
+		/* A request is being answered; the next one's headers get
+		 * their time once it was (conns_request). */
+		if (c->hdr_wait)
+			evtimer_add(c->hdr_deadline, &c->cs->header_timeout);
+		return;
+	}
+	conn_refused(c, "header_timeout", c->pp != NULL ? "no PROXY header in time" :
+							  "no request headers in time");
+	/* Runs conn_closed, which frees c and this very timer (allowed). */
+	evhttp_connection_free(c->evcon);
+}
+
+/* Waits for the end of the next request's headers. */
+static void
+conn_hdr_start(struct conn *c)
+{
+	if (c->hdr_deadline == NULL)
+		return;
+	c->hdr_wait = true;
+	c->hdr_state = 0;
+	evtimer_add(c->hdr_deadline, &c->cs->header_timeout);
+}
+
+static void
+conn_hdr_done(struct conn *c)
+{
+	if (c->hdr_deadline == NULL)
+		return;
+	c->hdr_wait = false;
+	evtimer_del(c->hdr_deadline);
+}
+
+/* Every byte evhttp's input gets: the end of the headers (an empty line)
+ * stops header_timeout. evhttp has no callback of its own for it. */
+static void
+conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer_ptr pos;
+	struct evbuffer_iovec v[8];
+	int n, i;
+	size_t j, left = info->n_added;
+
+	if (!c->hdr_wait || info->n_added == 0 ||
+	    evbuffer_ptr_set(buf, &pos, info->orig_size, EVBUFFER_PTR_SET) == -1)
+		return;
+	n = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, v, 8);
+	for (i = 0; i < n && i < 8 && left > 0; i++) {
+		const unsigned char *b = v[i].iov_base;
+
+		for (j = 0; j < v[i].iov_len && left > 0; j++, left--) {
+			if (b[j] == '\n') {
+				if (c->hdr_state != 0) {
+					conn_hdr_done(c);
+					return;
+				}
+				c->hdr_state = 1;
+			} else if (b[j] == '\r' && c->hdr_state == 1) {
+				c->hdr_state = 2;
+			} else if (b[j] != '\r') {
+				c->hdr_state = 0;
+			}
+		}
+	}
+}
+
+/* The PROXY header's bytes (SPEC §3.1). evhttp's bufferevent does not read
+ * until it is whole; what came after it is handed to evhttp as if read. */
+static void
+conn_pp_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct proxyproto pp;
+	const char *why = NULL;
+	struct bufferevent *bev = c->bev;
+	ssize_t got;
+	int n;
+
+	(void)what;
+	got = recv(fd, c->ppbuf + c->pplen, PROXYPROTO_MAX - c->pplen, 0);
+	if (got == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (got <= 0) {
+		/* Runs conn_closed, which frees c. */
+		evhttp_connection_free(c->evcon);
+		return;
+	}
+	c->pplen += (size_t)got;
+	if ((n = proxyproto_parse(c->ppbuf, c->pplen, &pp, &why)) == 0)
+		return;
+	if (n == -1) {
+		conn_refused(c, "proxy_header", why);
+		evhttp_connection_free(c->evcon);
+		return;
+	}
+	if (!pp.local)
+		c->client = pp.src;
+	event_free(c->pp);
+	c->pp = NULL;
+	if (!conn_count_ip(c)) {
+		conn_refused(c, "per_ip", "max_connections_per_ip reached");
+		evhttp_connection_free(c->evcon);
+		return;
+	}
+	bufferevent_enable(bev, EV_READ);
+	if ((size_t)n < c->pplen) {
+		if (evbuffer_add(bufferevent_get_input(bev), c->ppbuf + n, c->pplen - (size_t)n) ==
+		    -1) {
+			evhttp_connection_free(c->evcon);
+			return;
+		}
+		free(c->ppbuf);
+		c->ppbuf = NULL;
+		/* evhttp reads them now, and may close the connection: c is
+		 * not touched after this. */
+		bufferevent_trigger(bev, EV_READ, 0);
+		return;
+	}
+	free(c->ppbuf);
+	c->ppbuf = NULL;
+}
+
+/* A new connection's client address and limits (SPEC §3.1). -1: close it. */
+static int
+conn_admit(struct conn *c, struct bufferevent *bev)
+{
+	struct conns *cs = c->cs;
+	socklen_t len = sizeof(c->peer);
+
+	c->bev = bev;
+	if (getpeername(c->fd, (struct sockaddr *)&c->peer, &len) == -1)
+		memset(&c->peer, 0, sizeof(c->peer));
+	c->client = c->peer;
+	c->trusted = cs->ntrusted > 0 &&
+	    cidr_list_match(cs->trusted, cs->ntrusted, (const struct sockaddr *)&c->peer);
+	if (cs->header_timer) {
+		if ((c->hdr_deadline = evtimer_new(cs->base, conn_hdr_deadline, c)) == NULL ||
+		    (c->hdr_cb = evbuffer_add_cb(bufferevent_get_input(bev), conn_input, c)) ==
+			NULL)
+			return -1;
+		conn_hdr_start(c);
+	}
+	if (c->trusted && cs->proxy_protocol) {
+		/* Counted once the header names the client. */
+		if ((c->ppbuf = malloc(PROXYPROTO_MAX)) == NULL ||
+		    (c->pp = event_new(cs->base, c->fd, EV_READ | EV_PERSIST, conn_pp_read, c)) ==
+			NULL ||
+		    event_add(c->pp, NULL) == -1)
+			return -1;
+		bufferevent_disable(bev, EV_READ);
+		return 0;
+	}
+	/* A proxy that names its clients per request (X-Forwarded-For) is
+	 * one address for many of them: it is not capped. */
+	if (c->trusted)
+		return 0;
+	if (!conn_count_ip(c)) {
+		conn_refused(c, "per_ip", "max_connections_per_ip reached");
+		return -1;
+	}
+	return 0;
 }
 
 /* Starts watching `evcon` on descriptor `fd`. */
@@ -200,10 +531,16 @@ conns_adopt(evutil_socket_t unused, short what, void *arg)
 		/* A bufferevent evhttp already freed has no callbacks left
 		 * (the reference taken in conns_bevcb kept it readable). */
 		if (readcb != NULL && cbarg != NULL && fd >= 0 &&
-		    evhttp_connection_get_bufferevent(cbarg) == bev &&
-		    conns_track(cs, cbarg, fd) == NULL) {
-			log_warnx("connection refused, out of memory", "fd=%d", fd);
-			evhttp_connection_free(cbarg);
+		    evhttp_connection_get_bufferevent(cbarg) == bev) {
+			struct conn *c = conns_track(cs, cbarg, fd);
+
+			if (c == NULL) {
+				log_warnx("connection refused, out of memory", "fd=%d", fd);
+				evhttp_connection_free(cbarg);
+			} else if (conn_admit(c, bev) == -1) {
+				/* Runs conn_closed, which frees c. */
+				evhttp_connection_free(cbarg);
+			}
 		}
 		bufferevent_decref(bev);
 		cs->adopting--;
@@ -420,6 +757,10 @@ conns_request(struct conns *cs, struct evhttp_request *req)
 	if (c == NULL || c->evcon != evcon)
 		return conns_track(cs, evcon, fd);
 	evtimer_add(c->deadline, &cs->timeout);
+	/* This request is whole; the next one's headers have header_timeout
+	 * from now (held off while this one is answered). */
+	if (c->hdr_deadline != NULL)
+		conn_hdr_start(c);
 	return c;
 }
 
@@ -547,6 +888,141 @@ conns_refuse_framing(struct conns *cs, struct evhttp_request *req)
 }
 
 void
+conns_set_proxy(struct conns *cs, const struct config *cfg)
+{
+	if (cfg->ntrusted_proxies > 0 &&
+	    (cs->trusted = calloc(cfg->ntrusted_proxies, sizeof(*cs->trusted))) != NULL) {
+		memcpy(cs->trusted, cfg->trusted_proxies,
+		    cfg->ntrusted_proxies * sizeof(*cs->trusted));
+		cs->ntrusted = cfg->ntrusted_proxies;
+	}
+	cs->proxy_protocol = cfg->proxy_protocol && cs->ntrusted > 0;
+	cs->per_ip = cfg->max_connections_per_ip > 0 ? (size_t)cfg->max_connections_per_ip : 0;
+	cs->header_timeout.tv_sec = cfg->header_timeout;
+	/* At read_timeout or beyond the connection's deadline comes first. */
+	cs->header_timer = cfg->header_timeout > 0 && cfg->header_timeout < cfg->read_timeout;
+}
+
+/* The last address of the X-Forwarded-For headers (taken as one list, in
+ * order) that is not a trusted proxy; the first one if all are. */
+static bool
+xff_client(const struct conns *cs, const struct evkeyvalq *hs, struct sockaddr_storage *out)
+{
+	const struct evkeyval *kv;
+	bool found = false, all_trusted = true;
+	struct sockaddr_storage first, last;
+
+	memset(&first, 0, sizeof(first));
+	for (kv = TAILQ_FIRST(hs); kv != NULL; kv = TAILQ_NEXT(kv, next)) {
+		const char *v = kv->value;
+
+		if (strcasecmp(kv->key, "X-Forwarded-For") != 0)
+			continue;
+		while (*v != '\0') {
+			size_t n = strcspn(v, ",");
+			char tok[INET6_ADDRSTRLEN + 2];
+			const char *t = v;
+			size_t tn = n;
+
+			while (tn > 0 && (*t == ' ' || *t == '\t'))
+				t++, tn--;
+			while (tn > 0 && (t[tn - 1] == ' ' || t[tn - 1] == '\t'))
+				tn--;
+			v += n + (v[n] == ',');
+			memset(&last, 0, sizeof(last));
+			if (tn > 0 && tn < sizeof(tok)) {
+				memcpy(tok, t, tn);
+				tok[tn] = '\0';
+				if (inet_pton(AF_INET, tok,
+					&((struct sockaddr_in *)(void *)&last)->sin_addr) == 1)
+					last.ss_family = AF_INET;
+				else if (inet_pton(AF_INET6, tok,
+					     &((struct sockaddr_in6 *)(void *)&last)->sin6_addr) == 1)
+					last.ss_family = AF_INET6;
+			}
+			if (!found)
+				first = last;
+			found = true;
+			/* An entry that is not an address: nothing left of it
+			 * can be believed, nor can it. */
+			if (last.ss_family == 0) {
+				all_trusted = false;
+				*out = last;
+				continue;
+			}
+			if (!cidr_list_match(cs->trusted, cs->ntrusted,
+				(const struct sockaddr *)&last)) {
+				all_trusted = false;
+				*out = last;
+			}
+		}
+	}
+	if (found && all_trusted)
+		*out = first;
+	return found && out->ss_family != 0;
+}
+
+bool
+conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr_storage *out)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	int fd = bev != NULL ? bufferevent_getfd(bev) : -1;
+	const struct conn *c = fd >= 0 && (size_t)fd < cs->nbyfd ? cs->byfd[fd] : NULL;
+	const struct sockaddr *sa;
+	const struct evkeyvalq *hs;
+	const char *xri;
+
+	memset(out, 0, sizeof(*out));
+	if (c != NULL && c->evcon == evcon && c->peer.ss_family != 0) {
+		*out = c->client;
+	} else if (evcon != NULL && (sa = evhttp_connection_get_addr(evcon)) != NULL &&
+	    (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+		memcpy(out, sa,
+		    sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
+						 sizeof(struct sockaddr_in6));
+	} else {
+		return false;
+	}
+	/* Forwarding headers count from a trusted proxy only, and not when
+	 * it speaks the PROXY protocol (the header said it all). */
+	if (cs->ntrusted == 0 || cs->proxy_protocol ||
+	    !cidr_list_match(cs->trusted, cs->ntrusted, (const struct sockaddr *)out) ||
+	    (hs = evhttp_request_get_input_headers(req)) == NULL)
+		return true;
+	{
+		struct sockaddr_storage x;
+
+		memset(&x, 0, sizeof(x));
+		if (xff_client(cs, hs, &x)) {
+			*out = x;
+			return true;
+		}
+		if ((xri = evhttp_find_header(hs, "X-Real-IP")) != NULL) {
+			if (inet_pton(AF_INET, xri, &((struct sockaddr_in *)(void *)&x)->sin_addr) == 1)
+				x.ss_family = AF_INET;
+			else if (inet_pton(AF_INET6, xri,
+				     &((struct sockaddr_in6 *)(void *)&x)->sin6_addr) == 1)
+				x.ss_family = AF_INET6;
+			if (x.ss_family != 0)
+				*out = x;
+		}
+	}
+	return true;
+}
+
+void
+conns_client_string(const struct conns *cs, struct evhttp_request *req, char *out, size_t n)
+{
+	struct sockaddr_storage sa;
+
+	if (cs == NULL || req == NULL || !conns_client(cs, req, &sa))
+		snprintf(out, n, "-");
+	else
+		sockaddr_string(&sa, out, n);
+}
+
+void
 conns_free(struct conns *cs)
 {
 	size_t i;
@@ -554,6 +1030,18 @@ conns_free(struct conns *cs)
 	if (cs == NULL)
 		return;
 	LIST_REMOVE(cs, link);
+	if (cs->ips != NULL) {
+		for (i = 0; i < IP_BUCKETS; i++) {
+			struct ipcount *ic, *next;
+
+			for (ic = cs->ips[i]; ic != NULL; ic = next) {
+				next = ic->next;
+				free(ic);
+			}
+		}
+		free(cs->ips);
+	}
+	free(cs->trusted);
 	for (i = 0; i < cs->nfresh; i++)
 		bufferevent_decref(cs->fresh[i]);
 	if (cs->adopt != NULL)
