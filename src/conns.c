@@ -107,7 +107,10 @@ struct conns {
 	struct timeval header_timeout;
 	bool header_timer; /* header_timeout is shorter than read_timeout */
 	struct ipcount **ips;
-	time_t refused_warned;
+	struct {
+		time_t window;
+		unsigned logged;
+	} refused_log[3]; /* per_ip, header_timeout, proxy_header */
 };
 
 /* Every listener's conns: evconnlistener hands an accept-error callback
@@ -236,19 +239,26 @@ sockaddr_string(const struct sockaddr_storage *sa, char *out, size_t n)
 		snprintf(out, n, "-");
 }
 
-/* Counts a connection closed before its request, and logs it (at most
- * once a second: a flood must not flood the log too). */
+/* Log lines a second for each reason of conn_refused, at most. */
+#define REFUSED_LOGS_PER_SEC 5
+
+/* Counts a connection closed before its request, and logs it (a few times
+ * a second for each reason: a flood must not flood the log too). */
 static void
 conn_refused(struct conn *c, const char *reason, const char *why)
 {
 	struct conns *cs = c->cs;
 	time_t now = time(NULL);
 	char client[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN];
+	size_t r = reason[0] == 'p' && reason[1] == 'e' ? 0 : reason[0] == 'h' ? 1 : 2;
 
 	metrics_inc(cs->metrics, "payrelay_http_refused_total", "reason", reason, NULL, NULL);
-	if (now == cs->refused_warned)
+	if (now != cs->refused_log[r].window) {
+		cs->refused_log[r].window = now;
+		cs->refused_log[r].logged = 0;
+	}
+	if (cs->refused_log[r].logged++ >= REFUSED_LOGS_PER_SEC)
 		return;
-	cs->refused_warned = now;
 	sockaddr_string(&c->client, client, sizeof(client));
 	sockaddr_string(&c->peer, peer, sizeof(peer));
 	log_warnx("connection closed before a request", "reason=%s detail=\"%s\" peer=%s proxy=%s",
