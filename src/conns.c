@@ -74,6 +74,7 @@ struct conn {
 	struct event *hdr_deadline;
 	struct evbuffer_cb_entry *hdr_cb;
 	bool hdr_wait;
+	bool hdr_bytes;     /* a byte of them came */
 	unsigned hdr_state; /* 0 in a line, 1 after LF, 2 after LF CR */
 };
 
@@ -327,8 +328,17 @@ conn_hdr_deadline(evutil_socket_t fd, short what, void *arg)
 			evtimer_add(c->hdr_deadline, &c->cs->header_timeout);
 		return;
 	}
-	conn_refused(c, "header_timeout", c->pp != NULL ? "no PROXY header in time" :
-							  "no request headers in time");
+	if (!c->hdr_bytes && c->pplen == 0) {
+		/* Idle, as keep-alive connections between requests are: closed
+		 * as the read deadline closes them, not a refusal. */
+		metrics_inc(c->cs->metrics, listeners[c->cs->which].timeouts, NULL, NULL, NULL,
+		    NULL);
+		log_debug("connection closed, idle for header_timeout", "fd=%d listener=%s", c->fd,
+		    listeners[c->cs->which].name);
+	} else {
+		conn_refused(c, "header_timeout",
+		    c->pp != NULL ? "no whole PROXY header in time" : "no whole request headers in time");
+	}
 	/* Runs conn_closed, which frees c and this very timer (allowed). */
 	evhttp_connection_free(c->evcon);
 }
@@ -340,6 +350,7 @@ conn_hdr_start(struct conn *c)
 	if (c->hdr_deadline == NULL)
 		return;
 	c->hdr_wait = true;
+	c->hdr_bytes = false;
 	c->hdr_state = 0;
 	evtimer_add(c->hdr_deadline, &c->cs->header_timeout);
 }
@@ -367,6 +378,7 @@ conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 	if (!c->hdr_wait || info->n_added == 0 ||
 	    evbuffer_ptr_set(buf, &pos, info->orig_size, EVBUFFER_PTR_SET) == -1)
 		return;
+	c->hdr_bytes = true;
 	n = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, v, 8);
 	for (i = 0; i < n && i < 8 && left > 0; i++) {
 		const unsigned char *b = v[i].iov_base;
