@@ -566,8 +566,7 @@ parse_cidr(const char *t, size_t n, struct cidr *r)
  * *out and *nout (left alone on error). Returns the number of entries, or
  * -1 after an error was recorded. */
 static int
-parse_cidr_list(struct parser *p, const char *name, const char *v, struct cidr **out,
-    size_t *nout)
+parse_cidr_list(struct parser *p, const char *name, const char *v, struct cidr **out, size_t *nout)
 {
 	struct cidr *list = NULL, *q, r;
 	size_t n = 0, len;
@@ -1272,8 +1271,9 @@ finish(struct parser *p)
 	/* The headers are part of the request: given a longer time than the
 	 * whole request, the setting would mean nothing. */
 	if (s->at[K_HEADER_TIMEOUT] && c->header_timeout > c->read_timeout)
-		err(p, s->at[K_HEADER_TIMEOUT], "header_timeout (%d) must not exceed read_timeout (%d)",
-		    c->header_timeout, c->read_timeout);
+		err(p, s->at[K_HEADER_TIMEOUT],
+		    "header_timeout (%d) must not exceed read_timeout (%d)", c->header_timeout,
+		    c->read_timeout);
 	else if (c->header_timeout > c->read_timeout)
 		c->header_timeout = c->read_timeout;
 	for (i = 0; i < c->nchannels; i++) {

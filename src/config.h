@@ -31,7 +31,7 @@ struct cidr {
 };
 
 #define CHANNEL_MAX_POLL_GAPS 16
-#define CONFIG_MAX_CONNECTIONS 16384 /* [daemon] max_connections by default */
+#define CONFIG_MAX_CONNECTIONS 16384      /* [daemon] max_connections by default */
 #define CONFIG_MAX_CONNECTIONS_PER_IP 256 /* [daemon] max_connections_per_ip by default */
 
 struct channel {
@@ -106,7 +106,7 @@ struct config {
 	size_t ntrusted_proxies;
 	bool proxy_protocol;        /* a PROXY header is required from trusted_proxies */
 	int max_connections_per_ip; /* open public connections per client address */
-	int header_timeout; /* seconds for a request line and headers (<= read_timeout) */
+	int header_timeout;         /* seconds for a request line and headers (<= read_timeout) */
 	/* [admin] */
 	struct netaddr admin_listen;
 	char *admin_token; /* a secret */

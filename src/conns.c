@@ -337,7 +337,8 @@ conn_hdr_deadline(evutil_socket_t fd, short what, void *arg)
 		    listeners[c->cs->which].name);
 	} else {
 		conn_refused(c, "header_timeout",
-		    c->pp != NULL ? "no whole PROXY header in time" : "no whole request headers in time");
+		    c->pp != NULL ? "no whole PROXY header in time"
+				  : "no whole request headers in time");
 	}
 	/* Runs conn_closed, which frees c and this very timer (allowed). */
 	evhttp_connection_free(c->evcon);
@@ -959,7 +960,8 @@ xff_client(const struct conns *cs, const struct evkeyvalq *hs, struct sockaddr_s
 					&((struct sockaddr_in *)(void *)&last)->sin_addr) == 1)
 					last.ss_family = AF_INET;
 				else if (inet_pton(AF_INET6, tok,
-					     &((struct sockaddr_in6 *)(void *)&last)->sin6_addr) == 1)
+					     &((struct sockaddr_in6 *)(void *)&last)->sin6_addr) ==
+				    1)
 					last.ss_family = AF_INET6;
 			}
 			if (!found)
@@ -1001,8 +1003,8 @@ conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr
 	} else if (evcon != NULL && (sa = evhttp_connection_get_addr(evcon)) != NULL &&
 	    (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
 		memcpy(out, sa,
-		    sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) :
-						 sizeof(struct sockaddr_in6));
+		    sa->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+					     : sizeof(struct sockaddr_in6));
 	} else {
 		return false;
 	}
@@ -1021,7 +1023,8 @@ conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr
 			return true;
 		}
 		if ((xri = evhttp_find_header(hs, "X-Real-IP")) != NULL) {
-			if (inet_pton(AF_INET, xri, &((struct sockaddr_in *)(void *)&x)->sin_addr) == 1)
+			if (inet_pton(AF_INET, xri,
+				&((struct sockaddr_in *)(void *)&x)->sin_addr) == 1)
 				x.ss_family = AF_INET;
 			else if (inet_pton(AF_INET6, xri,
 				     &((struct sockaddr_in6 *)(void *)&x)->sin6_addr) == 1)

@@ -62,11 +62,9 @@ void conns_set_proxy(struct conns *cs, const struct config *cfg);
  * from a trusted peer (without proxy_protocol) the rightmost
  * X-Forwarded-For address that is not a trusted proxy, or X-Real-IP; or
  * the TCP peer. false when there is none (a unix socket). */
-bool conns_client(const struct conns *cs, struct evhttp_request *req,
-    struct sockaddr_storage *out);
+bool conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr_storage *out);
 /* The same as text for logs; "-" when none (or `cs` or `req` NULL). */
-void conns_client_string(const struct conns *cs, struct evhttp_request *req, char *out,
-    size_t n);
+void conns_client_string(const struct conns *cs, struct evhttp_request *req, char *out, size_t n);
 /* Listens on host:port (numeric) with a backlog of the cap (the kernel
  * caps it at somaxconn). 0 or -1 (logged). */
 int conns_listen(struct conns *cs, const char *host, uint16_t port) WUR;

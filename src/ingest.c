@@ -118,7 +118,7 @@ ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, in
 static struct {
 	time_t window;
 	unsigned logged, suppressed;
-	struct event *flush; /* logs the count left out once its second is over */
+	struct event *flush;       /* logs the count left out once its second is over */
 	const struct conns *conns; /* the public listener's, for the client's address */
 } refusals;
 

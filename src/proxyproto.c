@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
-static const unsigned char v2sig[12] = { '\r', '\n', '\r', '\n', '\0', '\r', '\n', 'Q', 'U',
-	'I', 'T', '\n' };
+static const unsigned char v2sig[12] = { '\r', '\n', '\r', '\n', '\0', '\r', '\n', 'Q', 'U', 'I',
+	'T', '\n' };
 static const char v1sig[] = "PROXY ";
 
 static int
@@ -77,7 +77,8 @@ parse_v1(const unsigned char *buf, size_t len, struct proxyproto *pp, const char
 	if (cr[1] != '\n')
 		return bad(why, "v1: line not ended by CRLF");
 	end = (const char *)cr;
-	if (memchr(buf, '\n', (size_t)(cr - buf)) != NULL || memchr(buf, '\0', (size_t)(cr - buf)) != NULL)
+	if (memchr(buf, '\n', (size_t)(cr - buf)) != NULL ||
+	    memchr(buf, '\0', (size_t)(cr - buf)) != NULL)
 		return bad(why, "v1: malformed line");
 	p = s + sizeof(v1sig) - 1;
 	memset(pp, 0, sizeof(*pp));

@@ -20,8 +20,8 @@
 #define PROXYPROTO_MAX PROXYPROTO_V2_MAX
 
 struct proxyproto {
-	int version;  /* 1 or 2 */
-	bool local;   /* LOCAL (v2) or UNKNOWN (v1): the proxy's own connection, use the peer */
+	int version; /* 1 or 2 */
+	bool local;  /* LOCAL (v2) or UNKNOWN (v1): the proxy's own connection, use the peer */
 	struct sockaddr_storage src; /* the client (AF_INET or AF_INET6) unless local */
 };
 

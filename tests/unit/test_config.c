@@ -850,14 +850,14 @@ START_TEST(test_proxy_keys)
 	ck_assert_int_eq(c->max_connections_per_ip, 16);
 	ck_assert_int_eq(c->header_timeout, 2);
 	s4 = sin4("10.9.8.7");
-	ck_assert(cidr_list_match(c->trusted_proxies, c->ntrusted_proxies,
-	    (const struct sockaddr *)&s4));
+	ck_assert(
+	    cidr_list_match(c->trusted_proxies, c->ntrusted_proxies, (const struct sockaddr *)&s4));
 	s4 = sin4("127.0.0.2");
 	ck_assert(!cidr_list_match(c->trusted_proxies, c->ntrusted_proxies,
 	    (const struct sockaddr *)&s4));
 	s6 = sin6("::ffff:127.0.0.1");
-	ck_assert(cidr_list_match(c->trusted_proxies, c->ntrusted_proxies,
-	    (const struct sockaddr *)&s6));
+	ck_assert(
+	    cidr_list_match(c->trusted_proxies, c->ntrusted_proxies, (const struct sockaddr *)&s6));
 	ck_assert(!cidr_list_match(NULL, 0, (const struct sockaddr *)&s6));
 	config_free(c);
 

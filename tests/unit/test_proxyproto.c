@@ -8,8 +8,8 @@
 #include "proxyproto.h"
 #include "vectors.h"
 
-static const unsigned char sig[12] = { '\r', '\n', '\r', '\n', '\0', '\r', '\n', 'Q', 'U', 'I',
-	'T', '\n' };
+static const unsigned char sig[12] = { '\r', '\n', '\r', '\n', '\0', '\r', '\n', 'Q', 'U', 'I', 'T',
+	'\n' };
 
 static int
 parse(const void *b, size_t n, struct proxyproto *pp, const char **why)
@@ -93,7 +93,7 @@ END_TEST
 START_TEST(test_v1_bad)
 {
 	static const char *const bad[] = {
-		"PROXY TCP4 192.0.2.7 127.0.0.1 56324 8787\n", /* LF only */
+		"PROXY TCP4 192.0.2.7 127.0.0.1 56324 8787\n",  /* LF only */
 		"PROXY TCP4 192.0.2.7 127.0.0.1 56324 8787\rX", /* CR then not LF */
 		"PROXY TCP4 2001:db8::1 127.0.0.1 1 2\r\n",     /* wrong family */
 		"PROXY TCP6 192.0.2.7 ::1 1 2\r\n",             /* wrong family */
