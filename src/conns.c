@@ -447,6 +447,7 @@ conn_pp_read(evutil_socket_t fd, short what, void *arg)
 		}
 		free(c->ppbuf);
 		c->ppbuf = NULL;
+		c->pplen = 0;
 		/* evhttp reads them now, and may close the connection: c is
 		 * not touched after this. */
 		bufferevent_trigger(bev, EV_READ, 0);
@@ -454,6 +455,7 @@ conn_pp_read(evutil_socket_t fd, short what, void *arg)
 	}
 	free(c->ppbuf);
 	c->ppbuf = NULL;
+	c->pplen = 0;
 }
 
 /* A new connection's client address and limits (SPEC §3.1). -1: close it. */

@@ -59,27 +59,28 @@ parse_v1(const unsigned char *buf, size_t len, struct proxyproto *pp, const char
 {
 	const char *s = (const char *)buf, *end, *p;
 	const unsigned char *cr;
-	size_t n = len < PROXYPROTO_V1_MAX ? len : PROXYPROTO_V1_MAX;
+	size_t n = len < PROXYPROTO_V1_MAX ? len : PROXYPROTO_V1_MAX, line;
 	char proto[8], src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN], sport[8], dport[8];
 	uint16_t sp, dp;
 	int af;
 	unsigned char a[16], b[16];
 
-	if ((cr = memchr(buf, '\r', n)) == NULL) {
-		if (memchr(buf, '\n', n) != NULL)
-			return bad(why, "v1: line not ended by CRLF");
+	cr = memchr(buf, '\r', n);
+	/* What is wrong with the bytes so far is wrong with any longer read. */
+	line = cr != NULL ? (size_t)(cr - buf) : n;
+	if (memchr(buf, '\n', line) != NULL)
+		return bad(why, "v1: line not ended by CRLF");
+	if (memchr(buf, '\0', line) != NULL)
+		return bad(why, "v1: malformed line");
+	if (cr == NULL)
 		return len >= PROXYPROTO_V1_MAX ? bad(why, "v1: longer than 107 bytes") : 0;
-	}
-	if ((size_t)(cr - buf) + 2 > PROXYPROTO_V1_MAX)
+	if (line + 2 > PROXYPROTO_V1_MAX)
 		return bad(why, "v1: longer than 107 bytes");
-	if ((size_t)(cr - buf) + 1 == len)
+	if (line + 1 == len)
 		return 0;
 	if (cr[1] != '\n')
 		return bad(why, "v1: line not ended by CRLF");
 	end = (const char *)cr;
-	if (memchr(buf, '\n', (size_t)(cr - buf)) != NULL ||
-	    memchr(buf, '\0', (size_t)(cr - buf)) != NULL)
-		return bad(why, "v1: malformed line");
 	p = s + sizeof(v1sig) - 1;
 	memset(pp, 0, sizeof(*pp));
 	pp->version = 1;
