@@ -95,6 +95,7 @@ START_TEST(test_v1_bad)
 	static const char *const bad[] = {
 		"PROXY TCP4 192.0.2.7 127.0.0.1 56324 8787\n",  /* LF only */
 		"PROXY TCP4 192.0.2.7 127.0.0.1 56324 8787\rX", /* CR then not LF */
+		"PROXY UNK\nWN\r",                              /* LF, then CR last */
 		"PROXY TCP4 2001:db8::1 127.0.0.1 1 2\r\n",     /* wrong family */
 		"PROXY TCP6 192.0.2.7 ::1 1 2\r\n",             /* wrong family */
 		"PROXY UDP4 192.0.2.7 127.0.0.1 1 2\r\n",       /* not TCP */
@@ -119,7 +120,7 @@ START_TEST(test_v1_bad)
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		size_t n = i == 18 ? 12 : strlen(bad[i]);
+		size_t n = i == 19 ? 12 : strlen(bad[i]);
 
 		ck_assert_msg(parse(bad[i], n, &pp, &why) == -1, "accepted: %s", bad[i]);
 		ck_assert_ptr_nonnull(why);
