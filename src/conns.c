@@ -928,16 +928,64 @@ conns_set_proxy(struct conns *cs, const struct config *cfg)
 	cs->header_timer = cfg->header_timeout > 0 && cfg->header_timeout < cfg->read_timeout;
 }
 
-/* The last address of the X-Forwarded-For headers (taken as one list, in
- * order) that is not a trusted proxy; the first one if all are. */
+/* An address as proxies write it in forwarding headers: 192.0.2.1 or
+ * 2001:db8::1, and with a port, which some load balancers add:
+ * 192.0.2.1:4711, [2001:db8::1]:4711. `tok` is changed. */
 static bool
-xff_client(const struct conns *cs, const struct evkeyvalq *hs, struct sockaddr_storage *out)
+parse_addr(char *tok, struct sockaddr_storage *out)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)(void *)out;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)(void *)out;
+	char *colon = strchr(tok, ':'), *end;
+
+	memset(out, 0, sizeof(*out));
+	if (tok[0] == '[' && (end = strchr(tok, ']')) != NULL &&
+	    (end[1] == '\0' || (end[1] == ':' && end[2 + strspn(end + 2, "0123456789")] == '\0'))) {
+		*end = '\0';
+		tok++;
+	} else if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+		*colon = '\0'; /* one colon: IPv4 and a port */
+	}
+	if (inet_pton(AF_INET, tok, &sin->sin_addr) == 1)
+		out->ss_family = AF_INET;
+	else if (inet_pton(AF_INET6, tok, &sin6->sin6_addr) == 1)
+		out->ss_family = AF_INET6;
+	return out->ss_family != 0;
+}
+
+/* The `n` bytes at `s` as an address, white space around them ignored. */
+static bool
+parse_addr_n(const char *s, size_t n, struct sockaddr_storage *out)
+{
+	char tok[INET6_ADDRSTRLEN + 8];
+
+	memset(out, 0, sizeof(*out));
+	while (n > 0 && (*s == ' ' || *s == '\t'))
+		s++, n--;
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		n--;
+	if (n == 0 || n >= sizeof(tok))
+		return false;
+	memcpy(tok, s, n);
+	tok[n] = '\0';
+	return parse_addr(tok, out);
+}
+
+/* The client a trusted proxy names in the request's headers: the last
+ * address of the X-Forwarded-For headers (taken as one list, in order)
+ * that is not a trusted proxy, the first one if all are; else X-Real-IP.
+ * What a client wrote left of its proxy's entry is never believed; an
+ * entry that is not an address, where the client would be, gives none. */
+static bool
+forwarded_client(const struct conns *cs, const struct evkeyvalq *hs, struct sockaddr_storage *out)
 {
 	const struct evkeyval *kv;
 	bool found = false, all_trusted = true;
-	struct sockaddr_storage first, last;
+	struct sockaddr_storage first, a;
+	const char *xri;
 
 	memset(&first, 0, sizeof(first));
+	memset(out, 0, sizeof(*out));
 	for (kv = TAILQ_FIRST(hs); kv != NULL; kv = TAILQ_NEXT(kv, next)) {
 		const char *v = kv->value;
 
@@ -945,47 +993,27 @@ xff_client(const struct conns *cs, const struct evkeyvalq *hs, struct sockaddr_s
 			continue;
 		while (*v != '\0') {
 			size_t n = strcspn(v, ",");
-			char tok[INET6_ADDRSTRLEN + 2];
-			const char *t = v;
-			size_t tn = n;
+			bool ok = parse_addr_n(v, n, &a);
 
-			while (tn > 0 && (*t == ' ' || *t == '\t'))
-				t++, tn--;
-			while (tn > 0 && (t[tn - 1] == ' ' || t[tn - 1] == '\t'))
-				tn--;
 			v += n + (v[n] == ',');
-			memset(&last, 0, sizeof(last));
-			if (tn > 0 && tn < sizeof(tok)) {
-				memcpy(tok, t, tn);
-				tok[tn] = '\0';
-				if (inet_pton(AF_INET, tok,
-					&((struct sockaddr_in *)(void *)&last)->sin_addr) == 1)
-					last.ss_family = AF_INET;
-				else if (inet_pton(AF_INET6, tok,
-					     &((struct sockaddr_in6 *)(void *)&last)->sin6_addr) ==
-				    1)
-					last.ss_family = AF_INET6;
-			}
 			if (!found)
-				first = last;
+				first = a;
 			found = true;
-			/* An entry that is not an address: nothing left of it
-			 * can be believed, nor can it. */
-			if (last.ss_family == 0) {
+			if (!ok ||
+			    !cidr_list_match(cs->trusted, cs->ntrusted,
+				(const struct sockaddr *)&a)) {
 				all_trusted = false;
-				*out = last;
-				continue;
-			}
-			if (!cidr_list_match(cs->trusted, cs->ntrusted,
-				(const struct sockaddr *)&last)) {
-				all_trusted = false;
-				*out = last;
+				*out = a;
 			}
 		}
 	}
 	if (found && all_trusted)
 		*out = first;
-	return found && out->ss_family != 0;
+	if (out->ss_family != 0)
+		return true;
+	if (!found && (xri = evhttp_find_header(hs, "X-Real-IP")) != NULL)
+		return parse_addr_n(xri, strlen(xri), out);
+	return false;
 }
 
 bool
@@ -997,7 +1025,7 @@ conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr
 	const struct conn *c = fd >= 0 && (size_t)fd < cs->nbyfd ? cs->byfd[fd] : NULL;
 	const struct sockaddr *sa;
 	const struct evkeyvalq *hs;
-	const char *xri;
+	struct sockaddr_storage fwd;
 
 	memset(out, 0, sizeof(*out));
 	if (c != NULL && c->evcon == evcon && c->peer.ss_family != 0) {
@@ -1011,30 +1039,12 @@ conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr
 		return false;
 	}
 	/* Forwarding headers count from a trusted proxy only, and not when
-	 * it speaks the PROXY protocol (the header said it all). */
-	if (cs->ntrusted == 0 || cs->proxy_protocol ||
-	    !cidr_list_match(cs->trusted, cs->ntrusted, (const struct sockaddr *)out) ||
-	    (hs = evhttp_request_get_input_headers(req)) == NULL)
-		return true;
-	{
-		struct sockaddr_storage x;
-
-		memset(&x, 0, sizeof(x));
-		if (xff_client(cs, hs, &x)) {
-			*out = x;
-			return true;
-		}
-		if ((xri = evhttp_find_header(hs, "X-Real-IP")) != NULL) {
-			if (inet_pton(AF_INET, xri,
-				&((struct sockaddr_in *)(void *)&x)->sin_addr) == 1)
-				x.ss_family = AF_INET;
-			else if (inet_pton(AF_INET6, xri,
-				     &((struct sockaddr_in6 *)(void *)&x)->sin6_addr) == 1)
-				x.ss_family = AF_INET6;
-			if (x.ss_family != 0)
-				*out = x;
-		}
-	}
+	 * it speaks the PROXY protocol (its header said it all). Without a
+	 * usable one, the client is the proxy itself. */
+	if (cs->ntrusted > 0 && !cs->proxy_protocol &&
+	    cidr_list_match(cs->trusted, cs->ntrusted, (const struct sockaddr *)out) &&
+	    (hs = evhttp_request_get_input_headers(req)) != NULL && forwarded_client(cs, hs, &fwd))
+		*out = fwd;
 	return true;
 }
 

@@ -206,6 +206,8 @@ class ForwardedForTest(ProxyCase):
             [("X-Forwarded-For", ALLOWED + ", 127.0.0.1")],  # the proxy skipped
             [("X-Forwarded-For", REFUSED), ("X-Forwarded-For", ALLOWED)],  # one list
             [("X-Real-IP", ALLOWED)],
+            [("X-Forwarded-For", ALLOWED + ":4711")],  # with a port
+            [("X-Forwarded-For", "[::ffff:%s]:4711" % ALLOWED)],
         ]
         for hdrs in ok:
             self.assert_answer(self.exchange("127.0.0.1", self.request(headers=hdrs)), 200)
@@ -213,6 +215,8 @@ class ForwardedForTest(ProxyCase):
             [("X-Forwarded-For", REFUSED)],
             [("X-Forwarded-For", ALLOWED + ", " + REFUSED)],  # a client forged the left
             [("X-Forwarded-For", "garbage")],                 # falls back to the proxy
+            # X-Real-IP only stands in for a missing X-Forwarded-For.
+            [("X-Forwarded-For", "garbage"), ("X-Real-IP", ALLOWED)],
             [],                                               # the proxy itself
         ]
         start = len(self.daemon.log_text())
