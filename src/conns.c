@@ -912,11 +912,12 @@ conns_refuse_framing(struct conns *cs, struct evhttp_request *req)
 	return true;
 }
 
-void
+int
 conns_set_proxy(struct conns *cs, const struct config *cfg)
 {
-	if (cfg->ntrusted_proxies > 0 &&
-	    (cs->trusted = calloc(cfg->ntrusted_proxies, sizeof(*cs->trusted))) != NULL) {
+	if (cfg->ntrusted_proxies > 0) {
+		if ((cs->trusted = calloc(cfg->ntrusted_proxies, sizeof(*cs->trusted))) == NULL)
+			return -1;
 		memcpy(cs->trusted, cfg->trusted_proxies,
 		    cfg->ntrusted_proxies * sizeof(*cs->trusted));
 		cs->ntrusted = cfg->ntrusted_proxies;
@@ -926,6 +927,7 @@ conns_set_proxy(struct conns *cs, const struct config *cfg)
 	cs->header_timeout.tv_sec = cfg->header_timeout;
 	/* At read_timeout or beyond the connection's deadline comes first. */
 	cs->header_timer = cfg->header_timeout > 0 && cfg->header_timeout < cfg->read_timeout;
+	return 0;
 }
 
 /* An address as proxies write it in forwarding headers: 192.0.2.1 or

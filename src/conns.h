@@ -56,8 +56,9 @@ struct conns *conns_new(struct event_base *base, struct evhttp *http, struct met
  *   is not capped (its clients change per request).
  * - The request line and headers within header_timeout of the
  *   connection's start, or of the previous request.
- * Refusals count in payrelay_http_refused_total{reason}. */
-void conns_set_proxy(struct conns *cs, const struct config *cfg);
+ * Refusals count in payrelay_http_refused_total{reason}. 0, or -1 (out
+ * of memory). */
+int conns_set_proxy(struct conns *cs, const struct config *cfg) WUR;
 /* `req`'s client address (SPEC §3.1) into *out: the PROXY header's; or
  * from a trusted peer (without proxy_protocol) the rightmost
  * X-Forwarded-For address that is not a trusted proxy, or X-Real-IP; or

@@ -645,9 +645,8 @@ ingest_start(struct env *env)
 	evhttp_set_gencb(env->http, ingest_cb, env);
 	env->conns = conns_new(env->base, env->http, env->metrics, CONNS_PUBLIC,
 	    (size_t)env->cfg->max_connections, ingest_fd_reserve(env->cfg), env->cfg->read_timeout);
-	if (env->conns == NULL)
+	if (env->conns == NULL || conns_set_proxy(env->conns, env->cfg) == -1)
 		return -1;
-	conns_set_proxy(env->conns, env->cfg);
 	refusals.conns = env->conns;
 	if (conns_listen(env->conns, a->host, a->port) == -1)
 		return -1;
