@@ -794,6 +794,10 @@ conn_watch(struct conn *c, void (*gone)(void *), void *arg)
 {
 	c->gone = gone;
 	c->gone_arg = arg;
+	/* Answered: the next request's headers have the whole
+	 * header_timeout from now, however long this one waited. */
+	if (gone == NULL && c->hdr_deadline != NULL && c->hdr_wait)
+		evtimer_add(c->hdr_deadline, &c->cs->header_timeout);
 }
 
 static void
