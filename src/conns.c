@@ -46,6 +46,9 @@ static const struct {
 	    "payrelay_admin_http_accept_paused_total", "payrelay_admin_http_accept_errors_total" },
 };
 
+/* Why a connection was closed before its request (conn_refused). */
+enum refusal { REFUSED_PER_IP, REFUSED_HEADER_TIMEOUT, REFUSED_PROXY_HEADER, REFUSED_COUNT };
+
 /* Open connections of one client address (SPEC §3.1). */
 struct ipcount {
 	struct ipcount *next;
@@ -111,7 +114,8 @@ struct conns {
 	struct {
 		time_t window;
 		unsigned logged;
-	} refused_log[3]; /* per_ip, header_timeout, proxy_header */
+	} refused_log[REFUSED_COUNT];
+	uint32_t ip_seed; /* of addr_hash: a client cannot aim at one bucket */
 };
 
 /* Every listener's conns: evconnlistener hands an accept-error callback
@@ -167,9 +171,9 @@ addr_key(const struct sockaddr_storage *sa, unsigned char key[16])
 }
 
 static size_t
-addr_hash(const unsigned char key[16])
+addr_hash(const struct conns *cs, const unsigned char key[16])
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
+	uint32_t h = 2166136261u ^ cs->ip_seed; /* FNV-1a */
 	size_t i;
 
 	for (i = 0; i < 16; i++)
@@ -191,7 +195,7 @@ conn_count_ip(struct conn *c)
 		return true;
 	if (cs->ips == NULL && (cs->ips = calloc(IP_BUCKETS, sizeof(*cs->ips))) == NULL)
 		return false;
-	h = addr_hash(key);
+	h = addr_hash(cs, key);
 	for (ic = cs->ips[h]; ic != NULL && memcmp(ic->addr, key, 16) != 0; ic = ic->next)
 		;
 	if (ic == NULL) {
@@ -219,7 +223,7 @@ conn_uncount_ip(struct conn *c)
 	c->counted = NULL;
 	if (--ic->n > 0)
 		return;
-	for (pp = &cs->ips[addr_hash(ic->addr)]; *pp != NULL; pp = &(*pp)->next)
+	for (pp = &cs->ips[addr_hash(cs, ic->addr)]; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == ic) {
 			*pp = ic->next;
 			free(ic);
@@ -246,12 +250,17 @@ sockaddr_string(const struct sockaddr_storage *sa, char *out, size_t n)
 /* Counts a connection closed before its request, and logs it (a few times
  * a second for each reason: a flood must not flood the log too). */
 static void
-conn_refused(struct conn *c, const char *reason, const char *why)
+conn_refused(struct conn *c, enum refusal r, const char *why)
 {
+	static const char *const reasons[] = {
+		[REFUSED_PER_IP] = "per_ip",
+		[REFUSED_HEADER_TIMEOUT] = "header_timeout",
+		[REFUSED_PROXY_HEADER] = "proxy_header",
+	};
 	struct conns *cs = c->cs;
 	time_t now = time(NULL);
 	char client[INET6_ADDRSTRLEN], peer[INET6_ADDRSTRLEN];
-	size_t r = reason[0] == 'p' && reason[1] == 'e' ? 0 : reason[0] == 'h' ? 1 : 2;
+	const char *reason = reasons[r];
 
 	metrics_inc(cs->metrics, "payrelay_http_refused_total", "reason", reason, NULL, NULL);
 	if (now != cs->refused_log[r].window) {
@@ -336,7 +345,7 @@ conn_hdr_deadline(evutil_socket_t fd, short what, void *arg)
 		log_debug("connection closed, idle for header_timeout", "fd=%d listener=%s", c->fd,
 		    listeners[c->cs->which].name);
 	} else {
-		conn_refused(c, "header_timeout",
+		conn_refused(c, REFUSED_HEADER_TIMEOUT,
 		    c->pp != NULL ? "no whole PROXY header in time"
 				  : "no whole request headers in time");
 	}
@@ -425,7 +434,7 @@ conn_pp_read(evutil_socket_t fd, short what, void *arg)
 	if ((n = proxyproto_parse(c->ppbuf, c->pplen, &pp, &why)) == 0)
 		return;
 	if (n == -1) {
-		conn_refused(c, "proxy_header", why);
+		conn_refused(c, REFUSED_PROXY_HEADER, why);
 		evhttp_connection_free(c->evcon);
 		return;
 	}
@@ -434,7 +443,7 @@ conn_pp_read(evutil_socket_t fd, short what, void *arg)
 	event_free(c->pp);
 	c->pp = NULL;
 	if (!conn_count_ip(c)) {
-		conn_refused(c, "per_ip", "max_connections_per_ip reached");
+		conn_refused(c, REFUSED_PER_IP, "max_connections_per_ip reached");
 		evhttp_connection_free(c->evcon);
 		return;
 	}
@@ -493,7 +502,7 @@ conn_admit(struct conn *c, struct bufferevent *bev)
 	if (c->trusted)
 		return 0;
 	if (!conn_count_ip(c)) {
-		conn_refused(c, "per_ip", "max_connections_per_ip reached");
+		conn_refused(c, REFUSED_PER_IP, "max_connections_per_ip reached");
 		return -1;
 	}
 	return 0;
@@ -931,6 +940,8 @@ conns_set_proxy(struct conns *cs, const struct config *cfg)
 	cs->header_timeout.tv_sec = cfg->header_timeout;
 	/* At read_timeout or beyond the connection's deadline comes first. */
 	cs->header_timer = cfg->header_timeout > 0 && cfg->header_timeout < cfg->read_timeout;
+	if (getentropy(&cs->ip_seed, sizeof(cs->ip_seed)) == -1)
+		cs->ip_seed = (uint32_t)time(NULL) ^ (uint32_t)getpid();
 	return 0;
 }
 
