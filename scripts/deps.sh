@@ -8,6 +8,7 @@ packages=(
   libevent-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libssl-dev
   libinih-dev libsystemd-dev check
   redis-server redis-tools python3 openssl curl clang-format systemd
+  nginx libnginx-mod-stream
   "$@"
 )
 

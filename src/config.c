@@ -20,6 +20,9 @@
  * allow_from: addresses or CIDR ranges separated by spaces or commas; a
  * bare address is /32 or /128, 0.0.0.0/0 is any IPv4 peer (an IPv6 peer
  * then needs an IPv6 range, unless it is IPv4-mapped).
+ *
+ * trusted_proxies: the same syntax, and may be empty (no proxy trusted,
+ * the default). proxy_protocol = on needs at least one.
  */
 #include "config.h"
 
@@ -65,6 +68,10 @@ enum key {
 	K_LOG_LEVEL,
 	K_MAX_CONNECTIONS,
 	K_READ_TIMEOUT,
+	K_TRUSTED_PROXIES,
+	K_PROXY_PROTOCOL,
+	K_MAX_CONNECTIONS_PER_IP,
+	K_HEADER_TIMEOUT,
 	K_ADMIN_LISTEN,
 	K_TOKEN,
 	K_TOKEN_FILE,
@@ -116,6 +123,10 @@ static const struct {
 	[K_LOG_LEVEL] = { SEC_DAEMON, "log_level", 0, 0 },
 	[K_MAX_CONNECTIONS] = { SEC_DAEMON, "max_connections", 16, 1000000 },
 	[K_READ_TIMEOUT] = { SEC_DAEMON, "read_timeout", 1, 3600 },
+	[K_TRUSTED_PROXIES] = { SEC_DAEMON, "trusted_proxies", 0, 0 },
+	[K_PROXY_PROTOCOL] = { SEC_DAEMON, "proxy_protocol", 0, 0 },
+	[K_MAX_CONNECTIONS_PER_IP] = { SEC_DAEMON, "max_connections_per_ip", 1, 1000000 },
+	[K_HEADER_TIMEOUT] = { SEC_DAEMON, "header_timeout", 1, 3600 },
 	[K_ADMIN_LISTEN] = { SEC_ADMIN, "listen", 0, 0 },
 	[K_TOKEN] = { SEC_ADMIN, "token", 0, 0 },
 	[K_TOKEN_FILE] = { SEC_ADMIN, "token_file", 0, 0 },
@@ -551,8 +562,11 @@ parse_cidr(const char *t, size_t n, struct cidr *r)
 	return 0;
 }
 
-static void
-set_allow_from(struct parser *p, struct channel *ch, const char *v)
+/* A list of addresses and CIDR ranges, the value of key `name`, into
+ * *out and *nout (left alone on error). Returns the number of entries, or
+ * -1 after an error was recorded. */
+static int
+parse_cidr_list(struct parser *p, const char *name, const char *v, struct cidr **out, size_t *nout)
 {
 	struct cidr *list = NULL, *q, r;
 	size_t n = 0, len;
@@ -562,9 +576,9 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 	while ((t = next_token(&v, " \t,", &len)) != NULL) {
 		if (parse_cidr(t, len, &r) == -1) {
 			err(p, p->line,
-			    "allow_from: bad entry '%.*s' (expected ADDRESS or "
+			    "%s: bad entry '%.*s' (expected ADDRESS or "
 			    "ADDRESS/PREFIX)",
-			    (int)(len > 64 ? 64 : len), t);
+			    name, (int)(len > 64 ? 64 : len), t);
 			bad = true;
 		} else if ((q = grow(list, n, sizeof(*list))) == NULL) {
 			err(p, p->line, NO_MEMORY);
@@ -575,14 +589,20 @@ set_allow_from(struct parser *p, struct channel *ch, const char *v)
 			list[n++] = r;
 		}
 	}
-	if (n == 0 && !bad)
-		err(p, p->line, "allow_from is empty (leave it out to allow any address)");
-	if (bad || n == 0) {
+	if (bad) {
 		free(list);
-		return;
+		return -1;
 	}
-	ch->allow = list;
-	ch->nallow = n;
+	*out = list;
+	*nout = n;
+	return (int)n;
+}
+
+static void
+set_allow_from(struct parser *p, struct channel *ch, const char *v)
+{
+	if (parse_cidr_list(p, "allow_from", v, &ch->allow, &ch->nallow) == 0)
+		err(p, p->line, "allow_from is empty (leave it out to allow any address)");
 }
 
 /* Keeps a copy of a secret's text for config_mask_secrets (duplicates
@@ -789,6 +809,20 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 		break;
 	case K_READ_TIMEOUT:
 		c->read_timeout = (int)n;
+		break;
+	case K_TRUSTED_PROXIES:
+		(void)parse_cidr_list(p, "trusted_proxies", v, &c->trusted_proxies,
+		    &c->ntrusted_proxies);
+		break;
+	case K_PROXY_PROTOCOL:
+		if (!parse_bool(v, &c->proxy_protocol))
+			err(p, p->line, "proxy_protocol must be on or off");
+		break;
+	case K_MAX_CONNECTIONS_PER_IP:
+		c->max_connections_per_ip = (int)n;
+		break;
+	case K_HEADER_TIMEOUT:
+		c->header_timeout = (int)n;
 		break;
 	case K_LOG_LEVEL:
 		if (log_parse_level(v, &lvl) == 0)
@@ -1230,6 +1264,18 @@ finish(struct parser *p)
 		err(p, s->at[K_PASSWORD_FILE],
 		    "give the redis password in url or password_file, "
 		    "not both");
+	s = &p->single[0]; /* [daemon] */
+	if (c->proxy_protocol && c->ntrusted_proxies == 0)
+		err(p, s->at[K_PROXY_PROTOCOL],
+		    "proxy_protocol = on needs trusted_proxies (the proxies that send the header)");
+	/* The headers are part of the request: given a longer time than the
+	 * whole request, the setting would mean nothing. */
+	if (s->at[K_HEADER_TIMEOUT] && c->header_timeout > c->read_timeout)
+		err(p, s->at[K_HEADER_TIMEOUT],
+		    "header_timeout (%d) must not exceed read_timeout (%d)", c->header_timeout,
+		    c->read_timeout);
+	else if (c->header_timeout > c->read_timeout)
+		c->header_timeout = c->read_timeout;
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
 		bool epay = ch->family != NULL && strcmp(ch->family->name, "epay") == 0;
@@ -1334,6 +1380,8 @@ set_defaults(struct parser *p)
 	c->dedup_ttl = 2592000;
 	c->max_connections = CONFIG_MAX_CONNECTIONS;
 	c->read_timeout = 10;
+	c->max_connections_per_ip = CONFIG_MAX_CONNECTIONS_PER_IP;
+	c->header_timeout = 5;
 	c->log_level = LOG_INFO;
 	c->redis_timeout_ms = 2000;
 	c->stream_maxlen = 1000000;
@@ -1433,6 +1481,7 @@ config_free(struct config *c)
 		free(ch->allow);
 	}
 	free(c->channels);
+	free(c->trusted_proxies);
 	for (i = 0; i < c->nwebhooks; i++) {
 		struct webhook *w = &c->webhooks[i];
 
@@ -1501,17 +1550,13 @@ cidr_match(const struct cidr *r, const unsigned char *a)
 	return rest == 0 || (r->addr[full] & mask) == (a[full] & mask);
 }
 
-/* An IPv4-mapped IPv6 peer is matched against the IPv4 ranges too. A peer
- * with no address (a unix socket) passes only when there is no allow_from. */
 bool
-channel_allows(const struct channel *ch, const struct sockaddr *sa)
+cidr_list_match(const struct cidr *list, size_t n, const struct sockaddr *sa)
 {
 	const unsigned char *v4 = NULL, *v6 = NULL;
 	const struct in6_addr *a6;
 	size_t i;
 
-	if (ch->allow == NULL)
-		return true;
 	if (sa != NULL && sa->sa_family == AF_INET) {
 		v4 = (const unsigned char *)&((const struct sockaddr_in *)(const void *)sa)
 			 ->sin_addr;
@@ -1521,11 +1566,21 @@ channel_allows(const struct channel *ch, const struct sockaddr *sa)
 		if (IN6_IS_ADDR_V4MAPPED(a6))
 			v4 = v6 + 12;
 	}
-	for (i = 0; i < ch->nallow; i++)
-		if ((ch->allow[i].family == AF_INET && v4 && cidr_match(&ch->allow[i], v4)) ||
-		    (ch->allow[i].family == AF_INET6 && v6 && cidr_match(&ch->allow[i], v6)))
+	for (i = 0; i < n; i++)
+		if ((list[i].family == AF_INET && v4 && cidr_match(&list[i], v4)) ||
+		    (list[i].family == AF_INET6 && v6 && cidr_match(&list[i], v6)))
 			return true;
 	return false;
+}
+
+/* A peer with no address (a unix socket) passes only when there is no
+ * allow_from. */
+bool
+channel_allows(const struct channel *ch, const struct sockaddr *sa)
+{
+	if (ch->allow == NULL)
+		return true;
+	return cidr_list_match(ch->allow, ch->nallow, sa);
 }
 
 size_t

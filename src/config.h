@@ -31,7 +31,8 @@ struct cidr {
 };
 
 #define CHANNEL_MAX_POLL_GAPS 16
-#define CONFIG_MAX_CONNECTIONS 16384 /* [daemon] max_connections by default */
+#define CONFIG_MAX_CONNECTIONS 16384      /* [daemon] max_connections by default */
+#define CONFIG_MAX_CONNECTIONS_PER_IP 256 /* [daemon] max_connections_per_ip by default */
 
 struct channel {
 	char *name;
@@ -100,6 +101,12 @@ struct config {
 	int log_level;       /* enum log_level */
 	int max_connections; /* open public connections at most; more wait in the backlog */
 	int read_timeout;    /* seconds a connection has for each whole request (SPEC §3) */
+	/* SPEC §3.1: the client's address behind a proxy, and its limits. */
+	struct cidr *trusted_proxies; /* NULL: none */
+	size_t ntrusted_proxies;
+	bool proxy_protocol;        /* a PROXY header is required from trusted_proxies */
+	int max_connections_per_ip; /* open public connections per client address */
+	int header_timeout;         /* seconds for a request line and headers (<= read_timeout) */
 	/* [admin] */
 	struct netaddr admin_listen;
 	char *admin_token; /* a secret */
@@ -147,6 +154,9 @@ const struct channel *config_channel(const struct config *c, const char *name);
 bool config_name_valid(const char *name);
 /* True when the webhook wants events of `type` from `channel`. */
 bool webhook_matches(const struct webhook *w, enum event_type type, const char *channel);
+/* True when `sa` is inside one of the `n` ranges of `list`; an IPv4-mapped
+ * IPv6 address is matched against the IPv4 ranges too. */
+bool cidr_list_match(const struct cidr *list, size_t n, const struct sockaddr *sa);
 /* True when `sa` is inside one of the channel's allow_from ranges (or the
  * channel has none). */
 bool channel_allows(const struct channel *ch, const struct sockaddr *sa);

@@ -20,6 +20,7 @@
 
 #include "util.h"
 
+struct config;
 struct event_base;
 struct evhttp;
 struct evhttp_bound_socket;
@@ -27,6 +28,7 @@ struct evhttp_request;
 struct metrics;
 struct conns;
 struct conn;
+struct sockaddr_storage;
 
 /* File descriptors kept free of connections for Redis, the log, and curl
  * (which also needs the webhooks' max_in_flight). */
@@ -40,6 +42,30 @@ enum conns_listener { CONNS_PUBLIC, CONNS_ADMIN };
  * and picks its metrics (payrelay_http_* or payrelay_admin_http_*). */
 struct conns *conns_new(struct event_base *base, struct evhttp *http, struct metrics *m,
     enum conns_listener which, size_t cap, size_t reserve, int read_timeout) WUR;
+/* The public listener's client addresses and limits (SPEC §3.1), from
+ * [daemon] trusted_proxies, proxy_protocol, max_connections_per_ip and
+ * header_timeout (copied): once, before conns_listen.
+ * - A peer in trusted_proxies with proxy_protocol on must begin with a
+ *   PROXY v1 or v2 header, read here before evhttp sees a byte; its
+ *   client is the header's (LOCAL: the peer). Without the header (or
+ *   with garbage) the connection is closed.
+ * - A trusted peer without proxy_protocol names the client of each
+ *   request in X-Forwarded-For or X-Real-IP (conns_client).
+ * - At most max_connections_per_ip connections per client address: the
+ *   PROXY header's, or the peer's. A trusted peer without proxy_protocol
+ *   is not capped (its clients change per request).
+ * - The request line and headers within header_timeout of the
+ *   connection's start, or of the previous request.
+ * Refusals count in payrelay_http_refused_total{reason}. 0, or -1 (out
+ * of memory). */
+int conns_set_proxy(struct conns *cs, const struct config *cfg) WUR;
+/* `req`'s client address (SPEC §3.1) into *out: the PROXY header's; or
+ * from a trusted peer (without proxy_protocol) the rightmost
+ * X-Forwarded-For address that is not a trusted proxy, or X-Real-IP; or
+ * the TCP peer. false when there is none (a unix socket). */
+bool conns_client(const struct conns *cs, struct evhttp_request *req, struct sockaddr_storage *out);
+/* The same as text for logs; "-" when none (or `cs` or `req` NULL). */
+void conns_client_string(const struct conns *cs, struct evhttp_request *req, char *out, size_t n);
 /* Listens on host:port (numeric) with a backlog of the cap (the kernel
  * caps it at somaxconn). 0 or -1 (logged). */
 int conns_listen(struct conns *cs, const char *host, uint16_t port) WUR;

@@ -116,24 +116,21 @@ ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, in
 	ingest_reply(req, code, reason, "fail");
 }
 
-static void
-peer_string(struct evhttp_request *req, char *out, size_t n)
-{
-	struct evhttp_connection *evcon = req != NULL ? evhttp_request_get_connection(req) : NULL;
-	char *addr = NULL;
-	ev_uint16_t port = 0;
-
-	if (evcon != NULL)
-		evhttp_connection_get_peer(evcon, &addr, &port);
-	snprintf(out, n, "%s", addr != NULL ? addr : "-");
-}
-
 /* Refusal log lines of the current second, and those left out. */
 static struct {
 	time_t window;
 	unsigned logged, suppressed;
-	struct event *flush; /* logs the count left out once its second is over */
+	struct event *flush;       /* logs the count left out once its second is over */
+	const struct conns *conns; /* the public listener's, for the client's address */
 } refusals;
+
+/* The client's address (SPEC §3.1: behind a trusted proxy, the one it
+ * names), or "-". */
+static void
+peer_string(struct evhttp_request *req, char *out, size_t n)
+{
+	conns_client_string(refusals.conns, req, out, n);
+}
 
 static void
 refusals_flush(evutil_socket_t fd, short what, void *arg)
@@ -528,9 +525,8 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 {
 	const struct channel *ch = config_channel(env->cfg, channel);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const struct sockaddr *peer;
+	struct sockaddr_storage peer;
 	struct params p;
 	struct event ev;
 	enum form_error ferr = FORM_OK;
@@ -551,8 +547,9 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 		ingest_fail(env, req, ch->name, 405, INGEST_OTHER);
 		goto out;
 	}
-	peer = evcon != NULL ? evhttp_connection_get_addr(evcon) : NULL;
-	if (peer == NULL || !channel_allows(ch, peer)) {
+	/* The client's address: behind a trusted proxy, the one it names. */
+	if (!conns_client(env->conns, req, &peer) ||
+	    !channel_allows(ch, (const struct sockaddr *)&peer)) {
 		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL);
 		ingest_fail(env, req, ch->name, 403, INGEST_FORBIDDEN);
 		goto out;
@@ -699,7 +696,10 @@ ingest_start(struct env *env)
 	evhttp_set_gencb(env->http, ingest_cb, env);
 	env->conns = conns_new(env->base, env->http, env->metrics, CONNS_PUBLIC,
 	    (size_t)env->cfg->max_connections, ingest_fd_reserve(env->cfg), env->cfg->read_timeout);
-	if (env->conns == NULL || conns_listen(env->conns, a->host, a->port) == -1)
+	if (env->conns == NULL || conns_set_proxy(env->conns, env->cfg) == -1)
+		return -1;
+	refusals.conns = env->conns;
+	if (conns_listen(env->conns, a->host, a->port) == -1)
 		return -1;
 	log_info("listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	return 0;
@@ -721,6 +721,7 @@ ingest_free(struct env *env)
 	/* After evhttp_free: closing connections still report to it. */
 	conns_free(env->conns);
 	env->conns = NULL;
+	refusals.conns = NULL;
 	if (refusals.flush != NULL) {
 		refusals_flush(-1, 0, NULL);
 		event_free(refusals.flush);

@@ -58,6 +58,10 @@ static const struct {
 	    "Admin connections closed for not sending a whole request within read_timeout." },
 	{ "payrelay_http_framing_refused_total",
 	    "Requests refused for ambiguous body framing (request smuggling), by listener." },
+	{ "payrelay_http_refused_total",
+	    "Public connections closed before a request (SPEC 3.1), by reason: per_ip "
+	    "(max_connections_per_ip), header_timeout, proxy_header (PROXY header missing or "
+	    "malformed)." },
 };
 
 struct metrics *

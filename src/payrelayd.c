@@ -190,7 +190,12 @@ restart_needed(const struct config *a, const struct config *b)
 	    a->redis_timeout_ms != b->redis_timeout_ms ||
 	    str_differs(a->stream_key, b->stream_key) || a->stream_maxlen != b->stream_maxlen ||
 	    a->dedup_ttl != b->dedup_ttl || a->max_connections != b->max_connections ||
-	    a->read_timeout != b->read_timeout;
+	    a->read_timeout != b->read_timeout || a->proxy_protocol != b->proxy_protocol ||
+	    a->max_connections_per_ip != b->max_connections_per_ip ||
+	    a->header_timeout != b->header_timeout || a->ntrusted_proxies != b->ntrusted_proxies ||
+	    (a->ntrusted_proxies > 0 &&
+		memcmp(a->trusted_proxies, b->trusted_proxies,
+		    a->ntrusted_proxies * sizeof(*a->trusted_proxies)) != 0);
 }
 
 /* Reloads channels and webhooks; a bad file is refused whole. */
@@ -212,7 +217,9 @@ on_sighup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	if (restart_needed(old, nc))
-		log_warnx("changes to listen, max_connections, read_timeout, dedup_ttl, [redis] "
+		log_warnx("changes to listen, max_connections, read_timeout, trusted_proxies, "
+			  "proxy_protocol, max_connections_per_ip, header_timeout, dedup_ttl, "
+			  "[redis] "
 			  "or [stream] take effect on restart",
 		    "");
 	env->cfg = nc;

@@ -274,6 +274,12 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->log_level, LOG_INFO);
 	ck_assert_int_eq(c->max_connections, CONFIG_MAX_CONNECTIONS);
 	ck_assert_int_eq(c->read_timeout, 10); /* SPEC §3 */
+	/* SPEC §3.1 */
+	ck_assert_ptr_null(c->trusted_proxies);
+	ck_assert_uint_eq(c->ntrusted_proxies, 0);
+	ck_assert(!c->proxy_protocol);
+	ck_assert_int_eq(c->max_connections_per_ip, 256);
+	ck_assert_int_eq(c->header_timeout, 5);
 	ck_assert_str_eq(c->admin_listen.host, "127.0.0.1");
 	ck_assert_uint_eq(c->admin_listen.port, 8788);
 	ck_assert_ptr_null(c->admin_token);
@@ -822,6 +828,82 @@ START_TEST(test_allow_from)
 }
 END_TEST
 
+/* SPEC §3.1: trusted_proxies, proxy_protocol, max_connections_per_ip,
+ * header_timeout. */
+START_TEST(test_proxy_keys)
+{
+	struct config *c = load("[daemon]\n"
+				"trusted_proxies = 127.0.0.1, 10.0.0.0/8 2001:db8::/32\n"
+				"proxy_protocol = on\n"
+				"max_connections_per_ip = 16\n"
+				"header_timeout = 2\n"
+				"read_timeout = 8\n"
+				"[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
+	struct sockaddr_in s4;
+	struct sockaddr_in6 s6;
+
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->ntrusted_proxies, 3);
+	ck_assert(c->proxy_protocol);
+	ck_assert_int_eq(c->max_connections_per_ip, 16);
+	ck_assert_int_eq(c->header_timeout, 2);
+	s4 = sin4("10.9.8.7");
+	ck_assert(
+	    cidr_list_match(c->trusted_proxies, c->ntrusted_proxies, (const struct sockaddr *)&s4));
+	s4 = sin4("127.0.0.2");
+	ck_assert(!cidr_list_match(c->trusted_proxies, c->ntrusted_proxies,
+	    (const struct sockaddr *)&s4));
+	s6 = sin6("::ffff:127.0.0.1");
+	ck_assert(
+	    cidr_list_match(c->trusted_proxies, c->ntrusted_proxies, (const struct sockaddr *)&s6));
+	ck_assert(!cidr_list_match(NULL, 0, (const struct sockaddr *)&s6));
+	config_free(c);
+
+	/* Empty is the default: no proxy. */
+	c = load("[daemon]\ntrusted_proxies =\nproxy_protocol = off\n"
+		 "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->ntrusted_proxies, 0);
+	config_free(c);
+
+	/* A header_timeout not given never exceeds read_timeout. */
+	c = load("[daemon]\nread_timeout = 3\n"
+		 "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n");
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->header_timeout, 3);
+	config_free(c);
+
+	expect_error("[daemon]\ntrusted_proxies = 127.0.0.1 10.0.0.0/33\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "trusted_proxies: bad entry '10.0.0.0/33'");
+	expect_error("[daemon]\ntrusted_proxies = nginx.local\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "trusted_proxies: bad entry");
+	expect_error("[daemon]\nlisten = 127.0.0.1:8787\nproxy_protocol = yes please\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    3, "proxy_protocol must be on or off");
+	expect_error("[daemon]\nproxy_protocol = on\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "proxy_protocol = on needs trusted_proxies");
+	expect_error("[daemon]\nmax_connections_per_ip = 0\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "max_connections_per_ip must be an integer from 1 to 1000000");
+	expect_error("[daemon]\nheader_timeout = 0\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "header_timeout must be an integer from 1 to 3600");
+	expect_error("[daemon]\nread_timeout = 4\nheader_timeout = 6\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    3, "header_timeout (6) must not exceed read_timeout (4)");
+	expect_error("[admin]\ntrusted_proxies = 127.0.0.1\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n",
+	    2, "unknown key 'trusted_proxies' in [admin]");
+}
+END_TEST
+
 START_TEST(test_webhook_matches)
 {
 	struct config *c = load("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
@@ -1034,6 +1116,7 @@ config_suite(void)
 	tcase_add_test(tc, test_many_errors);
 	tcase_add_test(tc, test_no_secret_in_errors);
 	tcase_add_test(tc, test_allow_from);
+	tcase_add_test(tc, test_proxy_keys);
 	tcase_add_test(tc, test_webhook_matches);
 	tcase_add_test(tc, test_names_and_misc);
 	tcase_add_test(tc, test_warn_writable_secret_files);
