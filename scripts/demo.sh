@@ -261,6 +261,12 @@ fi
 if [ "$mode" = tour ]; then
   { read -r epay_curl; read -r evt1; } < <(python3 scripts/demo_callback.py -c "$conf" --script shop-epay demo-1001 1.00)
   { read -r gatepay_curl; } < <(python3 scripts/demo_callback.py -c "$conf" --script shop-gatepay demo-1002 1.88)
+  as_root=
+  if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ]; then
+    as_root="
+      You ran it with sudo: $rel/ and its secrets belong to root, so run the
+      commands below as root too (next time, run demo.sh as yourself)."
+  fi
   send_test=
   if "$bin/payrelayctl" send-test --help >/dev/null 2>&1; then
     send_test="
@@ -271,7 +277,7 @@ if [ "$mode" = tour ]; then
 demo: payrelayd is ready: callbacks on 127.0.0.1:$port, admin API on 127.0.0.1:$admin_port,
       its own redis-server on 127.0.0.1:$redis_port, the demo receiver on 127.0.0.1:$receiver_port.
       Everything lives in $rel/ (config, token, logs); Ctrl-C here stops it all.
-      The receiver prints each delivery below. In another terminal:
+      The receiver prints each delivery below.$as_root In another terminal:
 
   cd $top && export PATH=$bin:\$PATH
 
