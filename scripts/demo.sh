@@ -65,13 +65,20 @@ fi
 dir=$top/$rel
 conf=$dir/payrelayd.conf
 
+# A process's start time (in clock ticks since boot): with its PID, it names
+# that process and no later one that reuses the PID.
+starttime() { awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null; }
+
 # A demo of this directory that is still running would lose its data below.
 if [ -f "$dir/pids" ]; then
-  while read -r name pid; do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"; then
+  while read -r name pid since; do
+    if [ -n "$since" ] && [ "$(starttime "$pid")" = "$since" ]; then
       die "a demo is still running in $rel/: $name has PID $pid (Ctrl-C it, or kill $pid)"
     fi
   done <"$dir/pids"
+fi
+if [ -e "$top/.demo" ] && ! [ -w "$top/.demo" ]; then
+  die ".demo/ belongs to another user (an earlier run with sudo?): sudo rm -rf .demo"
 fi
 if [ "$mode" = check ]; then
   rm -rf "$dir"
@@ -125,7 +132,7 @@ trap 'stop_all; exit 143' TERM HUP
 
 started() { # name pid
   pids+=("$1 $2")
-  printf '%s %s\n' "$1" "$2" >>"$dir/pids"
+  printf '%s %s %s\n' "$1" "$2" "$(starttime "$2")" >>"$dir/pids"
 }
 # Waits up to $1 seconds for the command after it to succeed, while $pid lives.
 wait_for() {
@@ -234,12 +241,13 @@ started redis-server "$redis_pid"
 wait_for 10 redis-server "$redis_pid" redis-cli -h 127.0.0.1 -p "$redis_port" ping ||
   die "redis-server did not answer on 127.0.0.1:$redis_port within 10 s: $(tail -n 5 "$dir/redis/redis.log" 2>/dev/null)"
 
-receiver_out=/dev/stdout
-[ "$mode" = check ] && receiver_out=$dir/receiver.out
+# The tour's receiver prints to this terminal; --check's to a file it reads.
+if [ "$mode" = check ]; then exec 3>"$dir/receiver.out"; else exec 3>&1; fi
 setsid python3 "$top/scripts/demo_receiver.py" --port "$receiver_port" \
   --secret-file "$rel/webhook.secret" --fail-file "$rel/receiver.fail" \
-  </dev/null >"$receiver_out" 2>"$dir/receiver.err" &
+  </dev/null >&3 2>"$dir/receiver.err" 3>&- &
 receiver_pid=$!
+exec 3>&-
 started demo_receiver "$receiver_pid"
 wait_for 10 demo_receiver "$receiver_pid" curl -sf -m 1 "http://127.0.0.1:$receiver_port/" ||
   die "the demo receiver did not answer on 127.0.0.1:$receiver_port within 10 s: $(cat "$dir/receiver.err")"
@@ -259,8 +267,10 @@ fi
 
 # --- the tour
 if [ "$mode" = tour ]; then
-  { read -r epay_curl; read -r evt1; } < <(python3 scripts/demo_callback.py -c "$conf" --script shop-epay demo-1001 1.00)
-  { read -r gatepay_curl; } < <(python3 scripts/demo_callback.py -c "$conf" --script shop-gatepay demo-1002 1.88)
+  mapfile -t cb < <(python3 scripts/demo_callback.py -c "$conf" --script shop-epay demo-1001 1.00)
+  epay_curl=${cb[0]} evt1=${cb[1]}
+  mapfile -t cb < <(python3 scripts/demo_callback.py -c "$conf" --script shop-gatepay demo-1002 1.88)
+  gatepay_curl=${cb[0]}
   as_root=
   if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ]; then
     as_root="
@@ -289,7 +299,7 @@ demo: payrelayd is ready: callbacks on 127.0.0.1:$port, admin API on 127.0.0.1:$
    touch $rel/receiver.fail
    $gatepay_curl
    payrelayctl -c $rel/payrelayd.conf deliveries list --pending
-   (retried after 10 s and 20 s more, then dead:)
+   (it is retried 10 s later and 20 s after that, then it is dead:)
    payrelayctl -c $rel/payrelayd.conf deliveries list --dead
 4. Heal the receiver and replay what died:
    rm $rel/receiver.fail
@@ -351,8 +361,10 @@ sys.exit(0 if ok else 1)' "$3" "${4:-}"; then
 # Sends a signed callback; checks the exact ack, the recorded event and its
 # signed delivery. Sets $evt.
 callback() { # channel order amount
-  local cmd ack answer
-  { read -r cmd; read -r evt; read -r ack; } < <(python3 scripts/demo_callback.py -c "$conf" --script "$1" "$2" "$3")
+  local cmd ack answer cb
+  mapfile -t cb < <(python3 scripts/demo_callback.py -c "$conf" --script "$1" "$2" "$3")
+  [ ${#cb[@]} = 3 ] || failed "$1: scripts/demo_callback.py failed"
+  cmd=${cb[0]} evt=${cb[1]} ack=${cb[2]}
   answer=$(eval "$cmd -m 5 -w '|%{http_code}'") || failed "$1: curl failed: $cmd"
   [ "$answer" = "$ack|200" ] || failed "$1: the callback was answered \"$answer\", not \"$ack|200\""
   ctl --json events show "$evt" >"$dir/event.json" || failed "$1: payrelayctl events show $evt failed"
