@@ -289,7 +289,7 @@ demo: payrelayd is ready: callbacks on 127.0.0.1:$port, admin API on 127.0.0.1:$
       Everything lives in $rel/ (config, token, logs); Ctrl-C here stops it all.
       The receiver prints each delivery below.$as_root In another terminal:
 
-  cd $top && export PATH=$bin:\$PATH
+  cd '$top' && export PATH='$bin':\$PATH
 
 1. A gateway's signed callback (epay, as a GET); payrelayd acks it with "success":
    $epay_curl$send_test
