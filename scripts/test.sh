@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: a
 # warnings-as-errors build, then an ASan+UBSan build (the package suite, which
-# builds, installs and purges the .deb, runs in the first only); then the fuzz
-# targets (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
+# builds, installs and purges the .deb, runs in the first only); the README's
+# demo (scripts/demo.sh --check, on the first build); then the fuzz targets
+# (scripts/fuzz.sh, 20 s each) unless PAYRELAY_SKIP_FUZZ=1.
 # Usage: scripts/test.sh [--quick]   (--quick: the first build only, no fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,14 @@ run_suite() {
 }
 
 run_suite build-test -Dwerror=true --buildtype=debugoptimized
+# The README's first command, non-interactive, on that build: one more suite.
+echo "== demo (scripts/demo.sh --check)"
+if PAYRELAY_DEMO_BUILD=build-test bash scripts/demo.sh --check; then
+  passed=$((passed + 1))
+else
+  status=1
+  failed=$((failed + 1))
+fi
 if [ "${1:-}" != "--quick" ]; then
   # meson 1.0 does not set UBSAN_OPTIONS: tests/meson.build does.
   run_suite build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false --buildtype=debug
