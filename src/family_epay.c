@@ -14,6 +14,28 @@
 
 static const char *const epay_unsigned[] = { "sign", "sign_type", NULL };
 
+/* The MD5 signature a V1 platform puts on a callback. A V2 (RSA) callback
+ * is signed with the platform's private key, which payrelay never holds. */
+static int
+epay_sign(const struct channel *ch, const struct params *p, char out[33])
+{
+	struct sbuf s;
+	int rc = -1;
+
+	if (ch->sign_type == SIGN_RSA)
+		return -1;
+	sbuf_init(&s);
+	if (family_sign_string(p, epay_unsigned, SKIP_EMPTY, &s) == -1 ||
+	    sbuf_add(&s, ch->key, ch->key_len) == -1 || crypto_md5_hex(s.p, s.len, out) == -1)
+		goto out;
+	rc = 0;
+out:
+	if (s.p != NULL)
+		explicit_bzero(s.p, s.len);
+	sbuf_free(&s);
+	return rc;
+}
+
 static enum verdict
 epay_check_signature(const struct channel *ch, const struct params *p, const char *sign)
 {
@@ -37,9 +59,7 @@ epay_check_signature(const struct channel *ch, const struct params *p, const cha
 			break; /* the library failed: never a pass */
 		}
 	} else {
-		if (family_sign_string(p, epay_unsigned, SKIP_EMPTY, &s) == -1 ||
-		    sbuf_add(&s, ch->key, ch->key_len) == -1 ||
-		    crypto_md5_hex(s.p, s.len, md5) == -1)
+		if (epay_sign(ch, p, md5) == -1)
 			goto out;
 		v = family_hex_equal(md5, sign) ? VERDICT_OK : VERDICT_BAD_SIGNATURE;
 	}
@@ -133,28 +153,6 @@ epay_verify(const struct channel *ch, const struct params *p, time_t now, struct
 	ev->gateway_time = family_signed(p, mask, "endtime");
 	ev->unsigned_mask = mask;
 	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
-}
-
-/* The MD5 signature a V1 platform puts on a callback. A V2 (RSA) callback
- * is signed with the platform's private key, which payrelay never holds. */
-static int
-epay_sign(const struct channel *ch, const struct params *p, char out[33])
-{
-	struct sbuf s;
-	int rc = -1;
-
-	if (ch->sign_type == SIGN_RSA)
-		return -1;
-	sbuf_init(&s);
-	if (family_sign_string(p, epay_unsigned, SKIP_EMPTY, &s) == -1 ||
-	    sbuf_add(&s, ch->key, ch->key_len) == -1 || crypto_md5_hex(s.p, s.len, out) == -1)
-		goto out;
-	rc = 0;
-out:
-	if (s.p != NULL)
-		explicit_bzero(s.p, s.len);
-	sbuf_free(&s);
-	return rc;
 }
 
 /* ---- polling (SPEC §2.1) --------------------------------------------- */

@@ -53,79 +53,6 @@ gatepay_realprice_ends(const struct params *p)
 	return true;
 }
 
-static enum verdict
-gatepay_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
-{
-	static const char *const ids[] = { "order_id", "out_order_id", NULL };
-	static const char *const amounts[] = { "price", "realprice", NULL };
-	const char *const *f;
-	const char *appkey, *sign;
-	char inner[33], outer[33];
-	struct sbuf s;
-	uint64_t mask;
-	enum verdict v;
-
-	(void)now;
-	if ((v = family_check_params(p)) != VERDICT_OK)
-		return v;
-	mask = gatepay_unsigned_mask(p);
-	sign = params_value(p, "sign");
-	if (sign == NULL || *sign == '\0')
-		return VERDICT_MISSING_FIELD;
-	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
-		return v;
-	appkey = params_value(p, "appkey");
-	if (appkey != NULL && strcmp(appkey, ch->merchant_id) != 0)
-		return VERDICT_WRONG_MERCHANT;
-	if (!gatepay_realprice_ends(p))
-		return VERDICT_AMBIGUOUS; /* where realprice ends is not signed */
-
-	v = VERDICT_CRYPTO;
-	sbuf_init(&s);
-	if (sbuf_adds(&s, ch->merchant_id) == -1)
-		goto out;
-	for (f = gatepay_signed_fields; *f != NULL; f++) {
-		const struct param *pa = params_get(p, *f);
-
-		if (pa != NULL && sbuf_add(&s, pa->value, pa->vlen) == -1)
-			goto out;
-	}
-	if (crypto_md5_hex(s.p, s.len, inner) == -1)
-		goto out;
-	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
-	    crypto_md5_hex(s.p, s.len, outer) == -1)
-		goto out;
-	if (!family_hex_equal(outer, sign)) {
-		v = VERDICT_BAD_SIGNATURE;
-		goto out;
-	}
-
-	v = VERDICT_BAD_AMOUNT;
-	if (family_amount(params_value(p, "price"), &ev->amount_fen) == -1 ||
-	    family_amount(params_value(p, "realprice"), &ev->paid_amount_fen) == -1)
-		goto out;
-
-	ev->family = family_gatepay.name;
-	ev->trade_no = params_value(p, "order_id");
-	ev->out_trade_no = params_value(p, "out_order_id");
-	ev->type = EVENT_PAID;
-	ev->status = "paid";
-	ev->amount = params_value(p, "price");
-	ev->paid_amount = params_value(p, "realprice");
-	ev->method = family_signed(p, mask, "type");
-	ev->subject = NULL;
-	family_passthrough(p, mask, "extend", ev);
-	ev->gateway_time = family_signed(p, mask, "paytime");
-	ev->unsigned_mask = mask;
-	v = family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
-out:
-	if (s.p != NULL)
-		explicit_bzero(s.p, s.len);
-	sbuf_free(&s);
-	return v;
-}
-
 /* md5(md5(appkey order_id out_order_id price realprice type paytime
  * extend) appsecret), the appkey being the channel's merchant id. */
 static int
@@ -157,6 +84,55 @@ out:
 		explicit_bzero(s.p, s.len);
 	sbuf_free(&s);
 	return rc;
+}
+
+static enum verdict
+gatepay_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
+{
+	static const char *const ids[] = { "order_id", "out_order_id", NULL };
+	static const char *const amounts[] = { "price", "realprice", NULL };
+	const char *appkey, *sign;
+	char want[33];
+	uint64_t mask;
+	enum verdict v;
+
+	(void)now;
+	if ((v = family_check_params(p)) != VERDICT_OK)
+		return v;
+	mask = gatepay_unsigned_mask(p);
+	sign = params_value(p, "sign");
+	if (sign == NULL || *sign == '\0')
+		return VERDICT_MISSING_FIELD;
+	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
+		return v;
+	appkey = params_value(p, "appkey");
+	if (appkey != NULL && strcmp(appkey, ch->merchant_id) != 0)
+		return VERDICT_WRONG_MERCHANT;
+	if (!gatepay_realprice_ends(p))
+		return VERDICT_AMBIGUOUS; /* where realprice ends is not signed */
+
+	if (gatepay_sign(ch, p, want) == -1)
+		return VERDICT_CRYPTO;
+	if (!family_hex_equal(want, sign))
+		return VERDICT_BAD_SIGNATURE;
+
+	if (family_amount(params_value(p, "price"), &ev->amount_fen) == -1 ||
+	    family_amount(params_value(p, "realprice"), &ev->paid_amount_fen) == -1)
+		return VERDICT_BAD_AMOUNT;
+
+	ev->family = family_gatepay.name;
+	ev->trade_no = params_value(p, "order_id");
+	ev->out_trade_no = params_value(p, "out_order_id");
+	ev->type = EVENT_PAID;
+	ev->status = "paid";
+	ev->amount = params_value(p, "price");
+	ev->paid_amount = params_value(p, "realprice");
+	ev->method = family_signed(p, mask, "type");
+	ev->subject = NULL;
+	family_passthrough(p, mask, "extend", ev);
+	ev->gateway_time = family_signed(p, mask, "paytime");
+	ev->unsigned_mask = mask;
+	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
 
 /* ---- polling (SPEC §2.2) --------------------------------------------- */
