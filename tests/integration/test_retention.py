@@ -393,6 +393,7 @@ class SizingTest(RetentionCase):
             "delivered delivery": sum(usage(PREFIX + "delivery:" + d) for d in dids) / len(dids),
         }
         report = ", ".join("%s %.0f" % kv for kv in kinds.items())
+        report += "; event JSON %d bytes" % len(self.stream_event_bytes(eids[0]))
         sys.stderr.write("\nmeasured: per event %.0f B (INFO used_memory delta / %d); %s\n"
                          % (per_event, self.N, report))
         want = documented("one event, one webhook, delivered")
