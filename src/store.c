@@ -350,7 +350,9 @@ static const char events_find_script[] =
 /*
  * The deliveries the record step made for one event (admin). KEYS[1] its
  * delivery set. ARGV[1] delivery hash key prefix. Returns rows as
- * deliveries_list does (the score is the creation time), oldest first.
+ * deliveries_list does (the score is the creation time), oldest first. A
+ * delivery whose hash expired (delivery_retention) is left out: the set
+ * lives dedup_ttl, longer.
  */
 static const char event_deliveries_script[] =
     "local ids = redis.call('SMEMBERS', KEYS[1])\n"
@@ -359,11 +361,13 @@ static const char event_deliveries_script[] =
     "local out = {}\n"
     "for _, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', ARGV[1] .. id, unpack(fields))\n"
-    "  local row = {id, f[7] or '0'}\n"
-    "  for j, name in ipairs(fields) do\n"
-    "    if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "  if f[3] then\n"
+    "    local row = {id, f[7] or '0'}\n"
+    "    for j, name in ipairs(fields) do\n"
+    "      if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "    end\n"
+    "    out[#out + 1] = row\n"
     "  end\n"
-    "  out[#out + 1] = row\n"
     "end\n"
     "table.sort(out, function(x, y) return tonumber(x[2]) < tonumber(y[2]) end)\n"
     "return out\n";

@@ -195,6 +195,14 @@ class RetentionTest(RetentionCase):
         self.assertEqual(self.metric(text, "payrelay_redis_stream_entries"), n)
         self.assertGreater(self.metric(text, "payrelay_redis_used_memory_bytes"), 100000)
 
+        # an expired delivered hash is left out of its event's deliveries
+        gone = next(d for d, v in delivered.items() if v["event_id"] == eids[0])
+        self.r.cmd("DEL", PREFIX + "delivery:" + gone)
+        r = self.admin("GET", "/v1/events/%s/deliveries" % eids[0])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([(d["webhook"], d["state"]) for d in r.json["deliveries"]],
+                         [("audit", "dead")], r.json)
+
     @staticmethod
     def kind(key):
         if key == STREAM:
