@@ -566,6 +566,9 @@ static const struct {
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 
+/* delivery_retention's default, for a caller that gives none. */
+#define STORE_RETENTION 604800
+
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 5000
 
@@ -1322,7 +1325,8 @@ store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, 
 	rc |= req_argll(r, (long long)o->next_due_ms);
 	rc |= req_argll(r, o->http_status);
 	rc |= req_args(r, o->error != NULL ? o->error : "");
-	rc |= req_argll(r, (long long)o->retention_s);
+	/* 0 would make EXPIRE delete the hash at once. */
+	rc |= req_argll(r, (long long)(o->retention_s > 0 ? o->retention_s : STORE_RETENTION));
 	return req_send(r, rc);
 }
 
@@ -1534,7 +1538,7 @@ store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *
 	rc |= req_args(r, q->mode);
 	rc |= req_argll(r, (long long)now_ms());
 	rc |= req_args(r, s->prefix);
-	rc |= req_argll(r, (long long)q->retention_s);
+	rc |= req_argll(r, (long long)(q->retention_s > 0 ? q->retention_s : STORE_RETENTION));
 	rc |= req_args(r, q->target);
 	rc |= req_argll(r, q->max);
 	rc |= req_argll(r, (long long)q->since_ms);
