@@ -602,10 +602,138 @@ admin_replay_send(struct env *env, struct evhttp_request *req, struct store_repl
 	a->req = req;
 	snprintf(a->result, sizeof(a->result), "%s", q->mode);
 	snprintf(a->detail, sizeof(a->detail), "%s", q->target);
+	q->retention_s = env->cfg->delivery_retention;
 	if (store_replay(env->store, q, replay_reply, a) == -1) {
 		free(a);
 		admin_error(req, 503, "redis is not ready");
 	}
+}
+
+/* Dead deliveries purged per Redis call: each call blocks Redis (and so
+ * every callback) for at most this many deletes. */
+#define ADMIN_PURGE_BATCH 500
+
+struct purge {
+	struct env *env;
+	struct evhttp_request *req;
+	char (*names)[65]; /* copied: a reload may free the config meanwhile */
+	size_t n, i;
+	int64_t before_ms;
+	long long total, here;
+	json_t *by_webhook;
+};
+
+static void purge_next(struct purge *p);
+
+static void
+purge_free(struct purge *p)
+{
+	json_decref(p->by_webhook);
+	free(p->names);
+	free(p);
+}
+
+static void
+purge_reply(void *arg, const struct redisReply *rep)
+{
+	struct purge *p = arg;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
+	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
+		/* What went already is gone: say how much. */
+		log_warnx("purge stopped", "purged=%lld reason=\"redis failed\"", p->total);
+		admin_json(p->req, 503,
+		    json_pack("{s:s,s:I}", "error", "redis failed", "purged",
+			(json_int_t)p->total));
+		purge_free(p);
+		return;
+	}
+	p->here += rep->element[0]->integer;
+	p->total += rep->element[0]->integer;
+	if (rep->element[1]->integer == 0) {
+		json_object_set_new(p->by_webhook, p->names[p->i], json_integer(p->here));
+		p->here = 0;
+		p->i++;
+	}
+	purge_next(p);
+}
+
+static void
+purge_next(struct purge *p)
+{
+	if (p->i == p->n) {
+		log_info("dead deliveries purged", "before_ms=%lld deliveries=%lld",
+		    (long long)p->before_ms, p->total);
+		admin_json(p->req, 200,
+		    json_pack("{s:I,s:O}", "purged", (json_int_t)p->total, "webhooks",
+			p->by_webhook));
+		purge_free(p);
+		return;
+	}
+	if (store_purge_dead(p->env->store, p->names[p->i], p->before_ms, ADMIN_PURGE_BATCH,
+		purge_reply, p) == -1) {
+		admin_json(p->req, 503,
+		    json_pack("{s:s,s:I}", "error", "redis is not ready", "purged",
+			(json_int_t)p->total));
+		purge_free(p);
+	}
+}
+
+/* POST /v1/deliveries/purge {"state": "dead", "before_ms", "webhook"?}:
+ * deletes dead deliveries that died before before_ms, of one webhook (which
+ * may be one no longer configured: its dead set stays until purged) or of
+ * every configured webhook. */
+static void
+admin_purge(struct env *env, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	json_t *body = json_loadb((const char *)evbuffer_pullup(in, -1), evbuffer_get_length(in),
+	    JSON_REJECT_DUPLICATES, NULL);
+	const char *state, *webhook;
+	json_t *before, *wh;
+	struct purge *p = NULL;
+	size_t i, n;
+
+	if (body == NULL || !json_is_object(body)) {
+		admin_error(req, 400, "the body must be a JSON object");
+		goto out;
+	}
+	state = json_string_value(json_object_get(body, "state"));
+	before = json_object_get(body, "before_ms");
+	wh = json_object_get(body, "webhook");
+	webhook = json_string_value(wh);
+	if (state == NULL || strcmp(state, "dead") != 0) {
+		admin_error(req, 400, "state must be \"dead\": only dead deliveries are purged");
+		goto out;
+	}
+	if (!json_is_integer(before) || json_integer_value(before) <= 0) {
+		admin_error(req, 400, "before_ms must be a positive integer (unix milliseconds)");
+		goto out;
+	}
+	if (wh != NULL && (webhook == NULL || !config_name_valid(webhook))) {
+		admin_error(req, 400, "webhook must be a webhook name");
+		goto out;
+	}
+	n = webhook != NULL ? 1 : env->cfg->nwebhooks;
+	if ((p = calloc(1, sizeof(*p))) == NULL ||
+	    (n > 0 && (p->names = calloc(n, sizeof(*p->names))) == NULL) ||
+	    (p->by_webhook = json_object()) == NULL) {
+		if (p != NULL)
+			purge_free(p);
+		admin_error(req, 503, "out of memory");
+		goto out;
+	}
+	p->env = env;
+	p->req = req;
+	p->n = n;
+	p->before_ms = json_integer_value(before);
+	for (i = 0; i < n; i++)
+		snprintf(p->names[i], sizeof(p->names[i]), "%s",
+		    webhook != NULL ? webhook : env->cfg->webhooks[i].name);
+	purge_next(p);
+out:
+	json_decref(body);
 }
 
 /* POST /v1/deliveries/{id}/replay */
@@ -1120,7 +1248,7 @@ delivery_get_reply(void *arg, const struct redisReply *rep)
 	} else if (rep->elements == 0 || (o = json_object()) == NULL) {
 		admin_error(a->req, 404,
 		    "no such delivery (never made, or delivered longer ago "
-		    "than dedup_ttl)");
+		    "than delivery_retention)");
 	} else {
 		pairs_to_json(o, rep, 0, numeric);
 		/* The body is the event's: `events show` has it. */
@@ -1279,6 +1407,8 @@ struct scrape {
 	struct env *env;
 	struct evhttp_request *req;
 	struct sbuf text;
+	bool counted; /* the due and dead sets were counted */
+	long long pending, dead;
 };
 
 static void
@@ -1342,6 +1472,45 @@ scrape_memory(struct scrape *sc)
 }
 
 static void
+sizes_reply(void *arg, const struct redisReply *rep)
+{
+	struct scrape *sc = arg;
+	int rc = 0;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
+	    rep->element[0]->type == REDIS_REPLY_INTEGER &&
+	    rep->element[1]->type == REDIS_REPLY_INTEGER) {
+		/* O(1) sizes only (no SCAN): a scrape stays fast whatever the
+		 * key count. docs/redis.md says which kinds are left out. */
+		rc |= metrics_family(&sc->text, "payrelay_redis_keys", "gauge",
+		    "Keys in payrelay's Redis database (all: DBSIZE, every key; "
+		    "delivery_pending, delivery_dead: delivery hashes by state).");
+		rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind", "all",
+		    (double)rep->element[0]->integer);
+		if (sc->counted) {
+			rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind",
+			    "delivery_pending", (double)sc->pending);
+			rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind",
+			    "delivery_dead", (double)sc->dead);
+		}
+		rc |= metrics_family(&sc->text, "payrelay_redis_stream_entries", "gauge",
+		    "Entries in the event stream (XLEN; capped by [stream] maxlen).");
+		rc |= metrics_sample(&sc->text, "payrelay_redis_stream_entries", NULL, NULL,
+		    (double)rep->element[1]->integer);
+	}
+	(void)rc;
+	scrape_memory(sc);
+}
+
+/* The key counts, when Redis answers; then the memory. */
+static void
+scrape_sizes(struct scrape *sc)
+{
+	if (store_sizes(sc->env->store, NULL, 0, sizes_reply, sc) == -1)
+		scrape_memory(sc);
+}
+
+static void
 counts_reply(void *arg, const struct redisReply *rep)
 {
 	struct scrape *sc = arg;
@@ -1360,9 +1529,14 @@ counts_reply(void *arg, const struct redisReply *rep)
 		for (i = 0; i < cfg->nwebhooks; i++)
 			rc |= metrics_sample(&sc->text, "payrelay_deliveries_dead", "webhook",
 			    cfg->webhooks[i].name, (double)rep->element[2 * i + 1]->integer);
+		for (i = 0; i < cfg->nwebhooks; i++) {
+			sc->pending += rep->element[2 * i]->integer;
+			sc->dead += rep->element[2 * i + 1]->integer;
+		}
+		sc->counted = true;
 	}
 	(void)rc;
-	scrape_memory(sc);
+	scrape_sizes(sc);
 }
 
 static void
@@ -1454,7 +1628,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 		sbuf_free(&names);
 	}
 	if (sc != NULL)
-		scrape_memory(sc);
+		scrape_sizes(sc);
 }
 
 static void
@@ -1533,6 +1707,11 @@ admin_cb(struct evhttp_request *req, void *arg)
 			admin_error(req, 405, "method not allowed");
 		else
 			admin_deliveries(env, req);
+	} else if (strcmp(path, "/v1/deliveries/purge") == 0) {
+		if (m != EVHTTP_REQ_POST)
+			admin_error(req, 405, "method not allowed");
+		else
+			admin_purge(env, req);
 	} else if (strncmp(path, "/v1/deliveries/", 15) == 0) {
 		if (strchr(path + 15, '/') == NULL) {
 			if (m != EVHTTP_REQ_GET)

@@ -65,6 +65,7 @@ enum key {
 	K_LISTEN,
 	K_SHUTDOWN_TIMEOUT,
 	K_DEDUP_TTL,
+	K_DELIVERY_RETENTION,
 	K_LOG_LEVEL,
 	K_MAX_CONNECTIONS,
 	K_READ_TIMEOUT,
@@ -120,6 +121,7 @@ static const struct {
 	[K_LISTEN] = { SEC_DAEMON, "listen", 0, 0 },
 	[K_SHUTDOWN_TIMEOUT] = { SEC_DAEMON, "shutdown_timeout", 1, 600 },
 	[K_DEDUP_TTL] = { SEC_DAEMON, "dedup_ttl", 3600, 315360000 },
+	[K_DELIVERY_RETENTION] = { SEC_DAEMON, "delivery_retention", 60, 315360000 },
 	[K_LOG_LEVEL] = { SEC_DAEMON, "log_level", 0, 0 },
 	[K_MAX_CONNECTIONS] = { SEC_DAEMON, "max_connections", 16, 1000000 },
 	[K_READ_TIMEOUT] = { SEC_DAEMON, "read_timeout", 1, 3600 },
@@ -804,6 +806,9 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_DEDUP_TTL:
 		c->dedup_ttl = n;
 		break;
+	case K_DELIVERY_RETENTION:
+		c->delivery_retention = n;
+		break;
 	case K_MAX_CONNECTIONS:
 		c->max_connections = (int)n;
 		break;
@@ -1378,6 +1383,7 @@ set_defaults(struct parser *p)
 	c->redis.port = 6379;
 	c->shutdown_timeout = 10;
 	c->dedup_ttl = 2592000;
+	c->delivery_retention = 604800;
 	c->max_connections = CONFIG_MAX_CONNECTIONS;
 	c->read_timeout = 10;
 	c->max_connections_per_ip = CONFIG_MAX_CONNECTIONS_PER_IP;

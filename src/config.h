@@ -98,6 +98,9 @@ struct config {
 	struct netaddr listen;
 	int shutdown_timeout;
 	int64_t dedup_ttl;
+	/* seconds a delivered (or replayed) delivery's hash is kept, without
+	 * its body; reloadable */
+	int64_t delivery_retention;
 	int log_level;       /* enum log_level */
 	int max_connections; /* open public connections at most; more wait in the backlog */
 	int read_timeout;    /* seconds a connection has for each whole request (SPEC §3) */

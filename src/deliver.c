@@ -214,6 +214,7 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 	o.owner = d->instance;
 	o.http_status = r->status;
 	o.error = error;
+	o.retention_s = d->env->cfg->delivery_retention;
 	if (ok) {
 		o.outcome = "ok";
 		breaker_success(h);

@@ -42,6 +42,7 @@ enum {
 	OPT_OUT_TRADE_NO,
 	OPT_CHANNEL,
 	OPT_TYPE,
+	OPT_BEFORE,
 };
 
 struct ctl {
@@ -63,6 +64,7 @@ struct args {
 	const char *expires_in;
 	const char *amount, *status;
 	const char *out_trade_no, *channel, *type;
+	const char *before;
 };
 
 struct command {
@@ -679,6 +681,70 @@ check_replay(const struct command *cmd, struct ctl *c, struct args *a)
 		    "give milliseconds or an ISO-8601 time");
 	if (!a->dead && since > until)
 		return usage_error(cmd, "--since is after --until");
+	return CTL_OK;
+}
+
+/* --- deliveries purge ------------------------------------------------------ */
+
+static int
+cmd_deliveries_purge(struct ctl *c, struct args *a)
+{
+	struct ctl_answer ans;
+	json_t *body;
+	int64_t before = 0, n = 0;
+	char when[32];
+	int rc;
+
+	if (ctl_out_parse_time(a->before, &before) == -1) /* checked by check_purge */
+		return CTL_USAGE;
+	if (a->webhook != NULL)
+		body = json_pack("{s:s,s:I,s:s}", "state", "dead", "before_ms", (json_int_t)before,
+		    "webhook", a->webhook);
+	else
+		body = json_pack("{s:s,s:I}", "state", "dead", "before_ms", (json_int_t)before);
+	if (body == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory\n");
+		return CTL_API_ERROR;
+	}
+	rc = ctl_http_request(c->http, "POST", "/v1/deliveries/purge", body, &ans);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK)
+		goto out;
+	if (c->json) {
+		print_json_body(&ans);
+	} else if (ctl_out_json_int(json_object_get(ans.json, "purged"), &n) == -1) {
+		fprintf(stderr, "payrelayctl: the answer has no \"purged\" count\n");
+		rc = CTL_API_ERROR;
+	} else {
+		ctl_out_time(when, before);
+		printf("purged %lld dead deliver%s that died before %s\n", (long long)n,
+		    n == 1 ? "y" : "ies", when);
+	}
+out:
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_purge(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	int64_t before;
+
+	if (!a->dead)
+		return usage_error(cmd, "purge needs --dead: only dead deliveries are purged");
+	if (a->before == NULL)
+		return usage_error(cmd, "purge needs --before T");
+	if (ctl_out_parse_time(a->before, &before) == -1 || before <= 0)
+		return usage_error(cmd,
+		    "--before: not an ISO-8601 time (2026-11-22T10:00:00Z) or unix milliseconds");
+	if (before < 100000000000LL)
+		return usage_error(cmd,
+		    "--before: that looks like unix seconds; give milliseconds or an ISO-8601 "
+		    "time");
+	if (a->webhook != NULL && !config_name_valid(a->webhook))
+		return usage_error(cmd, "bad webhook name: 1 to 64 of A-Z a-z 0-9 . _ -");
 	return CTL_OK;
 }
 
@@ -1377,6 +1443,12 @@ static const struct option opts_replay[] = {
 	{ "until", required_argument, NULL, OPT_UNTIL },
 	{ NULL, 0, NULL, 0 },
 };
+static const struct option opts_purge[] = {
+	{ "dead", no_argument, NULL, OPT_DEAD },
+	{ "before", required_argument, NULL, OPT_BEFORE },
+	{ "webhook", required_argument, NULL, OPT_WEBHOOK },
+	{ NULL, 0, NULL, 0 },
+};
 static const struct option opts_send_test[] = {
 	{ "amount", required_argument, NULL, OPT_AMOUNT },
 	{ "status", required_argument, NULL, OPT_STATUS },
@@ -1447,8 +1519,22 @@ static const struct command commands[] = {
 	    "Prints the delivery as \"key: value\" lines (webhook, event_id, state,\n"
 	    "attempts, last status and error, its times in UTC, replay_of/replayed_as),\n"
 	    "then its last 10 attempts: AT, OUTCOME (ok, retry, dead, probe), HTTP, ERROR.\n"
-	    "Exit 6 when no such delivery is kept (delivered ones live dedup_ttl).\n",
+	    "Exit 6 when no such delivery is kept (delivered and replayed ones live\n"
+	    "delivery_retention).\n",
 	    opts_none, 1, 1, check_delivery_id, cmd_deliveries_show },
+	{ "deliveries", "purge", "deliveries purge --dead --before T [--webhook W]",
+	    "delete dead deliveries that died before T (POST /v1/deliveries/purge)",
+	    "  --dead        dead deliveries (the only ones purged: delivered and replayed\n"
+	    "                ones expire after delivery_retention by themselves)\n"
+	    "  --before T    those that died before T\n"
+	    "  --webhook W   only those of webhook W (also one no longer configured);\n"
+	    "                default: every configured webhook\n"
+	    "\n"
+	    "Deletes each delivery and every index entry naming it, in batches of 500 so\n"
+	    "Redis never stalls the callbacks, and prints \"purged N dead deliveries that\n"
+	    "died before T\". A purged delivery cannot be replayed any more (replay the\n"
+	    "events with replay --since instead). T is as for replay.\n",
+	    opts_purge, 0, 0, check_purge, cmd_deliveries_purge },
 	{ "replay", NULL,
 	    "replay DELIVERY_ID | --webhook W --dead | --webhook W --since T [--until T]",
 	    "deliver again: one delivery, every dead one of a webhook, or a time range",
@@ -1676,6 +1762,9 @@ parse_command(const struct command *cmd, struct ctl *c, int argc, char **argv, s
 			break;
 		case OPT_TYPE:
 			a->type = optarg;
+			break;
+		case OPT_BEFORE:
+			a->before = optarg;
 			break;
 		case ':':
 			bad_option_name(argv, name, sizeof(name));

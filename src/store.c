@@ -141,7 +141,9 @@ static const char claim_script[] =
  * The outcome of one attempt. KEYS[1] due zset, [2] delivery hash, [3] dead
  * zset. ARGV[1] id, [2] owner, [3] ok|retry|dead|probe, [4] now (ms),
  * [5] next due (ms), [6] HTTP status, [7] error text, [8] how long a
- * delivered hash is kept (s).
+ * delivered hash is kept (s: delivery_retention). A delivered hash drops
+ * its body (the stream and the event's dedup key still find the event, for a
+ * replay): storage grows with the retention, not with traffic.
  * A settled delivery is left alone; a failure by an instance whose lease
  * was taken over is dropped (the new owner reports its own); a failed probe
  * spends no attempt. The last 10 attempts are kept in the hash as a JSON
@@ -169,6 +171,7 @@ static const char finish_script[] =
     "redis.call('HINCRBY', KEYS[2], 'attempts', 1)\n"
     "if ARGV[3] == 'ok' then\n"
     "  redis.call('HSET', KEYS[2], 'state', 'delivered', 'delivered_ms', ARGV[4])\n"
+    "  redis.call('HDEL', KEYS[2], 'event')\n"
     "  redis.call('ZREM', KEYS[1], ARGV[1])\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[8])\n"
     "elseif ARGV[3] == 'dead' then\n"
@@ -347,7 +350,9 @@ static const char events_find_script[] =
 /*
  * The deliveries the record step made for one event (admin). KEYS[1] its
  * delivery set. ARGV[1] delivery hash key prefix. Returns rows as
- * deliveries_list does (the score is the creation time), oldest first.
+ * deliveries_list does (the score is the creation time), oldest first. A
+ * delivery whose hash expired (delivery_retention) is left out: the set
+ * lives dedup_ttl, longer.
  */
 static const char event_deliveries_script[] =
     "local ids = redis.call('SMEMBERS', KEYS[1])\n"
@@ -356,11 +361,13 @@ static const char event_deliveries_script[] =
     "local out = {}\n"
     "for _, id in ipairs(ids) do\n"
     "  local f = redis.call('HMGET', ARGV[1] .. id, unpack(fields))\n"
-    "  local row = {id, f[7] or '0'}\n"
-    "  for j, name in ipairs(fields) do\n"
-    "    if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "  if f[3] then\n"
+    "    local row = {id, f[7] or '0'}\n"
+    "    for j, name in ipairs(fields) do\n"
+    "      if f[j] then row[#row + 1] = name; row[#row + 1] = f[j] end\n"
+    "    end\n"
+    "    out[#out + 1] = row\n"
     "  end\n"
-    "  out[#out + 1] = row\n"
     "end\n"
     "table.sort(out, function(x, y) return tonumber(x[2]) < tonumber(y[2]) end)\n"
     "return out\n";
@@ -389,13 +396,18 @@ static const char deliveries_list_script[] =
 /*
  * Replays (SPEC §7): a new delivery of the same event, due now. A dead
  * delivery that is replayed leaves the dead set (state "replayed",
- * replayed_as). The new id is derived from the old one and the time.
+ * replayed_as), drops its body (the new delivery holds it) and expires after
+ * delivery_retention like a delivered one; a settled hash without a TTL
+ * (replayed by an older version) gets one here. A delivered hash has no body
+ * any more: the event is read back from the stream (its stream_id, else its
+ * dedup key's), and a replay fails when both are gone.
+ * The new id is derived from the old one and the time.
  * ARGV[1] mode: "one" (ARGV[5] the delivery id), "dead" (ARGV[5] the
  * webhook: every dead delivery of it, at most ARGV[6]) or "range"
  * (ARGV[5] webhook, [6] at most, [7] since ms, [8] until ms, [9] wanted
- * event types ",a,b,", [10] wanted channels ",x,y," or "*", KEYS[1] the
- * stream). ARGV[2] now (ms), [3] key prefix. Returns {count, last new id}
- * or {-1, why}.
+ * event types ",a,b,", [10] wanted channels ",x,y," or "*"). KEYS[1] the
+ * stream. ARGV[2] now (ms), [3] key prefix, [4] delivery_retention (s).
+ * Returns {count, last new id} or {-1, why}.
  */
 static const char replay_script[] =
     "local now, P = ARGV[2], ARGV[3]\n"
@@ -410,17 +422,35 @@ static const char replay_script[] =
     "  redis.call('ZADD', P .. 'wh:' .. webhook .. ':due', now, id)\n"
     "  return id\n"
     "end\n"
+    "local function stored(sid)\n"
+    "  if not sid or sid == '' then return nil end\n"
+    "  local r = redis.call('XRANGE', KEYS[1], sid, sid)\n"
+    "  if #r == 0 then return nil end\n"
+    "  for i = 1, #r[1][2], 2 do\n"
+    "    if r[1][2][i] == 'event' then return r[1][2][i + 1] end\n"
+    "  end\n"
+    "  return nil\n"
+    "end\n"
     "local function replay(old)\n"
     "  local h = P .. 'delivery:' .. old\n"
     "  local f = redis.call('HMGET', h, 'event_id', 'event', 'webhook', 'state', 'stream_id')\n"
-    "  if not f[2] then return nil, 'no such delivery' end\n"
+    "  if not f[3] or not f[4] then return nil, 'no such delivery' end\n"
     "  if f[4] == 'pending' then return nil, 'the delivery is still pending' end\n"
-    "  local id = deliver(f[3], f[1], f[2], f[5] or '', old)\n"
+    "  local body = f[2] or stored(f[5]) or\n"
+    "    (f[1] and stored(redis.call('GET', P .. 'dedup:' .. f[1])))\n"
+    "  if not body then\n"
+    "    return nil, 'the event is no longer kept (the delivery dropped it once settled, and "
+    "the stream trimmed it)'\n"
+    "  end\n"
+    "  local id = deliver(f[3], f[1], body, f[5] or '', old)\n"
     "  if f[4] == 'dead' then\n"
     "    redis.call('ZREM', P .. 'wh:' .. f[3] .. ':dead', old)\n"
     "    redis.call('HSET', h, 'state', 'replayed', 'replayed_as', id)\n"
+    "    redis.call('HDEL', h, 'event')\n"
+    "    redis.call('EXPIRE', h, ARGV[4])\n"
     "  else\n"
     "    redis.call('HSET', h, 'replayed_as', id)\n"
+    "    if redis.call('TTL', h) < 0 then redis.call('EXPIRE', h, ARGV[4]) end\n"
     "  end\n"
     "  return id\n"
     "end\n"
@@ -452,6 +482,43 @@ static const char replay_script[] =
     "end\n"
     "return {n, last}\n";
 
+/*
+ * Purging dead deliveries (SPEC §3.2), one bounded batch: KEYS[1] the
+ * webhook's dead zset. ARGV[1] before (ms: those that died earlier go),
+ * [2] how many at most, [3] key prefix. Each hash goes, and every index
+ * entry naming it: the dead set and its event's delivery set. A member whose
+ * hash is gone already, or is no longer dead, only leaves the set.
+ * Returns {purged, 1 when more died before ARGV[1] else 0}.
+ */
+static const char purge_script[] =
+    "local P = ARGV[3]\n"
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0,\n"
+    "  tonumber(ARGV[2]))\n"
+    "local n = 0\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local h = P .. 'delivery:' .. id\n"
+    "  local f = redis.call('HMGET', h, 'state', 'event_id')\n"
+    "  if f[1] == 'dead' then\n"
+    "    if f[2] then redis.call('SREM', P .. 'evd:' .. f[2], id) end\n"
+    "    redis.call('DEL', h)\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "  redis.call('ZREM', KEYS[1], id)\n"
+    "end\n"
+    "local more = 0\n"
+    "if redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1]) > 0 then more = 1 end\n"
+    "return {n, more}\n";
+
+/*
+ * Sizes for /metrics, each O(1): DBSIZE, the stream's length, and the
+ * ZCARD of each further key. KEYS[1] the stream, then the zsets.
+ * Returns {dbsize, xlen, zcard, ...}.
+ */
+static const char sizes_script[] =
+    "local out = {redis.call('DBSIZE'), redis.call('XLEN', KEYS[1])}\n"
+    "for i = 2, #KEYS do out[#out + 1] = redis.call('ZCARD', KEYS[i]) end\n"
+    "return out\n";
+
 enum script {
 	SCRIPT_RECORD,
 	SCRIPT_CLAIM,
@@ -466,6 +533,8 @@ enum script {
 	SCRIPT_REPLAY,
 	SCRIPT_EVENTS_FIND,
 	SCRIPT_EVENT_DELIVERIES,
+	SCRIPT_PURGE,
+	SCRIPT_SIZES,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -492,8 +561,13 @@ static const struct {
 	    sizeof(events_find_script) - 1 },
 	[SCRIPT_EVENT_DELIVERIES] = { "event_deliveries", event_deliveries_script,
 	    sizeof(event_deliveries_script) - 1 },
+	[SCRIPT_PURGE] = { "purge", purge_script, sizeof(purge_script) - 1 },
+	[SCRIPT_SIZES] = { "sizes", sizes_script, sizeof(sizes_script) - 1 },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
+
+/* delivery_retention's default, for a caller that gives none. */
+#define STORE_RETENTION 604800
 
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 5000
@@ -1251,7 +1325,8 @@ store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, 
 	rc |= req_argll(r, (long long)o->next_due_ms);
 	rc |= req_argll(r, o->http_status);
 	rc |= req_args(r, o->error != NULL ? o->error : "");
-	rc |= req_args(r, s->dedup_ttl);
+	/* 0 would make EXPIRE delete the hash at once. */
+	rc |= req_argll(r, (long long)(o->retention_s > 0 ? o->retention_s : STORE_RETENTION));
 	return req_send(r, rc);
 }
 
@@ -1463,7 +1538,7 @@ store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *
 	rc |= req_args(r, q->mode);
 	rc |= req_argll(r, (long long)now_ms());
 	rc |= req_args(r, s->prefix);
-	rc |= req_args(r, ""); /* ARGV[4]: unused */
+	rc |= req_argll(r, (long long)(q->retention_s > 0 ? q->retention_s : STORE_RETENTION));
 	rc |= req_args(r, q->target);
 	rc |= req_argll(r, q->max);
 	rc |= req_argll(r, (long long)q->since_ms);
@@ -1579,6 +1654,39 @@ store_memory(struct store *s, store_reply_cb *cb, void *arg)
 		return -1;
 	rc = req_args(r, "INFO");
 	rc |= req_args(r, "memory");
+	return req_send(r, rc);
+}
+
+int
+store_purge_dead(struct store *s, const char *webhook, int64_t before_ms, long max,
+    store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_PURGE, 4, 256, cb, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_begin(r, 1);
+	rc |= req_cat(r, s->prefix, "wh:", webhook, ":dead", NULL);
+	rc |= req_argll(r, (long long)before_ms);
+	rc |= req_argll(r, max);
+	rc |= req_args(r, s->prefix);
+	return req_send(r, rc);
+}
+
+int
+store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb, void *arg)
+{
+	struct store_req *r = reply_req(s, SCRIPT_SIZES, nkeys + 1, 256 + 64 * nkeys, cb, arg);
+	size_t i;
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = req_begin(r, (int)nkeys + 1);
+	rc |= req_args(r, s->stream_key);
+	for (i = 0; i < nkeys; i++)
+		rc |= req_cat(r, s->prefix, keys[i], NULL);
 	return req_send(r, rc);
 }
 

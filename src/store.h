@@ -91,6 +91,7 @@ struct store_outcome {
 	int64_t next_due_ms; /* for retry and probe */
 	long http_status;    /* 0 when no answer */
 	const char *error;   /* short text, "" when none */
+	int64_t retention_s; /* how long a delivered hash is kept ([daemon] delivery_retention) */
 };
 
 /* Records the outcome of one attempt. cb may be NULL. Returns -1 (cb not
@@ -139,6 +140,7 @@ struct store_replay_req {
 	int64_t since_ms, until_ms;
 	const char *events;   /* range: ",order.paid,...," */
 	const char *channels; /* range: ",a,b," or "*" */
+	int64_t retention_s;  /* how long a replayed dead hash is kept (delivery_retention) */
 };
 
 int store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *cb,
@@ -165,6 +167,15 @@ int store_event_deliveries(struct store *s, const char *event_id, store_reply_cb
 int store_delivery_get(struct store *s, const char *id, store_reply_cb *cb, void *arg) WUR;
 /* INFO memory (used_memory, maxmemory), for /metrics. */
 int store_memory(struct store *s, store_reply_cb *cb, void *arg) WUR;
+/* Deletes, in one bounded batch of at most `max`, the dead deliveries of
+ * `webhook` that died before before_ms, with every index entry naming them:
+ * {purged, more (1 when some that died before before_ms are left)}. */
+int store_purge_dead(struct store *s, const char *webhook, int64_t before_ms, long max,
+    store_reply_cb *cb, void *arg) WUR;
+/* DBSIZE, the stream's XLEN, then ZCARD of each key (the prefix is added),
+ * in one answer: O(1) each, for /metrics. */
+int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb,
+    void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
 

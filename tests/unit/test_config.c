@@ -644,6 +644,34 @@ START_TEST(test_line_errors)
 }
 END_TEST
 
+START_TEST(test_delivery_retention)
+{
+	struct config *c = load(minimal);
+
+	/* SPEC §3.2: delivered deliveries are kept 7 days by default. */
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->delivery_retention, 604800);
+	config_free(c);
+	c = load("[daemon]\ndelivery_retention = 60\n[channel:a]\nfamily = epay\n"
+		 "merchant_id = 1\nkey = k\n");
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->delivery_retention, 60);
+	ck_assert_int_eq(c->dedup_ttl, 2592000);
+	config_free(c);
+	expect_error("[daemon]\ndelivery_retention = 59\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n",
+	    2, "delivery_retention must be an integer from 60 to 315360000");
+	expect_error("[daemon]\ndelivery_retention = 7d\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n",
+	    2, "delivery_retention must be an integer from 60 to 315360000");
+	expect_error("[stream]\ndelivery_retention = 60\n[channel:a]\nfamily = epay\n"
+		     "merchant_id = 1\nkey = k\n",
+	    2, "unknown key 'delivery_retention' in [stream]");
+}
+END_TEST
+
 START_TEST(test_syntax_errors)
 {
 	char text[1024];
@@ -1112,6 +1140,7 @@ config_suite(void)
 	tcase_add_test(tc, test_rsa);
 	tcase_add_test(tc, test_confirm);
 	tcase_add_test(tc, test_line_errors);
+	tcase_add_test(tc, test_delivery_retention);
 	tcase_add_test(tc, test_syntax_errors);
 	tcase_add_test(tc, test_many_errors);
 	tcase_add_test(tc, test_no_secret_in_errors);
