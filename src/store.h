@@ -20,6 +20,8 @@ enum store_result {
 	STORE_DUP,     /* recorded before: nothing new was written */
 	STORE_ERROR,   /* Redis answered with an error, or the connection dropped */
 	STORE_TIMEOUT, /* no answer within [redis] timeout_ms (it may still apply) */
+	STORE_UNREPLICATED, /* recorded (or a duplicate), but WAIT saw fewer than
+			     * [redis] min_replicas replicas take it in time */
 };
 
 /* One webhook that may get a delivery of the event. */
@@ -167,5 +169,10 @@ int store_delivery_get(struct store *s, const char *id, store_reply_cb *cb, void
 int store_memory(struct store *s, store_reply_cb *cb, void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
+/* True while connected to the master (with sentinels: ROLE said so). */
+bool store_master_known(const struct store *s);
+/* Times the sentinels named a master at another address than the one
+ * before (failovers, or manual switches), since start. */
+uint64_t store_failovers(const struct store *s);
 
 #endif
