@@ -549,6 +549,9 @@ struct store {
 	uint64_t failovers; /* a sentinel named another master than the previous one */
 	int min_replicas;   /* WAIT after each record step; 0: never */
 	int replica_timeout_ms;
+	bool wait_out;                 /* a WAIT is out (it blocks the connection) */
+	struct store_req *wait_sent;   /* the records it answers, by r->next */
+	struct store_req *wait_next;   /* records for the next WAIT */
 	/* Finished requests kept for reuse (with their buffers and timer): a
 	 * callback costs no allocation here once the store is warm. */
 	struct store_req *spare;
@@ -1191,44 +1194,79 @@ store_in_flight(const struct store *s)
 
 /* --- WAIT: acks that wait for replicas (SPEC §3.2) ----------------------- */
 
+static void record_wait_done(struct store_req *r, const redisReply *rep);
+
+/* Answers the records of `list` (rep: the WAIT's integer, or NULL) and
+ * frees them. */
+static void
+store_wait_answer(struct store *s, struct store_req *list, const redisReply *rep)
+{
+	struct store_req *r;
+
+	while ((r = list) != NULL) {
+		list = r->next;
+		r->next = NULL;
+		if (!r->answered) {
+			if (rep == NULL || rep->integer < s->min_replicas)
+				s->errors++;
+			store_req_answer(r, rep);
+		}
+		store_req_free(r);
+	}
+}
+
 static void
 store_wait_reply(redisAsyncContext *c, void *reply, void *privdata)
 {
-	struct store_req *r = privdata;
-	struct store *s = r->s;
+	struct store *s = privdata;
+	struct store_req *batch = s->wait_sent, *r;
 	redisReply *rep = reply;
+	size_t n = 0;
 
+	s->wait_sent = NULL;
+	s->wait_out = false;
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && store_moved_error(rep->str))
 		store_master_moved(s, c, rep->str);
-	if (!r->answered) {
-		if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
-			if (rep != NULL)
-				log_errorx("redis WAIT failed", "error=\"%.200s\"",
-				    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
-			rep = NULL;
-			s->errors++;
-		} else if (rep->integer < s->min_replicas) {
-			log_warnx("redis write not on enough replicas, answered as failed",
-			    "replicas=%lld min_replicas=%d replica_timeout_ms=%d", rep->integer,
-			    s->min_replicas, s->replica_timeout_ms);
-			s->errors++;
-		}
-		store_req_answer(r, rep);
+	if (rep != NULL && rep->type != REDIS_REPLY_INTEGER) {
+		log_errorx("redis WAIT failed", "error=\"%.200s\"",
+		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		rep = NULL;
 	}
-	store_req_free(r);
+	if (rep != NULL && rep->integer < s->min_replicas) {
+		for (r = batch; r != NULL; r = r->next)
+			n++;
+		log_warnx("redis write not on enough replicas, answered as failed",
+		    "replicas=%lld min_replicas=%d replica_timeout_ms=%d records=%zu", rep->integer,
+		    s->min_replicas, s->replica_timeout_ms, n);
+	}
+	store_wait_answer(s, batch, rep);
+	/* The records answered while that WAIT was out: one WAIT for them all
+	 * (each script ran before it, so its offset covers them). */
+	if (s->wait_next == NULL)
+		return;
+	batch = s->wait_next;
+	s->wait_next = NULL;
+	if (rep == NULL || c != s->ctx || (c->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ||
+	    redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
+		s->replica_timeout_ms) != REDIS_OK) {
+		store_wait_answer(s, batch, NULL);
+		return;
+	}
+	s->wait_sent = batch;
+	s->wait_out = true;
 }
-
-static void record_wait_done(struct store_req *r, const redisReply *rep);
 
 /* After the record step's answer (new or duplicate), WAIT min_replicas
  * replica_timeout_ms on the same connection: it returns once that many
  * replicas have every write this connection made so far. Sent only now,
  * not pipelined behind the script: a NOSCRIPT retry would land after it.
+ * A WAIT blocks the connection, so one at most is out: records answered
+ * meanwhile wait for the next one, which covers them all.
  * A duplicate wrote nothing itself, and the write it duplicates may have
  * come through another connection (another instance, or before a
  * reconnect): one tiny write (P replsync) first moves this connection's
  * replication offset past it, so the WAIT covers it too.
- * Returns 0 (r waits for the WAIT's answer), 1 (not a record answer: the
+ * Returns 0 (r waits for a WAIT's answer), 1 (not a record answer: the
  * caller goes on with it), -1 (the WAIT could not be sent). */
 static int
 store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *rep)
@@ -1268,12 +1306,21 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 		    REDIS_OK)
 			return -1;
 	}
-	if (redisAsyncCommand(c, store_wait_reply, r, "WAIT %d %d", s->min_replicas,
-		s->replica_timeout_ms) != REDIS_OK)
-		return -1;
+	if (!s->wait_out) {
+		if (redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
+			s->replica_timeout_ms) != REDIS_OK)
+			return -1;
+		s->wait_out = true;
+		r->next = s->wait_sent;
+		s->wait_sent = r;
+	} else {
+		r->next = s->wait_next;
+		s->wait_next = r;
+	}
 	r->waiting = true;
 	r->done = record_wait_done;
-	ms = s->replica_timeout_ms + s->timeout_ms;
+	/* This WAIT, or the one out now and then the next. */
+	ms = 2 * s->replica_timeout_ms + s->timeout_ms;
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(r->timer, &tv);
@@ -1330,7 +1377,7 @@ store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	/* The script may still run: every script is safe to see applied late. */
 	log_warnx("redis request timed out", "script=%s%s timeout_ms=%d", scripts[r->script].name,
 	    r->waiting ? " (WAIT)" : "",
-	    r->waiting ? r->s->replica_timeout_ms + r->s->timeout_ms : r->s->req_timeout_ms);
+	    r->waiting ? 2 * r->s->replica_timeout_ms + r->s->timeout_ms : r->s->req_timeout_ms);
 	r->timed_out = true;
 	r->s->errors++;
 	store_req_answer(r, NULL);

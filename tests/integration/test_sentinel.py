@@ -421,12 +421,34 @@ class SentinelTest(HACase):
         found = self.daemon.wait_log(r'msg="redis master found".*addr=127\.0\.0\.1:%d'
                                      % other.port, 10, start=start)
         self.assertIn("previous=127.0.0.1:%d" % cur.port, found)
+        type(self).current, type(self).other = other, cur
         self.assertIn(a.pair, (ACK, UNAVAILABLE))
         self.resend_until_acked("R", [1, 2, 3])
         ids = stream_ids(other.port)
         for n in (0, 1, 2, 3):
             self.assertEqual(ids.get(event_id_of(n, "R")), 1, n)
         self.assertEqual(self.metrics().get("payrelay_redis_failovers_total"), 2)
+
+
+    def test_d_no_sentinel_answers(self):
+        """Every sentinel down and the connection to the master killed: no
+        master is known, callbacks get 503 until a sentinel answers again."""
+        cur = type(self).current
+        for s in self.sentinels:
+            s.stop()
+        start = len(self.daemon.log_text())
+        c = cur.client()
+        c.cmd("CLIENT", "KILL", "TYPE", "normal")
+        c.close()
+        self.daemon.wait_log(r'msg="no sentinel answered"', 10, start=start)
+        self.assertEqual(self.metrics().get("payrelay_redis_master_known"), 0)
+        self.assertEqual(self.send("N", 0).pair, UNAVAILABLE)
+        for s in self.sentinels[:1]:
+            s.start()
+        self.daemon.wait_log(r'msg="redis master found".*addr=127\.0\.0\.1:%d' % cur.port,
+                             10, start=start)
+        self.resend_until_acked("N", [0])
+        self.assertEqual(stream_ids(cur.port).get(event_id_of(0, "N")), 1)
 
 
 class WaitTest(HACase):
@@ -464,6 +486,25 @@ class WaitTest(HACase):
             self.assertEqual(len(self.log_lines("redis write not on enough replicas, "
                                                 "answered as failed", start)), 2)
             self.assertEqual(len(self.log_lines("callback recorded", start)), 0)
+            # WAIT blocks the connection: a read of the admin API sent while a
+            # WAIT is out waits for it, and is still answered (its deadline is
+            # timeout_ms + replica_timeout_ms)
+            slow = []
+            t = threading.Thread(target=lambda: slow.append(self.send("W", 3)), daemon=True)
+            t.start()
+            time.sleep(0.15)
+            t0 = time.monotonic()
+            eid = h.event_id(CHANNEL, trade_no("W", 0), "paid")
+            r = h.http(self.setup.admin_port, "GET", "/v1/events/" + eid,
+                       headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+            waited = time.monotonic() - t0
+            t.join(5)
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(slow[0].pair, UNAVAILABLE)
+            self.assertGreater(waited, 0.2, "the admin read did not wait for the WAIT")
+            self.assertLess(waited, (self.REPLICA_TIMEOUT_MS + 1000) / 1000.0)
+            print("\nadmin read behind a WAIT on a stopped replica: %.2f s" % waited,
+                  file=sys.stderr)
             # the record step ran: the master has them, the replica not yet
             ids = stream_ids(self.master.port)
             self.assertEqual(ids.get(event_id_of(1, "W")), 1)
@@ -473,11 +514,11 @@ class WaitTest(HACase):
             self.replica.proc.send_signal(signal.SIGCONT)
         # the gateway's retry: a duplicate, acked once the replica has it
         start = len(self.daemon.log_text())
-        self.resend_until_acked("W", [1, 2], limit=15)
-        self.assertEqual(len(self.log_lines("callback duplicate", start)), 2)
+        self.resend_until_acked("W", [1, 2, 3], limit=15)
+        self.assertEqual(len(self.log_lines("callback duplicate", start)), 3)
         for port in (self.master.port, self.replica.port):
             ids = stream_ids(port)
-            for n in (0, 1, 2):
+            for n in (0, 1, 2, 3):
                 self.assertEqual(ids.get(event_id_of(n, "W")), 1, (port, n))
 
 
