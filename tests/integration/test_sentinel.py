@@ -34,12 +34,14 @@ import unittest
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+import fakegw  # noqa: E402
 from test_faults import ACK, UNAVAILABLE, Client, epay_callback, Load, trade_no  # noqa: E402
 
 STREAM = "payrelay:events"
 CHANNEL = "shop-epay"
 MASTER_NAME = "payrelay-test"
 WEBHOOK = "orders"
+POLL_CHANNEL = "shop-poll"
 
 
 def sentinel_binary():
@@ -137,7 +139,7 @@ def wait_replicas(master, n, timeout=15.0):
     raise AssertionError("%d replicas not online within %.0f s:\n%s" % (n, timeout, info))
 
 
-def config_text(setup, redis_lines, webhook_url=None):
+def config_text(setup, redis_lines, webhook_url=None, extra=""):
     head = h.config_head(setup.port, setup.admin_port, setup.redis_port,
                          redis_timeout_ms=1000, stream=STREAM,
                          writer="tests/integration/test_sentinel.py")
@@ -149,7 +151,7 @@ def config_text(setup, redis_lines, webhook_url=None):
 family = epay
 merchant_id = 1001
 key = {epay_key}
-""".format(channel=CHANNEL, epay_key=setup.epay_key)
+""".format(channel=CHANNEL, epay_key=setup.epay_key) + extra
     if webhook_url:
         text += """
 [webhook:{name}]
@@ -183,18 +185,26 @@ class HACase(unittest.TestCase):
     """The helpers both classes share."""
 
     @classmethod
-    def make_daemon(cls, redis_lines, webhook_url=None):
+    def make_daemon(cls, redis_lines, webhook_url=None, extra=""):
         cls.binary = h.locate_binary()
         if not cls.binary:
             raise RuntimeError("payrelayd not found: set PAYRELAYD")
         cls.setup = h.Setup(cls.dir, 1)  # the port is not used: redis_lines say where
         with open(cls.setup.config, "w") as f:
-            f.write(config_text(cls.setup, redis_lines, webhook_url))
+            f.write(config_text(cls.setup, redis_lines, webhook_url, extra))
         os.chmod(cls.setup.config, 0o600)
         cls.daemon = h.Daemon(cls.binary, cls.dir, cls.setup.config, cls.setup.port)
         cls.addClassCleanup(cls.daemon.stop, signal.SIGKILL, 5)
+        cls.addClassCleanup(cls.no_secret_logged)
         cls.addClassCleanup(cls.daemon.stop_clean)
         cls.daemon.start(wait_ready=True, timeout=20)
+
+    @classmethod
+    def no_secret_logged(cls):
+        log = cls.daemon.log_text()
+        for secret in cls.setup.secrets():
+            if secret in log:
+                raise AssertionError("a configured secret appears in %s" % cls.daemon.log)
 
     def send(self, tag, n, client=None):
         c = client or Client(self.setup.port)
@@ -261,7 +271,20 @@ class SentinelTest(HACase):
         lines = ("sentinels = %s\nmaster_name = %s\nmin_replicas = 1\n"
                  "replica_timeout_ms = 1000\n"
                  % (" ".join("127.0.0.1:%d" % s.port for s in cls.sentinels), MASTER_NAME))
-        cls.make_daemon(lines, cls.receiver.url())
+        # a channel polled at a fake gateway: polls follow the master too
+        cls.gw = fakegw.FakeGateway("epay", "1001", h.load_vectors("epay.json")["vectors"][0]["key"])
+        cls.addClassCleanup(cls.gw.stop)
+        poll = """
+[channel:{name}]
+family = epay
+merchant_id = 1001
+key = {key}
+api_base = {api}
+poll_after = 1
+poll_gaps = 1 1 1
+poll_timeout_ms = 500
+""".format(name=POLL_CHANNEL, key=cls.gw.key, api=cls.gw.api_base)
+        cls.make_daemon(lines, cls.receiver.url(), poll)
         cls.current = cls.master
 
     def test_a_discovery(self):
@@ -381,6 +404,22 @@ class SentinelTest(HACase):
             return want <= got
         self.assertIsNotNone(self.receiver.wait_for(delivered, 30),
                              "not every event delivered after the failover")
+        # polls continue: an order registered (admin API) after the failover
+        # is polled at the gateway and its payment recorded in the new master
+        self.gw.add_order("P1", amount="1.00", trade_id="PT000001", state="paid")
+        r = h.http(self.setup.admin_port, "POST", "/v1/orders",
+                   body=json.dumps({"channel": POLL_CHANNEL, "out_trade_no": "P1",
+                                    "amount": "1.00"}),
+                   headers={"Authorization": "Bearer " + h.ADMIN_TOKEN,
+                            "Content-Type": "application/json"})
+        self.assertEqual(r.status, 201, r.body)
+        deadline = time.monotonic() + 15
+        while "PT000001" not in stream_ids(new.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(stream_ids(new.port).get("PT000001"), 1,
+                         "the poll's payment is not in the new master:\n"
+                         + self.daemon.log_tail(20))
+        self.assertGreaterEqual(len(self.gw.queries("P1")), 1)
         # the admin API reads the new master
         eid = h.event_id(CHANNEL, trade_no("F", load.next - 1), "paid")
         r = h.http(self.setup.admin_port, "GET", "/v1/events/" + eid,
