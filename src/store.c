@@ -504,6 +504,8 @@ static const struct {
 /* Each sentinel gets this long (at most timeout_ms) to connect and answer,
  * as the Sentinel client guide says: a few hundred milliseconds. */
 #define STORE_SENTINEL_TIMEOUT_MS 500
+/* "unix:" and a path, or "[v6]:port": for log lines. */
+#define STORE_ADDR_LEN 128
 /* A duplicate writes this key before its WAIT (see store_wait_begin). */
 #define STORE_REPLSYNC_TTL_MS "3600000"
 
@@ -709,8 +711,11 @@ store_setup_reply(redisAsyncContext *c, void *reply, void *privdata)
 static void
 netaddr_fmt(const struct netaddr *a, char *buf, size_t n)
 {
-	snprintf(buf, n, strchr(a->host, ':') != NULL ? "[%s]:%u" : "%s:%u", a->host,
-	    (unsigned)a->port);
+	if (a->is_unix)
+		snprintf(buf, n, "unix:%s", a->path);
+	else
+		snprintf(buf, n, strchr(a->host, ':') != NULL ? "[%s]:%u" : "%s:%u", a->host,
+		    (unsigned)a->port);
 }
 
 /* Step 3 of the Sentinel client guide: the server a sentinel named must
@@ -720,7 +725,7 @@ store_role_reply(redisAsyncContext *c, void *reply, void *privdata)
 {
 	struct store *s = c->data;
 	redisReply *rep = reply;
-	char addr[80], prev[80];
+	char addr[STORE_ADDR_LEN], prev[STORE_ADDR_LEN];
 
 	if (rep == NULL || c != s->ctx)
 		return;
@@ -759,9 +764,12 @@ store_on_connect(const redisAsyncContext *c, int status)
 
 	evtimer_del(s->connect_timeout_ev);
 	if (status != REDIS_OK) {
+		char addr[STORE_ADDR_LEN];
+
 		/* hiredis frees the context after this callback. */
-		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d", c->errstr,
-		    s->backoff_ms);
+		netaddr_fmt(&s->addr, addr, sizeof(addr));
+		log_warnx("redis connect failed", "addr=%s error=\"%s\" retry_ms=%d", addr,
+		    c->errstr, s->backoff_ms);
 		s->ctx = NULL;
 		store_schedule_reconnect(s);
 		return;
@@ -843,7 +851,10 @@ store_connect_addr(struct store *s)
 	else
 		c = redisAsyncConnect(s->addr.host, s->addr.port);
 	if (c == NULL || c->err) {
-		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d",
+		char addr[STORE_ADDR_LEN];
+
+		netaddr_fmt(&s->addr, addr, sizeof(addr));
+		log_warnx("redis connect failed", "addr=%s error=\"%s\" retry_ms=%d", addr,
 		    c ? c->errstr : "out of memory", s->backoff_ms);
 		if (c != NULL)
 			redisAsyncFree(c);
@@ -899,7 +910,7 @@ store_sentinel_reply(redisAsyncContext *c, void *reply, void *privdata)
 	const struct netaddr *sa;
 	struct netaddr m;
 	unsigned char bin[16];
-	char addr[80];
+	char addr[STORE_ADDR_LEN];
 	long long port = 0;
 	char *end;
 
@@ -955,7 +966,7 @@ static void
 store_sentinel_on_connect(const redisAsyncContext *c, int status)
 {
 	struct store *s = c->data;
-	char addr[80];
+	char addr[STORE_ADDR_LEN];
 
 	if (c != s->sq || status == REDIS_OK)
 		return;
@@ -985,7 +996,7 @@ store_sentinel_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct store *s = arg;
 	redisAsyncContext *c = s->sq;
-	char addr[80];
+	char addr[STORE_ADDR_LEN];
 
 	if (c != NULL) {
 		netaddr_fmt(&s->sentinels[s->sq_idx], addr, sizeof(addr));
@@ -1010,7 +1021,7 @@ store_sentinel_ask(struct store *s)
 	struct timeval tv;
 	int ms = s->timeout_ms < STORE_SENTINEL_TIMEOUT_MS ? s->timeout_ms
 							   : STORE_SENTINEL_TIMEOUT_MS;
-	char addr[80];
+	char addr[STORE_ADDR_LEN];
 
 	if (s->closing)
 		return;
@@ -1069,7 +1080,7 @@ store_moved_error(const char *e)
 static void
 store_master_moved(struct store *s, redisAsyncContext *c, const char *why)
 {
-	char addr[80];
+	char addr[STORE_ADDR_LEN];
 
 	if (c != s->ctx || (c->c.flags & REDIS_DISCONNECTING))
 		return;

@@ -434,7 +434,8 @@ poll_timeout_ms = 500
 
     def test_c_readonly_after_demotion(self):
         """A master demoted with REPLICAOF keeps its clients: payrelayd sees
-        -READONLY, drops the connection and asks the sentinels again."""
+        -READONLY (or -LOADING), drops the connection and asks the sentinels
+        again."""
         cur, other = type(self).current, getattr(type(self), "other", None)
         if cur is self.master or other is None:
             self.skipTest("needs test_b's failover")
@@ -455,7 +456,10 @@ poll_timeout_ms = 500
         start = len(self.daemon.log_text())
         wait_replicas(other, 1)
         a = self.send("R", 1)
-        moved = self.daemon.wait_log(r'msg="redis master moved".*READONLY', 10, start=start)
+        # -READONLY, or -LOADING while the demoted server loads its new
+        # master's data: either means "master moved"
+        moved = self.daemon.wait_log(r'msg="redis master moved".*(READONLY|LOADING)', 10,
+                                     start=start)
         self.assertIn("addr=127.0.0.1:%d" % cur.port, moved)
         found = self.daemon.wait_log(r'msg="redis master found".*addr=127\.0\.0\.1:%d'
                                      % other.port, 10, start=start)
@@ -531,7 +535,15 @@ class WaitTest(HACase):
             slow = []
             t = threading.Thread(target=lambda: slow.append(self.send("W", 3)), daemon=True)
             t.start()
-            time.sleep(0.15)
+            # until the master shows payrelayd's connection blocked in WAIT
+            deadline = time.monotonic() + 3
+            mc = self.master.client()
+            try:
+                while b"cmd=wait" not in mc.cmd("CLIENT", "LIST") and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                mc.close()
             t0 = time.monotonic()
             eid = h.event_id(CHANNEL, trade_no("W", 0), "paid")
             r = h.http(self.setup.admin_port, "GET", "/v1/events/" + eid,
@@ -540,7 +552,7 @@ class WaitTest(HACase):
             t.join(5)
             self.assertEqual(r.status, 200, r.body)
             self.assertEqual(slow[0].pair, UNAVAILABLE)
-            self.assertGreater(waited, 0.2, "the admin read did not wait for the WAIT")
+            self.assertGreater(waited, 0.05, "the admin read did not wait for the WAIT")
             self.assertLess(waited, (self.REPLICA_TIMEOUT_MS + 1000) / 1000.0)
             print("\nadmin read behind a WAIT on a stopped replica: %.2f s" % waited,
                   file=sys.stderr)
