@@ -1285,7 +1285,6 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 	struct store *s = r->s;
 	const char *type = "", *first = "";
 	struct timeval tv;
-	char key[256];
 	int ms;
 
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
@@ -1311,12 +1310,10 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 	r->wait_first_off = r->args.len;
 	if (sbuf_add(&r->args, first, strlen(first) + 1) == -1)
 		return -1;
-	if (r->wait_result == STORE_DUP) {
-		snprintf(key, sizeof(key), "%sreplsync", s->prefix);
-		if (redisAsyncCommand(c, NULL, NULL, "SET %s 1 PX " STORE_REPLSYNC_TTL_MS, key) !=
-		    REDIS_OK)
-			return -1;
-	}
+	if (r->wait_result == STORE_DUP &&
+	    redisAsyncCommand(c, NULL, NULL, "SET %sreplsync 1 PX " STORE_REPLSYNC_TTL_MS,
+		s->prefix) != REDIS_OK)
+		return -1;
 	if (!s->wait_out) {
 		if (redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
 			s->replica_timeout_ms) != REDIS_OK)

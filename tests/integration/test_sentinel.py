@@ -65,8 +65,8 @@ class Sentinel:
         with open(self.conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\n"
                     "sentinel monitor %s 127.0.0.1 %d %d\n"
-                    "sentinel down-after-milliseconds %s 1000\n"
-                    "sentinel failover-timeout %s 4000\n"
+                    "sentinel down-after-milliseconds %s 2000\n"
+                    "sentinel failover-timeout %s 10000\n"
                     "sentinel parallel-syncs %s 2\n"
                     % (self.port, self.dir, MASTER_NAME, master_port, quorum,
                        MASTER_NAME, MASTER_NAME, MASTER_NAME))
@@ -439,13 +439,22 @@ poll_timeout_ms = 500
         cur, other = type(self).current, getattr(type(self), "other", None)
         if cur is self.master or other is None:
             self.skipTest("needs test_b's failover")
+        # every sentinel names the master payrelayd uses (one failover only)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+                s.master_addr() != (h.HOST, cur.port) for s in self.sentinels):
+            time.sleep(0.1)
+        self.assertEqual([s.master_addr() for s in self.sentinels], [(h.HOST, cur.port)] * 3)
         self.assertEqual(self.send("R", 0).pair, ACK)
-        # the sentinels name `other` from now on...
+        # the sentinels name `other` from now on (all forget the old
+        # configuration first: one still holding it would spread it back
+        # to the others, its epoch being newer)...
         for s in self.sentinels:
             s.cmd("SENTINEL", "REMOVE", MASTER_NAME)
+        for s in self.sentinels:
             s.cmd("SENTINEL", "MONITOR", MASTER_NAME, h.HOST, other.port, 2)
-            s.cmd("SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", 1000,
-                  "failover-timeout", 4000)
+            s.cmd("SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", 2000,
+                  "failover-timeout", 10000)
         # ...and the servers swap roles without killing a connection
         c = other.client()
         c.cmd("REPLICAOF", "NO", "ONE")
