@@ -891,7 +891,8 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 		break;
 	case K_MASTER_NAME:
 		if (*v == '\0' || strlen(v) > 64 || strpbrk(v, " \t\"") != NULL) {
-			err(p, p->line, "master_name must be 1 to 64 bytes without spaces or quotes");
+			err(p, p->line,
+			    "master_name must be 1 to 64 bytes without spaces or quotes");
 			break;
 		}
 		free(c->redis_master_name);

@@ -260,12 +260,13 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 		break;
 	case STORE_ERROR:
 	case STORE_TIMEOUT:
-	case STORE_UNREPLICATED:
 		log_warnx("callback not recorded, answered 503", "channel=%s event=%s reason=%s",
 		    pd->channel, pd->event_id,
-		    r == STORE_TIMEOUT	       ? "redis timeout"
-			: r == STORE_UNREPLICATED ? "redis replicas"
-						  : "redis error");
+		    r == STORE_TIMEOUT ? "redis timeout" : "redis error");
+		break;
+	case STORE_UNREPLICATED:
+		log_warnx("callback not recorded, answered 503", "channel=%s event=%s reason=%s",
+		    pd->channel, pd->event_id, "redis replicas");
 		break;
 	}
 	if (req == NULL) {

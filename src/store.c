@@ -551,9 +551,9 @@ struct store {
 	uint64_t failovers; /* a sentinel named another master than the previous one */
 	int min_replicas;   /* WAIT after each record step; 0: never */
 	int replica_timeout_ms;
-	bool wait_out;                 /* a WAIT is out (it blocks the connection) */
-	struct store_req *wait_sent;   /* the records it answers, by r->next */
-	struct store_req *wait_next;   /* records for the next WAIT */
+	bool wait_out;               /* a WAIT is out (it blocks the connection) */
+	struct store_req *wait_sent; /* the records it answers, by r->next */
+	struct store_req *wait_next; /* records for the next WAIT */
 	/* Finished requests kept for reuse (with their buffers and timer): a
 	 * callback costs no allocation here once the store is warm. */
 	struct store_req *spare;
@@ -584,9 +584,6 @@ struct store_req {
 	bool answered; /* done was called: only the reply is awaited */
 	bool timed_out;
 	bool retried;     /* NOSCRIPT was answered once already */
-	bool waiting;     /* record step done, its WAIT sent */
-	enum store_result wait_result; /* what the record step answered */
-	size_t wait_first_off;         /* in args: the type, then the first trade id */
 	struct sbuf args; /* every argument's bytes, back to back */
 	int argc;
 	const char **argv; /* into args, once it is complete */
@@ -594,6 +591,12 @@ struct store_req {
 	size_t *lens;
 	size_t maxargs;         /* room in argv, offs and lens */
 	struct store_req *next; /* in the spare list */
+	/* With min_replicas, once the record step answered: its answer
+	 * (wait_result; the type, then at wait_first_off the first trade id,
+	 * in args), waiting for the WAIT in wait_sent or wait_next (by next). */
+	bool waiting;
+	enum store_result wait_result;
+	size_t wait_first_off;
 };
 
 static void store_connect(struct store *s);
@@ -653,7 +656,9 @@ store_schedule_reconnect(struct store *s)
 	tv.tv_sec = s->backoff_ms / 1000;
 	tv.tv_usec = (s->backoff_ms % 1000) * 1000;
 	evtimer_add(s->reconnect_ev, &tv);
-	s->backoff_ms = s->backoff_ms * 2 > s->backoff_max_ms ? s->backoff_max_ms : s->backoff_ms * 2;
+	s->backoff_ms *= 2;
+	if (s->backoff_ms > s->backoff_max_ms)
+		s->backoff_ms = s->backoff_max_ms;
 }
 
 static void
@@ -726,20 +731,19 @@ store_role_reply(redisAsyncContext *c, void *reply, void *privdata)
 	struct store *s = c->data;
 	redisReply *rep = reply;
 	char addr[STORE_ADDR_LEN], prev[STORE_ADDR_LEN];
+	const char *role = "?";
 
 	if (rep == NULL || c != s->ctx)
 		return;
 	netaddr_fmt(&s->addr, addr, sizeof(addr));
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING ||
-	    strcmp(rep->element[0]->str, "master") != 0) {
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING)
+		role = rep->element[0]->str;
+	else if (rep->type == REDIS_REPLY_ERROR)
+		role = rep->str;
+	if (strcmp(role, "master") != 0) {
 		log_warnx("redis server named by the sentinels is no master, asking again",
-		    "addr=%s role=%.32s retry_ms=%d", addr,
-		    rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
-			    rep->element[0]->type == REDIS_REPLY_STRING
-			? rep->element[0]->str
-			: rep->type == REDIS_REPLY_ERROR ? rep->str : "?",
-		    s->backoff_ms);
+		    "addr=%s role=\"%.100s\" retry_ms=%d", addr, role, s->backoff_ms);
 		redisAsyncDisconnect(c);
 		return;
 	}
@@ -930,9 +934,14 @@ store_sentinel_reply(redisAsyncContext *c, void *reply, void *privdata)
 	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 	    rep->element[0]->type != REDIS_REPLY_STRING ||
 	    rep->element[1]->type != REDIS_REPLY_STRING) {
+		const char *answer = "?";
+
+		if (rep->type == REDIS_REPLY_ERROR)
+			answer = rep->str;
+		else if (rep->type == REDIS_REPLY_NIL)
+			answer = "nil (the name is not monitored)";
 		log_warnx("redis sentinel does not name the master",
-		    "sentinel=%s master_name=%s answer=\"%.100s\"", addr, s->master_name,
-		    rep->type == REDIS_REPLY_ERROR ? rep->str : rep->type == REDIS_REPLY_NIL ? "nil" : "?");
+		    "sentinel=%s master_name=%s answer=\"%.100s\"", addr, s->master_name, answer);
 		store_sentinel_next(s);
 		return;
 	}
@@ -1019,8 +1028,8 @@ store_sentinel_ask(struct store *s)
 	const struct netaddr *a;
 	redisAsyncContext *c;
 	struct timeval tv;
-	int ms = s->timeout_ms < STORE_SENTINEL_TIMEOUT_MS ? s->timeout_ms
-							   : STORE_SENTINEL_TIMEOUT_MS;
+	int ms =
+	    s->timeout_ms < STORE_SENTINEL_TIMEOUT_MS ? s->timeout_ms : STORE_SENTINEL_TIMEOUT_MS;
 	char addr[STORE_ADDR_LEN];
 
 	if (s->closing)

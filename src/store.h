@@ -20,8 +20,9 @@ enum store_result {
 	STORE_DUP,     /* recorded before: nothing new was written */
 	STORE_ERROR,   /* Redis answered with an error, or the connection dropped */
 	STORE_TIMEOUT, /* no answer within [redis] timeout_ms (it may still apply) */
-	STORE_UNREPLICATED, /* recorded (or a duplicate), but WAIT saw fewer than
-			     * [redis] min_replicas replicas take it in time */
+	/* recorded (or a duplicate), but WAIT saw fewer than [redis]
+	 * min_replicas replicas take it in time */
+	STORE_UNREPLICATED,
 };
 
 /* One webhook that may get a delivery of the event. */

@@ -396,16 +396,18 @@ START_TEST(test_sentinels)
 	snprintf(text, sizeof(text),
 	    "[redis]\nurl = unix:/run/redis.sock\nsentinels = 10.0.0.1\nmaster_name = m\n%s", ch);
 	expect_error(text, 2, "with sentinels, url must be redis://");
-	snprintf(text, sizeof(text), "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
-				     "sentinel_password_file = nowhere.pw\n%s",
+	snprintf(text, sizeof(text),
+	    "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
+	    "sentinel_password_file = nowhere.pw\n%s",
 	    ch);
 	c = load(text);
 	ck_assert_ptr_null(c);
 	ck_assert_uint_ge(errs.n, 1);
 	ck_assert_int_eq(errs.v[0].line, 4);
 	write_file("empty.pw", "\n");
-	snprintf(text, sizeof(text), "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
-				     "sentinel_password_file = empty.pw\n%s",
+	snprintf(text, sizeof(text),
+	    "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
+	    "sentinel_password_file = empty.pw\n%s",
 	    ch);
 	expect_error(text, 4, "sentinel_password_file is empty");
 	/* min_replicas and replica_timeout_ms ranges (WAIT 0 would block forever) */
