@@ -12,7 +12,8 @@ payrelayd, and a local webhook receiver.
   master is SIGKILLed under callback load and payrelayd follows the
   promoted replica by itself; then a master demoted with REPLICAOF (no
   connection killed) answers -READONLY and payrelayd asks the sentinels
-  again.
+  again; then no sentinel answers; then the sentinels name a replica, which
+  ROLE refuses.
 - WaitTest: a master and one replica, no sentinel, `min_replicas = 1`:
   a stopped replica (SIGSTOP) turns acks into 503, and the gateway's retry
   is acked once the replica has the write.
@@ -446,15 +447,8 @@ poll_timeout_ms = 500
             time.sleep(0.1)
         self.assertEqual([s.master_addr() for s in self.sentinels], [(h.HOST, cur.port)] * 3)
         self.assertEqual(self.send("R", 0).pair, ACK)
-        # the sentinels name `other` from now on (all forget the old
-        # configuration first: one still holding it would spread it back
-        # to the others, its epoch being newer)...
-        for s in self.sentinels:
-            s.cmd("SENTINEL", "REMOVE", MASTER_NAME)
-        for s in self.sentinels:
-            s.cmd("SENTINEL", "MONITOR", MASTER_NAME, h.HOST, other.port, 2)
-            s.cmd("SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", 2000,
-                  "failover-timeout", 10000)
+        # the sentinels name `other` from now on...
+        self.repoint(other)
         # ...and the servers swap roles without killing a connection
         c = other.client()
         c.cmd("REPLICAOF", "NO", "ONE")
@@ -501,6 +495,42 @@ poll_timeout_ms = 500
                              10, start=start)
         self.resend_until_acked("N", [0])
         self.assertEqual(stream_ids(cur.port).get(event_id_of(0, "N")), 1)
+        for s in self.sentinels[1:]:
+            s.start()
+
+    def repoint(self, server):
+        """Every sentinel monitors `server` as the master from now on. All
+        forget the old configuration first: one still holding it would
+        spread it back to the others, its epoch being newer."""
+        for s in self.sentinels:
+            s.cmd("SENTINEL", "REMOVE", MASTER_NAME)
+        for s in self.sentinels:
+            s.cmd("SENTINEL", "MONITOR", MASTER_NAME, h.HOST, server.port, 2)
+            s.cmd("SENTINEL", "SET", MASTER_NAME, "down-after-milliseconds", 2000,
+                  "failover-timeout", 10000)
+
+    def test_e_sentinels_name_a_replica(self):
+        """Step 3 of the guide: the server the sentinels name must say ROLE
+        master; a replica is refused, and asked about again."""
+        cur, other = type(self).current, type(self).other
+        self.repoint(other)  # a replica of cur
+        start = len(self.daemon.log_text())
+        c = cur.client()
+        c.cmd("CLIENT", "KILL", "TYPE", "normal")
+        c.close()
+        line = self.daemon.wait_log(r'msg="redis server named by the sentinels is no master',
+                                    10, start=start)
+        self.assertIn("addr=127.0.0.1:%d" % other.port, line)
+        self.assertIn('role="slave"', line)
+        self.assertEqual(self.send("E", 0).pair, UNAVAILABLE)
+        self.assertEqual(self.metrics().get("payrelay_redis_master_known"), 0)
+        self.repoint(cur)
+        self.daemon.wait_log(r'msg="redis master found".*addr=127\.0\.0\.1:%d' % cur.port,
+                             10, start=start)
+        self.resend_until_acked("E", [0])
+        self.assertEqual(stream_ids(cur.port).get(event_id_of(0, "E")), 1)
+        text = self.daemon.log_text()[start:]
+        self.assertNotIn('msg="redis master found" addr=127.0.0.1:%d' % other.port, text)
 
 
 class WaitTest(HACase):
