@@ -578,7 +578,9 @@ class WaitTest(HACase):
             deadline = time.monotonic() + 3
             mc = self.master.client()
             try:
-                while b"cmd=wait" not in mc.cmd("CLIENT", "LIST") and \
+                # flags=b: blocked now (cmd= is only the last command run)
+                blocked = re.compile(rb"flags=[a-zA-Z]*b[a-zA-Z]* .*cmd=wait")
+                while not blocked.search(mc.cmd("CLIENT", "LIST")) and \
                         time.monotonic() < deadline:
                     time.sleep(0.01)
             finally:
