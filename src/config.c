@@ -15,7 +15,8 @@
  * localhost; port 6379 and db 0 by default; user and password are taken
  * verbatim, so a password with '/', '?' or '#' goes in password_file), or
  * unix:/path or unix:///path, both with an optional ?db=N. No rediss://:
- * hiredis 0.14 has no TLS.
+ * hiredis 0.14 has no TLS. With [redis] sentinels (and master_name) the
+ * url must be redis://, and only its user, password and db are used.
  *
  * allow_from: addresses or CIDR ranges separated by spaces or commas; a
  * bare address is /32 or /128, 0.0.0.0/0 is any IPv4 peer (an IPv6 peer
@@ -1319,7 +1320,7 @@ finish(struct parser *p)
 		    "sentinel_password_file needs sentinels in [redis]");
 	if (s->at[K_SENTINELS] && c->redis.is_unix)
 		err(p, s->at[K_REDIS_URL],
-		    "with sentinels, url must be redis://… (it gives the db and the password; "
+		    "with sentinels, url must be redis://... (it gives the db and the password; "
 		    "the sentinels give the address)");
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
