@@ -1565,6 +1565,15 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	    "Redis requests that failed or timed out.");
 	rc |= metrics_sample(&sc->text, "payrelay_redis_errors_total", NULL, NULL,
 	    (double)store_errors(env->store));
+	rc |= metrics_family(&sc->text, "payrelay_redis_master_known", "gauge",
+	    "1 while connected to the Redis master (with sentinels: the one they named, "
+	    "and ROLE said master).");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_master_known", NULL, NULL,
+	    store_master_known(env->store));
+	rc |= metrics_family(&sc->text, "payrelay_redis_failovers_total", "counter",
+	    "Times the sentinels named a master at another address than before.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_failovers_total", NULL, NULL,
+	    (double)store_failovers(env->store));
 	rc |= metrics_family(&sc->text, "payrelay_http_connections", "gauge",
 	    "Open connections on the public listener.");
 	rc |= metrics_sample(&sc->text, "payrelay_http_connections", NULL, NULL,

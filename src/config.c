@@ -15,7 +15,8 @@
  * localhost; port 6379 and db 0 by default; user and password are taken
  * verbatim, so a password with '/', '?' or '#' goes in password_file), or
  * unix:/path or unix:///path, both with an optional ?db=N. No rediss://:
- * hiredis 0.14 has no TLS.
+ * hiredis 0.14 has no TLS. With [redis] sentinels (and master_name) the
+ * url must be redis://, and only its user, password and db are used.
  *
  * allow_from: addresses or CIDR ranges separated by spaces or commas; a
  * bare address is /32 or /128, 0.0.0.0/0 is any IPv4 peer (an IPv6 peer
@@ -80,6 +81,11 @@ enum key {
 	K_PASSWORD_FILE,
 	K_PREFIX,
 	K_REDIS_TIMEOUT,
+	K_SENTINELS,
+	K_MASTER_NAME,
+	K_SENTINEL_PASSWORD_FILE,
+	K_MIN_REPLICAS,
+	K_REPLICA_TIMEOUT_MS,
 	K_STREAM_KEY,
 	K_MAXLEN,
 	K_FAMILY,
@@ -136,6 +142,11 @@ static const struct {
 	[K_PASSWORD_FILE] = { SEC_REDIS, "password_file", 0, 0 },
 	[K_PREFIX] = { SEC_REDIS, "prefix", 0, 0 },
 	[K_REDIS_TIMEOUT] = { SEC_REDIS, "timeout_ms", 100, 60000 },
+	[K_SENTINELS] = { SEC_REDIS, "sentinels", 0, 0 },
+	[K_MASTER_NAME] = { SEC_REDIS, "master_name", 0, 0 },
+	[K_SENTINEL_PASSWORD_FILE] = { SEC_REDIS, "sentinel_password_file", 0, 0 },
+	[K_MIN_REPLICAS] = { SEC_REDIS, "min_replicas", 0, 16 },
+	[K_REPLICA_TIMEOUT_MS] = { SEC_REDIS, "replica_timeout_ms", 10, 60000 },
 	[K_STREAM_KEY] = { SEC_STREAM, "key", 0, 0 },
 	[K_MAXLEN] = { SEC_STREAM, "maxlen", 1000, 1000000000 },
 	[K_FAMILY] = { SEC_CHANNEL, "family", 0, 0 },
@@ -452,6 +463,48 @@ out:
 	free(user);
 	if (pass != NULL)
 		wipe_free(pass, strlen(pass));
+}
+
+/* `sentinels = host:port host:port ...` (spaces or commas; port 26379 by
+ * default; numeric hosts only, as for url). */
+static void
+set_sentinels(struct parser *p, const char *v)
+{
+	struct config *c = p->c;
+	struct netaddr *list = NULL, *q;
+	const char *t;
+	size_t len, n = 0;
+	int rc;
+
+	while ((t = next_token(&v, WS ",", &len)) != NULL) {
+		if (n == CONFIG_MAX_SENTINELS) {
+			err(p, p->line, "sentinels: at most %d addresses", CONFIG_MAX_SENTINELS);
+			goto fail;
+		}
+		if ((q = grow(list, n, sizeof(*list))) == NULL) {
+			err(p, p->line, NO_MEMORY);
+			goto fail;
+		}
+		list = q;
+		if ((rc = parse_hostport(t, len, 26379, false, &list[n])) != 0) {
+			err(p, p->line,
+			    rc == -2 ? "sentinels: '%.*s': the host must be a numeric address"
+				     : "sentinels: '%.*s' is not host:port or [v6]:port",
+			    (int)(len > 64 ? 64 : len), t);
+			goto fail;
+		}
+		n++;
+	}
+	if (n == 0) {
+		err(p, p->line, "sentinels must list at least one host:port");
+		goto fail;
+	}
+	free(c->redis_sentinels);
+	c->redis_sentinels = list;
+	c->nredis_sentinels = n;
+	return;
+fail:
+	free(list);
 }
 
 /* Secret files readable by every local user, or writable by other users
@@ -873,6 +926,34 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_REDIS_TIMEOUT:
 		c->redis_timeout_ms = (int)n;
 		break;
+	case K_SENTINELS:
+		set_sentinels(p, v);
+		break;
+	case K_MASTER_NAME:
+		if (*v == '\0' || strlen(v) > 64 || strpbrk(v, " \t\"") != NULL) {
+			err(p, p->line,
+			    "master_name must be 1 to 64 bytes without spaces or quotes");
+			break;
+		}
+		free(c->redis_master_name);
+		c->redis_master_name = pdup(p, v);
+		break;
+	case K_SENTINEL_PASSWORD_FILE:
+		if (get_secret(p, true, v, &buf, &len) == -1)
+			break;
+		if (len == 0) {
+			err(p, p->line, "sentinel_password_file is empty");
+			break;
+		}
+		c->redis_sentinel_password = buf;
+		buf = NULL;
+		break;
+	case K_MIN_REPLICAS:
+		c->redis_min_replicas = (int)n;
+		break;
+	case K_REPLICA_TIMEOUT_MS:
+		c->redis_replica_timeout_ms = (int)n;
+		break;
 	case K_STREAM_KEY:
 		if (*v == '\0') {
 			err(p, p->line, "key must not be empty");
@@ -1269,6 +1350,17 @@ finish(struct parser *p)
 		err(p, s->at[K_PASSWORD_FILE],
 		    "give the redis password in url or password_file, "
 		    "not both");
+	if (s->at[K_SENTINELS] && !s->at[K_MASTER_NAME])
+		err(p, s->at[K_SENTINELS], "sentinels needs master_name in [redis]");
+	if (s->at[K_MASTER_NAME] && !s->at[K_SENTINELS])
+		err(p, s->at[K_MASTER_NAME], "master_name needs sentinels in [redis]");
+	if (s->at[K_SENTINEL_PASSWORD_FILE] && !s->at[K_SENTINELS])
+		err(p, s->at[K_SENTINEL_PASSWORD_FILE],
+		    "sentinel_password_file needs sentinels in [redis]");
+	if (s->at[K_SENTINELS] && c->redis.is_unix)
+		err(p, s->at[K_REDIS_URL],
+		    "with sentinels, url must be redis://... (it gives the db and the password; "
+		    "the sentinels give the address)");
 	s = &p->single[0]; /* [daemon] */
 	if (c->proxy_protocol && c->ntrusted_proxies == 0)
 		err(p, s->at[K_PROXY_PROTOCOL],
@@ -1336,6 +1428,8 @@ finish(struct parser *p)
 		add_secret(p, c->admin_token, strlen(c->admin_token));
 	if (c->redis_password != NULL)
 		add_secret(p, c->redis_password, strlen(c->redis_password));
+	if (c->redis_sentinel_password != NULL)
+		add_secret(p, c->redis_sentinel_password, strlen(c->redis_sentinel_password));
 	if (c->nsecrets > 1)
 		qsort(c->secrets, c->nsecrets, sizeof(c->secrets[0]), secret_cmp);
 }
@@ -1390,6 +1484,7 @@ set_defaults(struct parser *p)
 	c->header_timeout = 5;
 	c->log_level = LOG_INFO;
 	c->redis_timeout_ms = 2000;
+	c->redis_replica_timeout_ms = 1000;
 	c->stream_maxlen = 1000000;
 	c->redis_prefix = pdup(p, "payrelay:");
 	c->stream_key = pdup(p, "payrelay:events");
@@ -1475,6 +1570,10 @@ config_free(struct config *c)
 		wipe_free(c->redis_password, strlen(c->redis_password));
 	free(c->redis_user);
 	free(c->redis_prefix);
+	free(c->redis_sentinels);
+	free(c->redis_master_name);
+	if (c->redis_sentinel_password != NULL)
+		wipe_free(c->redis_sentinel_password, strlen(c->redis_sentinel_password));
 	free(c->stream_key);
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];

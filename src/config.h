@@ -33,6 +33,7 @@ struct cidr {
 #define CHANNEL_MAX_POLL_GAPS 16
 #define CONFIG_MAX_CONNECTIONS 16384      /* [daemon] max_connections by default */
 #define CONFIG_MAX_CONNECTIONS_PER_IP 256 /* [daemon] max_connections_per_ip by default */
+#define CONFIG_MAX_SENTINELS 16
 
 struct channel {
 	char *name;
@@ -120,6 +121,14 @@ struct config {
 	char *redis_password; /* a secret */
 	char *redis_prefix;
 	int redis_timeout_ms;
+	/* SPEC §3.2: with sentinels the master's address comes from them
+	 * (redis.host/port is then unused; url still gives db and password). */
+	struct netaddr *redis_sentinels; /* NULL: connect to url */
+	size_t nredis_sentinels;
+	char *redis_master_name;
+	char *redis_sentinel_password; /* a secret; NULL: the sentinels need none */
+	int redis_min_replicas;        /* WAIT for this many replicas before an ack */
+	int redis_replica_timeout_ms;  /* WAIT's time limit */
 	/* [stream] */
 	char *stream_key;
 	long long stream_maxlen;

@@ -261,6 +261,10 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 		    pd->channel, pd->event_id,
 		    r == STORE_TIMEOUT ? "redis timeout" : "redis error");
 		break;
+	case STORE_UNREPLICATED:
+		log_warnx("callback not recorded, answered 503", "channel=%s event=%s reason=%s",
+		    pd->channel, pd->event_id, "redis replicas");
+		break;
 	}
 	if (req == NULL) {
 		log_warnx("callback connection closed before the answer", "channel=%s event=%s",

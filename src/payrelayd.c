@@ -188,6 +188,14 @@ restart_needed(const struct config *a, const struct config *b)
 	    str_differs(a->redis_password, b->redis_password) ||
 	    str_differs(a->redis_prefix, b->redis_prefix) ||
 	    a->redis_timeout_ms != b->redis_timeout_ms ||
+	    a->nredis_sentinels != b->nredis_sentinels ||
+	    (a->nredis_sentinels > 0 &&
+		memcmp(a->redis_sentinels, b->redis_sentinels,
+		    a->nredis_sentinels * sizeof(*a->redis_sentinels)) != 0) ||
+	    str_differs(a->redis_master_name, b->redis_master_name) ||
+	    str_differs(a->redis_sentinel_password, b->redis_sentinel_password) ||
+	    a->redis_min_replicas != b->redis_min_replicas ||
+	    a->redis_replica_timeout_ms != b->redis_replica_timeout_ms ||
 	    str_differs(a->stream_key, b->stream_key) || a->stream_maxlen != b->stream_maxlen ||
 	    a->dedup_ttl != b->dedup_ttl || a->max_connections != b->max_connections ||
 	    a->read_timeout != b->read_timeout || a->proxy_protocol != b->proxy_protocol ||

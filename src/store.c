@@ -1,5 +1,6 @@
 #include "store.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -571,6 +572,16 @@ static const struct {
 
 #define STORE_BACKOFF_MIN_MS 100
 #define STORE_BACKOFF_MAX_MS 5000
+/* With sentinels a reconnect asks them again: a promoted replica is found
+ * within a second of the sentinels naming it. */
+#define STORE_SENTINEL_BACKOFF_MAX_MS 1000
+/* Each sentinel gets this long (at most timeout_ms) to connect and answer,
+ * as the Sentinel client guide says: a few hundred milliseconds. */
+#define STORE_SENTINEL_TIMEOUT_MS 500
+/* "unix:" and a path, or "[v6]:port": for log lines. */
+#define STORE_ADDR_LEN 128
+/* A duplicate writes this key before its WAIT (see store_wait_begin). */
+#define STORE_REPLSYNC_TTL_MS "3600000"
 
 struct store {
 	struct event_base *base;
@@ -584,6 +595,7 @@ struct store {
 	struct event *reconnect_ev;
 	struct event *connect_timeout_ev;
 	int backoff_ms;
+	int backoff_max_ms;
 	size_t in_flight;
 	store_ready_cb *ready_cb;
 	void *ready_arg;
@@ -597,6 +609,25 @@ struct store {
 	char maxlen[24];
 	char dedup_ttl[24];
 	int timeout_ms;
+	int req_timeout_ms; /* timeout_ms, plus replica_timeout_ms when WAITs may queue ahead */
+	/* SPEC §3.2, Redis's Sentinel client guide. With no sentinels, addr is
+	 * the url's; with them it is what the last sentinel named. */
+	struct netaddr *sentinels; /* the last one that answered comes first */
+	size_t nsentinels;
+	char *master_name;
+	char *sentinel_password;
+	redisAsyncContext *sq; /* the sentinel being asked, or NULL */
+	size_t sq_idx;         /* its index in sentinels */
+	struct event *sq_ev;   /* its deadline, or (sq NULL) "ask sq_idx now" */
+	bool role_ok;          /* ROLE said master on this connection (no sentinels: true) */
+	bool have_master;      /* last_master is set */
+	struct netaddr last_master;
+	uint64_t failovers; /* a sentinel named another master than the previous one */
+	int min_replicas;   /* WAIT after each record step; 0: never */
+	int replica_timeout_ms;
+	bool wait_out;               /* a WAIT is out (it blocks the connection) */
+	struct store_req *wait_sent; /* the records it answers, by r->next */
+	struct store_req *wait_next; /* records for the next WAIT */
 	/* Finished requests kept for reuse (with their buffers and timer): a
 	 * callback costs no allocation here once the store is warm. */
 	struct store_req *spare;
@@ -634,9 +665,16 @@ struct store_req {
 	size_t *lens;
 	size_t maxargs;         /* room in argv, offs and lens */
 	struct store_req *next; /* in the spare list */
+	/* With min_replicas, once the record step answered: its answer
+	 * (wait_result; the type, then at wait_first_off the first trade id,
+	 * in args), waiting for the WAIT in wait_sent or wait_next (by next). */
+	bool waiting;
+	enum store_result wait_result;
+	size_t wait_first_off;
 };
 
 static void store_connect(struct store *s);
+static void store_sentinel_ask(struct store *s);
 
 static void
 store_req_destroy(struct store_req *r)
@@ -692,8 +730,9 @@ store_schedule_reconnect(struct store *s)
 	tv.tv_sec = s->backoff_ms / 1000;
 	tv.tv_usec = (s->backoff_ms % 1000) * 1000;
 	evtimer_add(s->reconnect_ev, &tv);
-	s->backoff_ms =
-	    s->backoff_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : s->backoff_ms * 2;
+	s->backoff_ms *= 2;
+	if (s->backoff_ms > s->backoff_max_ms)
+		s->backoff_ms = s->backoff_max_ms;
 }
 
 static void
@@ -722,6 +761,9 @@ store_script_loaded(redisAsyncContext *c, void *reply, void *privdata)
 	s->sha[i][40] = '\0';
 	if (++s->nloaded < NSCRIPTS)
 		return;
+	/* ROLE answered before the loads: not a master, or going away. */
+	if (!s->role_ok || (c->c.flags & REDIS_DISCONNECTING))
+		return;
 	s->ready = true;
 	s->backoff_ms = STORE_BACKOFF_MIN_MS;
 	log_info("redis ready", "record_script=%s", s->sha[SCRIPT_RECORD]);
@@ -746,6 +788,53 @@ store_setup_reply(redisAsyncContext *c, void *reply, void *privdata)
 }
 
 static void
+netaddr_fmt(const struct netaddr *a, char *buf, size_t n)
+{
+	if (a->is_unix)
+		snprintf(buf, n, "unix:%s", a->path);
+	else
+		snprintf(buf, n, strchr(a->host, ':') != NULL ? "[%s]:%u" : "%s:%u", a->host,
+		    (unsigned)a->port);
+}
+
+/* Step 3 of the Sentinel client guide: the server a sentinel named must
+ * say it is the master, or it is asked again (a failover in progress). */
+static void
+store_role_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store *s = c->data;
+	redisReply *rep = reply;
+	char addr[STORE_ADDR_LEN], prev[STORE_ADDR_LEN];
+	const char *role = "?";
+
+	if (rep == NULL || c != s->ctx)
+		return;
+	netaddr_fmt(&s->addr, addr, sizeof(addr));
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING)
+		role = rep->element[0]->str;
+	else if (rep->type == REDIS_REPLY_ERROR)
+		role = rep->str;
+	if (strcmp(role, "master") != 0) {
+		log_warnx("redis server named by the sentinels is no master, asking again",
+		    "addr=%s role=\"%.100s\" retry_ms=%d", addr, role, s->backoff_ms);
+		redisAsyncDisconnect(c);
+		return;
+	}
+	s->role_ok = true;
+	if (s->have_master && memcmp(&s->last_master, &s->addr, sizeof(s->addr)) != 0) {
+		s->failovers++;
+		netaddr_fmt(&s->last_master, prev, sizeof(prev));
+		log_warnx("redis master found", "addr=%s master_name=%s previous=%s failovers=%llu",
+		    addr, s->master_name, prev, (unsigned long long)s->failovers);
+	} else {
+		log_info("redis master found", "addr=%s master_name=%s", addr, s->master_name);
+	}
+	s->last_master = s->addr;
+	s->have_master = true;
+}
+
+static void
 store_on_connect(const redisAsyncContext *c, int status)
 {
 	struct store *s = c->data;
@@ -753,15 +842,19 @@ store_on_connect(const redisAsyncContext *c, int status)
 
 	evtimer_del(s->connect_timeout_ev);
 	if (status != REDIS_OK) {
+		char addr[STORE_ADDR_LEN];
+
 		/* hiredis frees the context after this callback. */
-		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d", c->errstr,
-		    s->backoff_ms);
+		netaddr_fmt(&s->addr, addr, sizeof(addr));
+		log_warnx("redis connect failed", "addr=%s error=\"%s\" retry_ms=%d", addr,
+		    c->errstr, s->backoff_ms);
 		s->ctx = NULL;
 		store_schedule_reconnect(s);
 		return;
 	}
 	s->connected = true;
 	s->nloaded = 0;
+	s->role_ok = s->nsentinels == 0;
 	log_info("redis connected", "");
 	/* TCP only: on a unix socket the keep-alive options fail and hiredis
 	 * drops the connection. */
@@ -778,6 +871,8 @@ store_on_connect(const redisAsyncContext *c, int status)
 	}
 	if (s->db != 0)
 		redisAsyncCommand(s->ctx, store_setup_reply, (void *)"SELECT", "SELECT %d", s->db);
+	if (s->nsentinels > 0)
+		redisAsyncCommand(s->ctx, store_role_reply, NULL, "ROLE");
 	for (i = 0; i < NSCRIPTS; i++)
 		redisAsyncCommand(s->ctx, store_script_loaded, (void *)(uintptr_t)i,
 		    "SCRIPT LOAD %b", scripts[i].text, scripts[i].len);
@@ -794,8 +889,15 @@ store_on_disconnect(const redisAsyncContext *c, int status)
 	s->ready = false;
 	if (s->closing)
 		return;
-	log_warnx("redis disconnected", "error=\"%s\" retry_ms=%d",
-	    status == REDIS_OK ? "closed" : c->errstr, s->backoff_ms);
+	/* With sentinels every reconnect asks them again: a killed
+	 * connection is how a failover usually shows. */
+	if (s->nsentinels > 0 && s->role_ok && status != REDIS_OK)
+		log_warnx("redis master moved", "reason=\"connection lost: %.100s\" retry_ms=%d",
+		    c->errstr, s->backoff_ms);
+	else
+		log_warnx("redis disconnected", "error=\"%s\" retry_ms=%d",
+		    status == REDIS_OK ? "closed" : c->errstr, s->backoff_ms);
+	s->role_ok = false;
 	store_schedule_reconnect(s);
 }
 
@@ -815,20 +917,22 @@ store_connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	store_schedule_reconnect(s);
 }
 
+/* Connects to s->addr: the url's, or the master a sentinel named. */
 static void
-store_connect(struct store *s)
+store_connect_addr(struct store *s)
 {
 	redisAsyncContext *c;
 	struct timeval tv;
 
-	if (s->closing || s->ctx != NULL)
-		return;
 	if (s->addr.is_unix)
 		c = redisAsyncConnectUnix(s->addr.path);
 	else
 		c = redisAsyncConnect(s->addr.host, s->addr.port);
 	if (c == NULL || c->err) {
-		log_warnx("redis connect failed", "error=\"%s\" retry_ms=%d",
+		char addr[STORE_ADDR_LEN];
+
+		netaddr_fmt(&s->addr, addr, sizeof(addr));
+		log_warnx("redis connect failed", "addr=%s error=\"%s\" retry_ms=%d", addr,
 		    c ? c->errstr : "out of memory", s->backoff_ms);
 		if (c != NULL)
 			redisAsyncFree(c);
@@ -849,6 +953,227 @@ store_connect(struct store *s)
 	evtimer_add(s->connect_timeout_ev, &tv);
 }
 
+static void
+store_connect(struct store *s)
+{
+	if (s->closing || s->ctx != NULL || s->sq != NULL)
+		return;
+	if (s->nsentinels == 0) {
+		store_connect_addr(s);
+		return;
+	}
+	s->sq_idx = 0;
+	store_sentinel_ask(s);
+}
+
+/* --- Sentinel (Redis's Sentinel client guide) --------------------------- */
+
+/* The current sentinel failed: the next one is asked from the timer, not
+ * from inside the hiredis callback that failed. */
+static void
+store_sentinel_next(struct store *s)
+{
+	struct timeval tv = { 0, 0 };
+
+	s->sq = NULL;
+	s->sq_idx++;
+	evtimer_add(s->sq_ev, &tv);
+}
+
+static void
+store_sentinel_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store *s = c->data;
+	redisReply *rep = reply;
+	const struct netaddr *sa;
+	struct netaddr m;
+	unsigned char bin[16];
+	char addr[STORE_ADDR_LEN];
+	long long port = 0;
+	char *end;
+
+	if (c != s->sq)
+		return; /* given up on already */
+	evtimer_del(s->sq_ev);
+	sa = &s->sentinels[s->sq_idx];
+	netaddr_fmt(sa, addr, sizeof(addr));
+	if (rep == NULL) {
+		log_warnx("redis sentinel did not answer", "sentinel=%s error=\"%.100s\"", addr,
+		    c->errstr[0] != '\0' ? c->errstr : "connection closed");
+		store_sentinel_next(s);
+		return;
+	}
+	/* The sentinel has answered: it is done with either way. */
+	redisAsyncDisconnect(c);
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[1]->type != REDIS_REPLY_STRING) {
+		const char *answer = "?";
+
+		if (rep->type == REDIS_REPLY_ERROR)
+			answer = rep->str;
+		else if (rep->type == REDIS_REPLY_NIL)
+			answer = "nil (the name is not monitored)";
+		log_warnx("redis sentinel does not name the master",
+		    "sentinel=%s master_name=%s answer=\"%.100s\"", addr, s->master_name, answer);
+		store_sentinel_next(s);
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	port = strtoll(rep->element[1]->str, &end, 10);
+	if (rep->element[0]->len >= sizeof(m.host) || *end != '\0' || port < 1 || port > 65535 ||
+	    (inet_pton(AF_INET, rep->element[0]->str, bin) != 1 &&
+		inet_pton(AF_INET6, rep->element[0]->str, bin) != 1)) {
+		/* A name would need a blocking lookup (announce-hostnames). */
+		log_warnx("redis sentinel names the master by an address payrelayd cannot use",
+		    "sentinel=%s host=\"%.64s\" port=\"%.16s\"", addr, rep->element[0]->str,
+		    rep->element[1]->str);
+		store_sentinel_next(s);
+		return;
+	}
+	memcpy(m.host, rep->element[0]->str, rep->element[0]->len);
+	m.port = (uint16_t)port;
+	/* The sentinel that answered is asked first next time. */
+	if (s->sq_idx > 0) {
+		struct netaddr first = s->sentinels[s->sq_idx];
+
+		memmove(&s->sentinels[1], &s->sentinels[0], s->sq_idx * sizeof(s->sentinels[0]));
+		s->sentinels[0] = first;
+	}
+	s->sq = NULL;
+	s->addr = m;
+	store_connect_addr(s);
+}
+
+static void
+store_sentinel_on_connect(const redisAsyncContext *c, int status)
+{
+	struct store *s = c->data;
+	char addr[STORE_ADDR_LEN];
+
+	if (c != s->sq || status == REDIS_OK)
+		return;
+	/* hiredis frees the context after this callback. */
+	evtimer_del(s->sq_ev);
+	netaddr_fmt(&s->sentinels[s->sq_idx], addr, sizeof(addr));
+	log_warnx("redis sentinel connect failed", "sentinel=%s error=\"%s\"", addr, c->errstr);
+	store_sentinel_next(s);
+}
+
+static void
+store_sentinel_on_disconnect(const redisAsyncContext *c, int status)
+{
+	struct store *s = c->data;
+
+	/* hiredis frees the context after this callback; a pending reply was
+	 * already called with NULL and moved on. */
+	if (c == s->sq) {
+		evtimer_del(s->sq_ev);
+		store_sentinel_next(s);
+	}
+}
+
+/* Timer: sq set means its deadline passed; otherwise ask sentinel sq_idx. */
+static void
+store_sentinel_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *s = arg;
+	redisAsyncContext *c = s->sq;
+	char addr[STORE_ADDR_LEN];
+
+	if (c != NULL) {
+		netaddr_fmt(&s->sentinels[s->sq_idx], addr, sizeof(addr));
+		log_warnx("redis sentinel timed out", "sentinel=%s timeout_ms=%d", addr,
+		    s->timeout_ms < STORE_SENTINEL_TIMEOUT_MS ? s->timeout_ms
+							      : STORE_SENTINEL_TIMEOUT_MS);
+		s->sq = NULL;
+		/* Its pending callbacks run with NULL and see sq is not theirs. */
+		redisAsyncFree(c);
+		s->sq_idx++;
+	}
+	store_sentinel_ask(s);
+}
+
+/* Steps 1 and 2: asks sentinel sq_idx, or (none left) gives up until the
+ * reconnect timer. */
+static void
+store_sentinel_ask(struct store *s)
+{
+	const struct netaddr *a;
+	redisAsyncContext *c;
+	struct timeval tv;
+	int ms =
+	    s->timeout_ms < STORE_SENTINEL_TIMEOUT_MS ? s->timeout_ms : STORE_SENTINEL_TIMEOUT_MS;
+	char addr[STORE_ADDR_LEN];
+
+	if (s->closing)
+		return;
+	for (; s->sq_idx < s->nsentinels; s->sq_idx++) {
+		a = &s->sentinels[s->sq_idx];
+		c = redisAsyncConnect(a->host, a->port);
+		if (c == NULL || c->err) {
+			netaddr_fmt(a, addr, sizeof(addr));
+			log_warnx("redis sentinel connect failed", "sentinel=%s error=\"%s\"", addr,
+			    c ? c->errstr : "out of memory");
+			if (c != NULL)
+				redisAsyncFree(c);
+			continue;
+		}
+		c->data = s;
+		if (redisLibeventAttach(c, s->base) != REDIS_OK) {
+			redisAsyncFree(c);
+			continue;
+		}
+		redisAsyncSetConnectCallback(c, store_sentinel_on_connect);
+		redisAsyncSetDisconnectCallback(c, store_sentinel_on_disconnect);
+		/* Queued now, written once connected. A wrong password shows as
+		 * an error answer to the question. */
+		if (s->sentinel_password != NULL)
+			redisAsyncCommand(c, NULL, NULL, "AUTH %s", s->sentinel_password);
+		if (redisAsyncCommand(c, store_sentinel_reply, NULL,
+			"SENTINEL get-master-addr-by-name %s", s->master_name) != REDIS_OK) {
+			redisAsyncFree(c);
+			continue;
+		}
+		s->sq = c;
+		tv.tv_sec = ms / 1000;
+		tv.tv_usec = (ms % 1000) * 1000;
+		evtimer_add(s->sq_ev, &tv);
+		return;
+	}
+	log_errorx("no sentinel answered", "sentinels=%zu master_name=%s retry_ms=%d",
+	    s->nsentinels, s->master_name, s->backoff_ms);
+	store_schedule_reconnect(s);
+}
+
+/* -READONLY and -LOADING (also inside a script's error), and -MASTERDOWN:
+ * the server is no longer (or not yet) a usable master. */
+static bool
+store_moved_error(const char *e)
+{
+	return strncmp(e, "READONLY", 8) == 0 || strncmp(e, "LOADING", 7) == 0 ||
+	    strncmp(e, "MASTERDOWN", 10) == 0 || strstr(e, "-READONLY") != NULL ||
+	    strstr(e, "-LOADING") != NULL || strstr(e, " READONLY ") != NULL ||
+	    strstr(e, "LOADING Redis") != NULL;
+}
+
+/* Stops using connection c: nothing new is sent; replies already on their
+ * way still arrive, then the disconnect callback reconnects (asking the
+ * sentinels again). */
+static void
+store_master_moved(struct store *s, redisAsyncContext *c, const char *why)
+{
+	char addr[STORE_ADDR_LEN];
+
+	if (c != s->ctx || (c->c.flags & REDIS_DISCONNECTING))
+		return;
+	netaddr_fmt(&s->addr, addr, sizeof(addr));
+	log_warnx("redis master moved", "addr=%s reason=\"%.120s\"", addr, why);
+	s->ready = false;
+	s->role_ok = false;
+	redisAsyncDisconnect(c);
+}
+
 struct store *
 store_new(struct event_base *base, const struct config *cfg, store_ready_cb *ready_cb,
     void *ready_arg)
@@ -863,7 +1188,23 @@ store_new(struct event_base *base, const struct config *cfg, store_ready_cb *rea
 	s->addr = cfg->redis;
 	s->db = cfg->redis_db;
 	s->timeout_ms = cfg->redis_timeout_ms;
+	s->min_replicas = cfg->redis_min_replicas;
+	s->replica_timeout_ms = cfg->redis_replica_timeout_ms;
+	/* A WAIT holds every request sent after it: theirs wait too. */
+	s->req_timeout_ms = s->timeout_ms + (s->min_replicas > 0 ? s->replica_timeout_ms : 0);
 	s->backoff_ms = STORE_BACKOFF_MIN_MS;
+	s->backoff_max_ms =
+	    cfg->nredis_sentinels > 0 ? STORE_SENTINEL_BACKOFF_MAX_MS : STORE_BACKOFF_MAX_MS;
+	if (cfg->nredis_sentinels > 0) {
+		s->sentinels = calloc(cfg->nredis_sentinels, sizeof(*s->sentinels));
+		if (s->sentinels != NULL) {
+			memcpy(s->sentinels, cfg->redis_sentinels,
+			    cfg->nredis_sentinels * sizeof(*s->sentinels));
+			s->nsentinels = cfg->nredis_sentinels;
+		}
+		s->master_name = xstrdup(cfg->redis_master_name);
+		s->sentinel_password = xstrdup(cfg->redis_sentinel_password);
+	}
 	snprintf(s->maxlen, sizeof(s->maxlen), "%lld", cfg->stream_maxlen);
 	snprintf(s->dedup_ttl, sizeof(s->dedup_ttl), "%lld", (long long)cfg->dedup_ttl);
 	s->user = xstrdup(cfg->redis_user);
@@ -872,9 +1213,13 @@ store_new(struct event_base *base, const struct config *cfg, store_ready_cb *rea
 	s->stream_key = xstrdup(cfg->stream_key);
 	s->reconnect_ev = evtimer_new(base, store_reconnect_cb, s);
 	s->connect_timeout_ev = evtimer_new(base, store_connect_timeout_cb, s);
+	s->sq_ev = evtimer_new(base, store_sentinel_cb, s);
 	if (s->prefix == NULL || s->stream_key == NULL || s->reconnect_ev == NULL ||
-	    s->connect_timeout_ev == NULL || (cfg->redis_user && !s->user) ||
-	    (cfg->redis_password && !s->password)) {
+	    s->connect_timeout_ev == NULL || s->sq_ev == NULL || (cfg->redis_user && !s->user) ||
+	    (cfg->redis_password && !s->password) ||
+	    (cfg->nredis_sentinels > 0 &&
+		(s->nsentinels == 0 || s->master_name == NULL ||
+		    (cfg->redis_sentinel_password && !s->sentinel_password)))) {
 		store_free(s);
 		return NULL;
 	}
@@ -895,6 +1240,14 @@ store_free(struct store *s)
 		/* Pending replies are called with NULL: their callers see errors. */
 		redisAsyncFree(c);
 	}
+	if (s->sq != NULL) {
+		redisAsyncContext *c = s->sq;
+
+		s->sq = NULL;
+		redisAsyncFree(c);
+	}
+	if (s->sq_ev != NULL)
+		event_free(s->sq_ev);
 	if (s->reconnect_ev != NULL)
 		event_free(s->reconnect_ev);
 	if (s->connect_timeout_ev != NULL)
@@ -911,6 +1264,11 @@ store_free(struct store *s)
 	free(s->password);
 	free(s->prefix);
 	free(s->stream_key);
+	free(s->sentinels);
+	free(s->master_name);
+	if (s->sentinel_password != NULL)
+		explicit_bzero(s->sentinel_password, strlen(s->sentinel_password));
+	free(s->sentinel_password);
 	free(s);
 }
 
@@ -927,6 +1285,138 @@ store_in_flight(const struct store *s)
 }
 
 /* --- requests ---------------------------------------------------------- */
+
+/* --- WAIT: acks that wait for replicas (SPEC §3.2) ----------------------- */
+
+static void record_wait_done(struct store_req *r, const redisReply *rep);
+
+/* Answers the records of `list` (rep: the WAIT's integer, or NULL) and
+ * frees them. */
+static void
+store_wait_answer(struct store *s, struct store_req *list, const redisReply *rep)
+{
+	struct store_req *r;
+
+	while ((r = list) != NULL) {
+		list = r->next;
+		r->next = NULL;
+		if (!r->answered) {
+			if (rep == NULL || rep->integer < s->min_replicas)
+				s->errors++;
+			store_req_answer(r, rep);
+		}
+		store_req_free(r);
+	}
+}
+
+static void
+store_wait_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store *s = privdata;
+	struct store_req *batch = s->wait_sent, *r;
+	redisReply *rep = reply;
+	size_t n = 0;
+
+	s->wait_sent = NULL;
+	s->wait_out = false;
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && store_moved_error(rep->str))
+		store_master_moved(s, c, rep->str);
+	if (rep != NULL && rep->type != REDIS_REPLY_INTEGER) {
+		log_errorx("redis WAIT failed", "error=\"%.200s\"",
+		    rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+		rep = NULL;
+	}
+	if (rep != NULL && rep->integer < s->min_replicas) {
+		for (r = batch; r != NULL; r = r->next)
+			n++;
+		log_warnx("redis write not on enough replicas, answered as failed",
+		    "replicas=%lld min_replicas=%d replica_timeout_ms=%d records=%zu", rep->integer,
+		    s->min_replicas, s->replica_timeout_ms, n);
+	}
+	store_wait_answer(s, batch, rep);
+	/* The records answered while that WAIT was out: one WAIT for them all
+	 * (each script ran before it, so its offset covers them). */
+	if (s->wait_next == NULL)
+		return;
+	batch = s->wait_next;
+	s->wait_next = NULL;
+	if (rep == NULL || c != s->ctx || (c->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)) ||
+	    redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
+		s->replica_timeout_ms) != REDIS_OK) {
+		store_wait_answer(s, batch, NULL);
+		return;
+	}
+	s->wait_sent = batch;
+	s->wait_out = true;
+}
+
+/* After the record step's answer (new or duplicate), WAIT min_replicas
+ * replica_timeout_ms on the same connection: it returns once that many
+ * replicas have every write this connection made so far. Sent only now,
+ * not pipelined behind the script: a NOSCRIPT retry would land after it.
+ * A WAIT blocks the connection, so one at most is out: records answered
+ * meanwhile wait for the next one, which covers them all.
+ * A duplicate wrote nothing itself, and the write it duplicates may have
+ * come through another connection (another instance, or before a
+ * reconnect): one tiny write (P replsync) first moves this connection's
+ * replication offset past it, so the WAIT covers it too.
+ * Returns 0 (r waits for a WAIT's answer), 1 (not a record answer: the
+ * caller goes on with it), -1 (the WAIT could not be sent). */
+static int
+store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *rep)
+{
+	struct store *s = r->s;
+	const char *type = "", *first = "";
+	struct timeval tv;
+	int ms;
+
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return 1;
+	if (strcmp(rep->element[0]->str, "dup") == 0) {
+		r->wait_result = STORE_DUP;
+	} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 5 &&
+	    rep->element[2]->type == REDIS_REPLY_STRING &&
+	    rep->element[4]->type == REDIS_REPLY_STRING) {
+		r->wait_result = STORE_NEW;
+		type = rep->element[2]->str;
+		first = rep->element[4]->str;
+	} else {
+		return 1;
+	}
+	if (c != s->ctx || (c->c.flags & REDIS_DISCONNECTING))
+		return -1;
+	/* The arguments are spent: the buffer keeps the answer's strings. */
+	sbuf_reset(&r->args);
+	if (sbuf_add(&r->args, type, strlen(type) + 1) == -1)
+		return -1;
+	r->wait_first_off = r->args.len;
+	if (sbuf_add(&r->args, first, strlen(first) + 1) == -1)
+		return -1;
+	if (r->wait_result == STORE_DUP &&
+	    redisAsyncCommand(c, NULL, NULL, "SET %sreplsync 1 PX " STORE_REPLSYNC_TTL_MS,
+		s->prefix) != REDIS_OK)
+		return -1;
+	if (!s->wait_out) {
+		if (redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
+			s->replica_timeout_ms) != REDIS_OK)
+			return -1;
+		s->wait_out = true;
+		r->next = s->wait_sent;
+		s->wait_sent = r;
+	} else {
+		r->next = s->wait_next;
+		s->wait_next = r;
+	}
+	r->waiting = true;
+	r->done = record_wait_done;
+	/* This WAIT, or the one out now and then the next. */
+	ms = 2 * s->replica_timeout_ms + s->timeout_ms;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(r->timer, &tv);
+	return 0;
+}
 
 static void
 store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
@@ -949,10 +1439,20 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 			return;
 		rep = NULL;
 	}
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && store_moved_error(rep->str))
+		store_master_moved(s, c, rep->str);
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && r->script != SCRIPT_NONE) {
 		log_errorx("redis script failed", "script=%s error=\"%.200s\"",
 		    scripts[r->script].name, rep->str);
 		rep = NULL;
+	}
+	if (rep != NULL && r->script == SCRIPT_RECORD && s->min_replicas > 0 && !r->answered) {
+		int w = store_wait_begin(r, c, rep);
+
+		if (w == 0)
+			return; /* r lives on until the WAIT's answer */
+		if (w == -1)
+			rep = NULL;
 	}
 	if (rep == NULL && !r->answered)
 		s->errors++;
@@ -966,8 +1466,9 @@ store_req_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	struct store_req *r = arg;
 
 	/* The script may still run: every script is safe to see applied late. */
-	log_warnx("redis request timed out", "script=%s timeout_ms=%d", scripts[r->script].name,
-	    r->s->timeout_ms);
+	log_warnx("redis request timed out", "script=%s%s timeout_ms=%d", scripts[r->script].name,
+	    r->waiting ? " (WAIT)" : "",
+	    r->waiting ? 2 * r->s->replica_timeout_ms + r->s->timeout_ms : r->s->req_timeout_ms);
 	r->timed_out = true;
 	r->s->errors++;
 	store_req_answer(r, NULL);
@@ -1005,6 +1506,7 @@ store_req_new(struct store *s, enum script script, size_t maxargs, size_t bytes,
 	r->answered = false;
 	r->timed_out = false;
 	r->retried = false;
+	r->waiting = false;
 	r->argc = 0;
 	r->next = NULL;
 	if (r->maxargs < maxargs) {
@@ -1110,8 +1612,8 @@ req_send(struct store_req *r, int rc)
 	    REDIS_OK)
 		goto fail;
 	s->in_flight++;
-	tv.tv_sec = s->timeout_ms / 1000;
-	tv.tv_usec = (s->timeout_ms % 1000) * 1000;
+	tv.tv_sec = s->req_timeout_ms / 1000;
+	tv.tv_usec = (s->req_timeout_ms % 1000) * 1000;
 	evtimer_add(r->timer, &tv);
 	return 0;
 fail:
@@ -1146,6 +1648,24 @@ record_done(struct store_req *r, const redisReply *rep)
 		log_errorx("redis record step gave an unexpected reply", "type=%d", rep->type);
 		cb(r->arg, STORE_ERROR, NULL, NULL);
 	}
+}
+
+/* The record step's answer, kept in r->args by store_wait_begin, once the
+ * WAIT answered (rep: its integer) or not (NULL). */
+static void
+record_wait_done(struct store_req *r, const redisReply *rep)
+{
+	store_record_cb *cb = r->cb.record;
+	const char *first = r->args.p + r->wait_first_off;
+
+	if (rep == NULL)
+		cb(r->arg, r->timed_out ? STORE_TIMEOUT : STORE_ERROR, NULL, NULL);
+	else if (rep->integer < r->s->min_replicas)
+		cb(r->arg, STORE_UNREPLICATED, NULL, NULL);
+	else if (r->wait_result == STORE_DUP)
+		cb(r->arg, STORE_DUP, NULL, NULL);
+	else
+		cb(r->arg, STORE_NEW, r->args.p, first[0] != '\0' ? first : NULL);
 }
 
 /* "dlv_" + 32 random hex digits. The dedup key already keeps an event from
@@ -1694,4 +2214,17 @@ uint64_t
 store_errors(const struct store *s)
 {
 	return s == NULL ? 0 : s->errors;
+}
+
+bool
+store_master_known(const struct store *s)
+{
+	return s != NULL && s->ctx != NULL && s->connected && s->role_ok &&
+	    !(s->ctx->c.flags & REDIS_DISCONNECTING);
+}
+
+uint64_t
+store_failovers(const struct store *s)
+{
+	return s->failovers;
 }

@@ -20,6 +20,9 @@ enum store_result {
 	STORE_DUP,     /* recorded before: nothing new was written */
 	STORE_ERROR,   /* Redis answered with an error, or the connection dropped */
 	STORE_TIMEOUT, /* no answer within [redis] timeout_ms (it may still apply) */
+	/* recorded (or a duplicate), but WAIT saw fewer than [redis]
+	 * min_replicas replicas take it in time */
+	STORE_UNREPLICATED,
 };
 
 /* One webhook that may get a delivery of the event. */
@@ -178,5 +181,10 @@ int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_re
     void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
+/* True while connected to the master (with sentinels: ROLE said so). */
+bool store_master_known(const struct store *s);
+/* Times the sentinels named a master at another address than the one
+ * before (failovers, or manual switches), since start. */
+uint64_t store_failovers(const struct store *s);
 
 #endif

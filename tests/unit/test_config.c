@@ -319,6 +319,122 @@ START_TEST(test_defaults)
 }
 END_TEST
 
+/* [redis] sentinels, master_name, sentinel_password_file, min_replicas,
+ * replica_timeout_ms (SPEC §3.2). */
+START_TEST(test_sentinels)
+{
+	static const char ch[] = "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n";
+	char text[1024];
+	struct config *c = load(minimal);
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(c->redis_sentinels);
+	ck_assert_uint_eq(c->nredis_sentinels, 0);
+	ck_assert_ptr_null(c->redis_master_name);
+	ck_assert_ptr_null(c->redis_sentinel_password);
+	ck_assert_int_eq(c->redis_min_replicas, 0);
+	ck_assert_int_eq(c->redis_replica_timeout_ms, 1000);
+	config_free(c);
+
+	write_file("sentinel.pw", "sentinel-Secret-pw\n");
+	snprintf(text, sizeof(text),
+	    "[redis]\nurl = redis://:redispw@127.0.0.1/3\n"
+	    "sentinels = 10.0.0.1:26380 10.0.0.2, [::1]:26381,localhost\n"
+	    "master_name = pay-relay.1\nsentinel_password_file = sentinel.pw\n"
+	    "min_replicas = 2\nreplica_timeout_ms = 250\n%s",
+	    ch);
+	c = load(text);
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_uint_eq(c->nredis_sentinels, 4);
+	ck_assert_str_eq(c->redis_sentinels[0].host, "10.0.0.1");
+	ck_assert_uint_eq(c->redis_sentinels[0].port, 26380);
+	ck_assert_str_eq(c->redis_sentinels[1].host, "10.0.0.2");
+	ck_assert_uint_eq(c->redis_sentinels[1].port, 26379);
+	ck_assert_str_eq(c->redis_sentinels[2].host, "::1");
+	ck_assert_uint_eq(c->redis_sentinels[2].port, 26381);
+	ck_assert_str_eq(c->redis_sentinels[3].host, "127.0.0.1");
+	ck_assert_str_eq(c->redis_master_name, "pay-relay.1");
+	ck_assert_str_eq(c->redis_sentinel_password, "sentinel-Secret-pw");
+	ck_assert_int_eq(c->redis_db, 3); /* the url still gives db and password */
+	ck_assert_str_eq(c->redis_password, "redispw");
+	ck_assert_int_eq(c->redis_min_replicas, 2);
+	ck_assert_int_eq(c->redis_replica_timeout_ms, 250);
+	/* the sentinel password is masked like every other secret */
+	{
+		char msg[] = "AUTH sentinel-Secret-pw";
+
+		config_mask_secrets(c, msg);
+		ck_assert_str_eq(msg, "AUTH ***");
+	}
+	config_free(c);
+
+	/* one without the other, with the line of the one given */
+	snprintf(text, sizeof(text), "[redis]\nsentinels = 10.0.0.1:26379\n%s", ch);
+	expect_error(text, 2, "sentinels needs master_name in [redis]");
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\n%s", ch);
+	expect_error(text, 2, "master_name needs sentinels in [redis]");
+	snprintf(text, sizeof(text), "[redis]\nsentinel_password_file = sentinel.pw\n%s", ch);
+	expect_error(text, 2, "sentinel_password_file needs sentinels in [redis]");
+	/* bad addresses */
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\nsentinels = sentinel-1:26379\n%s",
+	    ch);
+	expect_error(text, 3, "sentinels: 'sentinel-1:26379': the host must be a numeric address");
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\nsentinels = 10.0.0.1:0\n%s", ch);
+	expect_error(text, 3, "sentinels: '10.0.0.1:0' is not host:port");
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\nsentinels = 10.0.0.1:70000\n%s",
+	    ch);
+	expect_error(text, 3, "is not host:port");
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\nsentinels = ::1:26379\n%s", ch);
+	expect_error(text, 3, "is not host:port");
+	snprintf(text, sizeof(text), "[redis]\nmaster_name = m\nsentinels = , ,\n%s", ch);
+	expect_error(text, 3, "sentinels must list at least one host:port");
+	snprintf(text, sizeof(text),
+	    "[redis]\nmaster_name = m\nsentinels = 1.1.1.1 1.1.1.2 1.1.1.3 1.1.1.4 1.1.1.5 "
+	    "1.1.1.6 1.1.1.7 1.1.1.8 1.1.1.9 1.1.1.10 1.1.1.11 1.1.1.12 1.1.1.13 1.1.1.14 "
+	    "1.1.1.15 1.1.1.16 1.1.1.17\n%s",
+	    ch);
+	expect_error(text, 3, "sentinels: at most 16 addresses");
+	snprintf(text, sizeof(text), "[redis]\nsentinels = 10.0.0.1\nmaster_name = a b\n%s", ch);
+	expect_error(text, 3, "master_name must be 1 to 64 bytes without spaces or quotes");
+	/* a unix url cannot go with sentinels */
+	snprintf(text, sizeof(text),
+	    "[redis]\nurl = unix:/run/redis.sock\nsentinels = 10.0.0.1\nmaster_name = m\n%s", ch);
+	expect_error(text, 2, "with sentinels, url must be redis://");
+	snprintf(text, sizeof(text),
+	    "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
+	    "sentinel_password_file = nowhere.pw\n%s",
+	    ch);
+	c = load(text);
+	ck_assert_ptr_null(c);
+	ck_assert_uint_ge(errs.n, 1);
+	ck_assert_int_eq(errs.v[0].line, 4);
+	write_file("empty.pw", "\n");
+	snprintf(text, sizeof(text),
+	    "[redis]\nsentinels = 10.0.0.1\nmaster_name = m\n"
+	    "sentinel_password_file = empty.pw\n%s",
+	    ch);
+	expect_error(text, 4, "sentinel_password_file is empty");
+	/* min_replicas and replica_timeout_ms ranges (WAIT 0 would block forever) */
+	snprintf(text, sizeof(text), "[redis]\nmin_replicas = 17\n%s", ch);
+	expect_error(text, 2, "min_replicas must be an integer from 0 to 16");
+	snprintf(text, sizeof(text), "[redis]\nmin_replicas = -1\n%s", ch);
+	expect_error(text, 2, "min_replicas must be an integer from 0 to 16");
+	snprintf(text, sizeof(text), "[redis]\nreplica_timeout_ms = 0\n%s", ch);
+	expect_error(text, 2, "replica_timeout_ms must be an integer from 10 to 60000");
+	snprintf(text, sizeof(text), "[redis]\nmin_replicas = 1\nmin_replicas = 1\n%s", ch);
+	expect_error(text, 3, "duplicate key 'min_replicas'");
+	/* min_replicas works without sentinels too */
+	snprintf(text, sizeof(text), "[redis]\nmin_replicas = 1\n%s", ch);
+	c = load(text);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->redis_min_replicas, 1);
+	ck_assert_uint_eq(c->nredis_sentinels, 0);
+	config_free(c);
+}
+END_TEST
+
 START_TEST(test_key_file)
 {
 	struct config *c;
@@ -1135,6 +1251,7 @@ config_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_full_file);
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_sentinels);
 	tcase_add_test(tc, test_key_file);
 	tcase_add_test(tc, test_forms);
 	tcase_add_test(tc, test_rsa);
