@@ -324,7 +324,7 @@ epay_poll_parse(const struct channel *ch, const char *out_trade_no, const char *
 
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		return;
-	if (family_json_params(root, &a->raw) == -1) {
+	if (poll_answer_json_params(root, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -358,7 +358,7 @@ epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
 	params_init(&top);
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		goto out;
-	if (family_json_params(root, &top) == -1) {
+	if (poll_answer_json_params(root, &top) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -387,7 +387,7 @@ epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
 		o = json_array_get(data, i);
 		if (!json_is_object(o))
 			poll_answer_set(a, NULL, POLL_ERROR, "order %zu is not an object", i);
-		else if (family_json_params(o, &a->raw) == -1)
+		else if (poll_answer_json_params(o, &a->raw) == -1)
 			poll_answer_set(a, NULL, POLL_ERROR, "order %zu has too many fields", i);
 		else
 			epay_poll_order(ch, NULL, a);

@@ -207,7 +207,7 @@ gatepay_poll_parse(const struct channel *ch, const char *out_trade_no, const cha
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		return;
 	/* raw: the envelope's scalars, then the order's (which win). */
-	if (family_json_params(root, &a->raw) == -1) {
+	if (poll_answer_json_params(root, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -226,7 +226,7 @@ gatepay_poll_parse(const struct channel *ch, const char *out_trade_no, const cha
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has no data object");
 		goto out;
 	}
-	if (family_json_params(data, &a->raw) == -1) {
+	if (poll_answer_json_params(data, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}

@@ -174,7 +174,7 @@ payindex_poll_parse(const struct channel *ch, const char *out_trade_no, const ch
 
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		return;
-	if (family_json_params(root, &a->raw) == -1) {
+	if (poll_answer_json_params(root, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}

@@ -298,7 +298,7 @@ json_text_is(json_t *v, const char *want)
 
 	ck_assert_ptr_nonnull(v);
 	sbuf_init(&s);
-	ck_assert_int_eq(family_json_text(v, &s), 0);
+	ck_assert_int_eq(poll_answer_json_text(v, &s), 0);
 	ck_assert_msg(strcmp(s.p != NULL ? s.p : "", want) == 0, "rendered \"%s\", want \"%s\"",
 	    s.p != NULL ? s.p : "", want);
 	sbuf_free(&s);
@@ -335,10 +335,10 @@ START_TEST(test_json_text)
 
 	sbuf_init(&s);
 	o = json_object();
-	ck_assert_int_eq(family_json_text(o, &s), -1);
+	ck_assert_int_eq(poll_answer_json_text(o, &s), -1);
 	json_decref(o);
 	o = json_array();
-	ck_assert_int_eq(family_json_text(o, &s), -1);
+	ck_assert_int_eq(poll_answer_json_text(o, &s), -1);
 	json_decref(o);
 	sbuf_free(&s);
 }
@@ -356,7 +356,7 @@ START_TEST(test_json_params)
 
 	ck_assert_ptr_nonnull(o);
 	params_init(&p);
-	ck_assert_int_eq(family_json_params(o, &p), 0);
+	ck_assert_int_eq(poll_answer_json_params(o, &p), 0);
 	ck_assert_uint_eq(p.n, 5);
 	ck_assert_str_eq(params_value(&p, "a"), "1");
 	ck_assert_str_eq(params_value(&p, "b"), "x");
@@ -373,7 +373,7 @@ START_TEST(test_json_params)
 		ck_assert_int_eq(json_object_set_new(big, name, json_integer(i)), 0);
 	}
 	params_init(&p);
-	ck_assert_int_eq(family_json_params(big, &p), -1);
+	ck_assert_int_eq(poll_answer_json_params(big, &p), -1);
 	params_free(&p);
 	json_decref(big);
 }
