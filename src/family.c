@@ -25,6 +25,57 @@ family_find(const char *name)
 	return NULL;
 }
 
+size_t
+family_count(void)
+{
+	return sizeof(families) / sizeof(families[0]);
+}
+
+const struct family *
+family_at(size_t i)
+{
+	return i < family_count() ? families[i] : NULL;
+}
+
+void
+family_names(bool (*has)(const struct family *), char *out, size_t n)
+{
+	size_t i, k = 0, total = 0, len = 0;
+
+	for (i = 0; i < family_count(); i++)
+		if (has == NULL || has(families[i]))
+			total++;
+	if (n > 0)
+		out[0] = '\0';
+	for (i = 0; i < family_count() && len < n; i++) {
+		int w;
+
+		if (has != NULL && !has(families[i]))
+			continue;
+		k++;
+		w = snprintf(out + len, n - len, "%s%s",
+		    k == 1           ? ""
+			: k == total ? " or "
+				     : ", ",
+		    families[i]->name);
+		if (w < 0)
+			break;
+		len += (size_t)w;
+	}
+}
+
+bool
+family_rsa(const struct family *f)
+{
+	return (f->caps & FAMILY_RSA) != 0;
+}
+
+bool
+family_sweeps(const struct family *f)
+{
+	return f->sweep_query != NULL && f->sweep_parse != NULL && f->sweep_page > 0;
+}
+
 const char *
 verdict_str(enum verdict v)
 {

@@ -35,9 +35,29 @@ enum verdict {
 const char *verdict_str(enum verdict v);
 const char *verdict_label(enum verdict v);
 
+/* What a family can do or needs, besides verifying callbacks: bits of
+ * struct family's `caps`. config.c, poll.c and ingest.c ask these, never a
+ * family's name. */
+enum family_cap {
+	/* sign_type = RSA is allowed: callbacks signed by the platform's key
+	 * (platform_public_key_file), which payrelay cannot sign with. */
+	FAMILY_RSA = 1 << 0,
+	/* confirm = query is the default: the signature cannot be made
+	 * unambiguous (SPEC §2.5), so turning it off is warned about. */
+	FAMILY_CONFIRM_DEFAULT = 1 << 1,
+	/* Room for the gateway client: no family does these yet. */
+	FAMILY_CREATE = 1 << 2, /* creates payments */
+	FAMILY_REFUND = 1 << 3, /* refunds them */
+	FAMILY_RETURN = 1 << 4, /* verifies the browser's return */
+};
+
 struct family {
 	const char *name;
 	const char *ack_body; /* what the gateway must read to stop retrying */
+	unsigned caps;        /* enum family_cap bits */
+	/* The callback parameter holding the gateway's trade id: logged
+	 * with a refused callback. */
+	const char *trade_id_field;
 	/* Checks a callback against the channel and fills `ev` (borrowing from
 	 * `p` and `ch`; id, type, status, amounts and the family-specific
 	 * fields; received_ms and source are the caller's). `now` is wall-clock
@@ -59,6 +79,17 @@ struct family {
 	 * or -1 when the crypto library failed or the channel's callbacks are
 	 * signed with a key payrelay does not hold (epay RSA). */
 	int (*sign)(const struct channel *ch, const struct params *p, char out[33]);
+	/* The sweep (sweep = on): page N (from 1) of the recent orders, and
+	 * its parser, as epay_sweep_query and epay_sweep_parse below. NULL
+	 * when the gateway has no such list: then sweep = on is refused. */
+	int (*sweep_query)(const struct channel *ch, int page, struct poll_query *q);
+	int (*sweep_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct poll_answer *answers, int max, bool *more);
+	int sweep_page; /* orders in a full sweep page */
+	/* Warns about what a loaded channel of this family gives up or
+	 * exposes, at every start and reload; `file` and `confirm_line` (of
+	 * its confirm key, 0 when not given) are for the log. NULL: none. */
+	void (*config_warn)(const struct channel *ch, const char *file, int confirm_line);
 };
 
 extern const struct family family_epay;
@@ -67,6 +98,16 @@ extern const struct family family_payindex;
 
 /* The family called `name`, or NULL. */
 const struct family *family_find(const char *name);
+/* The table: family_at(i) for i < family_count(), else NULL. */
+size_t family_count(void);
+const struct family *family_at(size_t i);
+/* Writes the names of the families for which `has` is true (every family
+ * when `has` is NULL) to out as "a", "a or b" or "a, b or c", for a
+ * message; "" when none. */
+void family_names(bool (*has)(const struct family *), char *out, size_t n);
+/* Whether `f` (not NULL) allows sign_type = RSA, and sweep = on. */
+bool family_rsa(const struct family *f);
+bool family_sweeps(const struct family *f);
 
 /* Shared signing helpers. */
 

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "family.h"
+#include "log.h"
 
 /* How far a V2 (RSA) notification's timestamp may be from our clock. */
 #define EPAY_RSA_WINDOW 300
@@ -401,11 +402,29 @@ out:
 	return written;
 }
 
+static void
+epay_config_warn(const struct channel *ch, const char *file, int confirm_line)
+{
+	(void)file;
+	(void)confirm_line;
+	/* The query API takes the merchant key in the query string. */
+	if (ch->api_base != NULL && strncasecmp(ch->api_base, "http://", 7) == 0)
+		log_warnx("epay api_base is plain http: every poll sends the channel "
+			  "key in clear, use https://",
+		    "channel=%s", ch->name);
+}
+
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
+	.caps = FAMILY_RSA,
+	.trade_id_field = "trade_no",
 	.verify = epay_verify,
 	.poll_query = epay_poll_query,
 	.poll_parse = epay_poll_parse,
 	.sign = epay_sign,
+	.sweep_query = epay_sweep_query,
+	.sweep_parse = epay_sweep_parse,
+	.sweep_page = EPAY_SWEEP_PAGE,
+	.config_warn = epay_config_warn,
 };

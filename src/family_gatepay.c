@@ -8,6 +8,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "family.h"
+#include "log.h"
 
 /* The fields the signature concatenates after appkey, in its order. */
 static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
@@ -284,11 +285,25 @@ out:
 	json_decref(root);
 }
 
+/* The signature cannot be made unambiguous (SPEC §2.5): turning
+ * confirmation off is allowed, but said at every load. */
+static void
+gatepay_config_warn(const struct channel *ch, const char *file, int confirm_line)
+{
+	if (!ch->confirm)
+		log_warnx("confirm = off on a gatepay channel: a re-cut callback can "
+			  "become a payment (SPEC 2.5)",
+		    "file=\"%s\" line=%d channel=%s", file, confirm_line, ch->name);
+}
+
 const struct family family_gatepay = {
 	.name = "gatepay",
 	.ack_body = "success",
+	.caps = FAMILY_CONFIRM_DEFAULT,
+	.trade_id_field = "order_id",
 	.verify = gatepay_verify,
 	.poll_query = gatepay_poll_query,
 	.poll_parse = gatepay_poll_parse,
 	.sign = gatepay_sign,
+	.config_warn = gatepay_config_warn,
 };

@@ -263,6 +263,8 @@ out:
 const struct family family_payindex = {
 	.name = "payindex",
 	.ack_body = "OK",
+	.caps = 0,
+	.trade_id_field = "transaction_id",
 	.verify = payindex_verify,
 	.poll_query = payindex_poll_query,
 	.poll_parse = payindex_poll_parse,
