@@ -14,6 +14,7 @@
 #include "util.h"
 
 struct channel;
+struct testcb_spec;
 
 /* Why a callback was refused. Every refusal is answered `fail`. */
 enum verdict {
@@ -90,6 +91,13 @@ struct family {
 	 * exposes, at every start and reload; `file` and `confirm_line` (of
 	 * its confirm key, 0 when not given) are for the log. NULL: none. */
 	void (*config_warn)(const struct channel *ch, const char *file, int confirm_line);
+	/* Sets in `p` what the gateway sends for the test payment `t`
+	 * (payrelayctl send-test), but for its sign: the field names of SPEC
+	 * §2 and values that read as the test they are. Returns 0, or -1 with
+	 * *why set (a static sentence for the operator). NULL: the family has
+	 * no test callback. */
+	int (*test_params)(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+	    const char **why);
 };
 
 extern const struct family family_epay;

@@ -9,6 +9,7 @@
 #include "crypto.h"
 #include "family.h"
 #include "log.h"
+#include "testcb.h"
 
 /* How far a V2 (RSA) notification's timestamp may be from our clock. */
 #define EPAY_RSA_WINDOW 300
@@ -414,6 +415,29 @@ epay_config_warn(const struct channel *ch, const char *file, int confirm_line)
 		    "channel=%s", ch->name);
 }
 
+/* The test callback (payrelayctl send-test). */
+static int
+epay_test_params(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+    const char **why)
+{
+	int rc = 0;
+
+#define SET(n, v) (rc |= params_set(p, (n), (v), strlen(v)))
+	SET("pid", ch->merchant_id);
+	SET("trade_no", t->trade_no);
+	SET("out_trade_no", t->out_trade_no);
+	SET("type", "alipay");
+	SET("name", "payrelay send-test");
+	SET("money", t->amount);
+	SET("trade_status", t->status != NULL ? t->status : "TRADE_SUCCESS");
+	SET("param", "payrelay-test");
+	SET("sign_type", "MD5");
+#undef SET
+	if (rc != 0)
+		*why = "out of memory";
+	return rc != 0 ? -1 : 0;
+}
+
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
@@ -427,4 +451,5 @@ const struct family family_epay = {
 	.sweep_parse = epay_sweep_parse,
 	.sweep_page = EPAY_SWEEP_PAGE,
 	.config_warn = epay_config_warn,
+	.test_params = epay_test_params,
 };

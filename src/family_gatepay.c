@@ -2,6 +2,7 @@
  * realprice type paytime extend) appsecret), a notify means paid. */
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -9,6 +10,7 @@
 #include "crypto.h"
 #include "family.h"
 #include "log.h"
+#include "testcb.h"
 
 /* The fields the signature concatenates after appkey, in its order. */
 static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
@@ -296,6 +298,34 @@ gatepay_config_warn(const struct channel *ch, const char *file, int confirm_line
 		    "file=\"%s\" line=%d channel=%s", file, confirm_line, ch->name);
 }
 
+/* The test callback (payrelayctl send-test). */
+static int
+gatepay_test_params(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+    const char **why)
+{
+	char when[32];
+	int rc = 0;
+
+	(void)ch;
+	if (t->status != NULL) {
+		*why = "gatepay notifies payments only: it has no status to send";
+		return -1;
+	}
+	snprintf(when, sizeof(when), "%lld", (long long)t->now);
+#define SET(n, v) (rc |= params_set(p, (n), (v), strlen(v)))
+	SET("order_id", t->trade_no);
+	SET("out_order_id", t->out_trade_no);
+	SET("price", t->amount);
+	SET("realprice", t->amount);
+	SET("type", "alipay");
+	SET("paytime", when);
+	SET("extend", "payrelay-test");
+#undef SET
+	if (rc != 0)
+		*why = "out of memory";
+	return rc != 0 ? -1 : 0;
+}
+
 const struct family family_gatepay = {
 	.name = "gatepay",
 	.ack_body = "success",
@@ -306,4 +336,5 @@ const struct family family_gatepay = {
 	.poll_parse = gatepay_poll_parse,
 	.sign = gatepay_sign,
 	.config_warn = gatepay_config_warn,
+	.test_params = gatepay_test_params,
 };
