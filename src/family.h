@@ -1,6 +1,7 @@
-/* Gateway families. Each family is one file (family_NAME.c) exporting one
- * `struct family`; a fourth family is one new file and one line in
- * family.c's table. */
+/* Gateway families. Each family is one file (family_NAME.c) defining one
+ * `struct family`: everything the rest of the code asks about a gateway's
+ * protocol is in that struct, so a fourth family is one new file, one row
+ * of family.c's table and one line of src/meson.build (docs/families.md). */
 #ifndef PAYRELAY_FAMILY_H
 #define PAYRELAY_FAMILY_H
 
@@ -80,9 +81,13 @@ struct family {
 	 * or -1 when the crypto library failed or the channel's callbacks are
 	 * signed with a key payrelay does not hold (epay RSA). */
 	int (*sign)(const struct channel *ch, const struct params *p, char out[33]);
-	/* The sweep (sweep = on): page N (from 1) of the recent orders, and
-	 * its parser, as epay_sweep_query and epay_sweep_parse below. NULL
-	 * when the gateway has no such list: then sweep = on is refused. */
+	/* The sweep (sweep = on): the query for page N (from 1) of the recent
+	 * orders (0 or -1, as poll_query), and its parser: at most `max`
+	 * answers (each as poll_parse would give for that order; the caller
+	 * inits and frees each), returning how many were written, or -1 when
+	 * the page is an error or garbage (answers[0].detail says why when
+	 * max > 0); *more is set when the page was full. NULL when the
+	 * gateway has no such list: then sweep = on is refused. */
 	int (*sweep_query)(const struct channel *ch, int page, struct poll_query *q);
 	int (*sweep_parse)(const struct channel *ch, const char *body, size_t len,
 	    struct poll_answer *answers, int max, bool *more);
@@ -99,10 +104,6 @@ struct family {
 	int (*test_params)(const struct channel *ch, const struct testcb_spec *t, struct params *p,
 	    const char **why);
 };
-
-extern const struct family family_epay;
-extern const struct family family_gatepay;
-extern const struct family family_payindex;
 
 /* The family called `name`, or NULL. */
 const struct family *family_find(const char *name);
@@ -175,16 +176,5 @@ int family_finish(const struct channel *ch, const struct params *p, struct event
 int family_form_add(struct sbuf *out, const char *name, const char *value) WUR;
 /* Parses `s` into fen; NULL or invalid gives -1. */
 int family_amount(const char *s, int64_t *fen) WUR;
-
-/* epay's sweep (SPEC §2.1): page N (from 1) of the recent orders. */
-int epay_sweep_query(const struct channel *ch, int page, struct poll_query *q) WUR;
-/* Parses a sweep page into at most `max` answers (each as poll_parse would
- * give for that order; the caller frees each with poll_answer_free).
- * Returns how many were written, or -1 when the page is an error or garbage
- * (a->detail of answers[0] says why when max > 0). *more is set when the
- * page was full (there may be another). */
-int epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
-    struct poll_answer *answers, int max, bool *more);
-#define EPAY_SWEEP_PAGE 50
 
 #endif

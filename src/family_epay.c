@@ -11,8 +11,12 @@
 #include "log.h"
 #include "testcb.h"
 
+/* Defined at the end of the file; its verify names events by it. */
+extern const struct family family_epay;
+
 /* How far a V2 (RSA) notification's timestamp may be from our clock. */
 #define EPAY_RSA_WINDOW 300
+#define EPAY_SWEEP_PAGE 50 /* orders in a full sweep page */
 
 static const char *const epay_unsigned[] = { "sign", "sign_type", NULL };
 
@@ -205,7 +209,8 @@ out:
 	return rc;
 }
 
-int
+/* The sweep (SPEC §2.1): page N (from 1) of the recent orders. */
+static int
 epay_sweep_query(const struct channel *ch, int page, struct poll_query *q)
 {
 	char limit[16], pg[16], offset[32];
@@ -343,7 +348,7 @@ out:
 	json_decref(root);
 }
 
-int
+static int
 epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
     struct poll_answer *answers, int max, bool *more)
 {

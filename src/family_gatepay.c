@@ -12,6 +12,9 @@
 #include "log.h"
 #include "testcb.h"
 
+/* Defined at the end of the file; its verify names events by it. */
+extern const struct family family_gatepay;
+
 /* The fields the signature concatenates after appkey, in its order. */
 static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
 	"realprice", "type", "paytime", "extend", NULL };

@@ -11,6 +11,9 @@
 #include "family.h"
 #include "testcb.h"
 
+/* Defined at the end of the file; its verify names events by it. */
+extern const struct family family_payindex;
+
 static const char *const payindex_unsigned[] = { "sign", "attach", NULL };
 
 /* The md5 (lower case hex, as family_hex_equal wants it; the gateway

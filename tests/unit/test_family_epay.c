@@ -25,6 +25,8 @@
 
 /* ---- its row of the table ---------------------------------------------- */
 
+extern const struct family family_epay; /* src/family_epay.c */
+
 START_TEST(test_epay_row)
 {
 	ck_assert_ptr_eq(family_find("epay"), &family_epay);

@@ -25,6 +25,8 @@
 
 /* ---- its row of the table ---------------------------------------------- */
 
+extern const struct family family_gatepay; /* src/family_gatepay.c */
+
 START_TEST(test_gatepay_row)
 {
 	ck_assert_ptr_eq(family_find("gatepay"), &family_gatepay);

@@ -25,6 +25,8 @@
 
 /* ---- its row of the table ---------------------------------------------- */
 
+extern const struct family family_payindex; /* src/family_payindex.c */
+
 START_TEST(test_payindex_row)
 {
 	ck_assert_ptr_eq(family_find("payindex"), &family_payindex);

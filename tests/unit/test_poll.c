@@ -20,6 +20,12 @@
 #include "vectors.h"
 
 #define API "https://pay.example.com"
+/* epay's sweep, through its row of the table (family_epay.c's page size,
+ * checked in test_epay_sweep_query). */
+#define EPAY_SWEEP_PAGE 50
+#define epay_sweep_query(ch, page, q) family_find("epay")->sweep_query((ch), (page), (q))
+#define epay_sweep_parse(ch, body, len, ans, max, more) \
+	family_find("epay")->sweep_parse((ch), (body), (len), (ans), (max), (more))
 
 /* ---- fixtures ---------------------------------------------------------- */
 
@@ -544,6 +550,7 @@ START_TEST(test_epay_sweep_query)
 	struct poll_query q;
 
 	epay_chan(&ch);
+	ck_assert_int_eq(family_find("epay")->sweep_page, EPAY_SWEEP_PAGE);
 	ck_assert_int_eq(epay_sweep_query(&ch, 1, &q), 0);
 	ck_assert_str_eq(q.method, "GET");
 	ck_assert_str_eq(q.url,
