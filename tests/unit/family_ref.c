@@ -1,5 +1,4 @@
-/* The per-family tests' shared fixtures and reference signers
- * (family_ref.h). */
+/* The family tests' shared fixtures and reference helpers (family_ref.h). */
 #include <check.h>
 #include <ctype.h>
 #include <inttypes.h>
@@ -20,9 +19,6 @@
 #include "form.h"
 #include "util.h"
 #include "vectors.h"
-
-const char *const epay_exclude[] = { "sign", "sign_type", NULL };
-const char *const payindex_exclude[] = { "sign", "attach", NULL };
 
 /* ---- fixtures ---------------------------------------------------------- */
 
@@ -193,144 +189,6 @@ md5_concat(const char *a, size_t alen, const char *b, char out[33])
 	free(buf);
 }
 
-/* The epay MD5 sign of `p` with `key`. */
-void
-epay_md5_sign(const struct params *p, const char *key, char out[33])
-{
-	size_t len;
-	char *s = ref_sign_string(p, epay_exclude, SKIP_EMPTY, &len);
-
-	md5_concat(s, len, key, out);
-	free(s);
-}
-
-void
-epay_resign(struct params *p, const char *key)
-{
-	char sign[33];
-
-	epay_md5_sign(p, key, sign);
-	pset(p, "sign", sign);
-}
-
-void
-payindex_md5_sign(const struct params *p, const char *key, char out[33])
-{
-	size_t len, i;
-	char *s = ref_sign_string(p, payindex_exclude, SKIP_EMPTY | SKIP_ZERO, &len);
-	char *tail = malloc(strlen(key) + 6);
-
-	ck_assert_ptr_nonnull(tail);
-	sprintf(tail, "&key=%s", key);
-	md5_concat(s, len, tail, out);
-	for (i = 0; out[i] != '\0'; i++)
-		out[i] = (char)toupper((unsigned char)out[i]);
-	free(tail);
-	free(s);
-}
-
-void
-payindex_resign(struct params *p, const char *key)
-{
-	char sign[33];
-
-	payindex_md5_sign(p, key, sign);
-	pset(p, "sign", sign);
-}
-
-void
-gatepay_md5_sign(const struct params *p, const char *appkey, const char *appsecret, char out[33])
-{
-	static const char *const order[] = { "order_id", "out_order_id", "price", "realprice",
-		"type", "paytime", "extend" };
-	char inner[33];
-	size_t len = strlen(appkey) + 1, i;
-	char *s;
-
-	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-		const char *v = params_value(p, order[i]);
-
-		len += v ? strlen(v) : 0;
-	}
-	s = malloc(len);
-	ck_assert_ptr_nonnull(s);
-	strcpy(s, appkey);
-	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-		const char *v = params_value(p, order[i]);
-
-		if (v != NULL)
-			strcat(s, v);
-	}
-	ck_assert_int_eq(crypto_md5_hex(s, strlen(s), inner), 0);
-	md5_concat(inner, 32, appsecret, out);
-	free(s);
-}
-
-void
-gatepay_resign(struct params *p, const char *appkey, const char *appsecret)
-{
-	char sign[33];
-
-	gatepay_md5_sign(p, appkey, appsecret, sign);
-	pset(p, "sign", sign);
-}
-
-EVP_PKEY *
-load_private_key(const json_t *root)
-{
-	const char *pem = vectors_str(root, "platform_private_key_pem_for_tests_only");
-	BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
-	EVP_PKEY *k;
-
-	ck_assert_ptr_nonnull(bio);
-	k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	ck_assert_msg(k != NULL, "cannot load the test-only private key");
-	return k;
-}
-
-/* base64 SHA256withRSA (PKCS#1 v1.5) of data; the caller frees it. */
-char *
-rsa_sign_b64(EVP_PKEY *k, const char *data, size_t len)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char *sig;
-	size_t siglen = 0;
-	char *b64;
-
-	ck_assert_ptr_nonnull(ctx);
-	ck_assert_int_eq(EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k), 1);
-	ck_assert_int_eq(EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)data, len), 1);
-	sig = malloc(siglen);
-	ck_assert_ptr_nonnull(sig);
-	ck_assert_int_eq(EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)data, len), 1);
-	b64 = crypto_base64_encode(sig, siglen);
-	ck_assert_ptr_nonnull(b64);
-	free(sig);
-	EVP_MD_CTX_free(ctx);
-	return b64;
-}
-
-char *
-epay_rsa_sign(const struct params *p, EVP_PKEY *k)
-{
-	size_t len;
-	char *s = ref_sign_string(p, epay_exclude, SKIP_EMPTY | SKIP_BLANK, &len);
-	char *b64 = rsa_sign_b64(k, s, len);
-
-	free(s);
-	return b64;
-}
-
-void
-rsa_resign(struct params *p, EVP_PKEY *k)
-{
-	char *b64 = epay_rsa_sign(p, k);
-
-	pset(p, "sign", b64);
-	free(b64);
-}
-
 /* Exact fen of a well-formed vector amount, independent of amount.c. */
 int64_t
 ref_fen(const char *s)
@@ -416,57 +274,6 @@ check_event(const char *desc, const struct channel *ch, const struct event *ev,
 
 	event_make_id(id, ch->name, w->trade_no, status);
 	ck_assert_msg(strcmp(ev->id, id) == 0, "%s: id %s, want %s", desc, ev->id, id);
-}
-
-struct want
-epay_want(const struct params *p)
-{
-	struct want w = { 0 };
-
-	w.trade_no = params_value(p, "trade_no");
-	w.out_trade_no = params_value(p, "out_trade_no");
-	w.raw_status = params_value(p, "trade_status");
-	w.paid = strcmp(w.raw_status, "TRADE_SUCCESS") == 0;
-	w.amount = w.paid_amount = params_value(p, "money");
-	w.method = params_value(p, "type");
-	w.subject = params_value(p, "name");
-	w.passthrough = params_value(p, "param");
-	w.passthrough_param = "param";
-	return w;
-}
-
-struct want
-gatepay_want(const struct params *p)
-{
-	struct want w = { 0 };
-
-	w.trade_no = params_value(p, "order_id");
-	w.out_trade_no = params_value(p, "out_order_id");
-	w.paid = true;
-	w.amount = params_value(p, "price");
-	w.paid_amount = params_value(p, "realprice");
-	w.method = params_value(p, "type");
-	w.passthrough = params_value(p, "extend");
-	w.passthrough_param = "extend";
-	return w;
-}
-
-struct want
-payindex_want(const struct params *p)
-{
-	struct want w = { 0 };
-	const char *ta = params_value(p, "true_amount");
-
-	w.trade_no = params_value(p, "transaction_id");
-	w.out_trade_no = params_value(p, "orderid");
-	w.raw_status = params_value(p, "returncode");
-	w.paid = strcmp(w.raw_status, "00") == 0;
-	w.amount = params_value(p, "amount");
-	/* PHP empty(): "" and "0" count as not sent */
-	w.paid_amount = (ta != NULL && *ta != '\0' && strcmp(ta, "0") != 0) ? ta : w.amount;
-	w.passthrough = params_value(p, "attach");
-	w.passthrough_param = "attach";
-	return w;
 }
 
 /* ---- the table ---------------------------------------------------------- */
