@@ -966,8 +966,12 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 		c->stream_maxlen = n;
 		break;
 	case K_FAMILY:
-		if ((ch->family = family_find(v)) == NULL)
-			err(p, p->line, "unknown family '%.64s' (epay, gatepay or payindex)", v);
+		if ((ch->family = family_find(v)) == NULL) {
+			char names[128];
+
+			family_names(NULL, names, sizeof(names));
+			err(p, p->line, "unknown family '%.64s' (%s)", v, names);
+		}
 		break;
 	case K_SIGN_TYPE:
 		if (strcasecmp(v, "MD5") == 0)
@@ -1312,16 +1316,17 @@ missing(struct parser *p, int line, const char *key, const char *kind, const cha
 	err(p, line, "missing required key '%s' in [%s:%s]", key, kind, name);
 }
 
-/* confirm's default depends on the family, given anywhere in the section.
- * gatepay's signature cannot be made unambiguous (SPEC §2.5): turning its
- * confirmation off is allowed, but said at every load. */
+/* confirm's default depends on the family, given anywhere in the section
+ * (FAMILY_CONFIRM_DEFAULT: a signature that cannot be made unambiguous,
+ * SPEC §2.5); turning it off there is warned about by the family's
+ * config_warn. */
 static void
 finish_confirm(struct parser *p, struct channel *ch, const struct seen *s)
 {
-	bool gatepay = ch->family == &family_gatepay;
+	bool by_default = ch->family != NULL && (ch->family->caps & FAMILY_CONFIRM_DEFAULT);
 
 	if (!s->at[K_CONFIRM])
-		ch->confirm = gatepay;
+		ch->confirm = by_default;
 	if (ch->confirm && ch->api_base == NULL) {
 		if (s->at[K_CONFIRM])
 			err(p, s->at[K_CONFIRM], "confirm = query needs api_base");
@@ -1331,11 +1336,40 @@ finish_confirm(struct parser *p, struct channel *ch, const struct seen *s)
 			    "is its default), which needs api_base; or set confirm = off",
 			    ch->name, ch->family->name);
 	}
-	if (gatepay && !ch->confirm)
-		log_warnx("confirm = off on a gatepay channel: a re-cut callback can "
-			  "become a payment (SPEC 2.5)",
-		    "file=\"%s\" line=%d channel=%s", p->c->path != NULL ? p->c->path : "-",
-		    s->at[K_CONFIRM], ch->name);
+}
+
+/* The keys only some families take: sign_type and platform_public_key_file
+ * (family_rsa), sweep (family_sweeps). With an unknown family (already an
+ * error), the keys are checked as an RSA family's. */
+static void
+finish_family_keys(struct parser *p, struct channel *ch, const struct seen *s)
+{
+	bool rsa = ch->family == NULL || family_rsa(ch->family);
+	char names[128];
+
+	family_names(family_rsa, names, sizeof(names));
+	if (!rsa && s->at[K_SIGN_TYPE])
+		err(p, s->at[K_SIGN_TYPE], "sign_type is only for family %s", names);
+	if (ch->family != NULL && !family_sweeps(ch->family) && ch->sweep) {
+		char sweepers[128];
+
+		family_names(family_sweeps, sweepers, sizeof(sweepers));
+		err(p, s->at[K_SWEEP], "sweep = on is only for family %s", sweepers);
+	}
+	if (!rsa) {
+		if (s->at[K_PUBKEY_FILE])
+			err(p, s->at[K_PUBKEY_FILE],
+			    "platform_public_key_file is only for family %s", names);
+	} else if (ch->sign_type == SIGN_RSA && !s->at[K_PUBKEY_FILE]) {
+		err(p, ch->line,
+		    "sign_type = RSA needs platform_public_key_file in "
+		    "[channel:%s]",
+		    ch->name);
+	} else if (ch->sign_type != SIGN_RSA && s->at[K_PUBKEY_FILE]) {
+		err(p, s->at[K_PUBKEY_FILE],
+		    "platform_public_key_file is only for "
+		    "sign_type = RSA");
+	}
 }
 
 /* Checks that need the whole file. */
@@ -1375,7 +1409,6 @@ finish(struct parser *p)
 		c->header_timeout = c->read_timeout;
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
-		bool epay = ch->family != NULL && strcmp(ch->family->name, "epay") == 0;
 
 		s = &p->chseen[i];
 		if (!s->at[K_FAMILY])
@@ -1387,25 +1420,7 @@ finish(struct parser *p)
 		if (ch->sweep && ch->api_base == NULL)
 			err(p, s->at[K_SWEEP], "sweep = on needs api_base");
 		finish_confirm(p, ch, s);
-		if (ch->family != NULL && !epay) {
-			if (s->at[K_SIGN_TYPE])
-				err(p, s->at[K_SIGN_TYPE], "sign_type is only for family epay");
-			if (ch->sweep)
-				err(p, s->at[K_SWEEP], "sweep = on is only for family epay");
-			if (s->at[K_PUBKEY_FILE])
-				err(p, s->at[K_PUBKEY_FILE],
-				    "platform_public_key_file is only for "
-				    "family epay");
-		} else if (ch->sign_type == SIGN_RSA && !s->at[K_PUBKEY_FILE]) {
-			err(p, ch->line,
-			    "sign_type = RSA needs platform_public_key_file in "
-			    "[channel:%s]",
-			    ch->name);
-		} else if (ch->sign_type != SIGN_RSA && s->at[K_PUBKEY_FILE]) {
-			err(p, s->at[K_PUBKEY_FILE],
-			    "platform_public_key_file is only for "
-			    "sign_type = RSA");
-		}
+		finish_family_keys(p, ch, s);
 	}
 	for (i = 0; i < c->nwebhooks; i++) {
 		struct webhook *w = &c->webhooks[i];
@@ -1455,12 +1470,9 @@ warn_exposure(struct parser *p, const char *path)
 	for (i = 0; i < c->nchannels; i++) {
 		const struct channel *ch = &c->channels[i];
 
-		/* epay's query API takes the merchant key in the query string. */
-		if (ch->family != NULL && strcmp(ch->family->name, "epay") == 0 &&
-		    ch->api_base != NULL && strncasecmp(ch->api_base, "http://", 7) == 0)
-			log_warnx("epay api_base is plain http: every poll sends the channel "
-				  "key in clear, use https://",
-			    "channel=%s", ch->name);
+		if (ch->family != NULL && ch->family->config_warn != NULL)
+			ch->family->config_warn(ch, c->path != NULL ? c->path : "-",
+			    p->chseen[i].at[K_CONFIRM]);
 	}
 }
 
@@ -1541,10 +1553,10 @@ config_load(const char *path, struct config_errors *errs)
 out:
 	wipe_free(buf, len); /* it may hold inline secrets */
 	free(p.dir);
+	if (p.nerr == 0)
+		warn_exposure(&p, path); /* reads p.chseen */
 	free(p.chseen);
 	free(p.whseen);
-	if (p.nerr == 0)
-		warn_exposure(&p, path);
 	if (p.nerr > 0) {
 		/* Checks made after the whole file was read report last: show
 		 * the problems in file order. */

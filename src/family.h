@@ -1,6 +1,7 @@
-/* Gateway families. Each family is one file (family_NAME.c) exporting one
- * `struct family`; a fourth family is one new file and one line in
- * family.c's table. */
+/* Gateway families. Each family is one file (family_NAME.c) defining one
+ * `struct family`: everything the rest of the code asks about a gateway's
+ * protocol is in that struct, so a fourth family is one new file, one row
+ * of family.c's table and one line of src/meson.build (docs/families.md). */
 #ifndef PAYRELAY_FAMILY_H
 #define PAYRELAY_FAMILY_H
 
@@ -10,9 +11,11 @@
 
 #include "event.h"
 #include "form.h"
+#include "poll_answer.h"
 #include "util.h"
 
 struct channel;
+struct testcb_spec;
 
 /* Why a callback was refused. Every refusal is answered `fail`. */
 enum verdict {
@@ -34,45 +37,29 @@ enum verdict {
 const char *verdict_str(enum verdict v);
 const char *verdict_label(enum verdict v);
 
-/* A query to the gateway about one order (SPEC §2.x "Polling"). */
-struct poll_query {
-	const char *method; /* "GET" or "POST" (static) */
-	char *url;          /* api_base + path (+ query string for GET) */
-	char *body;         /* form body for POST, else NULL */
-	size_t body_len;
+/* What a family can do or needs, besides verifying callbacks: bits of
+ * struct family's `caps`. config.c, poll.c and ingest.c ask these, never a
+ * family's name. */
+enum family_cap {
+	/* sign_type = RSA is allowed: callbacks signed by the platform's key
+	 * (platform_public_key_file), which payrelay cannot sign with. */
+	FAMILY_RSA = 1 << 0,
+	/* confirm = query is the default: the signature cannot be made
+	 * unambiguous (SPEC §2.5), so turning it off is warned about. */
+	FAMILY_CONFIRM_DEFAULT = 1 << 1,
+	/* Room for the gateway client: no family does these yet. */
+	FAMILY_CREATE = 1 << 2, /* creates payments */
+	FAMILY_REFUND = 1 << 3, /* refunds them */
+	FAMILY_RETURN = 1 << 4, /* verifies the browser's return */
 };
-
-void poll_query_free(struct poll_query *q);
-
-/* What a poll answer says about the order. */
-enum poll_state {
-	POLL_PAID,    /* paid: the answer fills an event */
-	POLL_UNPAID,  /* known, not paid (yet) */
-	POLL_OTHER,   /* known, in another state (refunded, frozen, closed): not polled again */
-	POLL_UNKNOWN, /* the gateway does not know it (yet): polled again */
-	POLL_ERROR,   /* error answer, garbage, bad signature: polled again */
-};
-
-const char *poll_state_str(enum poll_state s);
-
-/* A parsed poll answer. On POLL_PAID, `raw` holds the answer's fields as
- * strings (what "raw" of the event shows), and `ev` is filled the way a
- * callback's verify fills it, borrowing from `raw` and the channel: a paid
- * poll and its callback get the same event id. */
-struct poll_answer {
-	enum poll_state state;
-	char detail[160]; /* why, for the log: never a secret */
-	struct params raw;
-	struct event ev;
-	char *queried; /* owned: the queried out_trade_no, when ev borrows it */
-};
-
-void poll_answer_init(struct poll_answer *a);
-void poll_answer_free(struct poll_answer *a);
 
 struct family {
 	const char *name;
 	const char *ack_body; /* what the gateway must read to stop retrying */
+	unsigned caps;        /* enum family_cap bits */
+	/* The callback parameter holding the gateway's trade id: logged
+	 * with a refused callback. */
+	const char *trade_id_field;
 	/* Checks a callback against the channel and fills `ev` (borrowing from
 	 * `p` and `ch`; id, type, status, amounts and the family-specific
 	 * fields; received_ms and source are the caller's). `now` is wall-clock
@@ -94,14 +81,42 @@ struct family {
 	 * or -1 when the crypto library failed or the channel's callbacks are
 	 * signed with a key payrelay does not hold (epay RSA). */
 	int (*sign)(const struct channel *ch, const struct params *p, char out[33]);
+	/* The sweep (sweep = on): the query for page N (from 1) of the recent
+	 * orders (0 or -1, as poll_query), and its parser: at most `max`
+	 * answers (each as poll_parse would give for that order; the caller
+	 * inits and frees each), returning how many were written, or -1 when
+	 * the page is an error or garbage (answers[0].detail says why when
+	 * max > 0); *more is set when the page was full. NULL when the
+	 * gateway has no such list: then sweep = on is refused. */
+	int (*sweep_query)(const struct channel *ch, int page, struct poll_query *q);
+	int (*sweep_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct poll_answer *answers, int max, bool *more);
+	int sweep_page; /* orders in a full sweep page */
+	/* Warns about what a loaded channel of this family gives up or
+	 * exposes, at every start and reload; `file` and `confirm_line` (of
+	 * its confirm key, 0 when not given) are for the log. NULL: none. */
+	void (*config_warn)(const struct channel *ch, const char *file, int confirm_line);
+	/* Sets in `p` what the gateway sends for the test payment `t`
+	 * (payrelayctl send-test), but for its sign: the field names of SPEC
+	 * §2 and values that read as the test they are. Returns 0, or -1 with
+	 * *why set (a static sentence for the operator). NULL: the family has
+	 * no test callback. */
+	int (*test_params)(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+	    const char **why);
 };
-
-extern const struct family family_epay;
-extern const struct family family_gatepay;
-extern const struct family family_payindex;
 
 /* The family called `name`, or NULL. */
 const struct family *family_find(const char *name);
+/* The table: family_at(i) for i < family_count(), else NULL. */
+size_t family_count(void);
+const struct family *family_at(size_t i);
+/* Writes the names of the families for which `has` is true (every family
+ * when `has` is NULL) to out as "a", "a or b" or "a, b or c", for a
+ * message; "" when none. */
+void family_names(bool (*has)(const struct family *), char *out, size_t n);
+/* Whether `f` (not NULL) allows sign_type = RSA, and sweep = on. */
+bool family_rsa(const struct family *f);
+bool family_sweeps(const struct family *f);
 
 /* Shared signing helpers. */
 
@@ -161,54 +176,5 @@ int family_finish(const struct channel *ch, const struct params *p, struct event
 int family_form_add(struct sbuf *out, const char *name, const char *value) WUR;
 /* Parses `s` into fen; NULL or invalid gives -1. */
 int family_amount(const char *s, int64_t *fen) WUR;
-
-/* Shared poll helpers. */
-
-struct json_t;
-
-/* Sets a->state, and a->detail from a printf format: made one line, cut to
- * fit, with the channel's key and every secret of config_masking() masked
- * wherever they appear (gateways echo what they were sent). `ch` may be
- * NULL. */
-void poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_state s,
-    const char *fmt, ...) PRINTF_LIKE(4, 5);
-/* Masks every secret of config_masking() at least POLL_MASK_MIN bytes
- * long in the names and values of a->raw, in place (a->ev borrows from
- * them): before a paid answer is recorded, as the event's raw fields are
- * stored and delivered. */
-void poll_answer_mask(struct poll_answer *a);
-#define POLL_MASK_MIN 8
-/* Parses an answer body that must be a JSON object. The caller
- * json_decref()s the result; NULL sets a->state POLL_ERROR and says why. */
-struct json_t *poll_answer_json(struct poll_answer *a, const char *body, size_t len);
-/* Appends the JSON scalar `v` as the PHP behind the gateway printed it:
- * strings verbatim, integers as %lld, reals in the fewest digits that read
- * back as the same double (0.1 is "0.1", 100.0 is "100"), true "1",
- * false and null "". Only to recover the gateway's text: never compute
- * money with it. Returns 0, or -1 for an array or object (or no memory). */
-int family_json_text(const struct json_t *v, struct sbuf *out) WUR;
-/* Sets the scalar members of the JSON object `obj` in `raw` as strings
- * (family_json_text); arrays and objects are left out. Returns 0, or -1
- * (more than FORM_MAX_PARAMS fields, or no memory). */
-int family_json_params(const struct json_t *obj, struct params *raw) WUR;
-/* Checks that an answer is about `queried`: `got` is the answer's own
- * out_trade_no (NULL or "" when it has none). Sets POLL_ERROR and returns
- * -1 when it names another order. */
-int poll_answer_order(struct poll_answer *a, const char *got, const char *queried) WUR;
-/* What a paid answer's event borrows as out_trade_no: `got` when the
- * answer has one, else a copy of `queried` kept in a->queried. NULL when
- * out of memory. */
-const char *poll_answer_out_trade_no(struct poll_answer *a, const char *got, const char *queried);
-
-/* epay's sweep (SPEC §2.1): page N (from 1) of the recent orders. */
-int epay_sweep_query(const struct channel *ch, int page, struct poll_query *q) WUR;
-/* Parses a sweep page into at most `max` answers (each as poll_parse would
- * give for that order; the caller frees each with poll_answer_free).
- * Returns how many were written, or -1 when the page is an error or garbage
- * (a->detail of answers[0] says why when max > 0). *more is set when the
- * page was full (there may be another). */
-int epay_sweep_parse(const struct channel *ch, const char *body, size_t len,
-    struct poll_answer *answers, int max, bool *more);
-#define EPAY_SWEEP_PAGE 50
 
 #endif

@@ -2,12 +2,18 @@
  * realprice type paytime extend) appsecret), a notify means paid. */
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
 #include "config.h"
 #include "crypto.h"
 #include "family.h"
+#include "log.h"
+#include "testcb.h"
+
+/* Defined at the end of the file; its verify names events by it. */
+extern const struct family family_gatepay;
 
 /* The fields the signature concatenates after appkey, in its order. */
 static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
@@ -207,7 +213,7 @@ gatepay_poll_parse(const struct channel *ch, const char *out_trade_no, const cha
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		return;
 	/* raw: the envelope's scalars, then the order's (which win). */
-	if (family_json_params(root, &a->raw) == -1) {
+	if (poll_answer_json_params(root, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -226,7 +232,7 @@ gatepay_poll_parse(const struct channel *ch, const char *out_trade_no, const cha
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has no data object");
 		goto out;
 	}
-	if (family_json_params(data, &a->raw) == -1) {
+	if (poll_answer_json_params(data, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -284,11 +290,54 @@ out:
 	json_decref(root);
 }
 
+/* The signature cannot be made unambiguous (SPEC §2.5): turning
+ * confirmation off is allowed, but said at every load. */
+static void
+gatepay_config_warn(const struct channel *ch, const char *file, int confirm_line)
+{
+	if (!ch->confirm)
+		log_warnx("confirm = off on a gatepay channel: a re-cut callback can "
+			  "become a payment (SPEC 2.5)",
+		    "file=\"%s\" line=%d channel=%s", file, confirm_line, ch->name);
+}
+
+/* The test callback (payrelayctl send-test). */
+static int
+gatepay_test_params(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+    const char **why)
+{
+	char when[32];
+	int rc = 0;
+
+	(void)ch;
+	if (t->status != NULL) {
+		*why = "gatepay notifies payments only: it has no status to send";
+		return -1;
+	}
+	snprintf(when, sizeof(when), "%lld", (long long)t->now);
+#define SET(n, v) (rc |= params_set(p, (n), (v), strlen(v)))
+	SET("order_id", t->trade_no);
+	SET("out_order_id", t->out_trade_no);
+	SET("price", t->amount);
+	SET("realprice", t->amount);
+	SET("type", "alipay");
+	SET("paytime", when);
+	SET("extend", "payrelay-test");
+#undef SET
+	if (rc != 0)
+		*why = "out of memory";
+	return rc != 0 ? -1 : 0;
+}
+
 const struct family family_gatepay = {
 	.name = "gatepay",
 	.ack_body = "success",
+	.caps = FAMILY_CONFIRM_DEFAULT,
+	.trade_id_field = "order_id",
 	.verify = gatepay_verify,
 	.poll_query = gatepay_poll_query,
 	.poll_parse = gatepay_poll_parse,
 	.sign = gatepay_sign,
+	.config_warn = gatepay_config_warn,
+	.test_params = gatepay_test_params,
 };

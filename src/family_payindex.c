@@ -4,10 +4,15 @@
 #include <jansson.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "crypto.h"
 #include "family.h"
+#include "testcb.h"
+
+/* Defined at the end of the file; its verify names events by it. */
+extern const struct family family_payindex;
 
 static const char *const payindex_unsigned[] = { "sign", "attach", NULL };
 
@@ -174,7 +179,7 @@ payindex_poll_parse(const struct channel *ch, const char *out_trade_no, const ch
 
 	if ((root = poll_answer_json(a, body, len)) == NULL)
 		return;
-	if (family_json_params(root, &a->raw) == -1) {
+	if (poll_answer_json_params(root, &a->raw) == -1) {
 		poll_answer_set(a, NULL, POLL_ERROR, "answer has too many fields");
 		goto out;
 	}
@@ -260,11 +265,40 @@ out:
 	json_decref(root);
 }
 
+/* The test callback (payrelayctl send-test). */
+static int
+payindex_test_params(const struct channel *ch, const struct testcb_spec *t, struct params *p,
+    const char **why)
+{
+	char when[32];
+	struct tm tm;
+	int rc = 0;
+
+	if (gmtime_r(&t->now, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y%m%d%H%M%S", &tm) == 0)
+		when[0] = '\0';
+#define SET(n, v) (rc |= params_set(p, (n), (v), strlen(v)))
+	SET("memberid", ch->merchant_id);
+	SET("orderid", t->out_trade_no);
+	SET("amount", t->amount);
+	SET("transaction_id", t->trade_no);
+	SET("datetime", when);
+	SET("returncode", t->status != NULL ? t->status : "00");
+	SET("attach", "payrelay-test");
+#undef SET
+	if (rc != 0)
+		*why = "out of memory";
+	return rc != 0 ? -1 : 0;
+}
+
 const struct family family_payindex = {
 	.name = "payindex",
 	.ack_body = "OK",
+	.caps = 0,
+	.trade_id_field = "transaction_id",
 	.verify = payindex_verify,
 	.poll_query = payindex_poll_query,
 	.poll_parse = payindex_poll_parse,
 	.sign = payindex_sign_upper,
+	.test_params = payindex_test_params,
 };

@@ -144,10 +144,11 @@ refusals_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Rate-limited warning for a refused callback; `req` NULL once its
- * connection is gone. */
+ * connection is gone. `p` (NULL when not decoded) is logged by its trade
+ * id, the field `fam` names. */
 static void
 ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *why,
-    const struct params *p)
+    const struct family *fam, const struct params *p)
 {
 	time_t now = time(NULL);
 	char peer[64];
@@ -167,13 +168,8 @@ ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *
 		}
 		return;
 	}
-	if (p != NULL) {
-		trade = params_value(p, "trade_no");
-		if (trade == NULL)
-			trade = params_value(p, "order_id");
-		if (trade == NULL)
-			trade = params_value(p, "transaction_id");
-	}
+	if (p != NULL && fam != NULL && fam->trade_id_field != NULL)
+		trade = params_value(p, fam->trade_id_field);
 	peer_string(req, peer, sizeof(peer));
 	log_warnx("callback refused", "channel=%.64s reason=\"%s\" peer=%s trade_no=\"%.64s\"",
 	    channel, why, peer, trade != NULL ? trade : "");
@@ -410,7 +406,7 @@ confirm_unavailable(struct pending *pd, const char *why)
 	char reason[256];
 
 	snprintf(reason, sizeof(reason), "not confirmed, answered 503: %s", why);
-	ingest_log_refusal(pd->req, pd->channel, reason, &pd->params);
+	ingest_log_refusal(pd->req, pd->channel, reason, pd->family, &pd->params);
 	if (ch == NULL || ch->api_base == NULL) {
 		pending_fail(pd, 503, INGEST_UNAVAILABLE);
 		return;
@@ -436,7 +432,7 @@ ingest_confirmed(void *arg, enum confirm_outcome o, const char *detail)
 
 	if (o == CONFIRM_REFUSED) {
 		snprintf(reason, sizeof(reason), "not confirmed by query: %s", detail);
-		ingest_log_refusal(pd->req, pd->channel, reason, &pd->params);
+		ingest_log_refusal(pd->req, pd->channel, reason, pd->family, &pd->params);
 		pending_fail(pd, 400, INGEST_REFUSED);
 		return;
 	}
@@ -542,19 +538,19 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	params_init(&p);
 	if (ch == NULL) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
 		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		goto out;
 	}
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
-		ingest_log_refusal(req, ch->name, "method not allowed", NULL);
+		ingest_log_refusal(req, ch->name, "method not allowed", NULL, NULL);
 		ingest_fail(env, req, ch->name, 405, INGEST_OTHER);
 		goto out;
 	}
 	/* The client's address: behind a trusted proxy, the one it names. */
 	if (!conns_client(env->conns, req, &peer) ||
 	    !channel_allows(ch, (const struct sockaddr *)&peer)) {
-		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL);
+		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL, NULL);
 		ingest_fail(env, req, ch->name, 403, INGEST_FORBIDDEN);
 		goto out;
 	}
@@ -568,7 +564,7 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 		    evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 
 		if (len > 0 && !is_form_content_type(ct)) {
-			ingest_log_refusal(req, ch->name, "unsupported content type", NULL);
+			ingest_log_refusal(req, ch->name, "unsupported content type", NULL, NULL);
 			ingest_fail(env, req, ch->name, 415, INGEST_OTHER);
 			goto out;
 		}
@@ -577,13 +573,13 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 			ferr = form_decode(&p, (const char *)evbuffer_pullup(in, -1), len);
 	}
 	if (ferr != FORM_OK) {
-		ingest_log_refusal(req, ch->name, form_error_str(ferr), NULL);
+		ingest_log_refusal(req, ch->name, form_error_str(ferr), NULL, NULL);
 		ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	memset(&ev, 0, sizeof(ev));
 	if ((v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
-		ingest_log_refusal(req, ch->name, verdict_str(v), &p);
+		ingest_log_refusal(req, ch->name, verdict_str(v), ch->family, &p);
 		metrics_inc(env->metrics, "payrelay_callbacks_refused_total", "channel", ch->name,
 		    "reason", verdict_label(v));
 		/* A failing crypto library says nothing about the callback:
@@ -600,7 +596,8 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	if (testcb_is_test_id(ev.trade_no)) {
 		if (!ingest_test_known(env, ch->name, ev.trade_no)) {
 			ingest_log_refusal(req, ch->name,
-			    "a test trade id this daemon did not hand out, or expired", &p);
+			    "a test trade id this daemon did not hand out, or expired", ch->family,
+			    &p);
 			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
 			goto out;
 		}
@@ -646,14 +643,14 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	if (n > 0 && path[n - 1] == '/')
 		n--; /* tolerate /notify/NAME/ */
 	if (n == 0 || n >= sizeof(channel)) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
 		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	memcpy(channel, path, n);
 	channel[n] = '\0';
 	if (!config_name_valid(channel)) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL);
+		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
 		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}

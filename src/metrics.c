@@ -38,7 +38,7 @@ static const struct {
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
-	{ "payrelay_sweeps_total", "epay sweeps started, by channel." },
+	{ "payrelay_sweeps_total", "Sweeps of recent orders started (sweep = on), by channel." },
 	{ "payrelay_confirmations_total",
 	    "Paid callbacks confirmed by query, by channel and outcome "
 	    "(confirmed, refused, unavailable)." },

@@ -43,7 +43,7 @@ struct pquery {
 	struct pquery *prev, *next;
 };
 
-/* One page of an epay sweep. */
+/* One page of a sweep (a family with sweep_query: epay). */
 struct sweep {
 	struct poller *p;
 	struct chan *c;
@@ -399,7 +399,7 @@ sweep_http_done(void *arg, const struct httpc_result *r)
 	struct poller *p = sw->p;
 	const struct channel *ch = config_channel(p->env->cfg, sw->channel);
 	struct poll_answer *answers;
-	int i, n;
+	int i, n, max;
 
 	sw->call = NULL;
 	sw->more = false;
@@ -412,13 +412,19 @@ sweep_http_done(void *arg, const struct httpc_result *r)
 		sweep_end(sw);
 		return;
 	}
-	if ((answers = calloc(EPAY_SWEEP_PAGE, sizeof(*answers))) == NULL) {
+	/* A reload may have given the channel a family that has no sweep. */
+	if (!family_sweeps(ch->family)) {
 		sweep_end(sw);
 		return;
 	}
-	for (i = 0; i < EPAY_SWEEP_PAGE; i++)
+	max = ch->family->sweep_page;
+	if ((answers = calloc((size_t)max, sizeof(*answers))) == NULL) {
+		sweep_end(sw);
+		return;
+	}
+	for (i = 0; i < max; i++)
 		poll_answer_init(&answers[i]);
-	n = epay_sweep_parse(ch, r->body, r->body_len, answers, EPAY_SWEEP_PAGE, &sw->more);
+	n = ch->family->sweep_parse(ch, r->body, r->body_len, answers, max, &sw->more);
 	if (n < 0)
 		log_warnx("sweep page refused", "channel=%s page=%d detail=\"%s\"", sw->channel,
 		    sw->page, answers[0].detail);
@@ -435,7 +441,7 @@ sweep_http_done(void *arg, const struct httpc_result *r)
 			p->busy--;
 		}
 	}
-	for (i = 0; i < EPAY_SWEEP_PAGE; i++)
+	for (i = 0; i < max; i++)
 		poll_answer_free(&answers[i]);
 	free(answers);
 	sweep_end(sw);
@@ -449,7 +455,8 @@ sweep_page(struct sweep *sw)
 	struct poll_query pq = { 0 };
 	struct httpc_request rq;
 
-	if (ch == NULL || epay_sweep_query(ch, sw->page, &pq) == -1) {
+	if (ch == NULL || !family_sweeps(ch->family) ||
+	    ch->family->sweep_query(ch, sw->page, &pq) == -1) {
 		sw->more = false;
 		sweep_end(sw);
 		return;

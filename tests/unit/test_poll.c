@@ -20,6 +20,12 @@
 #include "vectors.h"
 
 #define API "https://pay.example.com"
+/* epay's sweep, through its row of the table (family_epay.c's page size,
+ * checked in test_epay_sweep_query). */
+#define EPAY_SWEEP_PAGE 50
+#define epay_sweep_query(ch, page, q) family_find("epay")->sweep_query((ch), (page), (q))
+#define epay_sweep_parse(ch, body, len, ans, max, more) \
+	family_find("epay")->sweep_parse((ch), (body), (len), (ans), (max), (more))
 
 /* ---- fixtures ---------------------------------------------------------- */
 
@@ -298,7 +304,7 @@ json_text_is(json_t *v, const char *want)
 
 	ck_assert_ptr_nonnull(v);
 	sbuf_init(&s);
-	ck_assert_int_eq(family_json_text(v, &s), 0);
+	ck_assert_int_eq(poll_answer_json_text(v, &s), 0);
 	ck_assert_msg(strcmp(s.p != NULL ? s.p : "", want) == 0, "rendered \"%s\", want \"%s\"",
 	    s.p != NULL ? s.p : "", want);
 	sbuf_free(&s);
@@ -335,10 +341,10 @@ START_TEST(test_json_text)
 
 	sbuf_init(&s);
 	o = json_object();
-	ck_assert_int_eq(family_json_text(o, &s), -1);
+	ck_assert_int_eq(poll_answer_json_text(o, &s), -1);
 	json_decref(o);
 	o = json_array();
-	ck_assert_int_eq(family_json_text(o, &s), -1);
+	ck_assert_int_eq(poll_answer_json_text(o, &s), -1);
 	json_decref(o);
 	sbuf_free(&s);
 }
@@ -356,7 +362,7 @@ START_TEST(test_json_params)
 
 	ck_assert_ptr_nonnull(o);
 	params_init(&p);
-	ck_assert_int_eq(family_json_params(o, &p), 0);
+	ck_assert_int_eq(poll_answer_json_params(o, &p), 0);
 	ck_assert_uint_eq(p.n, 5);
 	ck_assert_str_eq(params_value(&p, "a"), "1");
 	ck_assert_str_eq(params_value(&p, "b"), "x");
@@ -373,7 +379,7 @@ START_TEST(test_json_params)
 		ck_assert_int_eq(json_object_set_new(big, name, json_integer(i)), 0);
 	}
 	params_init(&p);
-	ck_assert_int_eq(family_json_params(big, &p), -1);
+	ck_assert_int_eq(poll_answer_json_params(big, &p), -1);
 	params_free(&p);
 	json_decref(big);
 }
@@ -544,6 +550,7 @@ START_TEST(test_epay_sweep_query)
 	struct poll_query q;
 
 	epay_chan(&ch);
+	ck_assert_int_eq(family_find("epay")->sweep_page, EPAY_SWEEP_PAGE);
 	ck_assert_int_eq(epay_sweep_query(&ch, 1, &q), 0);
 	ck_assert_str_eq(q.method, "GET");
 	ck_assert_str_eq(q.url,

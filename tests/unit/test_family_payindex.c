@@ -1,0 +1,386 @@
+/* payindex (SPEC §2.3): its row of the table, and every vector of
+ * payindex.json verifies and yields the right event; every way of getting a
+ * callback wrong is refused with the right verdict. Callbacks the vectors do
+ * not cover are signed by the reference signer below, written from the SPEC
+ * (checked against the vectors first). */
+#include <check.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "event.h"
+#include "family.h"
+#include "family_ref.h"
+#include "form.h"
+#include "util.h"
+#include "vectors.h"
+
+/* ---- reference signer, from SPEC §2.3 -------------------------------------- */
+
+static const char *const payindex_exclude[] = { "sign", "attach", NULL };
+
+static void
+payindex_md5_sign(const struct params *p, const char *key, char out[33])
+{
+	size_t len, i;
+	char *s = ref_sign_string(p, payindex_exclude, SKIP_EMPTY | SKIP_ZERO, &len);
+	char *tail = malloc(strlen(key) + 6);
+
+	ck_assert_ptr_nonnull(tail);
+	sprintf(tail, "&key=%s", key);
+	md5_concat(s, len, tail, out);
+	for (i = 0; out[i] != '\0'; i++)
+		out[i] = (char)toupper((unsigned char)out[i]);
+	free(tail);
+	free(s);
+}
+
+static void
+payindex_resign(struct params *p, const char *key)
+{
+	char sign[33];
+
+	payindex_md5_sign(p, key, sign);
+	pset(p, "sign", sign);
+}
+
+static struct want
+payindex_want(const struct params *p)
+{
+	struct want w = { 0 };
+	const char *ta = params_value(p, "true_amount");
+
+	w.trade_no = params_value(p, "transaction_id");
+	w.out_trade_no = params_value(p, "orderid");
+	w.raw_status = params_value(p, "returncode");
+	w.paid = strcmp(w.raw_status, "00") == 0;
+	w.amount = params_value(p, "amount");
+	/* PHP empty(): "" and "0" count as not sent */
+	w.paid_amount = (ta != NULL && *ta != '\0' && strcmp(ta, "0") != 0) ? ta : w.amount;
+	w.passthrough = params_value(p, "attach");
+	w.passthrough_param = "attach";
+	return w;
+}
+
+/* ---- its row of the table ---------------------------------------------- */
+
+extern const struct family family_payindex; /* src/family_payindex.c */
+
+START_TEST(test_payindex_row)
+{
+	ck_assert_ptr_eq(family_find("payindex"), &family_payindex);
+	ck_assert_str_eq(family_payindex.name, "payindex");
+	ck_assert_str_eq(family_payindex.ack_body, "OK");
+	ck_assert_uint_eq(family_payindex.caps, 0);
+	ck_assert_str_eq(family_payindex.trade_id_field, "transaction_id");
+	ck_assert(family_payindex.verify != NULL);
+	ck_assert(family_sweeps(&family_payindex) == false);
+}
+END_TEST
+
+/* ---- signing strings -------------------------------------------------- */
+
+START_TEST(test_sign_string_payindex_vectors)
+{
+	json_t *root = vectors_load("payindex.json"), *v;
+	size_t i;
+
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
+		const char *desc = vectors_str(v, "description");
+		const char *key = vectors_str(v, "key");
+		const char *want = vectors_str(v, "string_to_sign");
+		struct params p;
+		struct sbuf b;
+		char ref[33];
+
+		params_from(&p, json_object_get(v, "params"), NULL);
+		sbuf_init(&b);
+		ck_assert_int_eq(family_sign_string(&p, payindex_exclude, SKIP_EMPTY | SKIP_ZERO,
+				     &b),
+		    0);
+		ck_assert_int_eq(sbuf_printf(&b, "&key=%s", key), 0);
+		ck_assert_msg(strcmp(b.p, want) == 0, "%s: sign string\n  %s\nwant\n  %s", desc,
+		    b.p, want);
+		payindex_md5_sign(&p, key, ref);
+		ck_assert_str_eq(ref, vectors_str(v, "sign"));
+		sbuf_free(&b);
+		params_free(&p);
+	}
+	json_decref(root);
+}
+END_TEST
+
+/* ---- payindex ----------------------------------------------------------- */
+
+START_TEST(test_payindex_vectors)
+{
+	json_t *root = vectors_load("payindex.json"), *v;
+	size_t i;
+
+	json_array_foreach(vectors_array(root, "vectors"), i, v)
+	{
+		const char *desc = vectors_str(v, "description");
+		json_t *params = json_object_get(v, "params");
+		struct channel ch;
+		struct params p;
+		struct event ev;
+		struct want w;
+		enum verdict got;
+
+		chan_init(&ch, "shop-payindex", "payindex", SIGN_MD5,
+		    vectors_str(params, "memberid"), vectors_str(v, "key"));
+		params_from(&p, params, NULL);
+		got = run(&ch, &p, time(NULL), &ev);
+		ck_assert_msg(got == VERDICT_OK, "%s: verdict %s", desc, verdict_str(got));
+		w = payindex_want(&p);
+		check_event(desc, &ch, &ev, &w);
+		params_free(&p);
+		chan_free(&ch);
+	}
+	json_decref(root);
+}
+END_TEST
+
+struct pi_case {
+	json_t *root, *vec;
+	const char *key;
+	struct channel ch;
+	struct params p;
+};
+
+static void
+pi_case_init(struct pi_case *c, size_t idx, const char *drop)
+{
+	json_t *params;
+
+	c->root = vectors_load("payindex.json");
+	c->vec = json_array_get(vectors_array(c->root, "vectors"), idx);
+	ck_assert_ptr_nonnull(c->vec);
+	params = json_object_get(c->vec, "params");
+	c->key = vectors_str(c->vec, "key");
+	chan_init(&c->ch, "shop-payindex", "payindex", SIGN_MD5, vectors_str(params, "memberid"),
+	    c->key);
+	params_from(&c->p, params, drop);
+}
+
+static void
+pi_case_free(struct pi_case *c)
+{
+	params_free(&c->p);
+	chan_free(&c->ch);
+	json_decref(c->root);
+}
+
+START_TEST(test_payindex_sign_altered)
+{
+	struct pi_case c;
+	char sign[33];
+
+	pi_case_init(&c, 0, NULL);
+	snprintf(sign, sizeof(sign), "%s", params_value(&c.p, "sign"));
+	flip_hex_digit(sign, 3);
+	pset(&c.p, "sign", sign);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "sign digit changed");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "amount", "1000.00");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "amount altered");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "returncode", "11");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "returncode altered");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "bankcode", "ALIPAY");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "unsigned extra field added");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	chan_set(&c.ch.key, "t4ig5acnpx4fet4zapshjacjd9o4bhbj");
+	c.ch.key_len = strlen(c.ch.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "key differs");
+	pi_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_payindex_unsigned_fields)
+{
+	struct pi_case c;
+	struct event ev;
+	enum verdict got;
+
+	/* attach is not signed */
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "attach", "changed on the way");
+	got = run(&c.ch, &c.p, time(NULL), &ev);
+	ck_assert_msg(got == VERDICT_OK, "attach changed: %s", verdict_str(got));
+	ck_assert_str_eq(ev.passthrough, "changed on the way");
+	pi_case_free(&c);
+
+	/* nor is a field that is "0" or "" (PHP empty()) */
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "extra_zero", "0");
+	pset(&c.p, "extra_empty", "");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_OK, "extra \"0\" and \"\" fields");
+	pi_case_free(&c);
+
+	/* an extra field, re-signed */
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "bankcode", "ALIPAY");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_OK, "extra field, re-signed");
+	pi_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_payindex_wrong_merchant)
+{
+	struct pi_case c;
+
+	pi_case_init(&c, 0, NULL);
+	chan_set(&c.ch.merchant_id, "10003");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_WRONG_MERCHANT, "channel merchant_id differs");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "memberid", "10003");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_WRONG_MERCHANT, "memberid differs, re-signed");
+	pi_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_payindex_missing)
+{
+	static const char *const required[] = { "transaction_id", "orderid", "returncode" };
+	struct pi_case c;
+	size_t i;
+
+	pi_case_init(&c, 0, "sign");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_MISSING_FIELD, "no sign");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "sign", "");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_MISSING_FIELD, "empty sign");
+	pi_case_free(&c);
+
+	for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "no %s, re-signed", required[i]);
+		pi_case_init(&c, 0, required[i]);
+		payindex_resign(&c.p, c.key);
+		expect(&c.ch, &c.p, time(NULL), VERDICT_MISSING_FIELD, what);
+		pi_case_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(test_payindex_bad_amount)
+{
+	struct pi_case c;
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "amount", "1.001");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_AMOUNT, "amount 1.001, re-signed");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "true_amount", "99.999");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_AMOUNT, "true_amount 99.999, re-signed");
+	pi_case_free(&c);
+
+	pi_case_init(&c, 0, NULL);
+	pset(&c.p, "amount", "1e2");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_AMOUNT, "amount 1e2, re-signed");
+	pi_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_payindex_other_returncodes)
+{
+	static const char *const codes[] = { "01", "000", "SUCCESS", "11" };
+	size_t i;
+
+	/* paid iff returncode is exactly "00" */
+	for (i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		struct pi_case c;
+		struct event ev;
+		enum verdict got;
+
+		pi_case_init(&c, 0, NULL);
+		pset(&c.p, "returncode", codes[i]);
+		payindex_resign(&c.p, c.key);
+		got = run(&c.ch, &c.p, time(NULL), &ev);
+		ck_assert_msg(got == VERDICT_OK, "returncode %s: %s", codes[i], verdict_str(got));
+		ck_assert_msg(ev.type == EVENT_STATUS, "returncode \"%s\": type %s", codes[i],
+		    event_type_str(ev.type));
+		ck_assert_str_eq(ev.status, codes[i]);
+		pi_case_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(test_payindex_lowercase_sign_is_resigned_ok)
+{
+	struct pi_case c;
+	char sign[33];
+	size_t i;
+
+	/* the reference signer (upper-case hex) is accepted, and so is its lower case */
+	pi_case_init(&c, 1, NULL);
+	pset(&c.p, "true_amount", "49.9");
+	payindex_resign(&c.p, c.key);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_OK, "re-signed");
+	snprintf(sign, sizeof(sign), "%s", params_value(&c.p, "sign"));
+	for (i = 0; sign[i] != '\0'; i++)
+		sign[i] = (char)tolower((unsigned char)sign[i]);
+	pset(&c.p, "sign", sign);
+	expect(&c.ch, &c.p, time(NULL), VERDICT_OK, "re-signed, lower-case hex");
+	pi_case_free(&c);
+}
+END_TEST
+
+static Suite *
+family_payindex_suite(void)
+{
+	Suite *s = suite_create("family_payindex");
+	TCase *tc;
+
+	tc = tcase_create("payindex");
+	tcase_add_test(tc, test_payindex_row);
+	tcase_add_test(tc, test_sign_string_payindex_vectors);
+	tcase_add_test(tc, test_payindex_vectors);
+	tcase_add_test(tc, test_payindex_sign_altered);
+	tcase_add_test(tc, test_payindex_unsigned_fields);
+	tcase_add_test(tc, test_payindex_wrong_merchant);
+	tcase_add_test(tc, test_payindex_missing);
+	tcase_add_test(tc, test_payindex_bad_amount);
+	tcase_add_test(tc, test_payindex_other_returncodes);
+	tcase_add_test(tc, test_payindex_lowercase_sign_is_resigned_ok);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return run_suite(family_payindex_suite());
+}
