@@ -104,9 +104,9 @@ int store_finish(struct store *s, const struct store_outcome *o, store_done_cb *
 int store_release(struct store *s, const char *webhook, const char *id, const char *owner,
     store_done_cb *cb, void *arg) WUR;
 
-/* Orders and polls (docs/reconciliation.md). Each calls cb once with the
- * raw reply, or NULL when Redis failed or timed out; each returns -1 (cb not
- * called) when Redis is not ready. */
+/* Orders and polls (docs/reconciliation.md). Each calls cb once, later,
+ * or returns -1 (cb not called) when Redis is not ready. A store_reply_cb
+ * gets the raw reply, or NULL when Redis failed or timed out. */
 struct redisReply;
 typedef void store_reply_cb(void *arg, const struct redisReply *rep);
 
@@ -115,21 +115,49 @@ typedef void store_reply_cb(void *arg, const struct redisReply *rep);
 int store_order_register(struct store *s, const char *channel, const char *out_trade_no,
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb,
     void *arg) WUR;
+
+/* One order claimed for a poll, or expired unpaid there. */
+struct store_poll_claimed {
+	const char *out_trade_no;
+	bool expired; /* past its expiry: expired now, not to be polled */
+	long polls;   /* polls made so far */
+};
+/* rc is 0 with the claimed orders (maybe none), or -1 when Redis failed. */
+typedef void store_poll_claim_cb(void *arg, int rc, const struct store_poll_claimed *items,
+    size_t n);
 /* Claims due orders of a channel (and expires those past their time),
  * within `rate` queries per second shared by every instance. */
 int store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
-    int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+    int64_t lease_until_ms, store_poll_claim_cb *cb, void *arg) WUR;
+
+enum store_poll_one {
+	STORE_POLL_ONE_FAILED,  /* Redis failed or timed out */
+	STORE_POLL_ONE_MISSING, /* no such order */
+	STORE_POLL_ONE_SETTLED, /* not pending: `state` says what it is */
+	STORE_POLL_ONE_BUSY,    /* another poll holds its lease */
+	STORE_POLL_ONE_CLAIMED, /* leased to the caller: poll it now */
+};
+/* `state` is the settled order's state ("" when unknown), NULL otherwise;
+ * `polls` the polls made so far (CLAIMED). */
+typedef void store_poll_one_cb(void *arg, enum store_poll_one r, const char *state, long polls);
 int store_poll_one(struct store *s, const char *channel, const char *out_trade_no,
-    const char *owner, int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+    const char *owner, int64_t lease_until_ms, store_poll_one_cb *cb, void *arg) WUR;
+
+/* `state` is the order's state once the outcome is stored ("pending",
+ * "paid", "missing", "lost", ...), "unknown" when Redis failed. */
+typedef void store_poll_done_cb(void *arg, const char *state);
 int store_poll_done(struct store *s, const char *channel, const char *out_trade_no,
     const char *owner, const char *result, int64_t next_poll_ms, const char *detail,
-    store_reply_cb *cb, void *arg) WUR;
+    store_poll_done_cb *cb, void *arg) WUR;
 /* HGETALL of the order. */
 int store_order_get(struct store *s, const char *channel, const char *out_trade_no,
     store_reply_cb *cb, void *arg) WUR;
-/* SET NX PX on the channel's sweep key: "OK" when this instance sweeps now. */
+/* `locked`: this instance took the channel's sweep key and sweeps now;
+ * false when another one holds it, or Redis failed. */
+typedef void store_sweep_lock_cb(void *arg, bool locked);
+/* SET NX PX on the channel's sweep key. */
 int store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
-    store_reply_cb *cb, void *arg) WUR;
+    store_sweep_lock_cb *cb, void *arg) WUR;
 
 /* Operations (admin API). */
 int store_event_get(struct store *s, const char *event_id, store_reply_cb *cb, void *arg) WUR;

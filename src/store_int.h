@@ -108,6 +108,10 @@ struct store_req {
 		store_claim_cb *claim;
 		store_done_cb *done;
 		store_reply_cb *reply;
+		store_poll_claim_cb *poll_claim;
+		store_poll_one_cb *poll_one;
+		store_poll_done_cb *poll_done;
+		store_sweep_lock_cb *sweep_lock;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;

@@ -6,6 +6,84 @@
 
 /* --- orders and polls ------------------------------------------------------ */
 
+/* src/lua/poll_claim.lua: {{out_trade_no, "poll"|"expired", polls}, ...}. */
+static void
+poll_claim_done(struct store_req *r, const redisReply *rep)
+{
+	store_poll_claim_cb *cb = r->cb.poll_claim;
+	struct store_poll_claimed *items = NULL;
+	size_t i, n = 0;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+		cb(r->arg, -1, NULL, 0);
+		return;
+	}
+	if (rep->elements > 0 && (items = calloc(rep->elements, sizeof(*items))) == NULL) {
+		/* Claimed but not reported: the leases expire and they come back. */
+		cb(r->arg, -1, NULL, 0);
+		return;
+	}
+	for (i = 0; i < rep->elements; i++) {
+		const redisReply *e = rep->element[i];
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[1]->type != REDIS_REPLY_STRING ||
+		    e->element[2]->type != REDIS_REPLY_STRING)
+			continue;
+		items[n].out_trade_no = e->element[0]->str;
+		items[n].expired = strcmp(e->element[1]->str, "expired") == 0;
+		items[n].polls = strtol(e->element[2]->str, NULL, 10);
+		n++;
+	}
+	cb(r->arg, 0, items, n);
+	free(items);
+}
+
+/* src/lua/poll_one.lua: {"poll", polls}, {"missing"}, {"settled", state}
+ * or {"busy"}. */
+static void
+poll_one_done(struct store_req *r, const redisReply *rep)
+{
+	store_poll_one_cb *cb = r->cb.poll_one;
+	const char *what;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		cb(r->arg, STORE_POLL_ONE_FAILED, NULL, 0);
+	} else if (strcmp((what = rep->element[0]->str), "missing") == 0) {
+		cb(r->arg, STORE_POLL_ONE_MISSING, NULL, 0);
+	} else if (strcmp(what, "settled") == 0) {
+		cb(r->arg, STORE_POLL_ONE_SETTLED,
+		    rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
+			? rep->element[1]->str
+			: "",
+		    0);
+	} else if (strcmp(what, "busy") == 0) {
+		cb(r->arg, STORE_POLL_ONE_BUSY, NULL, 0);
+	} else {
+		cb(r->arg, STORE_POLL_ONE_CLAIMED, NULL,
+		    rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
+			? strtol(rep->element[1]->str, NULL, 10)
+			: 0);
+	}
+}
+
+/* src/lua/poll_done.lua: the order's state, a string. */
+static void
+poll_done_done(struct store_req *r, const redisReply *rep)
+{
+	r->cb.poll_done(r->arg,
+	    rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "unknown");
+}
+
+/* SET NX PX: +OK when set, nil when another instance holds the key. */
+static void
+sweep_lock_done(struct store_req *r, const redisReply *rep)
+{
+	r->cb.sweep_lock(r->arg, rep != NULL && rep->type == REDIS_REPLY_STATUS);
+}
+
 int
 store_order_register(struct store *s, const char *channel, const char *out_trade_no,
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb, void *arg)
@@ -36,14 +114,15 @@ store_order_register(struct store *s, const char *channel, const char *out_trade
 
 int
 store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
-    int64_t lease_until_ms, store_reply_cb *cb, void *arg)
+    int64_t lease_until_ms, store_poll_claim_cb *cb, void *arg)
 {
-	struct store_req *r = store_reply_req(s, SCRIPT_POLL_CLAIM, 9, 512, cb, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_POLL_CLAIM, 9, 512, poll_claim_done, arg);
 	int64_t now = now_ms();
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.poll_claim = cb;
 	rc = store_req_begin(r, 2);
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":polls", NULL);
@@ -59,13 +138,14 @@ store_poll_claim(struct store *s, const char *channel, int max, int rate, const 
 
 int
 store_poll_one(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
-    int64_t lease_until_ms, store_reply_cb *cb, void *arg)
+    int64_t lease_until_ms, store_poll_one_cb *cb, void *arg)
 {
-	struct store_req *r = store_reply_req(s, SCRIPT_POLL_ONE, 6, 512, cb, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_POLL_ONE, 6, 512, poll_one_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.poll_one = cb;
 	rc = store_req_begin(r, 2);
 	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -78,14 +158,15 @@ store_poll_one(struct store *s, const char *channel, const char *out_trade_no, c
 
 int
 store_poll_done(struct store *s, const char *channel, const char *out_trade_no, const char *owner,
-    const char *result, int64_t next_poll_ms, const char *detail, store_reply_cb *cb, void *arg)
+    const char *result, int64_t next_poll_ms, const char *detail, store_poll_done_cb *cb, void *arg)
 {
 	struct store_req *r =
-	    store_reply_req(s, SCRIPT_POLL_DONE, 9, 512 + strlen(detail), cb, arg);
+	    store_req_new(s, SCRIPT_POLL_DONE, 9, 512 + strlen(detail), poll_done_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.poll_done = cb;
 	rc = store_req_begin(r, 2);
 	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -115,13 +196,14 @@ store_order_get(struct store *s, const char *channel, const char *out_trade_no, 
 
 int
 store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
-    store_reply_cb *cb, void *arg)
+    store_sweep_lock_cb *cb, void *arg)
 {
-	struct store_req *r = store_reply_req(s, SCRIPT_NONE, 6, 256, cb, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_NONE, 6, 256, sweep_lock_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.sweep_lock = cb;
 	rc = store_req_args(r, "SET");
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":sweep", NULL);
 	rc |= store_req_args(r, owner);
