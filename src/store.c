@@ -1009,22 +1009,30 @@ fail:
 	return -1;
 }
 
-static void
-reply_done(struct store_req *r, const redisReply *rep)
-{
-	r->cb.reply(r->arg, rep);
-}
+/* --- replies ------------------------------------------------------------ */
 
-/* A request whose caller takes the raw reply. */
-struct store_req *
-store_reply_req(struct store *s, enum script script, size_t maxargs, size_t bytes,
-    store_reply_cb *cb, void *arg)
+int
+store_fields_decode(const redisReply *a, size_t start, struct store_field **out, size_t *n)
 {
-	struct store_req *r = store_req_new(s, script, maxargs, bytes, reply_done, arg);
+	size_t i;
 
-	if (r != NULL)
-		r->cb.reply = cb;
-	return r;
+	*out = NULL;
+	*n = 0;
+	if (a->type != REDIS_REPLY_ARRAY || a->elements < start + 2)
+		return 0;
+	if ((*out = calloc((a->elements - start) / 2, sizeof(**out))) == NULL)
+		return -1;
+	for (i = start; i + 1 < a->elements; i += 2) {
+		const redisReply *k = a->element[i], *v = a->element[i + 1];
+
+		if (k->str == NULL || v->str == NULL)
+			continue;
+		(*out)[*n].name = k->str;
+		(*out)[*n].value = v->str;
+		(*out)[*n].value_len = v->len;
+		(*n)++;
+	}
+	return 0;
 }
 
 uint64_t

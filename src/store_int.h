@@ -107,11 +107,20 @@ struct store_req {
 		store_record_cb *record;
 		store_claim_cb *claim;
 		store_done_cb *done;
-		store_reply_cb *reply;
 		store_poll_claim_cb *poll_claim;
 		store_poll_one_cb *poll_one;
 		store_poll_done_cb *poll_done;
 		store_sweep_lock_cb *sweep_lock;
+		store_order_register_cb *order_register;
+		store_fields_cb *fields;
+		store_event_get_cb *event_get;
+		store_deliveries_cb *deliveries;
+		store_replay_cb *replay;
+		store_numbers_cb *numbers;
+		store_events_find_cb *events_find;
+		store_entries_cb *entries;
+		store_info_cb *info;
+		store_purge_cb *purge;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;
@@ -151,9 +160,10 @@ int store_req_begin(struct store_req *r, int nkeys);
 /* Sends r (built without errors when rc is 0) or frees it. Returns 0 or -1
  * (done is not called then). */
 int store_req_send(struct store_req *r, int rc) WUR;
-/* A request whose caller takes the raw reply (store_reply_cb). */
-struct store_req *store_reply_req(struct store *s, enum script script, size_t maxargs, size_t bytes,
-    store_reply_cb *cb, void *arg);
+/* The field/value pairs of array `a` from element `start` into *out (the
+ * caller frees it), *n of them; a pair whose name or value is no string is
+ * left out, and `a` no array has none. -1 when out of memory. */
+int store_fields_decode(const redisReply *a, size_t start, struct store_field **out, size_t *n) WUR;
 
 /* store_record.c: the record step's answer, once the WAIT after it
  * answered (rep: its integer) or not (NULL). */

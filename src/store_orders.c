@@ -6,6 +6,48 @@
 
 /* --- orders and polls ------------------------------------------------------ */
 
+/* src/lua/order_register.lua: {"created"|"exists"|"conflict", state,
+ * amount_fen as registered}. */
+static void
+order_register_done(struct store_req *r, const redisReply *rep)
+{
+	store_order_register_cb *cb = r->cb.order_register;
+	enum store_order_reg what = STORE_ORDER_FAILED;
+	const char *state, *fen;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 3 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING) {
+		if (strcmp(rep->element[0]->str, "created") == 0)
+			what = STORE_ORDER_CREATED;
+		else if (strcmp(rep->element[0]->str, "exists") == 0)
+			what = STORE_ORDER_EXISTS;
+		else if (strcmp(rep->element[0]->str, "conflict") == 0)
+			what = STORE_ORDER_CONFLICT;
+	}
+	if (what == STORE_ORDER_FAILED) {
+		cb(r->arg, what, NULL, 0);
+		return;
+	}
+	state = rep->element[1]->str != NULL ? rep->element[1]->str : "";
+	fen = rep->element[2]->str != NULL ? rep->element[2]->str : "0";
+	cb(r->arg, what, state, (int64_t)strtoll(fen, NULL, 10));
+}
+
+/* HGETALL of the order: a reply that is no hash reads as no such order. */
+static void
+order_get_done(struct store_req *r, const redisReply *rep)
+{
+	struct store_field *f = NULL;
+	size_t n = 0;
+
+	if (rep == NULL || store_fields_decode(rep, 0, &f, &n) == -1) {
+		r->cb.fields(r->arg, -1, NULL, 0);
+		return;
+	}
+	r->cb.fields(r->arg, 0, f, n);
+	free(f);
+}
+
 /* src/lua/poll_claim.lua: {{out_trade_no, "poll"|"expired", polls}, ...}. */
 static void
 poll_claim_done(struct store_req *r, const redisReply *rep)
@@ -86,13 +128,16 @@ sweep_lock_done(struct store_req *r, const redisReply *rep)
 
 int
 store_order_register(struct store *s, const char *channel, const char *out_trade_no,
-    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb, void *arg)
+    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_order_register_cb *cb,
+    void *arg)
 {
-	struct store_req *r = store_reply_req(s, SCRIPT_ORDER_REGISTER, 9, 512, cb, arg);
+	struct store_req *r =
+	    store_req_new(s, SCRIPT_ORDER_REGISTER, 9, 512, order_register_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.order_register = cb;
 	rc = store_req_begin(r, 2);
 	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	rc |= store_req_cat(r, s->prefix, "ch:", channel, ":orders:due", NULL);
@@ -181,14 +226,15 @@ store_poll_done(struct store *s, const char *channel, const char *out_trade_no, 
 }
 
 int
-store_order_get(struct store *s, const char *channel, const char *out_trade_no, store_reply_cb *cb,
+store_order_get(struct store *s, const char *channel, const char *out_trade_no, store_fields_cb *cb,
     void *arg)
 {
-	struct store_req *r = store_reply_req(s, SCRIPT_NONE, 2, 256, cb, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_NONE, 2, 256, order_get_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
+	r->cb.fields = cb;
 	rc = store_req_args(r, "HGETALL");
 	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
 	return store_req_send(r, rc);
