@@ -1,6 +1,9 @@
 /* Redis: the one atomic recording step of SPEC §3 (a Lua script loaded
- * once, run with EVALSHA), over hiredis async on the daemon's event loop.
- * Key layout: docs/redis.md. */
+ * once, run with EVALSHA), deliveries, orders and polls, and the admin
+ * API's reads, over hiredis async on the daemon's event loop. The only door
+ * to Redis: callers get typed results, never a hiredis reply. The scripts
+ * are the files of src/lua/; the files behind this header and the key layout:
+ * docs/redis.md. */
 #ifndef PAYRELAY_STORE_H
 #define PAYRELAY_STORE_H
 
