@@ -756,24 +756,13 @@ static int
 store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *rep)
 {
 	struct store *s = r->s;
-	const char *type = "", *first = "";
+	const char *type, *first;
 	struct timeval tv;
 	int ms;
 
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING)
+	r->wait_result = store_record_answer(rep, &type, &first);
+	if (r->wait_result == STORE_ERROR)
 		return 1;
-	if (strcmp(rep->element[0]->str, "dup") == 0) {
-		r->wait_result = STORE_DUP;
-	} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 5 &&
-	    rep->element[2]->type == REDIS_REPLY_STRING &&
-	    rep->element[4]->type == REDIS_REPLY_STRING) {
-		r->wait_result = STORE_NEW;
-		type = rep->element[2]->str;
-		first = rep->element[4]->str;
-	} else {
-		return 1;
-	}
 	if (c != s->ctx || (c->c.flags & REDIS_DISCONNECTING))
 		return -1;
 	/* The arguments are spent: the buffer keeps the answer's strings. */

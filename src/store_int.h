@@ -165,6 +165,11 @@ int store_req_send(struct store_req *r, int rc) WUR;
  * left out, and `a` no array has none. -1 when out of memory. */
 int store_fields_decode(const redisReply *a, size_t start, struct store_field **out, size_t *n) WUR;
 
+/* store_record.c: src/lua/record.lua's answer, {"new", stream id, type,
+ * deliveries, first trade id or ""} or {"dup", stream id}: STORE_NEW (with
+ * *type and *first, "" when none, living as long as rep), STORE_DUP (both
+ * ""), or STORE_ERROR when rep is no such answer. */
+enum store_result store_record_answer(const redisReply *rep, const char **type, const char **first);
 /* store_record.c: the record step's answer, once the WAIT after it
  * answered (rep: its integer) or not (NULL). */
 void store_record_wait_done(struct store_req *r, const redisReply *rep);

@@ -9,30 +9,49 @@
 
 /* --- the record step ----------------------------------------------------- */
 
+enum store_result
+store_record_answer(const redisReply *rep, const char **type, const char **first)
+{
+	*type = *first = "";
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return STORE_ERROR;
+	if (strcmp(rep->element[0]->str, "dup") == 0)
+		return STORE_DUP;
+	if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 5 &&
+	    rep->element[2]->type == REDIS_REPLY_STRING &&
+	    rep->element[4]->type == REDIS_REPLY_STRING) {
+		*type = rep->element[2]->str;
+		*first = rep->element[4]->str;
+		return STORE_NEW;
+	}
+	return STORE_ERROR;
+}
+
 static void
 record_done(struct store_req *r, const redisReply *rep)
 {
 	store_record_cb *cb = r->cb.record;
+	const char *type, *first;
 
 	if (rep == NULL) {
 		cb(r->arg, r->timed_out ? STORE_TIMEOUT : STORE_ERROR, NULL, NULL);
-	} else if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
-	    rep->element[0]->type == REDIS_REPLY_STRING) {
-		if (strcmp(rep->element[0]->str, "dup") == 0) {
-			cb(r->arg, STORE_DUP, NULL, NULL);
-		} else if (strcmp(rep->element[0]->str, "new") == 0 && rep->elements >= 5 &&
-		    rep->element[2]->type == REDIS_REPLY_STRING &&
-		    rep->element[4]->type == REDIS_REPLY_STRING) {
-			const redisReply *first = rep->element[4];
-
-			cb(r->arg, STORE_NEW, rep->element[2]->str,
-			    first->len > 0 ? first->str : NULL);
-		} else {
-			cb(r->arg, STORE_ERROR, NULL, NULL);
-		}
-	} else {
-		log_errorx("redis record step gave an unexpected reply", "type=%d", rep->type);
+		return;
+	}
+	switch (store_record_answer(rep, &type, &first)) {
+	case STORE_NEW:
+		cb(r->arg, STORE_NEW, type, first[0] != '\0' ? first : NULL);
+		break;
+	case STORE_DUP:
+		cb(r->arg, STORE_DUP, NULL, NULL);
+		break;
+	default:
+		if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+		    rep->element[0]->type != REDIS_REPLY_STRING)
+			log_errorx("redis record step gave an unexpected reply", "type=%d",
+			    rep->type);
 		cb(r->arg, STORE_ERROR, NULL, NULL);
+		break;
 	}
 }
 
