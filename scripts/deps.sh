@@ -7,7 +7,7 @@ packages=(
   gcc pkg-config meson ninja-build
   libevent-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev libssl-dev
   libinih-dev libsystemd-dev check
-  redis-server redis-sentinel redis-tools python3 openssl curl clang-format systemd
+  redis-server redis-sentinel redis-tools lua5.1 python3 openssl curl clang-format systemd
   nginx libnginx-mod-stream
   "$@"
 )

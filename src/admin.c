@@ -15,7 +15,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 
 #include "amount.h"
@@ -71,21 +70,18 @@ admin_authorized(struct env *env, struct evhttp_request *req)
 	return ct_equal(h + 7, strlen(h + 7), token, strlen(token));
 }
 
-/* Copies field/value pairs of a Redis reply (from element `start`) into o:
- * the fields named in `numeric` as integers, the rest as strings (null when
- * not UTF-8). */
+/* Copies field/value pairs into o: the fields named in `numeric` as
+ * integers, the rest as strings (null when not UTF-8). */
 static void
-pairs_to_json(json_t *o, const struct redisReply *rep, size_t start, const char *const *numeric)
+pairs_to_json(json_t *o, const struct store_field *f, size_t nf, const char *const *numeric)
 {
 	size_t i;
 
-	for (i = start; i + 1 < rep->elements; i += 2) {
-		const char *k = rep->element[i]->str, *v = rep->element[i + 1]->str;
+	for (i = 0; i < nf; i++) {
+		const char *k = f[i].name, *v = f[i].value;
 		const char *const *n;
 		bool num = false;
 
-		if (k == NULL || v == NULL)
-			continue;
 		for (n = numeric; *n != NULL; n++)
 			num |= strcmp(k, *n) == 0;
 		if (num && *v == '\0') {
@@ -102,19 +98,18 @@ pairs_to_json(json_t *o, const struct redisReply *rep, size_t start, const char 
 }
 
 /* The order hash (HGETALL) as JSON: numbers as numbers, the amount also
- * in yuan. NULL when the reply is empty. */
+ * in yuan. NULL when it has no fields (no such order). */
 static json_t *
-order_json(const struct redisReply *rep)
+order_json(const struct store_field *f, size_t nf)
 {
 	static const char *const numeric[] = { "amount_fen", "polls", "created_ms", "expires_ms",
 		"next_poll_ms", "last_poll_ms", "paid_at_ms", "expired_ms", "lease_until_ms",
 		NULL };
 	json_t *o;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0 ||
-	    (o = json_object()) == NULL)
+	if (nf == 0 || (o = json_object()) == NULL)
 		return NULL;
-	pairs_to_json(o, rep, 0, numeric);
+	pairs_to_json(o, f, nf, numeric);
 	/* The same name as the registration answer uses. */
 	if (json_object_get(o, "expires_ms") != NULL) {
 		json_object_set(o, "expires_at_ms", json_object_get(o, "expires_ms"));
@@ -143,14 +138,14 @@ struct areq {
 };
 
 static void
-order_get_reply(void *arg, const struct redisReply *rep)
+order_get_reply(void *arg, int rc, const struct store_field *f, size_t nf)
 {
 	struct areq *a = arg;
 	json_t *o;
 
-	if (rep == NULL)
+	if (rc == -1)
 		admin_error(a->req, 503, "redis failed");
-	else if ((o = order_json(rep)) == NULL)
+	else if ((o = order_json(f, nf)) == NULL)
 		admin_error(a->req, 404, "no such order");
 	else if (a->result[0] != '\0')
 		admin_json(a->req, 200,
@@ -162,32 +157,27 @@ order_get_reply(void *arg, const struct redisReply *rep)
 }
 
 static void
-order_register_reply(void *arg, const struct redisReply *rep)
+order_register_reply(void *arg, enum store_order_reg what, const char *state,
+    int64_t registered_fen)
 {
 	struct areq *a = arg;
-	const char *what, *state;
 	char amt[32];
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
+	if (what == STORE_ORDER_FAILED) {
 		admin_error(a->req, 503, "redis failed");
 		free(a);
 		return;
 	}
-	what = rep->element[0]->str;
-	state = rep->element[1]->str != NULL ? rep->element[1]->str : "";
 	amount_format(a->amount_fen, amt, sizeof(amt));
-	if (strcmp(what, "conflict") == 0) {
+	if (what == STORE_ORDER_CONFLICT) {
 		admin_json(a->req, 409,
 		    json_pack("{s:s,s:s,s:I}", "error",
 			"the order is registered with another amount", "state", state,
-			"registered_amount_fen",
-			(json_int_t)strtoll(rep->element[2]->str ? rep->element[2]->str : "0", NULL,
-			    10)));
+			"registered_amount_fen", (json_int_t)registered_fen));
 		free(a);
 		return;
 	}
-	if (strcmp(what, "exists") == 0) {
+	if (what == STORE_ORDER_EXISTS) {
 		/* Registered before with the same amount: answer what is stored. */
 		if (store_order_get(a->env->store, a->channel, a->out_trade_no, order_get_reply,
 			a) == 0)
@@ -196,14 +186,14 @@ order_register_reply(void *arg, const struct redisReply *rep)
 		free(a);
 		return;
 	}
-	if (strcmp(what, "created") == 0)
+	if (what == STORE_ORDER_CREATED)
 		log_info("order registered", "channel=%s out_trade_no=\"%.64s\" amount_fen=%lld",
 		    a->channel, a->out_trade_no, (long long)a->amount_fen);
-	admin_json(a->req, strcmp(what, "created") == 0 ? 201 : 200,
+	admin_json(a->req, what == STORE_ORDER_CREATED ? 201 : 200,
 	    json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:b}", "channel", a->channel, "out_trade_no",
 		a->out_trade_no, "amount", amt, "amount_fen", (json_int_t)a->amount_fen, "state",
 		state, "expires_at_ms", (json_int_t)a->expires_ms, "created",
-		strcmp(what, "created") == 0));
+		what == STORE_ORDER_CREATED));
 	free(a);
 }
 
@@ -387,36 +377,29 @@ done:
 /* --- operations ---------------------------------------------------------- */
 
 static void
-event_get_reply(void *arg, const struct redisReply *rep)
+event_get_reply(void *arg, enum store_event_get r, const char *stream_id, const char *event,
+    size_t event_len)
 {
 	struct areq *a = arg;
-	const char *what;
-	json_t *ev = NULL, *o;
-	size_t i;
+	json_t *o;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
+	if (r == STORE_EVENT_FAILED) {
 		admin_error(a->req, 503, "redis failed");
 		goto out;
 	}
-	what = rep->element[0]->str;
-	if (strcmp(what, "missing") == 0) {
+	if (r == STORE_EVENT_MISSING) {
 		admin_error(a->req, 404, "no such event (never recorded, or older than dedup_ttl)");
 		goto out;
 	}
-	if (strcmp(what, "trimmed") == 0) {
+	if (r == STORE_EVENT_TRIMMED) {
 		admin_error(a->req, 404, "the event was trimmed from the stream (maxlen)");
 		goto out;
 	}
-	for (i = 2; i + 1 < rep->elements; i += 2)
-		if (rep->element[i]->str != NULL && strcmp(rep->element[i]->str, "event") == 0)
-			ev =
-			    json_loadb(rep->element[i + 1]->str, rep->element[i + 1]->len, 0, NULL);
-	if ((o = ev) == NULL) {
+	if (event == NULL || (o = json_loadb(event, event_len, 0, NULL)) == NULL) {
 		admin_error(a->req, 500, "the stream entry has no event");
 		goto out;
 	}
-	json_object_set_new(o, "stream_id", json_string(rep->element[1]->str));
+	json_object_set_new(o, "stream_id", json_string(stream_id));
 	admin_json(a->req, 200, o);
 out:
 	free(a);
@@ -460,24 +443,22 @@ struct listing {
 };
 
 static void
-deliveries_reply(void *arg, const struct redisReply *rep)
+deliveries_reply(void *arg, int rc, const struct store_delivery_row *rows, size_t n)
 {
 	static const char *const numeric[] = { "attempts", "last_status", "created_ms", "due_ms",
 		"dead_ms", "delivered_ms", "last_attempt_ms", NULL };
 	struct listing *l = arg;
 	size_t i;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+	if (rc == -1)
 		l->failed = true;
-	for (i = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && i < rep->elements; i++) {
-		const struct redisReply *row = rep->element[i];
+	for (i = 0; i < n; i++) {
 		json_t *o;
 
-		if (row->type != REDIS_REPLY_ARRAY || row->elements < 2 ||
-		    (o = json_object()) == NULL)
+		if ((o = json_object()) == NULL)
 			continue;
-		json_object_set_new(o, "id", json_string(row->element[0]->str));
-		pairs_to_json(o, row, 2, numeric);
+		json_object_set_new(o, "id", json_string(rows[i].id));
+		pairs_to_json(o, rows[i].fields, rows[i].nfields, numeric);
 		json_array_append_new(l->rows, o);
 	}
 	if (--l->waiting > 0)
@@ -560,19 +541,16 @@ out:
 }
 
 static void
-replay_reply(void *arg, const struct redisReply *rep)
+replay_reply(void *arg, int rc, long long n, const char *text)
 {
 	struct areq *a = arg;
-	long long n;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
-	    rep->element[0]->type != REDIS_REPLY_INTEGER) {
+	if (rc == -1) {
 		admin_error(a->req, 503, "redis failed");
 		goto out;
 	}
-	n = rep->element[0]->integer;
 	if (n < 0) {
-		const char *why = rep->element[1]->str != NULL ? rep->element[1]->str : "refused";
+		const char *why = text != NULL ? text : "refused";
 
 		admin_error(a->req, strncmp(why, "no such", 7) == 0 ? 404 : 409, why);
 		goto out;
@@ -580,8 +558,8 @@ replay_reply(void *arg, const struct redisReply *rep)
 	log_info("replay", "mode=%s target=\"%.64s\" deliveries=%lld", a->result, a->detail, n);
 	if (strcmp(a->result, "one") == 0)
 		admin_json(a->req, 201,
-		    json_pack("{s:s,s:s}", "delivery",
-			rep->element[1]->str ? rep->element[1]->str : "", "replay_of", a->detail));
+		    json_pack("{s:s,s:s}", "delivery", text != NULL ? text : "", "replay_of",
+			a->detail));
 	else
 		admin_json(a->req, 200, json_pack("{s:I}", "replayed", (json_int_t)n));
 	deliver_kick(a->env->deliver);
@@ -634,13 +612,11 @@ purge_free(struct purge *p)
 }
 
 static void
-purge_reply(void *arg, const struct redisReply *rep)
+purge_reply(void *arg, int rc, long long purged, bool more)
 {
 	struct purge *p = arg;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
-	    rep->element[0]->type != REDIS_REPLY_INTEGER ||
-	    rep->element[1]->type != REDIS_REPLY_INTEGER) {
+	if (rc == -1) {
 		/* What went already is gone: say how much. */
 		log_warnx("purge stopped", "purged=%lld reason=\"redis failed\"", p->total);
 		admin_json(p->req, 503,
@@ -649,9 +625,9 @@ purge_reply(void *arg, const struct redisReply *rep)
 		purge_free(p);
 		return;
 	}
-	p->here += rep->element[0]->integer;
-	p->total += rep->element[0]->integer;
-	if (rep->element[1]->integer == 0) {
+	p->here += purged;
+	p->total += purged;
+	if (!more) {
 		json_object_set_new(p->by_webhook, p->names[p->i], json_integer(p->here));
 		p->here = 0;
 		p->i++;
@@ -839,53 +815,45 @@ out:
 
 /* --- the on-call's commands (docs/operations.md) ------------------------- */
 
-/* The event JSON of a stream entry's field/value list, with its stream id;
- * NULL when it has none. */
+/* The event JSON of a stream entry, with its stream id; NULL when it has
+ * none. */
 static json_t *
-entry_event(const struct redisReply *fields, const char *sid)
+entry_event(const struct store_entry *e)
 {
 	json_t *ev = NULL;
 	size_t i;
 
-	for (i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2)
-		if (fields->element[i]->str != NULL &&
-		    strcmp(fields->element[i]->str, "event") == 0 &&
-		    fields->element[i + 1]->str != NULL)
-			ev = json_loadb(fields->element[i + 1]->str, fields->element[i + 1]->len, 0,
-			    NULL);
+	for (i = 0; i < e->nfields; i++)
+		if (strcmp(e->fields[i].name, "event") == 0)
+			ev = json_loadb(e->fields[i].value, e->fields[i].value_len, 0, NULL);
 	if (ev != NULL && json_is_object(ev))
-		json_object_set_new(ev, "stream_id", json_string(sid));
+		json_object_set_new(ev, "stream_id", json_string(e->id));
 	return ev;
 }
 
 static void
-events_find_reply(void *arg, const struct redisReply *rep)
+events_find_reply(void *arg, int rc, const struct store_found_event *found, size_t n)
 {
 	struct areq *a = arg;
 	json_t *rows;
 	size_t i;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || (rows = json_array()) == NULL) {
+	if (rc == -1 || (rows = json_array()) == NULL) {
 		admin_error(a->req, 503, "redis failed");
 		free(a);
 		return;
 	}
-	for (i = 0; i < rep->elements; i++) {
-		const struct redisReply *row = rep->element[i];
+	for (i = 0; i < n; i++) {
+		const struct store_found_event *f = &found[i];
 		json_t *ev;
 
-		if (row->type != REDIS_REPLY_ARRAY || row->elements < 3 ||
-		    row->element[0]->str == NULL)
-			continue;
-		ev = row->element[2]->len > 0
-		    ? json_loadb(row->element[2]->str, row->element[2]->len, 0, NULL)
-		    : NULL;
+		ev = f->event_len > 0 ? json_loadb(f->event, f->event_len, 0, NULL) : NULL;
 		if (ev == NULL || !json_is_object(ev)) {
 			/* Indexed, but trimmed from the stream (maxlen). */
 			json_decref(ev);
-			ev = json_pack("{s:s,s:b}", "id", row->element[0]->str, "trimmed", 1);
-		} else if (row->element[1]->len > 0) {
-			json_object_set_new(ev, "stream_id", json_string(row->element[1]->str));
+			ev = json_pack("{s:s,s:b}", "id", f->id, "trimmed", 1);
+		} else if (f->stream_id_len > 0) {
+			json_object_set_new(ev, "stream_id", json_string(f->stream_id));
 		}
 		json_array_append_new(rows, ev);
 	}
@@ -993,28 +961,27 @@ tail_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 static bool
-tail_wants(const struct tail *t, const struct redisReply *fields)
+tail_wants(const struct tail *t, const struct store_entry *e)
 {
 	const char *type = NULL, *channel = NULL;
 	size_t i;
 
-	for (i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
-		const char *k = fields->element[i]->str;
+	for (i = 0; i < e->nfields; i++) {
+		const char *k = e->fields[i].name;
 
-		if (k != NULL && strcmp(k, "type") == 0)
-			type = fields->element[i + 1]->str;
-		else if (k != NULL && strcmp(k, "channel") == 0)
-			channel = fields->element[i + 1]->str;
+		if (strcmp(k, "type") == 0)
+			type = e->fields[i].value;
+		else if (strcmp(k, "channel") == 0)
+			channel = e->fields[i].value;
 	}
 	return (t->type[0] == '\0' || (type != NULL && strcmp(type, t->type) == 0)) &&
 	    (t->channel[0] == '\0' || (channel != NULL && strcmp(channel, t->channel) == 0));
 }
 
 static void
-tail_reply(void *arg, const struct redisReply *rep)
+tail_reply(void *arg, int rc, const struct store_entry *entries, size_t n)
 {
 	struct tail *t = arg;
-	const struct redisReply *entries = NULL;
 	struct timeval tv = { 0, TAIL_TICK_MS * 1000 };
 	int64_t left;
 	size_t i;
@@ -1024,26 +991,17 @@ tail_reply(void *arg, const struct redisReply *rep)
 		tail_free(t);
 		return;
 	}
-	if (rep == NULL) {
+	if (rc == -1) {
 		conn_watch(t->conn, NULL, NULL);
 		admin_error(t->req, 503, "redis failed");
 		tail_free(t);
 		return;
 	}
-	/* XREAD: nil, or [[stream, [[id, [f, v, ...]], ...]]] */
-	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 &&
-	    rep->element[0]->type == REDIS_REPLY_ARRAY && rep->element[0]->elements == 2)
-		entries = rep->element[0]->element[1];
-	for (i = 0; entries != NULL && entries->type == REDIS_REPLY_ARRAY && i < entries->elements;
-	     i++) {
-		const struct redisReply *e = entries->element[i];
+	for (i = 0; i < n; i++) {
 		json_t *ev;
 
-		if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 || e->element[0]->str == NULL)
-			continue;
-		snprintf(t->after, sizeof(t->after), "%s", e->element[0]->str);
-		if (tail_wants(t, e->element[1]) &&
-		    (ev = entry_event(e->element[1], e->element[0]->str)) != NULL)
+		snprintf(t->after, sizeof(t->after), "%s", entries[i].id);
+		if (tail_wants(t, &entries[i]) && (ev = entry_event(&entries[i])) != NULL)
 			json_array_append_new(t->rows, ev);
 	}
 	left = t->deadline_ms - now_ms();
@@ -1071,17 +1029,16 @@ tail_read(struct tail *t)
 }
 
 static void
-tail_last_reply(void *arg, const struct redisReply *rep)
+tail_last_reply(void *arg, int rc, const struct store_entry *entries, size_t n)
 {
 	struct areq *a = arg;
 	const char *last = "0-0";
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+	if (rc == -1) {
 		admin_error(a->req, 503, "redis failed");
 	} else {
-		if (rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
-		    rep->element[0]->elements > 0 && rep->element[0]->element[0]->str != NULL)
-			last = rep->element[0]->element[0]->str;
+		if (n > 0)
+			last = entries[0].id;
 		admin_json(a->req, 200, json_pack("{s:[],s:s}", "events", "last_id", last));
 	}
 	free(a);
@@ -1235,7 +1192,7 @@ admin_event_deliveries(struct env *env, struct evhttp_request *req, const char *
 }
 
 static void
-delivery_get_reply(void *arg, const struct redisReply *rep)
+delivery_get_reply(void *arg, int rc, const struct store_field *f, size_t nf)
 {
 	static const char *const numeric[] = { "attempts", "last_status", "created_ms", "due_ms",
 		"dead_ms", "delivered_ms", "last_attempt_ms", "lease_until_ms", NULL };
@@ -1243,14 +1200,14 @@ delivery_get_reply(void *arg, const struct redisReply *rep)
 	json_t *o, *h;
 	const char *text;
 
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+	if (rc == -1) {
 		admin_error(a->req, 503, "redis failed");
-	} else if (rep->elements == 0 || (o = json_object()) == NULL) {
+	} else if (nf == 0 || (o = json_object()) == NULL) {
 		admin_error(a->req, 404,
 		    "no such delivery (never made, or delivered longer ago "
 		    "than delivery_retention)");
 	} else {
-		pairs_to_json(o, rep, 0, numeric);
+		pairs_to_json(o, f, nf, numeric);
 		/* The body is the event's: `events show` has it. */
 		json_object_del(o, "event");
 		text = json_string_value(json_object_get(o, "history"));
@@ -1441,15 +1398,14 @@ info_value(const char *info, const char *name)
 }
 
 static void
-memory_reply(void *arg, const struct redisReply *rep)
+memory_reply(void *arg, const char *info)
 {
 	struct scrape *sc = arg;
 	double used, max;
 	int rc = 0;
 
-	if (rep != NULL && rep->type == REDIS_REPLY_STRING && rep->str != NULL &&
-	    (used = info_value(rep->str, "used_memory")) >= 0 &&
-	    (max = info_value(rep->str, "maxmemory")) >= 0) {
+	if (info != NULL && (used = info_value(info, "used_memory")) >= 0 &&
+	    (max = info_value(info, "maxmemory")) >= 0) {
 		rc |= metrics_family(&sc->text, "payrelay_redis_used_memory_bytes", "gauge",
 		    "Memory Redis uses (INFO used_memory).");
 		rc |=
@@ -1472,21 +1428,18 @@ scrape_memory(struct scrape *sc)
 }
 
 static void
-sizes_reply(void *arg, const struct redisReply *rep)
+sizes_reply(void *arg, int ok, const long long *v, size_t n)
 {
 	struct scrape *sc = arg;
 	int rc = 0;
 
-	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 &&
-	    rep->element[0]->type == REDIS_REPLY_INTEGER &&
-	    rep->element[1]->type == REDIS_REPLY_INTEGER) {
+	if (ok == 0 && n >= 2) {
 		/* O(1) sizes only (no SCAN): a scrape stays fast whatever the
 		 * key count. docs/redis.md says which kinds are left out. */
 		rc |= metrics_family(&sc->text, "payrelay_redis_keys", "gauge",
 		    "Keys in payrelay's Redis database (all: DBSIZE, every key; "
 		    "delivery_pending, delivery_dead: delivery hashes by state).");
-		rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind", "all",
-		    (double)rep->element[0]->integer);
+		rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind", "all", (double)v[0]);
 		if (sc->counted) {
 			rc |= metrics_sample(&sc->text, "payrelay_redis_keys", "kind",
 			    "delivery_pending", (double)sc->pending);
@@ -1496,7 +1449,7 @@ sizes_reply(void *arg, const struct redisReply *rep)
 		rc |= metrics_family(&sc->text, "payrelay_redis_stream_entries", "gauge",
 		    "Entries in the event stream (XLEN; capped by [stream] maxlen).");
 		rc |= metrics_sample(&sc->text, "payrelay_redis_stream_entries", NULL, NULL,
-		    (double)rep->element[1]->integer);
+		    (double)v[1]);
 	}
 	(void)rc;
 	scrape_memory(sc);
@@ -1511,27 +1464,27 @@ scrape_sizes(struct scrape *sc)
 }
 
 static void
-counts_reply(void *arg, const struct redisReply *rep)
+counts_reply(void *arg, int ok, const long long *v, size_t n)
 {
 	struct scrape *sc = arg;
 	const struct config *cfg = sc->env->cfg;
 	size_t i;
 	int rc = 0;
 
-	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 * cfg->nwebhooks) {
+	if (ok == 0 && n == 2 * cfg->nwebhooks) {
 		rc |= metrics_family(&sc->text, "payrelay_deliveries_pending", "gauge",
 		    "Deliveries waiting (due, retrying or leased), by webhook.");
 		for (i = 0; i < cfg->nwebhooks; i++)
 			rc |= metrics_sample(&sc->text, "payrelay_deliveries_pending", "webhook",
-			    cfg->webhooks[i].name, (double)rep->element[2 * i]->integer);
+			    cfg->webhooks[i].name, (double)v[2 * i]);
 		rc |= metrics_family(&sc->text, "payrelay_deliveries_dead", "gauge",
 		    "Dead deliveries waiting for a replay, by webhook.");
 		for (i = 0; i < cfg->nwebhooks; i++)
 			rc |= metrics_sample(&sc->text, "payrelay_deliveries_dead", "webhook",
-			    cfg->webhooks[i].name, (double)rep->element[2 * i + 1]->integer);
+			    cfg->webhooks[i].name, (double)v[2 * i + 1]);
 		for (i = 0; i < cfg->nwebhooks; i++) {
-			sc->pending += rep->element[2 * i]->integer;
-			sc->dead += rep->element[2 * i + 1]->integer;
+			sc->pending += v[2 * i];
+			sc->dead += v[2 * i + 1];
 		}
 		sc->counted = true;
 	}

@@ -11,7 +11,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
-#include <hiredis/hiredis.h>
 
 #include "admin.h"
 #include "confirm.h"
@@ -375,19 +374,15 @@ pending_fail(struct pending *pd, int code, enum ingest_result res)
 }
 
 static void
-confirm_registered(void *arg, const struct redisReply *rep)
+confirm_registered(void *arg, enum store_order_reg what, const char *state, int64_t registered_fen)
 {
 	struct pending *pd = arg;
-	const char *what = rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
-		rep->element[0]->type == REDIS_REPLY_STRING
-	    ? rep->element[0]->str
-	    : NULL;
 
-	if (what == NULL)
+	if (what == STORE_ORDER_FAILED)
 		log_warnx("unconfirmed callback's order not registered for polling",
 		    "channel=%s out_trade_no=\"%.64s\" reason=\"redis failed\"", pd->channel,
 		    pd->out_trade_no);
-	else if (strcmp(what, "created") == 0)
+	else if (what == STORE_ORDER_CREATED)
 		log_info("order registered for polling by an unconfirmed callback",
 		    "channel=%s out_trade_no=\"%.64s\"", pd->channel, pd->out_trade_no);
 	pending_fail(pd, 503, INGEST_UNAVAILABLE);

@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include <event2/event.h>
-#include <hiredis/hiredis.h>
 
 #include "config.h"
 #include "crypto.h"
@@ -130,11 +129,10 @@ next_gap_ms(const struct channel *ch, long polls)
 }
 
 static void
-done_reply(void *arg, const struct redisReply *rep)
+done_reply(void *arg, const char *state)
 {
 	struct pquery *q = arg;
 	struct poller *p = q->p;
-	const char *state = rep != NULL && rep->type == REDIS_REPLY_STRING ? rep->str : "unknown";
 
 	log_info("order polled",
 	    "channel=%s out_trade_no=\"%.64s\" result=%s state=%s poll=%ld detail=\"%s\"",
@@ -311,7 +309,7 @@ struct claim {
 };
 
 static void
-claim_reply(void *arg, const struct redisReply *rep)
+claim_reply(void *arg, int rc, const struct store_poll_claimed *items, size_t n)
 {
 	struct claim cl = *(struct claim *)arg;
 	struct poller *p = cl.p;
@@ -321,27 +319,19 @@ claim_reply(void *arg, const struct redisReply *rep)
 	free(arg);
 	cl.c->claiming = false;
 	busy_done(p);
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+	if (rc == -1)
 		return;
-	for (i = 0; i < rep->elements; i++) {
-		const struct redisReply *e = rep->element[i];
-
-		if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
-		    e->element[0]->type != REDIS_REPLY_STRING ||
-		    e->element[1]->type != REDIS_REPLY_STRING ||
-		    e->element[2]->type != REDIS_REPLY_STRING)
-			continue;
-		if (strcmp(e->element[1]->str, "expired") == 0) {
+	for (i = 0; i < n; i++) {
+		if (items[i].expired) {
 			log_info("order expired unpaid",
-			    "channel=%s out_trade_no=\"%.64s\" polls=%s", cl.c->name,
-			    e->element[0]->str, e->element[2]->str);
+			    "channel=%s out_trade_no=\"%.64s\" polls=%ld", cl.c->name,
+			    items[i].out_trade_no, items[i].polls);
 			continue;
 		}
 		/* Claimed as we stopped or the channel went away: its lease expires. */
 		if (p->stopping || !pollable(ch))
 			continue;
-		pquery_start(p, cl.c, ch, e->element[0]->str, strtol(e->element[2]->str, NULL, 10),
-		    NULL, NULL);
+		pquery_start(p, cl.c, ch, items[i].out_trade_no, items[i].polls, NULL, NULL);
 	}
 }
 
@@ -480,15 +470,14 @@ struct sweep_try {
 };
 
 static void
-sweep_lock_reply(void *arg, const struct redisReply *rep)
+sweep_lock_reply(void *arg, bool locked)
 {
 	struct sweep_try t = *(struct sweep_try *)arg;
 	struct poller *p = t.p;
 	struct sweep *sw;
 
 	free(arg);
-	if (rep == NULL || rep->type != REDIS_REPLY_STATUS || p->stopping ||
-	    (sw = calloc(1, sizeof(*sw))) == NULL) {
+	if (!locked || p->stopping || (sw = calloc(1, sizeof(*sw))) == NULL) {
 		/* Another instance sweeps this interval (or Redis failed). */
 		t.c->sweeping = false;
 		busy_done(p);
@@ -575,36 +564,25 @@ struct now_ctx {
 };
 
 static void
-now_claim_reply(void *arg, const struct redisReply *rep)
+now_claim_reply(void *arg, enum store_poll_one r, const char *state, long polls)
 {
 	struct now_ctx *n = arg;
 	struct poller *p = n->p;
 	const struct channel *ch = config_channel(p->env->cfg, n->channel);
-	const char *what;
 
 	busy_done(p);
-	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING) {
+	if (r == STORE_POLL_ONE_FAILED)
 		n->cb(n->arg, POLL_NOW_FAILED, "error", "redis failed");
-	} else if (strcmp((what = rep->element[0]->str), "missing") == 0) {
+	else if (r == STORE_POLL_ONE_MISSING)
 		n->cb(n->arg, POLL_NOW_MISSING, "", "no such order");
-	} else if (strcmp(what, "settled") == 0) {
-		n->cb(n->arg, POLL_NOW_SETTLED,
-		    rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
-			? rep->element[1]->str
-			: "",
-		    "not pending");
-	} else if (strcmp(what, "busy") == 0) {
+	else if (r == STORE_POLL_ONE_SETTLED)
+		n->cb(n->arg, POLL_NOW_SETTLED, state, "not pending");
+	else if (r == STORE_POLL_ONE_BUSY)
 		n->cb(n->arg, POLL_NOW_BUSY, "", "being polled");
-	} else if (!pollable(ch) || p->stopping) {
+	else if (!pollable(ch) || p->stopping)
 		n->cb(n->arg, POLL_NOW_FAILED, "error", "channel cannot be polled");
-	} else {
-		long polls = rep->elements > 1 && rep->element[1]->type == REDIS_REPLY_STRING
-		    ? strtol(rep->element[1]->str, NULL, 10)
-		    : 0;
-
+	else
 		pquery_start(p, n->c, ch, n->out_trade_no, polls, n->cb, n->arg);
-	}
 	free(n->out_trade_no);
 	free(n);
 }

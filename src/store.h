@@ -1,6 +1,9 @@
 /* Redis: the one atomic recording step of SPEC §3 (a Lua script loaded
- * once, run with EVALSHA), over hiredis async on the daemon's event loop.
- * Key layout: docs/redis.md. */
+ * once, run with EVALSHA), deliveries, orders and polls, and the admin
+ * API's reads, over hiredis async on the daemon's event loop. The only door
+ * to Redis: callers get typed results, never a hiredis reply. The scripts
+ * are the files of src/lua/; the files behind this header and the key layout:
+ * docs/redis.md. */
 #ifndef PAYRELAY_STORE_H
 #define PAYRELAY_STORE_H
 
@@ -104,37 +107,102 @@ int store_finish(struct store *s, const struct store_outcome *o, store_done_cb *
 int store_release(struct store *s, const char *webhook, const char *id, const char *owner,
     store_done_cb *cb, void *arg) WUR;
 
-/* Orders and polls (docs/reconciliation.md). Each calls cb once with the
- * raw reply, or NULL when Redis failed or timed out; each returns -1 (cb not
- * called) when Redis is not ready. */
-struct redisReply;
-typedef void store_reply_cb(void *arg, const struct redisReply *rep);
+/* Orders and polls (docs/reconciliation.md). Each calls cb once, later,
+ * or returns -1 (cb not called) when Redis is not ready. Strings handed to
+ * a callback live during the call only. */
 
+/* A field and its value: of a hash (HGETALL), a stream entry, a row. */
+struct store_field {
+	const char *name;
+	const char *value;
+	size_t value_len;
+};
+/* rc is 0 with the fields (none: no such key), or -1 when Redis failed. */
+typedef void store_fields_cb(void *arg, int rc, const struct store_field *fields, size_t n);
+
+enum store_order_reg {
+	STORE_ORDER_FAILED,   /* Redis failed or timed out */
+	STORE_ORDER_CREATED,  /* registered now */
+	STORE_ORDER_EXISTS,   /* registered before, with the same amount or none */
+	STORE_ORDER_CONFLICT, /* registered before with another amount */
+};
+/* `state` is the order's ("" when unknown), `registered_fen` the amount it
+ * was registered with (CONFLICT). */
+typedef void store_order_register_cb(void *arg, enum store_order_reg r, const char *state,
+    int64_t registered_fen);
 /* first_poll_ms 0: the channel is never polled. amount_fen -1: the amount
  * is not known (no amount check; a later registration with one sets it). */
 int store_order_register(struct store *s, const char *channel, const char *out_trade_no,
-    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_reply_cb *cb,
+    int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_order_register_cb *cb,
     void *arg) WUR;
+
+/* One order claimed for a poll, or expired unpaid there. */
+struct store_poll_claimed {
+	const char *out_trade_no;
+	bool expired; /* past its expiry: expired now, not to be polled */
+	long polls;   /* polls made so far */
+};
+/* rc is 0 with the claimed orders (maybe none), or -1 when Redis failed. */
+typedef void store_poll_claim_cb(void *arg, int rc, const struct store_poll_claimed *items,
+    size_t n);
 /* Claims due orders of a channel (and expires those past their time),
  * within `rate` queries per second shared by every instance. */
 int store_poll_claim(struct store *s, const char *channel, int max, int rate, const char *owner,
-    int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+    int64_t lease_until_ms, store_poll_claim_cb *cb, void *arg) WUR;
+
+enum store_poll_one {
+	STORE_POLL_ONE_FAILED,  /* Redis failed or timed out */
+	STORE_POLL_ONE_MISSING, /* no such order */
+	STORE_POLL_ONE_SETTLED, /* not pending: `state` says what it is */
+	STORE_POLL_ONE_BUSY,    /* another poll holds its lease */
+	STORE_POLL_ONE_CLAIMED, /* leased to the caller: poll it now */
+};
+/* `state` is the settled order's state ("" when unknown), NULL otherwise;
+ * `polls` the polls made so far (CLAIMED). */
+typedef void store_poll_one_cb(void *arg, enum store_poll_one r, const char *state, long polls);
 int store_poll_one(struct store *s, const char *channel, const char *out_trade_no,
-    const char *owner, int64_t lease_until_ms, store_reply_cb *cb, void *arg) WUR;
+    const char *owner, int64_t lease_until_ms, store_poll_one_cb *cb, void *arg) WUR;
+
+/* `state` is the order's state once the outcome is stored ("pending",
+ * "paid", "missing", "lost", ...), "unknown" when Redis failed. */
+typedef void store_poll_done_cb(void *arg, const char *state);
 int store_poll_done(struct store *s, const char *channel, const char *out_trade_no,
     const char *owner, const char *result, int64_t next_poll_ms, const char *detail,
-    store_reply_cb *cb, void *arg) WUR;
-/* HGETALL of the order. */
+    store_poll_done_cb *cb, void *arg) WUR;
+/* HGETALL of the order: no fields when there is no such order. */
 int store_order_get(struct store *s, const char *channel, const char *out_trade_no,
-    store_reply_cb *cb, void *arg) WUR;
-/* SET NX PX on the channel's sweep key: "OK" when this instance sweeps now. */
+    store_fields_cb *cb, void *arg) WUR;
+/* `locked`: this instance took the channel's sweep key and sweeps now;
+ * false when another one holds it, or Redis failed. */
+typedef void store_sweep_lock_cb(void *arg, bool locked);
+/* SET NX PX on the channel's sweep key. */
 int store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_t ms,
-    store_reply_cb *cb, void *arg) WUR;
+    store_sweep_lock_cb *cb, void *arg) WUR;
 
 /* Operations (admin API). */
-int store_event_get(struct store *s, const char *event_id, store_reply_cb *cb, void *arg) WUR;
+
+enum store_event_get {
+	STORE_EVENT_FAILED,  /* Redis failed or timed out */
+	STORE_EVENT_MISSING, /* never recorded, or older than dedup_ttl */
+	STORE_EVENT_TRIMMED, /* recorded, but trimmed from the stream */
+	STORE_EVENT_FOUND,
+};
+/* FOUND: the stream entry's id, and its event JSON (NULL when it has none). */
+typedef void store_event_get_cb(void *arg, enum store_event_get r, const char *stream_id,
+    const char *event, size_t event_len);
+int store_event_get(struct store *s, const char *event_id, store_event_get_cb *cb, void *arg) WUR;
+
+/* A delivery hash: its id, then its fields (the `id` field too). */
+struct store_delivery_row {
+	const char *id;
+	const struct store_field *fields;
+	size_t nfields;
+};
+/* rc is 0 with the rows (maybe none), or -1 when Redis failed. */
+typedef void store_deliveries_cb(void *arg, int rc, const struct store_delivery_row *rows,
+    size_t n);
 int store_deliveries_list(struct store *s, const char *webhook, bool dead, int limit,
-    store_reply_cb *cb, void *arg) WUR;
+    store_deliveries_cb *cb, void *arg) WUR;
 
 struct store_replay_req {
 	const char *mode;   /* "one", "dead" or "range" */
@@ -146,38 +214,70 @@ struct store_replay_req {
 	int64_t retention_s;  /* how long a replayed dead hash is kept (delivery_retention) */
 };
 
-int store_replay(struct store *s, const struct store_replay_req *q, store_reply_cb *cb,
+/* rc is -1 when Redis failed. Else `n` is the deliveries made, and `text`
+ * the new delivery's id (mode one; may be NULL); or `n` is negative and
+ * `text` says why the replay was refused (may be NULL). */
+typedef void store_replay_cb(void *arg, int rc, long long n, const char *text);
+int store_replay(struct store *s, const struct store_replay_req *q, store_replay_cb *cb,
     void *arg) WUR;
+
+/* rc is 0 with the n numbers, or -1 when Redis failed. */
+typedef void store_numbers_cb(void *arg, int rc, const long long *v, size_t n);
 /* ZCARD of each key (the prefix is added), in one answer. */
-int store_counts(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb,
+int store_counts(struct store *s, const char *const *keys, size_t nkeys, store_numbers_cb *cb,
     void *arg) WUR;
+
+/* One event of an order's index: its stream id and JSON are "" (len 0)
+ * when the stream trimmed it. */
+struct store_found_event {
+	const char *id;
+	const char *stream_id;
+	size_t stream_id_len;
+	const char *event;
+	size_t event_len;
+};
+/* rc is 0 with the events (maybe none), or -1 when Redis failed. */
+typedef void store_events_find_cb(void *arg, int rc, const struct store_found_event *ev, size_t n);
 /* Every event recorded for merchant order `out_trade_no` of each channel
  * of `channels` (the order's event index, living dedup_ttl), at most `max`
- * per channel: {{event id, stream id or "", event JSON or ""}, ...}, oldest
- * first per channel ("" when the stream trimmed it). */
+ * per channel, oldest first per channel. */
 int store_events_find(struct store *s, const char *const *channels, size_t nchannels,
-    const char *out_trade_no, int max, store_reply_cb *cb, void *arg) WUR;
+    const char *out_trade_no, int max, store_events_find_cb *cb, void *arg) WUR;
+
+/* A stream entry: its id and its fields. */
+struct store_entry {
+	const char *id;
+	const struct store_field *fields;
+	size_t nfields;
+};
+/* rc is 0 with the entries (maybe none), or -1 when Redis failed. */
+typedef void store_entries_cb(void *arg, int rc, const struct store_entry *e, size_t n);
 /* The stream after entry `after` (XREAD COUNT `count`, never BLOCK: the
  * connection is shared with every callback), or with `after` NULL its newest
  * entry (XREVRANGE + - COUNT 1). */
-int store_stream_read(struct store *s, const char *after, int count, store_reply_cb *cb,
+int store_stream_read(struct store *s, const char *after, int count, store_entries_cb *cb,
     void *arg) WUR;
 /* The deliveries the record step made for one event, as rows of
  * store_deliveries_list. */
-int store_event_deliveries(struct store *s, const char *event_id, store_reply_cb *cb,
+int store_event_deliveries(struct store *s, const char *event_id, store_deliveries_cb *cb,
     void *arg) WUR;
-/* HGETALL of one delivery hash. */
-int store_delivery_get(struct store *s, const char *id, store_reply_cb *cb, void *arg) WUR;
-/* INFO memory (used_memory, maxmemory), for /metrics. */
-int store_memory(struct store *s, store_reply_cb *cb, void *arg) WUR;
+/* HGETALL of one delivery hash: no fields when there is no such delivery. */
+int store_delivery_get(struct store *s, const char *id, store_fields_cb *cb, void *arg) WUR;
+/* `info` is INFO memory's text (used_memory, maxmemory), NULL when Redis
+ * failed. */
+typedef void store_info_cb(void *arg, const char *info);
+/* INFO memory, for /metrics. */
+int store_memory(struct store *s, store_info_cb *cb, void *arg) WUR;
+/* rc is 0 with the deliveries purged and whether some that died before
+ * before_ms are left, or -1 when Redis failed. */
+typedef void store_purge_cb(void *arg, int rc, long long purged, bool more);
 /* Deletes, in one bounded batch of at most `max`, the dead deliveries of
- * `webhook` that died before before_ms, with every index entry naming them:
- * {purged, more (1 when some that died before before_ms are left)}. */
+ * `webhook` that died before before_ms, with every index entry naming them. */
 int store_purge_dead(struct store *s, const char *webhook, int64_t before_ms, long max,
-    store_reply_cb *cb, void *arg) WUR;
+    store_purge_cb *cb, void *arg) WUR;
 /* DBSIZE, the stream's XLEN, then ZCARD of each key (the prefix is added),
  * in one answer: O(1) each, for /metrics. */
-int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_reply_cb *cb,
+int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_numbers_cb *cb,
     void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);

@@ -1,0 +1,93 @@
+-- The recording step. Atomic because Redis runs a script alone.
+-- KEYS[1] dedup key, KEYS[2] stream, KEYS[3] registered order hash,
+-- KEYS[4] the channel's poll schedule (zset), KEYS[5] the order's paid key,
+-- then for each webhook a delivery hash and that webhook's due zset. A
+-- registered order that is paid, by a new event or a duplicate, is settled
+-- and kept dedup_ttl.
+-- ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
+-- [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
+-- ttl (s), [8] stream maxlen, [9] now (ms), [10] out_trade_no (the order's
+-- member in the poll schedule), [11] the gateway trade id, then per webhook:
+-- name, delivery id, wants-as-is ("1"/"0"), wants-if-mismatch ("1"/"0"),
+-- first due time (ms).
+-- A payment whose amount differs from the registered order's becomes
+-- order.amount_mismatch; a payment of an order whose paid key names another
+-- trade id is a repeat payment (the money moved twice). Either rewrites the
+-- JSON's fixed head {"id":…,"type":"order.paid", (event.h), so the event is
+-- built and sent once. The paid key keeps the first payment's trade id; a
+-- repeat only extends its life, so a third payment compares with the first.
+-- A repeat leaves an order that is already paid as the first payment left it.
+-- The last two keys are the event's delivery set (the ids of the deliveries
+-- made here) and the order's event index (a zset of event ids by record
+-- time), both living dedup_ttl: every event of a merchant order, registered
+-- or not, is found from the index (GET /v1/events?out_trade_no=), and its
+-- deliveries from the set (GET /v1/events/ID/deliveries).
+-- Returns {"new", stream id, type, deliveries, first trade id or ""} or
+-- {"dup", stream id}.
+local prev = redis.call('GET', KEYS[1])
+if prev then
+  if ARGV[6] ~= '' and redis.call('HGET', KEYS[3], 'state') == 'pending' then
+    redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])
+    redis.call('ZREM', KEYS[4], ARGV[10])
+    redis.call('EXPIRE', KEYS[3], ARGV[7])
+  end
+  return {'dup', prev}
+end
+local etype, body, order = ARGV[2], ARGV[5], false
+local paid, mismatch, first = ARGV[6] ~= '', false, false
+local o = {false, false}
+if paid then
+  o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state')
+  first = redis.call('GET', KEYS[5])
+  if first == ARGV[11] then first = false end
+end
+if o[1] or o[2] then
+  order = true
+  local want = o[1]
+  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then mismatch = true end
+end
+if mismatch or first then
+  local head = '{"id":"' .. ARGV[1] .. '","type":"order.paid",'
+  if string.sub(body, 1, #head) ~= head then
+    return redis.error_reply('payrelay: event JSON head is not id, type')
+  end
+  local flags = ''
+  if mismatch then
+    etype = 'order.amount_mismatch'
+    flags = '"amount_mismatch":true,'
+  end
+  if first then flags = flags .. '"repeat_payment":true,' end
+  body = '{"id":"' .. ARGV[1] .. '","type":"' .. etype .. '",' .. flags ..
+    string.sub(body, #head + 1)
+end
+local sid = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', ARGV[1],
+  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)
+redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])
+redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[1])
+redis.call('EXPIRE', KEYS[#KEYS], ARGV[7])
+if first then
+  redis.call('EXPIRE', KEYS[5], ARGV[7])
+elseif paid then
+  redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[7], 'NX')
+end
+if order and not (first and o[2] == 'paid') then
+  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])
+  redis.call('ZREM', KEYS[4], ARGV[10])
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+local n = 0
+for i = 0, (#ARGV - 11) / 5 - 1 do
+  local a = 12 + i * 5
+  local wants = ARGV[a + 2]
+  if mismatch then wants = ARGV[a + 3] end
+  if wants == '1' then
+    redis.call('HSET', KEYS[6 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],
+      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],
+      'due_ms', ARGV[a + 4], 'stream_id', sid, 'event', body)
+    redis.call('ZADD', KEYS[7 + i * 2], ARGV[a + 4], ARGV[a + 1])
+    redis.call('SADD', KEYS[#KEYS - 1], ARGV[a + 1])
+    n = n + 1
+  end
+end
+if n > 0 then redis.call('EXPIRE', KEYS[#KEYS - 1], ARGV[7]) end
+return {'new', sid, etype, n, first or ''}
