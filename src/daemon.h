@@ -59,6 +59,7 @@ struct env {
 	struct conns *conns;       /* the public listener and its connections */
 	struct conns *admin_conns; /* the admin listener's */
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;
+	struct event *ev_drain; /* while stopping: asks the subsystems whether they are idle */
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;
@@ -66,9 +67,5 @@ struct env {
 	uint64_t results[INGEST_NRESULTS];
 	struct testcb_slot testcbs[TESTCB_SLOTS];
 };
-
-/* Called when a pending callback was answered or a delivery settled: lets
- * shutdown finish once nothing is in flight. */
-void daemon_request_done(struct env *env);
 
 #endif

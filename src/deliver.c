@@ -120,9 +120,8 @@ attempt_done(struct attempt *a)
 	struct deliver *d = a->d;
 
 	attempt_unlink_free(a);
-	if (d->stopping)
-		daemon_request_done(d->env);
-	else
+	/* Stopping: payrelayd.c's drain timer sees deliver_busy() fall. */
+	if (!d->stopping)
 		deliver_kick(d);
 }
 
@@ -346,8 +345,6 @@ unclaimed_cb(void *arg, int rc, const char *answer)
 	struct deliver *d = arg;
 
 	d->nreleases--;
-	if (d->stopping)
-		daemon_request_done(d->env);
 }
 
 static void
@@ -375,9 +372,7 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		}
 		attempt_start(d, h, w, &items[i], c->probe);
 	}
-	if (d->stopping)
-		daemon_request_done(d->env);
-	else if (rc == 0 && n > 0 && !c->probe)
+	if (!d->stopping && rc == 0 && n > 0 && !c->probe)
 		deliver_kick(d); /* there may be more */
 	free(c);
 }

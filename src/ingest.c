@@ -193,7 +193,6 @@ pending_done(struct pending *pd)
 
 	pending_free(pd);
 	env->pending--;
-	daemon_request_done(env);
 }
 
 static void

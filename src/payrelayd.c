@@ -87,10 +87,19 @@ nothing_in_flight(const struct env *env)
 	return env->pending == 0 && deliver_busy(env->deliver) == 0 && poll_busy(env->poller) == 0;
 }
 
-void
-daemon_request_done(struct env *env)
+/* While stopping, every DRAIN_CHECK_MS: the subsystems are asked whether
+ * anything is still in flight, from the top, so none of them calls up here
+ * (pgbouncer's janitor does the same). */
+#define DRAIN_CHECK_MS 20
+
+static void
+on_drain(evutil_socket_t fd, short what, void *arg)
 {
-	if (env->stopping && nothing_in_flight(env)) {
+	struct env *env = arg;
+
+	(void)fd;
+	(void)what;
+	if (nothing_in_flight(env)) {
 		log_info("nothing left in flight, exiting", "");
 		event_base_loopexit(env->base, NULL);
 	}
@@ -142,6 +151,7 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 {
 	struct env *env = arg;
 	struct timeval tv = { env->cfg->shutdown_timeout, 0 };
+	struct timeval drain = { 0, DRAIN_CHECK_MS * 1000 };
 
 	if (env->stopping)
 		return;
@@ -160,6 +170,7 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	evtimer_add(env->ev_shutdown, &tv);
+	event_add(env->ev_drain, &drain);
 }
 
 static bool
@@ -255,9 +266,11 @@ setup_signals(struct env *env)
 	env->ev_sigint = evsignal_new(env->base, SIGINT, on_sigterm, env);
 	env->ev_sighup = evsignal_new(env->base, SIGHUP, on_sighup, env);
 	env->ev_shutdown = evtimer_new(env->base, on_shutdown_timeout, env);
+	env->ev_drain = event_new(env->base, -1, EV_PERSIST, on_drain, env);
 	if (env->ev_sigterm == NULL || env->ev_sigint == NULL || env->ev_sighup == NULL ||
-	    env->ev_shutdown == NULL || event_add(env->ev_sigterm, NULL) == -1 ||
-	    event_add(env->ev_sigint, NULL) == -1 || event_add(env->ev_sighup, NULL) == -1)
+	    env->ev_shutdown == NULL || env->ev_drain == NULL ||
+	    event_add(env->ev_sigterm, NULL) == -1 || event_add(env->ev_sigint, NULL) == -1 ||
+	    event_add(env->ev_sighup, NULL) == -1)
 		return -1;
 	if (wd > 0) {
 		/* Keep-alives at half the interval, from the loop itself: a
@@ -296,6 +309,8 @@ env_free(struct env *env)
 		event_free(env->ev_sighup);
 	if (env->ev_shutdown)
 		event_free(env->ev_shutdown);
+	if (env->ev_drain)
+		event_free(env->ev_drain);
 	if (env->ev_watchdog)
 		event_free(env->ev_watchdog);
 	metrics_free(env->metrics);

@@ -92,8 +92,6 @@ static void
 busy_done(struct poller *p)
 {
 	p->busy--;
-	if (p->stopping)
-		daemon_request_done(p->env);
 }
 
 static void
