@@ -60,6 +60,9 @@ struct env {
 	struct conns *admin_conns; /* the admin listener's */
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_watchdog, *ev_shutdown;
 	struct event *ev_drain; /* while stopping: asks the subsystems whether they are idle */
+	/* host:pid:random, the owner of this process's leases in Redis
+	 * (deliveries, polls, sweeps): set once at start. */
+	char instance[96];
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;

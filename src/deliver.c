@@ -67,7 +67,6 @@ struct deliver {
 	size_t nclaims;
 	size_t nreleases; /* claimed while stopping, being given back */
 	bool stopping;
-	char instance[96];
 };
 
 static void deliver_claim_all(struct deliver *d);
@@ -210,7 +209,7 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 	memset(&o, 0, sizeof(o));
 	o.webhook = h->name;
 	o.id = a->id;
-	o.owner = d->instance;
+	o.owner = d->env->instance;
 	o.http_status = r->status;
 	o.error = error;
 	o.retention_s = d->env->cfg->delivery_retention;
@@ -274,8 +273,8 @@ attempt_release(struct attempt *a)
 {
 	httpc_cancel(a->call);
 	a->call = NULL;
-	if (store_release(a->d->env->store, a->hook->name, a->id, a->d->instance, release_cb, a) ==
-	    -1) {
+	if (store_release(a->d->env->store, a->hook->name, a->id, a->d->env->instance, release_cb,
+		a) == -1) {
 		log_warnx("delivery not released, its lease will expire", "webhook=%s delivery=%s",
 		    a->hook->name, a->id);
 		attempt_done(a);
@@ -362,7 +361,7 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		if (d->stopping || w == NULL) {
 			/* Claimed as we stopped, or the webhook was removed by a
 			 * reload: give it back untouched. */
-			if (store_release(d->env->store, h->name, items[i].id, d->instance,
+			if (store_release(d->env->store, h->name, items[i].id, d->env->instance,
 				unclaimed_cb, d) == 0)
 				d->nreleases++;
 			else
@@ -388,7 +387,7 @@ deliver_claim(struct deliver *d, struct hook *h, const struct webhook *w, int ma
 	c->d = d;
 	c->hook = h;
 	c->probe = probe;
-	if (store_claim(d->env->store, h->name, max, d->instance, lease, claim_cb, c) == -1) {
+	if (store_claim(d->env->store, h->name, max, d->env->instance, lease, claim_cb, c) == -1) {
 		free(c);
 		return;
 	}
@@ -444,19 +443,11 @@ deliver_new(struct env *env)
 {
 	struct deliver *d = calloc(1, sizeof(*d));
 	struct timeval tv = { 0, DELIVER_TICK_MS * 1000 };
-	char host[64] = "host";
-	unsigned char rnd[4];
-	char rhex[9];
 
 	if (d == NULL)
 		return NULL;
 	LIST_INIT(&d->attempts);
 	d->env = env;
-	gethostname(host, sizeof(host) - 1);
-	if (crypto_random(rnd, sizeof(rnd)) == -1)
-		memset(rnd, 0, sizeof(rnd));
-	hex_lower(rhex, rnd, sizeof(rnd));
-	snprintf(d->instance, sizeof(d->instance), "%.60s:%ld:%s", host, (long)getpid(), rhex);
 	d->tick = event_new(env->base, -1, EV_PERSIST, deliver_tick_cb, d);
 	d->kick = event_new(env->base, -1, 0, deliver_tick_cb, d);
 	if (d->tick == NULL || d->kick == NULL || event_add(d->tick, &tv) == -1) {
@@ -509,12 +500,6 @@ deliver_breaker_open(struct deliver *d, const char *webhook)
 		if (strcmp(h->name, webhook) == 0)
 			return h->open;
 	return false;
-}
-
-const char *
-deliver_instance(const struct deliver *d)
-{
-	return d->instance;
 }
 
 void

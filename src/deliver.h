@@ -30,7 +30,6 @@ void deliver_stop(struct deliver *d);
 void deliver_abort(struct deliver *d);
 /* Attempts and claims not yet settled in Redis. */
 size_t deliver_busy(const struct deliver *d);
-const char *deliver_instance(const struct deliver *d);
 /* Whether this process's breaker for `webhook` is open. */
 bool deliver_breaker_open(struct deliver *d, const char *webhook);
 

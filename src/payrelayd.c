@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/prctl.h>
 
 #include <curl/curl.h>
@@ -81,6 +82,23 @@ event_loop_new(void)
 	return base;
 }
 
+/* host:pid:random: unique among the instances sharing one Redis, and
+ * readable in a lease owner field. */
+static void
+instance_id(char *out, size_t n)
+{
+	char host[64] = "host";
+	unsigned char rnd[4];
+	char rhex[9];
+
+	gethostname(host, sizeof(host) - 1);
+	host[sizeof(host) - 1] = '\0';
+	if (crypto_random(rnd, sizeof(rnd)) == -1)
+		memset(rnd, 0, sizeof(rnd));
+	hex_lower(rhex, rnd, sizeof(rnd));
+	snprintf(out, n, "%.60s:%ld:%s", host, (long)getpid(), rhex);
+}
+
 static bool
 nothing_in_flight(const struct env *env)
 {
@@ -114,7 +132,7 @@ on_store_ready(void *arg)
 		env->notified_ready = true;
 		sdnotify_ready();
 		log_info("ready", "channels=%zu webhooks=%zu instance=%s", env->cfg->nchannels,
-		    env->cfg->nwebhooks, deliver_instance(env->deliver));
+		    env->cfg->nwebhooks, env->instance);
 	}
 	deliver_kick(env->deliver);
 }
@@ -391,6 +409,7 @@ main(int argc, char **argv)
 	log_info("starting", "version=%s config=\"%s\" channels=%zu", PAYRELAY_VERSION, path,
 	    env.cfg->nchannels);
 
+	instance_id(env.instance, sizeof(env.instance));
 	if ((env.metrics = metrics_new()) == NULL)
 		fatalx("out of memory", "");
 	metrics_touch_channels(env.metrics, env.cfg);

@@ -9,7 +9,6 @@
 #include "config.h"
 #include "crypto.h"
 #include "daemon.h"
-#include "deliver.h"
 #include "family.h"
 #include "httpc.h"
 #include "log.h"
@@ -153,8 +152,8 @@ pquery_finish(struct pquery *q, const char *result)
 
 	snprintf(q->result, sizeof(q->result), "%s", result);
 	p->busy++;
-	if (store_poll_done(p->env->store, q->channel, q->out_trade_no,
-		deliver_instance(p->env->deliver), result, next, q->detail, done_reply, q) == -1) {
+	if (store_poll_done(p->env->store, q->channel, q->out_trade_no, p->env->instance, result,
+		next, q->detail, done_reply, q) == -1) {
 		/* The lease expires and the order is polled again. */
 		log_warnx("order poll outcome not stored",
 		    "channel=%s out_trade_no=\"%.64s\" result=%s", q->channel, q->out_trade_no,
@@ -503,7 +502,7 @@ sweep_try(struct poller *p, struct chan *c, const struct channel *ch, int64_t no
 	c->next_sweep_try_ms = now + 1000;
 	t->p = p;
 	t->c = c;
-	if (store_sweep_lock(p->env->store, ch->name, deliver_instance(p->env->deliver),
+	if (store_sweep_lock(p->env->store, ch->name, p->env->instance,
 		(int64_t)ch->sweep_interval * 1000, sweep_lock_reply, t) == -1) {
 		free(t);
 		return;
@@ -541,8 +540,7 @@ poll_tick_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		cl->p = p;
 		cl->c = c;
-		if (store_poll_claim(p->env->store, ch->name, room, ch->poll_rate,
-			deliver_instance(p->env->deliver),
+		if (store_poll_claim(p->env->store, ch->name, room, ch->poll_rate, p->env->instance,
 			now + ch->poll_timeout_ms + POLL_LEASE_MARGIN_MS, claim_reply, cl) == -1) {
 			free(cl);
 			continue;
@@ -600,7 +598,7 @@ poll_now(struct poller *p, const char *channel, const char *out_trade_no, poll_n
 	snprintf(n->channel, sizeof(n->channel), "%s", channel);
 	if ((n->c = chan_get(p, channel)) == NULL ||
 	    (n->out_trade_no = strdup(out_trade_no)) == NULL ||
-	    store_poll_one(p->env->store, channel, out_trade_no, deliver_instance(p->env->deliver),
+	    store_poll_one(p->env->store, channel, out_trade_no, p->env->instance,
 		now_ms() + ch->poll_timeout_ms + POLL_LEASE_MARGIN_MS, now_claim_reply, n) == -1) {
 		free(n->out_trade_no);
 		free(n);
