@@ -11,9 +11,6 @@ struct env;
 #define ADMIN_MAX_BODY (64 * 1024)
 /* The request line and headers: a bearer token and a few short headers. */
 #define ADMIN_MAX_HEADERS (16 * 1024)
-/* Open admin connections at most (scrapers, payrelayctl, operators); more
- * wait in the backlog. Counted in the public listener's descriptor reserve. */
-#define ADMIN_MAX_CONNECTIONS 64
 #define ADMIN_MAX_OUT_TRADE_NO 128
 /* Longest expires_in accepted for an order: 30 days. */
 #define ADMIN_MAX_EXPIRES_IN (30 * 86400)

@@ -33,6 +33,9 @@ struct sockaddr_storage;
 /* File descriptors kept free of connections for Redis, the log, and curl
  * (which also needs the webhooks' max_in_flight). */
 #define CONNS_FD_RESERVE 256
+/* Open admin connections at most (scrapers, payrelayctl, operators); more
+ * wait in the backlog. Counted in the public listener's descriptor reserve. */
+#define ADMIN_MAX_CONNECTIONS 64
 
 enum conns_listener { CONNS_PUBLIC, CONNS_ADMIN };
 

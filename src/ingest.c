@@ -12,7 +12,6 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "admin.h"
 #include "confirm.h"
 #include "config.h"
 #include "conns.h"
