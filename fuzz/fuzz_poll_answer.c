@@ -65,7 +65,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		ch = &fuzz_chans[f];
 		if (!family_sweeps(ch->family))
 			continue;
-		/* As src/poll.c does: init every slot, free every slot. */
+		/* As src/daemon/poll.c does: init every slot, free every slot. */
 		for (i = 0; i < SWEEP_MAX; i++)
 			poll_answer_init(&sweep[i]);
 		n = ch->family->sweep_parse(ch, body, len, sweep, SWEEP_MAX, &more);

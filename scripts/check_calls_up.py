@@ -30,7 +30,7 @@ def code(text):
 
 
 defined, calls = {}, {}
-for c in sorted(glob.glob(os.path.join(src, "*.c"))):
+for c in sorted(glob.glob(os.path.join(src, "**", "*.c"), recursive=True)):
     base = os.path.basename(c)[:-2]
     text = code(read(c))
     calls[base] = text

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Builds the family table from src/family_*.c alone and checks that the
+"""Builds the family table from src/family/family_*.c alone and checks that the
 code agrees with it (docs/families.md, "Adding a gateway family"):
 
-- every src/family_NAME.c defines exactly one `const struct family
+- every src/family/family_NAME.c defines exactly one `const struct family
   family_NAME` whose .name is "NAME";
 - family.c's table holds exactly those families (one row each), and
-  src/meson.build compiles exactly those files;
+  src/meson.build compiles exactly those files (and family/family.c);
 - no other file of src/ names a family: no string literal holding a
   family's name and no identifier family_NAME or NAME_* (comments may, and
   so may the prose of PROSE below: help text that documents the families).
@@ -18,6 +18,18 @@ import sys
 
 root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..")
 src = os.path.join(root, "src")
+famdir = os.path.join(src, "family")
+
+
+def sources():
+    """Every .c and .h of src/, as paths relative to src/."""
+    out = []
+    for d, _, names in os.walk(src):
+        for n in names:
+            if n.endswith((".c", ".h")):
+                out.append(os.path.relpath(os.path.join(d, n), src))
+    return sorted(out)
+
 problems = []
 
 
@@ -64,12 +76,12 @@ STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 
 # The families, from their files alone.
 families = {}
-for fn in sorted(os.listdir(src)):
+for fn in sorted(os.listdir(famdir)):
     m = re.fullmatch(r"family_([a-z0-9]+)\.c", fn)
     if not m:
         continue
     name = m.group(1)
-    text = strip_comments(read(os.path.join(src, fn)))
+    text = strip_comments(read(os.path.join(famdir, fn)))
     defs = re.findall(r"^const struct family (family_\w+) = \{(.*?)^\};", text, re.M | re.S)
     if len(defs) != 1:
         problems.append("%s: defines %d `const struct family`, want 1" % (fn, len(defs)))
@@ -83,10 +95,10 @@ for fn in sorted(os.listdir(src)):
     families[name] = fn
 
 if not families:
-    problems.append("no src/family_*.c: no family at all")
+    problems.append("no src/family/family_*.c: no family at all")
 
 # family.c's table: its rows, exactly the families.
-table = strip_comments(read(os.path.join(src, "family.c")))
+table = strip_comments(read(os.path.join(famdir, "family.c")))
 m = re.search(r"families\[\]\s*=\s*\{(.*?)\};", table, re.S)
 rows = re.findall(r"&family_(\w+)", m.group(1)) if m else []
 if m is None:
@@ -95,32 +107,33 @@ for name in families:
     if rows.count(name) != 1:
         problems.append("family.c: the table has %d rows for family_%s, want 1" % (rows.count(name), name))
 for name in set(rows) - set(families):
-    problems.append("family.c: the table names family_%s, which no src/family_%s.c defines" % (name, name))
+    problems.append("family.c: the table names family_%s, which no src/family/family_%s.c defines" % (name, name))
 externs = re.findall(r"^extern const struct family family_(\w+);", table, re.M)
 if sorted(externs) != sorted(families):
     problems.append("family.c: declares the families %s, want %s"
                     % (", ".join(sorted(externs)), ", ".join(sorted(families))))
 
 # src/meson.build compiles exactly those files.
-built = re.findall(r"'family_(\w+)\.c'", read(os.path.join(src, "meson.build")))
+built = re.findall(r"'family/family_(\w+)\.c'", read(os.path.join(src, "meson.build")))
 if sorted(built) != sorted(families):
     problems.append("src/meson.build: compiles the families %s, want %s"
                     % (", ".join(sorted(built)), ", ".join(sorted(families))))
 
 # Nothing else names a family.
-for fn in sorted(os.listdir(src)):
-    if not fn.endswith((".c", ".h")) or fn == "family.c" or fn in families.values():
+for rel in sources():
+    fn = os.path.basename(rel)
+    if rel in ("family/family.c",) or rel in ("family/" + f for f in families.values()):
         continue
-    text = strip_comments(read(os.path.join(src, fn)))
+    text = strip_comments(read(os.path.join(src, rel)))
     for name in families:
         word = re.compile(r"\b%s\b" % re.escape(name), re.I)
         for s in STRING.findall(text):
             if any(f == fn and s[1:].startswith(start) for f, start in PROSE):
                 continue
             if word.search(s):
-                problems.append("src/%s: names family %s in %s" % (fn, name, s))
+                problems.append("src/%s: names family %s in %s" % (rel, name, s))
         for ident in re.findall(r"\b(?:family_%s|%s_\w+)\b" % (name, name), text, re.I):
-            problems.append("src/%s: names family %s (%s)" % (fn, name, ident))
+            problems.append("src/%s: names family %s (%s)" % (rel, name, ident))
 
 for p in problems:
     print("check_families: " + p, file=sys.stderr)

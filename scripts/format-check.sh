@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fails when a C file differs from .clang-format's layout. Fix with:
-#   clang-format -i src/*.[ch] tests/unit/*.[ch]
+#   clang-format -i src/*/*.[ch] tests/unit/*.[ch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files=(src/*.[ch] tests/unit/*.[ch])
+files=(src/*/*.[ch] tests/unit/*.[ch])
 if clang-format --dry-run --Werror "${files[@]}"; then
   echo "format: ${#files[@]} files follow .clang-format"
 else

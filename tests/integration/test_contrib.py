@@ -2,7 +2,7 @@
 """The alert rules and the dashboard of contrib/ name only metrics payrelayd
 exports. The names come from a real payrelayd's GET /metrics (after one
 callback and one delivery, so that counters made on first use are there too)
-and from the source (the helps[] table of src/metrics.c and every
+and from the source (the helps[] table of src/core/metrics.c and every
 metrics_family() call); the two must agree. Then every `expr` of
 contrib/prometheus/payrelay.rules.yml, every input series of its promtool
 tests, and every query of contrib/grafana/payrelay.json must name only those
@@ -99,13 +99,13 @@ def yaml_values(path, key):
 def source_names():
     """{name: type} that the source declares."""
     out = {}
-    with open(os.path.join(TOP, "src", "metrics.c"), encoding="utf-8") as f:
+    with open(os.path.join(TOP, "src", "core", "metrics.c"), encoding="utf-8") as f:
         text = f.read()
     table = text[text.index("helps[] = {"):]
     table = table[:table.index("};")]
     for name in re.findall(r'\{\s*"(payrelay_\w+)"', table):
         out[name] = "counter"
-    for path in glob.glob(os.path.join(TOP, "src", "*.c")):
+    for path in glob.glob(os.path.join(TOP, "src", "**", "*.c"), recursive=True):
         with open(path, encoding="utf-8") as f:
             for name, typ in re.findall(r'metrics_family\(\s*[^,]+,\s*"(payrelay_\w+)",\s*'
                                         r'"(\w+)"', f.read()):

@@ -475,7 +475,7 @@ class ForgedFloodTest(FaultCase):
     # dearer than natively (work per refusal that grows with the flood,
     # unbounded logging, a key derivation or a Redis call per refusal).
     CPU_PER_REQUEST_MAX = 0.001
-    LOGS_PER_SEC = 20  # REFUSAL_LOGS_PER_SEC, src/ingest.c
+    LOGS_PER_SEC = 20  # REFUSAL_LOGS_PER_SEC, src/daemon/ingest.c
 
     def test_forged_flood(self):
         r = self.redis_client()

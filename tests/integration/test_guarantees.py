@@ -157,7 +157,7 @@ class DaemonCase(h.DaemonClassCase):
 
 class NoscriptTest(DaemonCase):
     """docs/guarantees.md section 2: the NOSCRIPT -> EVAL fallback while the
-    daemon stays connected (src/store.c, store_req_reply)."""
+    daemon stays connected (src/store/store.c, store_req_reply)."""
 
     def test_script_flush_while_connected_falls_back_to_eval(self):
         d = self.daemon

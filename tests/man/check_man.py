@@ -1,10 +1,10 @@
 """man-coverage: the manual pages name everything the code's own tables hold.
 
-- payrelayd.conf(5): every key of src/config.c's `keys[]` table, as an
+- payrelayd.conf(5): every key of src/core/config.c's `keys[]` table, as an
   `.It Cm KEY` of the `.Ss "[SECTION]"` its table entry names (sections from
   `single_names[]`, and `[kind:NAME]` for the named kinds: SEC_CHANNEL is
   `[channel:NAME]`).
-- payrelayctl(1): every command of src/payrelayctl.c's `commands[]` table as
+- payrelayctl(1): every command of src/ctl/payrelayctl.c's `commands[]` table as
   `Cm NAME [SUB]` in its COMMANDS section, and every long option of its
   `struct option` tables as `Fl -NAME`.
 - payrelayd(8): every long option of payrelayd.c's `opts[]` as `Fl -NAME`.
@@ -52,8 +52,8 @@ def block(text, start_re, what):
 
 
 def config_keys(root):
-    """[(section as the man page heads it, key)] from src/config.c."""
-    src = read(root, "src/config.c")
+    """[(section as the man page heads it, key)] from src/core/config.c."""
+    src = read(root, "src/core/config.c")
     enum = block(src, r"^enum sect_kind \{", "enum sect_kind")
     kinds = re.findall(r"^\s*(SEC_[A-Z_]+)", enum, re.M)
     singles = re.findall(r'"([a-z_]+)"',
@@ -76,7 +76,7 @@ def config_keys(root):
 
 def ctl_commands(root):
     """["status", "events show", ...] and the long options of payrelayctl.c."""
-    src = read(root, "src/payrelayctl.c")
+    src = read(root, "src/ctl/payrelayctl.c")
     table = block(src, r"^static const struct command commands\[\] = \{", "commands[] of payrelayctl.c")
     cmds = []
     for name, sub in re.findall(r'^\t\{\s*"([^"]+)",\s*(?:NULL|"([^"]+)")', table, re.M):
@@ -88,7 +88,7 @@ def ctl_commands(root):
 
 
 def daemon_options(root):
-    src = read(root, "src/payrelayd.c")
+    src = read(root, "src/daemon/payrelayd.c")
     opts = sorted(set(re.findall(r'\{\s*"([a-z][a-z0-9-]*)",\s*(?:no|required|optional)_argument', src)))
     if "check-config" not in opts:
         fail("payrelayd.c's options did not parse (%r): update check_man.py" % opts)
@@ -130,10 +130,10 @@ def check_conf_page(root, keys):
         if not any(re.search(r"\bCm %s(\s|$)" % re.escape(key), l) for l in items):
             missing.append("%s %s" % (section, key))
     if missing:
-        fail("payrelayd.conf.5 lacks %d key(s) of src/config.c: %s"
+        fail("payrelayd.conf.5 lacks %d key(s) of src/core/config.c: %s"
              % (len(missing), ", ".join(missing)))
     else:
-        ok("payrelayd.conf.5 describes all %d keys of src/config.c, each in its section"
+        ok("payrelayd.conf.5 describes all %d keys of src/core/config.c, each in its section"
            % len(keys))
     # And nothing the code does not accept (a key renamed or removed).
     known = set(keys)
@@ -144,7 +144,7 @@ def check_conf_page(root, keys):
                 stale += ["%s %s" % (section, k) for k in re.findall(r"\bCm (\S+) No =", line)
                           if (section, k) not in known]
     if stale:
-        fail("payrelayd.conf.5 describes key(s) src/config.c does not accept: %s"
+        fail("payrelayd.conf.5 describes key(s) src/core/config.c does not accept: %s"
              % ", ".join(stale))
 
 

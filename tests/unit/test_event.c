@@ -275,7 +275,7 @@ START_TEST(test_json_starts_with_id_and_type)
 	char *s;
 
 	/* The record script turns a paid event into order.amount_mismatch by
-	 * rewriting this exact head (src/lua/record.lua): it must never move. */
+	 * rewriting this exact head (src/store/lua/record.lua): it must never move. */
 	fixture_init(&f);
 	s = event_to_json(&f.ev);
 	ck_assert_ptr_nonnull(s);

@@ -123,7 +123,7 @@ epay_want(const struct params *p)
 
 /* ---- its row of the table ---------------------------------------------- */
 
-extern const struct family family_epay; /* src/family_epay.c */
+extern const struct family family_epay; /* src/family/family_epay.c */
 
 START_TEST(test_epay_row)
 {

@@ -81,7 +81,7 @@ gatepay_want(const struct params *p)
 
 /* ---- its row of the table ---------------------------------------------- */
 
-extern const struct family family_gatepay; /* src/family_gatepay.c */
+extern const struct family family_gatepay; /* src/family/family_gatepay.c */
 
 START_TEST(test_gatepay_row)
 {

@@ -73,7 +73,7 @@ payindex_want(const struct params *p)
 
 /* ---- its row of the table ---------------------------------------------- */
 
-extern const struct family family_payindex; /* src/family_payindex.c */
+extern const struct family family_payindex; /* src/family/family_payindex.c */
 
 START_TEST(test_payindex_row)
 {

@@ -1,4 +1,4 @@
-/* The logger (src/log.c): one write(2) per line, the line format, escaping
+/* The logger (src/core/log.c): one write(2) per line, the line format, escaping
  * of everything that comes from the network, truncation, and that every
  * log call in src/ uses only conversions log_emit formats.
  *
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -558,17 +559,29 @@ check_calls(const char *path)
 	return calls;
 }
 
-START_TEST(test_every_call_site_format_is_supported)
+/* Checks the log calls of every .c and .h in `dir` and its subdirectories
+ * (src/ is grouped by program, docs/architecture.md); counts files and
+ * calls. */
+static void
+check_tree(const char *dir, size_t *files, size_t *calls)
 {
 	DIR *d;
 	struct dirent *e;
+	struct stat st;
 	char path[PATH_MAX];
-	size_t calls = 0, files = 0, n;
+	size_t n;
 
-	ck_assert_msg(src_dir != NULL, "usage: test_log SRC_DIR");
-	d = opendir(src_dir);
-	ck_assert_msg(d != NULL, "%s: %s", src_dir, strerror(errno));
+	d = opendir(dir);
+	ck_assert_msg(d != NULL, "%s: %s", dir, strerror(errno));
 	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		ck_assert_msg(stat(path, &st) == 0, "%s: %s", path, strerror(errno));
+		if (S_ISDIR(st.st_mode)) {
+			check_tree(path, files, calls);
+			continue;
+		}
 		n = strlen(e->d_name);
 		if (n < 3 ||
 		    (strcmp(e->d_name + n - 2, ".c") != 0 && strcmp(e->d_name + n - 2, ".h") != 0))
@@ -576,11 +589,18 @@ START_TEST(test_every_call_site_format_is_supported)
 		/* the logger itself: its declarations and macros are no calls */
 		if (strcmp(e->d_name, "log.c") == 0 || strcmp(e->d_name, "log.h") == 0)
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", src_dir, e->d_name);
-		calls += check_calls(path);
-		files++;
+		*calls += check_calls(path);
+		(*files)++;
 	}
 	closedir(d);
+}
+
+START_TEST(test_every_call_site_format_is_supported)
+{
+	size_t calls = 0, files = 0;
+
+	ck_assert_msg(src_dir != NULL, "usage: test_log SRC_DIR");
+	check_tree(src_dir, &files, &calls);
 	ck_assert_uint_gt(files, 10);
 	/* the scanner found the calls (about 80 when this was written) */
 	ck_assert_uint_gt(calls, 60);

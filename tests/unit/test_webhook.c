@@ -1,4 +1,4 @@
-/* Standard Webhooks signing and the retry schedule (src/webhook.c). */
+/* Standard Webhooks signing and the retry schedule (src/core/webhook.c). */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
 
 /* --- orders and polls ------------------------------------------------------ */
 
-/* src/lua/order_register.lua: {"created"|"exists"|"conflict", state,
+/* src/store/lua/order_register.lua: {"created"|"exists"|"conflict", state,
  * amount_fen as registered}. */
 static void
 order_register_done(struct store_req *r, const redisReply *rep)
@@ -48,7 +48,7 @@ order_get_done(struct store_req *r, const redisReply *rep)
 	free(f);
 }
 
-/* src/lua/poll_claim.lua: {{out_trade_no, "poll"|"expired", polls}, ...}. */
+/* src/store/lua/poll_claim.lua: {{out_trade_no, "poll"|"expired", polls}, ...}. */
 static void
 poll_claim_done(struct store_req *r, const redisReply *rep)
 {
@@ -82,7 +82,7 @@ poll_claim_done(struct store_req *r, const redisReply *rep)
 	free(items);
 }
 
-/* src/lua/poll_one.lua: {"poll", polls}, {"missing"}, {"settled", state}
+/* src/store/lua/poll_one.lua: {"poll", polls}, {"missing"}, {"settled", state}
  * or {"busy"}. */
 static void
 poll_one_done(struct store_req *r, const redisReply *rep)
@@ -111,7 +111,7 @@ poll_one_done(struct store_req *r, const redisReply *rep)
 	}
 }
 
-/* src/lua/poll_done.lua: the order's state, a string. */
+/* src/store/lua/poll_done.lua: the order's state, a string. */
 static void
 poll_done_done(struct store_req *r, const redisReply *rep)
 {

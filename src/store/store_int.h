@@ -22,7 +22,7 @@
 /* delivery_retention's default, for a caller that gives none. */
 #define STORE_RETENTION 604800
 
-/* The scripts of src/lua/ (the table in store.c), then plain commands. */
+/* The scripts of src/store/lua/ (the table in store.c), then plain commands. */
 enum script {
 	SCRIPT_RECORD,
 	SCRIPT_CLAIM,
@@ -165,7 +165,7 @@ int store_req_send(struct store_req *r, int rc) WUR;
  * left out, and `a` no array has none. -1 when out of memory. */
 int store_fields_decode(const redisReply *a, size_t start, struct store_field **out, size_t *n) WUR;
 
-/* store_record.c: src/lua/record.lua's answer, {"new", stream id, type,
+/* store_record.c: src/store/lua/record.lua's answer, {"new", stream id, type,
  * deliveries, first trade id or ""} or {"dup", stream id}: STORE_NEW (with
  * *type and *first, "" when none, living as long as rep), STORE_DUP (both
  * ""), or STORE_ERROR when rep is no such answer. */

@@ -8,7 +8,7 @@
 
 /* --- operations (admin) -------------------------------------------------- */
 
-/* src/lua/event_get.lua: {"ok", stream id, field, value, ...}, {"missing"}
+/* src/store/lua/event_get.lua: {"ok", stream id, field, value, ...}, {"missing"}
  * or {"trimmed", stream id}. */
 static void
 event_get_done(struct store_req *r, const redisReply *rep)
@@ -40,7 +40,7 @@ event_get_done(struct store_req *r, const redisReply *rep)
 	cb(r->arg, STORE_EVENT_FOUND, rep->elements > 1 ? rep->element[1]->str : NULL, event, len);
 }
 
-/* src/lua/deliveries_list.lua and event_deliveries.lua: {{id, "", field,
+/* src/store/lua/deliveries_list.lua and event_deliveries.lua: {{id, "", field,
  * value, ...}, ...}. */
 static void
 deliveries_done(struct store_req *r, const redisReply *rep)
@@ -81,7 +81,7 @@ out:
 	free(rows);
 }
 
-/* src/lua/replay.lua: {n, delivery id or ""}, or {-1, why}. */
+/* src/store/lua/replay.lua: {n, delivery id or ""}, or {-1, why}. */
 static void
 replay_done(struct store_req *r, const redisReply *rep)
 {
@@ -92,7 +92,7 @@ replay_done(struct store_req *r, const redisReply *rep)
 		r->cb.replay(r->arg, 0, rep->element[0]->integer, rep->element[1]->str);
 }
 
-/* An array of integers: src/lua/zcards.lua, src/lua/sizes.lua. */
+/* An array of integers: src/store/lua/zcards.lua, src/store/lua/sizes.lua. */
 static void
 numbers_done(struct store_req *r, const redisReply *rep)
 {
@@ -116,7 +116,7 @@ numbers_done(struct store_req *r, const redisReply *rep)
 	free(v);
 }
 
-/* src/lua/events_find.lua: {{event id, stream id or "", event JSON or ""},
+/* src/store/lua/events_find.lua: {{event id, stream id or "", event JSON or ""},
  * ...}. */
 static void
 events_find_done(struct store_req *r, const redisReply *rep)
@@ -235,7 +235,7 @@ info_done(struct store_req *r, const redisReply *rep)
 	    rep != NULL && rep->type == REDIS_REPLY_STRING && rep->str != NULL ? rep->str : NULL);
 }
 
-/* src/lua/dead_purge.lua: {purged, more}. */
+/* src/store/lua/dead_purge.lua: {purged, more}. */
 static void
 purge_done(struct store_req *r, const redisReply *rep)
 {
@@ -310,7 +310,7 @@ store_counts(struct store *s, const char *const *keys, size_t nkeys, store_numbe
     void *arg)
 {
 	/* One MULTI-free pipeline would need several callbacks: a short
-	 * script (src/lua/zcards.lua) counts them all in one answer. */
+	 * script (src/store/lua/zcards.lua) counts them all in one answer. */
 	struct store_req *r =
 	    store_req_new(s, SCRIPT_NONE, nkeys + 3, 256 + 64 * nkeys, numbers_done, arg);
 	size_t i;

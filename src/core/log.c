@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/poll.h> /* <poll.h> would find src/poll.h */
+#include <sys/poll.h> /* <poll.h> would find src/daemon/poll.h */
 #include <sys/types.h>
 #include <unistd.h>
 

@@ -2,7 +2,7 @@
  * once, run with EVALSHA), deliveries, orders and polls, and the admin
  * API's reads, over hiredis async on the daemon's event loop. The only door
  * to Redis: callers get typed results, never a hiredis reply. The scripts
- * are the files of src/lua/; the files behind this header and the key layout:
+ * are the files of src/store/lua/; the files behind this header and the key layout:
  * docs/redis.md. */
 #ifndef PAYRELAY_STORE_H
 #define PAYRELAY_STORE_H

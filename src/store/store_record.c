@@ -1,4 +1,4 @@
-/* The recording step (SPEC §3): src/lua/record.lua. */
+/* The recording step (SPEC §3): src/store/lua/record.lua. */
 #include "store_int.h"
 
 #include <stdlib.h>
