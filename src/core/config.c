@@ -28,6 +28,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -74,6 +75,10 @@ enum key {
 	K_PROXY_PROTOCOL,
 	K_MAX_CONNECTIONS_PER_IP,
 	K_HEADER_TIMEOUT,
+	K_PUBLIC_URL,
+	K_RETURN_HOSTS,
+	K_RETURN_SECRET,
+	K_RETURN_SECRET_FILE,
 	K_ADMIN_LISTEN,
 	K_TOKEN,
 	K_TOKEN_FILE,
@@ -106,6 +111,8 @@ enum key {
 	K_CONFIRM_TIMEOUT_MS,
 	K_CONFIRM_MAX_IN_FLIGHT,
 	K_CONFIRM_RATE,
+	K_DEVICE,
+	K_RETURN_TO,
 	K_URL,
 	K_SECRET,
 	K_EVENTS,
@@ -135,6 +142,10 @@ static const struct {
 	[K_PROXY_PROTOCOL] = { SEC_DAEMON, "proxy_protocol", 0, 0 },
 	[K_MAX_CONNECTIONS_PER_IP] = { SEC_DAEMON, "max_connections_per_ip", 1, 1000000 },
 	[K_HEADER_TIMEOUT] = { SEC_DAEMON, "header_timeout", 1, 3600 },
+	[K_PUBLIC_URL] = { SEC_DAEMON, "public_url", 0, 0 },
+	[K_RETURN_HOSTS] = { SEC_DAEMON, "return_hosts", 0, 0 },
+	[K_RETURN_SECRET] = { SEC_DAEMON, "return_secret", 0, 0 },
+	[K_RETURN_SECRET_FILE] = { SEC_DAEMON, "return_secret_file", 0, 0 },
 	[K_ADMIN_LISTEN] = { SEC_ADMIN, "listen", 0, 0 },
 	[K_TOKEN] = { SEC_ADMIN, "token", 0, 0 },
 	[K_TOKEN_FILE] = { SEC_ADMIN, "token_file", 0, 0 },
@@ -167,6 +178,8 @@ static const struct {
 	[K_CONFIRM_TIMEOUT_MS] = { SEC_CHANNEL, "confirm_timeout_ms", 100, 60000 },
 	[K_CONFIRM_MAX_IN_FLIGHT] = { SEC_CHANNEL, "confirm_max_in_flight", 1, 1024 },
 	[K_CONFIRM_RATE] = { SEC_CHANNEL, "confirm_rate", 1, 1000 },
+	[K_DEVICE] = { SEC_CHANNEL, "device", 0, 0 },
+	[K_RETURN_TO] = { SEC_CHANNEL, "return_to", 0, 0 },
 	[K_URL] = { SEC_WEBHOOK, "url", 0, 0 },
 	[K_SECRET] = { SEC_WEBHOOK, "secret", 0, 0 },
 	[K_EVENTS] = { SEC_WEBHOOK, "events", 0, 0 },
@@ -594,6 +607,49 @@ valid_http_url(const char *v)
 	return skip > 0 && v[skip] != '\0' && v[skip] != '/' && strpbrk(v, " \t") == NULL;
 }
 
+#define IDENT_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+#define HOST_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
+
+/* return_hosts: host names (no port, no scheme) separated by spaces or
+ * commas, kept lowercase. */
+static void
+set_return_hosts(struct parser *p, const char *v)
+{
+	struct config *c = p->c;
+	const char *t = v;
+	size_t n, i;
+
+	for (i = 0; i < c->nreturn_hosts; i++)
+		free(c->return_hosts[i]);
+	c->nreturn_hosts = 0;
+	for (;;) {
+		t += strspn(t, " \t,");
+		if (*t == '\0')
+			break;
+		n = strcspn(t, " \t,");
+		if (n > 253 || strspn(t, HOST_CHARS) < n || t[0] == '.' || t[0] == '-') {
+			err(p, p->line, "return_hosts: '%.*s' is not a host name",
+			    (int)(n > 64 ? 64 : n), t);
+			return;
+		}
+		if (c->nreturn_hosts == CONFIG_MAX_RETURN_HOSTS) {
+			err(p, p->line, "return_hosts: at most %d hosts", CONFIG_MAX_RETURN_HOSTS);
+			return;
+		}
+		if ((c->return_hosts[c->nreturn_hosts] = strndup(t, n)) == NULL) {
+			err(p, p->line, "out of memory");
+			return;
+		}
+		for (i = 0; i < n; i++)
+			c->return_hosts[c->nreturn_hosts][i] =
+			    (char)tolower((unsigned char)c->return_hosts[c->nreturn_hosts][i]);
+		c->nreturn_hosts++;
+		t += n;
+	}
+	if (c->nreturn_hosts == 0)
+		err(p, p->line, "return_hosts is empty");
+}
+
 /* ADDRESS or ADDRESS/PREFIX, n bytes. Returns 0 or -1. */
 static int
 parse_cidr(const char *t, size_t n, struct cidr *r)
@@ -882,6 +938,37 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 	case K_HEADER_TIMEOUT:
 		c->header_timeout = (int)n;
 		break;
+	case K_PUBLIC_URL:
+		if (!valid_http_url(v) || strpbrk(v, "?#") != NULL) {
+			err(p, p->line,
+			    "public_url must be an http:// or https:// URL without spaces, "
+			    "query or fragment");
+			break;
+		}
+		free(c->public_url);
+		if ((c->public_url = pdup(p, v)) == NULL)
+			break;
+		len = strlen(c->public_url);
+		while (len > 0 && c->public_url[len - 1] == '/')
+			c->public_url[--len] = '\0';
+		break;
+	case K_RETURN_HOSTS:
+		set_return_hosts(p, v);
+		break;
+	case K_RETURN_SECRET:
+	case K_RETURN_SECRET_FILE:
+		if (s->at[K_RETURN_SECRET] && s->at[K_RETURN_SECRET_FILE])
+			err(p, p->line, "give return_secret or return_secret_file, not both");
+		else if (get_secret(p, k == K_RETURN_SECRET_FILE, v, &buf, &len) == -1)
+			break;
+		else if (len < 16)
+			err(p, p->line, "return secret must be at least 16 bytes");
+		else {
+			c->return_secret = buf;
+			c->return_secret_len = len;
+			buf = NULL;
+		}
+		break;
 	case K_LOG_LEVEL:
 		if (log_parse_level(v, &lvl) == 0)
 			c->log_level = (int)lvl;
@@ -1060,6 +1147,26 @@ set_key(struct parser *p, struct seen *s, enum key k, const char *v, long long n
 		break;
 	case K_CONFIRM_RATE:
 		ch->confirm_rate = (int)n;
+		break;
+	case K_DEVICE:
+		if (*v == '\0' || strlen(v) > 32 || strspn(v, IDENT_CHARS) != strlen(v))
+			err(p, p->line, "device must be 1 to 32 letters, digits, '_' or '-'");
+		else {
+			free(ch->device);
+			ch->device = pdup(p, v);
+		}
+		break;
+	case K_RETURN_TO:
+		/* Checked against return_hosts in finish(): the order of keys
+		 * in the file does not matter. */
+		if (!valid_http_url(v) || strlen(v) > CONFIG_RETURN_URL_MAX)
+			err(p, p->line,
+			    "return_to must be an http:// or https:// URL of at most %d bytes",
+			    CONFIG_RETURN_URL_MAX);
+		else {
+			free(ch->return_to);
+			ch->return_to = pdup(p, v);
+		}
 		break;
 	case K_ALLOW_FROM:
 		set_allow_from(p, ch, v);
@@ -1421,6 +1528,10 @@ finish(struct parser *p)
 			err(p, s->at[K_SWEEP], "sweep = on needs api_base");
 		finish_confirm(p, ch, s);
 		finish_family_keys(p, ch, s);
+		if (ch->return_to != NULL && !config_return_url_ok(c, ch->return_to))
+			err(p, s->at[K_RETURN_TO],
+			    "return_to: its host is not in [daemon] return_hosts (SPEC §10.2: "
+			    "no redirect to a host that is not configured)");
 	}
 	for (i = 0; i < c->nwebhooks; i++) {
 		struct webhook *w = &c->webhooks[i];
@@ -1445,6 +1556,8 @@ finish(struct parser *p)
 		add_secret(p, c->redis_password, strlen(c->redis_password));
 	if (c->redis_sentinel_password != NULL)
 		add_secret(p, c->redis_sentinel_password, strlen(c->redis_sentinel_password));
+	if (c->return_secret != NULL)
+		add_secret(p, c->return_secret, c->return_secret_len);
 	if (c->nsecrets > 1)
 		qsort(c->secrets, c->nsecrets, sizeof(c->secrets[0]), secret_cmp);
 }
@@ -1587,10 +1700,17 @@ config_free(struct config *c)
 	if (c->redis_sentinel_password != NULL)
 		wipe_free(c->redis_sentinel_password, strlen(c->redis_sentinel_password));
 	free(c->stream_key);
+	free(c->public_url);
+	for (i = 0; i < c->nreturn_hosts; i++)
+		free(c->return_hosts[i]);
+	if (c->return_secret != NULL)
+		wipe_free(c->return_secret, c->return_secret_len);
 	for (i = 0; i < c->nchannels; i++) {
 		struct channel *ch = &c->channels[i];
 
 		free(ch->name);
+		free(ch->device);
+		free(ch->return_to);
 		free(ch->merchant_id);
 		wipe_free(ch->key, ch->key_len);
 		crypto_pkey_free(ch->platform_key);
@@ -1617,6 +1737,50 @@ config_free(struct config *c)
 	if (config_masking() == c)
 		config_set_masking(NULL);
 	free(c);
+}
+
+bool
+config_return_url_ok(const struct config *c, const char *url)
+{
+	size_t skip, alen, hlen, len = strlen(url), i;
+	const char *a, *colon;
+
+	if (len > CONFIG_RETURN_URL_MAX)
+		return false;
+	skip = strncasecmp(url, "https://", 8) == 0 ? 8
+	    : strncasecmp(url, "http://", 7) == 0   ? 7
+						    : 0;
+	if (skip == 0)
+		return false;
+	/* No byte a browser or a proxy might read another way: controls,
+	 * spaces, backslashes (some browsers take "\\" for "/"), quotes. */
+	for (i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)url[i];
+
+		if (ch <= 0x20 || ch >= 0x7f || ch == '\\' || ch == '"' || ch == '<' || ch == '>' ||
+		    ch == '\'')
+			return false;
+	}
+	a = url + skip;
+	alen = strcspn(a, "/?#");
+	/* userinfo ("https://good@evil") would put the real host after '@' */
+	if (alen == 0 || memchr(a, '@', alen) != NULL)
+		return false;
+	colon = memchr(a, ':', alen);
+	hlen = colon != NULL ? (size_t)(colon - a) : alen;
+	if (colon != NULL) {
+		size_t plen = alen - hlen - 1;
+
+		if (plen == 0 || plen > 5 || strspn(colon + 1, "0123456789") < plen)
+			return false;
+	}
+	if (hlen == 0 || strspn(a, HOST_CHARS) < hlen)
+		return false;
+	for (i = 0; i < c->nreturn_hosts; i++)
+		if (strlen(c->return_hosts[i]) == hlen &&
+		    strncasecmp(c->return_hosts[i], a, hlen) == 0)
+			return true;
+	return false;
 }
 
 const struct channel *

@@ -60,6 +60,9 @@ struct channel {
 	int confirm_timeout_ms;    /* the query's time limit */
 	int confirm_max_in_flight; /* queries of this channel at once, at most */
 	int confirm_rate;          /* queries started per second, at most */
+	/* SPEC §10: the gateway client. */
+	char *device;    /* the default device of a created payment (epay); NULL: none */
+	char *return_to; /* where a returning payer is sent by default; NULL: none */
 };
 
 #define WEBHOOK_MAX_SECRETS 4
@@ -93,6 +96,9 @@ struct config_secret {
 	size_t len;
 };
 
+#define CONFIG_MAX_RETURN_HOSTS 32
+#define CONFIG_RETURN_URL_MAX 1024 /* bytes of a return_to URL */
+
 struct config {
 	char *path;
 	/* [daemon] */
@@ -111,6 +117,15 @@ struct config {
 	bool proxy_protocol;        /* a PROXY header is required from trusted_proxies */
 	int max_connections_per_ip; /* open public connections per client address */
 	int header_timeout;         /* seconds for a request line and headers (<= read_timeout) */
+	/* SPEC §10: the gateway client. public_url is the base URL gateways
+	 * and browsers reach payrelayd at (no trailing '/'; NULL: not set, so
+	 * no payment can be created); return_hosts are the only hosts a payer
+	 * is redirected to; return_secret keys the HMAC of a return's redirect. */
+	char *public_url;
+	char *return_hosts[CONFIG_MAX_RETURN_HOSTS];
+	size_t nreturn_hosts;
+	char *return_secret; /* a secret; NULL: not set */
+	size_t return_secret_len;
 	/* [admin] */
 	struct netaddr admin_listen;
 	char *admin_token; /* a secret */
@@ -163,6 +178,11 @@ struct config *config_load(const char *path, struct config_errors *errs);
 void config_free(struct config *c);
 
 const struct channel *config_channel(const struct config *c, const char *name);
+/* Whether `url` may be a payer's redirect target (SPEC §10.2): http(s),
+ * at most CONFIG_RETURN_URL_MAX bytes, no userinfo, no control byte, space,
+ * backslash or quote anywhere, and its host (any port) one of return_hosts,
+ * compared without case. False when return_hosts is not set. */
+bool config_return_url_ok(const struct config *c, const char *url);
 bool config_name_valid(const char *name);
 /* True when the webhook wants events of `type` from `channel`. */
 bool webhook_matches(const struct webhook *w, enum event_type type, const char *channel);

@@ -116,6 +116,8 @@ no_secret_in(const char *secret)
 		    "error on line %d quotes a secret: %s", errs.v[i].line, errs.v[i].msg);
 }
 
+#define MINIMAL_CHANNEL "[channel:shop]\nfamily = epay\nmerchant_id = 1001\nkey = " SECRET "\n"
+
 static const char minimal[] = "[channel:shop]\n"
 			      "family = epay\n"
 			      "merchant_id = 1001\n"
@@ -974,6 +976,85 @@ END_TEST
 
 /* SPEC §3.1: trusted_proxies, proxy_protocol, max_connections_per_ip,
  * header_timeout. */
+/* SPEC §10: the gateway client's keys, and the redirect check that keeps
+ * payrelayd from being an open redirect. */
+START_TEST(test_gateway_client_keys)
+{
+	struct config *c = load("[daemon]\n"
+				"public_url = https://pay.example.com//\n"
+				"return_hosts = Shop.Example.com, www.example.com\n"
+				"return_secret = 0123456789abcdef0123\n"
+				"[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+				"device = jump\n"
+				"return_to = https://shop.example.com/paid?x=1\n");
+	static const char *const good[] = {
+		"https://shop.example.com/paid",
+		"http://SHOP.example.com:8443/p?a=b#c",
+		"https://www.example.com",
+		"https://www.example.com?x",
+	};
+	static const char *const bad[] = {
+		"https://evil.com/",
+		"https://shop.example.com@evil.com/",
+		"https://evil.com\\@shop.example.com/",
+		"https://shop.example.com.evil.com/",
+		"//shop.example.com/",
+		"javascript:alert(1)//shop.example.com",
+		"https://shop.example.com:/x",
+		"https://shop.example.com:123456/x",
+		"https://shop.example.com /x",
+		"https://shop.example.com/\r\nLocation: https://evil.com",
+		"ftp://shop.example.com/",
+		"https:///shop.example.com",
+		"",
+	};
+	size_t i;
+
+	if (c == NULL)
+		dump_errors();
+	ck_assert_ptr_nonnull(c);
+	ck_assert_str_eq(c->public_url, "https://pay.example.com");
+	ck_assert_uint_eq(c->nreturn_hosts, 2);
+	ck_assert_str_eq(c->return_hosts[0], "shop.example.com");
+	ck_assert_uint_eq(c->return_secret_len, 20);
+	ck_assert_str_eq(c->channels[0].device, "jump");
+	ck_assert_str_eq(c->channels[0].return_to, "https://shop.example.com/paid?x=1");
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(config_return_url_ok(c, good[i]), "refused %s", good[i]);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(!config_return_url_ok(c, bad[i]), "allowed %s", bad[i]);
+	config_free(c);
+
+	/* Without return_hosts nothing is allowed, and a channel's return_to
+	 * is refused. */
+	c = load(minimal);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_null(c->public_url);
+	ck_assert(!config_return_url_ok(c, "https://shop.example.com/"));
+	config_free(c);
+	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "return_to = https://shop.example.com/\n",
+	    5, "not in [daemon] return_hosts");
+	expect_error("[daemon]\nreturn_hosts = a.example\n"
+		     "[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n"
+		     "return_to = https://b.example/\n",
+	    7, "not in [daemon] return_hosts");
+	expect_error("[daemon]\npublic_url = pay.example.com\n" MINIMAL_CHANNEL, 2,
+	    "public_url must be");
+	expect_error("[daemon]\npublic_url = https://pay.example.com/?a=1\n" MINIMAL_CHANNEL, 2,
+	    "public_url must be");
+	expect_error("[daemon]\nreturn_hosts = good.example evil@x\n" MINIMAL_CHANNEL, 2,
+	    "is not a host name");
+	expect_error("[daemon]\nreturn_hosts = ,\n" MINIMAL_CHANNEL, 2, "return_hosts is empty");
+	expect_error("[daemon]\nreturn_secret = short\n" MINIMAL_CHANNEL, 2, "at least 16 bytes");
+	no_secret_in("short");
+	expect_error("[daemon]\nreturn_secret = 0123456789abcdef\nreturn_secret_file = "
+		     "/x\n" MINIMAL_CHANNEL,
+	    3, "not both");
+	expect_error(MINIMAL_CHANNEL "device = a b\n", 5, "device must be");
+}
+END_TEST
+
 START_TEST(test_proxy_keys)
 {
 	struct config *c = load("[daemon]\n"
@@ -1267,6 +1348,7 @@ config_suite(void)
 	tcase_add_test(tc, test_names_and_misc);
 	tcase_add_test(tc, test_warn_writable_secret_files);
 	tcase_add_test(tc, test_warn_epay_plain_http);
+	tcase_add_test(tc, test_gateway_client_keys);
 	tcase_add_test(tc, test_mask_text);
 	tcase_add_test(tc, test_mask_every_secret);
 	suite_add_tcase(s, tc);
