@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "amount.h"
+#include "backoff.h"
 #include "config.h"
 #include "crypto.h"
 #include "event.h"
@@ -197,15 +198,6 @@ order_register_reply(void *arg, enum store_order_reg what, const char *state,
 	free(a);
 }
 
-/* poll_after from now, but never after the order expires. */
-static int64_t
-first_poll_ms(const struct channel *ch, int64_t now, int64_t expires_ms)
-{
-	int64_t t = now + (int64_t)ch->poll_after * 1000;
-
-	return t < expires_ms ? t : expires_ms;
-}
-
 static void
 admin_register(struct env *env, struct evhttp_request *req)
 {
@@ -273,7 +265,8 @@ admin_register(struct env *env, struct evhttp_request *req)
 	a->amount_fen = fen;
 	a->expires_ms = now + (int64_t)expires_in * 1000;
 	if (store_order_register(env->store, ch->name, out, fen, a->expires_ms,
-		ch->api_base != NULL ? first_poll_ms(ch, now, a->expires_ms) : 0,
+		ch->api_base != NULL ? backoff_first_poll_ms(now, ch->poll_after, a->expires_ms)
+				     : 0,
 		order_register_reply, a) == -1) {
 		free(a);
 		admin_error(req, 503, "redis is not ready");

@@ -12,6 +12,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "backoff.h"
 #include "confirm.h"
 #include "config.h"
 #include "conns.h"
@@ -405,8 +406,9 @@ confirm_unavailable(struct pending *pd, const char *why)
 		return;
 	}
 	if (store_order_register(env->store, ch->name, pd->out_trade_no, -1,
-		now + CONFIRM_REGISTER_MS, now + (int64_t)ch->poll_after * 1000, confirm_registered,
-		pd) == -1) {
+		now + CONFIRM_REGISTER_MS,
+		backoff_first_poll_ms(now, ch->poll_after, now + CONFIRM_REGISTER_MS),
+		confirm_registered, pd) == -1) {
 		log_warnx("unconfirmed callback's order not registered for polling",
 		    "channel=%s out_trade_no=\"%.64s\" reason=\"redis not ready\"", pd->channel,
 		    pd->out_trade_no);
