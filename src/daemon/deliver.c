@@ -144,9 +144,9 @@ hook_success(struct hook *h)
 static void
 hook_failure(struct hook *h, const struct webhook *w, int64_t now)
 {
-	const struct breaker *b = &h->breaker;
+	struct breaker *b = &h->breaker;
 
-	if (breaker_failure(&h->breaker, now, w != NULL ? w->breaker_after : 0))
+	if (breaker_failure(b, now, w != NULL ? w->breaker_after : 0))
 		log_warnx("webhook breaker open", "webhook=%s failures=%d failing_for_s=%lld",
 		    h->name, b->failures, (long long)((now - b->failing_since_ms) / 1000));
 }
@@ -376,17 +376,16 @@ deliver_claim_all(struct deliver *d)
 	for (i = 0; i < cfg->nwebhooks; i++) {
 		const struct webhook *w = &cfg->webhooks[i];
 		struct hook *h = hook_get(d, w->name);
+		enum breaker_allows allows;
 		int room;
 
 		if (h == NULL || h->claiming)
 			continue;
-		switch (breaker_allows(&h->breaker, now, h->in_flight)) {
-		case BREAKER_SEND:
-			break;
-		case BREAKER_PROBE:
-			deliver_claim(d, h, w, 1, true);
-			continue;
-		case BREAKER_WAIT:
+		allows = breaker_allows(&h->breaker, now, h->in_flight);
+		if (allows != BREAKER_SEND) {
+			/* Open: one probe at a time, at growing intervals. */
+			if (allows == BREAKER_PROBE)
+				deliver_claim(d, h, w, 1, true);
 			continue;
 		}
 		room = w->max_in_flight - h->in_flight;
