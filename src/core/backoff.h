@@ -19,8 +19,9 @@ int64_t backoff_jitter_ms(int64_t ms, double unit);
  * seconds later, without jitter, but never after the order expires. */
 int64_t backoff_first_poll_ms(int64_t now, int poll_after, int64_t expires_ms);
 /* The gap in ms after the `polls`-th poll (1 the first): poll_gaps[polls - 1],
- * the last entry repeating, with ±10 % jitter (`unit` in [-1, 1]). The store
- * caps the poll it schedules at the order's expiry. */
+ * the last entry repeating, with ±10 % jitter (`unit` in [-1, 1]); `ngaps`
+ * is at least 1 (config.c sees to it). The store caps the poll it
+ * schedules at the order's expiry. */
 int64_t backoff_poll_gap_ms(const unsigned *gaps, size_t ngaps, long polls, double unit);
 
 #endif
