@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "config.h"
 #include "crypto.h"
 
@@ -54,8 +55,7 @@ webhook_next_delay_ms(const unsigned *schedule, size_t nschedule, long attempts_
 	for (i = 0; i < nschedule; i++)
 		if ((int64_t)schedule[i] * 1000 > longest)
 			longest = (int64_t)schedule[i] * 1000;
-	delay = (int64_t)schedule[attempts_done] * 1000;
-	delay += (int64_t)((double)delay * 0.1 * jitter);
+	delay = backoff_jitter_ms((int64_t)schedule[attempts_done] * 1000, jitter);
 	if (retry_after >= 0 && retry_after * 1000 > delay)
 		delay = retry_after * 1000 < longest ? retry_after * 1000 : longest;
 	return delay < 0 ? 0 : delay;

@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "amount.h"
+#include "backoff.h"
 #include "config.h"
 #include "crypto.h"
 #include "event.h"
@@ -33,6 +34,13 @@
 #include "metrics.h"
 #include "poll.h"
 #include "store.h"
+
+/* The admin listener, owned by payrelayd.c (env->admin). */
+struct admin {
+	struct env *env;
+	struct evhttp *http;
+	struct conns *conns; /* the listener and its connections */
+};
 
 static void
 admin_json(struct evhttp_request *req, int code, json_t *body)
@@ -197,15 +205,6 @@ order_register_reply(void *arg, enum store_order_reg what, const char *state,
 	free(a);
 }
 
-/* poll_after from now, but never after the order expires. */
-static int64_t
-first_poll_ms(const struct channel *ch, int64_t now, int64_t expires_ms)
-{
-	int64_t t = now + (int64_t)ch->poll_after * 1000;
-
-	return t < expires_ms ? t : expires_ms;
-}
-
 static void
 admin_register(struct env *env, struct evhttp_request *req)
 {
@@ -273,7 +272,8 @@ admin_register(struct env *env, struct evhttp_request *req)
 	a->amount_fen = fen;
 	a->expires_ms = now + (int64_t)expires_in * 1000;
 	if (store_order_register(env->store, ch->name, out, fen, a->expires_ms,
-		ch->api_base != NULL ? first_poll_ms(ch, now, a->expires_ms) : 0,
+		ch->api_base != NULL ? backoff_first_poll_ms(now, ch->poll_after, a->expires_ms)
+				     : 0,
 		order_register_reply, a) == -1) {
 		free(a);
 		admin_error(req, 503, "redis is not ready");
@@ -1340,7 +1340,7 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 		goto out;
 	}
 	memcpy(evid, ev.id, sizeof(evid));
-	if (ingest_test_expect(env, ch->name, trade_no) == -1) {
+	if (ingest_test_expect(env->ingest, ch->name, trade_no) == -1) {
 		admin_error(req, 503, "too many test callbacks at once: try again in two minutes");
 		goto out;
 	}
@@ -1530,24 +1530,24 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	rc |= metrics_family(&sc->text, "payrelay_http_connections", "gauge",
 	    "Open connections on the public listener.");
 	rc |= metrics_sample(&sc->text, "payrelay_http_connections", NULL, NULL,
-	    env->conns != NULL ? (double)conns_open(env->conns) : 0);
+	    ingest_conns(env->ingest) != NULL ? (double)conns_open(ingest_conns(env->ingest)) : 0);
 	rc |= metrics_family(&sc->text, "payrelay_http_connections_max", "gauge",
 	    "The cap on open public connections (max_connections, or less to fit the "
 	    "open-file limit).");
 	rc |= metrics_sample(&sc->text, "payrelay_http_connections_max", NULL, NULL,
-	    env->conns != NULL ? (double)conns_cap(env->conns) : 0);
+	    ingest_conns(env->ingest) != NULL ? (double)conns_cap(ingest_conns(env->ingest)) : 0);
 	rc |= metrics_family(&sc->text, "payrelay_admin_http_connections", "gauge",
 	    "Open connections on the admin listener.");
 	rc |= metrics_sample(&sc->text, "payrelay_admin_http_connections", NULL, NULL,
-	    env->admin_conns != NULL ? (double)conns_open(env->admin_conns) : 0);
+	    (double)conns_open(env->admin->conns));
 	rc |= metrics_family(&sc->text, "payrelay_admin_http_connections_max", "gauge",
 	    "The cap on open admin connections.");
 	rc |= metrics_sample(&sc->text, "payrelay_admin_http_connections_max", NULL, NULL,
-	    env->admin_conns != NULL ? (double)conns_cap(env->admin_conns) : 0);
+	    (double)conns_cap(env->admin->conns));
 	rc |= metrics_family(&sc->text, "payrelay_callbacks_in_flight", "gauge",
 	    "Callbacks waiting for Redis.");
 	rc |= metrics_sample(&sc->text, "payrelay_callbacks_in_flight", NULL, NULL,
-	    (double)env->pending);
+	    (double)ingest_busy(env->ingest));
 	rc |= metrics_family(&sc->text, "payrelay_deliveries_in_flight", "gauge",
 	    "Delivery attempts and claims not yet settled.");
 	rc |= metrics_sample(&sc->text, "payrelay_deliveries_in_flight", NULL, NULL,
@@ -1596,14 +1596,15 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 static void
 admin_cb(struct evhttp_request *req, void *arg)
 {
-	struct env *env = arg;
+	struct admin *ad = arg;
+	struct env *env = ad->env;
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	/* Restarts the connection's deadline for its next request. */
-	struct conn *conn = conns_request(env->admin_conns, req);
+	struct conn *conn = conns_request(ad->conns, req);
 
-	if (conns_refuse_framing(env->admin_conns, req)) {
+	if (conns_refuse_framing(ad->conns, req)) {
 		admin_error(req, 400, "ambiguous request framing");
 		return;
 	}
@@ -1732,7 +1733,7 @@ admin_unlink_stale(const char *path, const struct sockaddr_un *sun)
 }
 
 static int
-admin_bind_unix(struct env *env, const char *path)
+admin_bind_unix(struct admin *ad, const char *path)
 {
 	struct sockaddr_un sun;
 	int fd;
@@ -1751,57 +1752,65 @@ admin_bind_unix(struct env *env, const char *path)
 			close(fd);
 		return -1;
 	}
-	if (conns_listen_fd(env->admin_conns, fd) == -1) {
+	if (conns_listen_fd(ad->conns, fd) == -1) {
 		log_errorx("cannot listen (admin)", "path=%s error=\"evhttp\"", path);
 		return -1;
 	}
 	return 0;
 }
 
-int
-admin_start(struct env *env)
+struct admin *
+admin_new(struct env *env)
 {
 	const struct netaddr *a = &env->cfg->admin_listen;
+	struct admin *ad;
 
-	if ((env->admin_http = evhttp_new(env->base)) == NULL)
-		return -1;
+	if ((ad = calloc(1, sizeof(*ad))) == NULL)
+		return NULL;
+	ad->env = env;
+	if ((ad->http = evhttp_new(env->base)) == NULL)
+		goto fail;
 	/* The public listener's protections, before any token is looked at:
 	 * an unauthenticated peer must not hold memory or descriptors. */
-	evhttp_set_max_body_size(env->admin_http, ADMIN_MAX_BODY);
-	evhttp_set_max_headers_size(env->admin_http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(ad->http, ADMIN_MAX_BODY);
+	evhttp_set_max_headers_size(ad->http, ADMIN_MAX_HEADERS);
 	/* conns.c's deadline closes slow and idle connections; libevent's
 	 * inactivity timer only backs it up. */
-	evhttp_set_timeout(env->admin_http, env->cfg->read_timeout + 1);
-	evhttp_set_allowed_methods(env->admin_http,
+	evhttp_set_timeout(ad->http, env->cfg->read_timeout + 1);
+	evhttp_set_allowed_methods(ad->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 		EVHTTP_REQ_PATCH | EVHTTP_REQ_HEAD);
-	evhttp_set_gencb(env->admin_http, admin_cb, env);
-	if ((env->admin_conns = conns_new(env->base, env->admin_http, env->metrics, CONNS_ADMIN,
+	evhttp_set_gencb(ad->http, admin_cb, ad);
+	if ((ad->conns = conns_new(env->base, ad->http, env->metrics, CONNS_ADMIN,
 		 ADMIN_MAX_CONNECTIONS, 0, env->cfg->read_timeout)) == NULL)
-		return -1;
+		goto fail;
 	if (a->is_unix) {
-		if (admin_bind_unix(env, a->path) == -1)
-			return -1;
+		if (admin_bind_unix(ad, a->path) == -1)
+			goto fail;
 		log_info("admin listening", "path=%s", a->path);
-	} else if (conns_listen(env->admin_conns, a->host, a->port) == -1) {
+	} else if (conns_listen(ad->conns, a->host, a->port) == -1) {
 		log_errorx("cannot listen (admin)", "addr=%s port=%u", a->host, (unsigned)a->port);
-		return -1;
+		goto fail;
 	} else {
 		log_info("admin listening", "addr=%s port=%u", a->host, (unsigned)a->port);
 	}
 	if (env->cfg->admin_token == NULL)
 		log_warnx("no [admin] token: the admin API refuses everything but /healthz", "");
-	return 0;
+	return ad;
+fail:
+	admin_free(ad);
+	return NULL;
 }
 
 void
-admin_free(struct env *env)
+admin_free(struct admin *ad)
 {
-	conns_stop_accepting(env->admin_conns);
-	if (env->admin_http != NULL)
-		evhttp_free(env->admin_http);
-	env->admin_http = NULL;
+	if (ad == NULL)
+		return;
+	conns_stop_accepting(ad->conns);
+	if (ad->http != NULL)
+		evhttp_free(ad->http);
 	/* After evhttp_free: closing connections still report to it. */
-	conns_free(env->admin_conns);
-	env->admin_conns = NULL;
+	conns_free(ad->conns);
+	free(ad);
 }

@@ -7,6 +7,7 @@
 #include "util.h"
 
 struct env;
+struct admin;
 
 #define ADMIN_MAX_BODY (64 * 1024)
 /* The request line and headers: a bearer token and a few short headers. */
@@ -15,12 +16,13 @@ struct env;
 /* Longest expires_in accepted for an order: 30 days. */
 #define ADMIN_MAX_EXPIRES_IN (30 * 86400)
 
-/* Creates env->admin_http and binds [admin] listen, with the public
+/* Creates the admin listener and binds [admin] listen, with the public
  * listener's protections (SPEC §7): header and body limits, a connection
  * cap, [daemon] read_timeout for each whole request, framing checks, all
  * before the token is looked at. A unix socket path is replaced only when
- * it is a stale socket. Returns 0 or -1 (logged). */
-int admin_start(struct env *env) WUR;
-void admin_free(struct env *env);
+ * it is a stale socket. NULL (logged) on failure. */
+struct admin *admin_new(struct env *env);
+/* Closes the listener and its connections; accepts NULL. */
+void admin_free(struct admin *ad);
 
 #endif

@@ -8,8 +8,9 @@
 
 #include <event2/event.h>
 
+#include "backoff.h"
+#include "breaker.h"
 #include "config.h"
-#include "crypto.h"
 #include "daemon.h"
 #include "httpc.h"
 #include "log.h"
@@ -17,22 +18,12 @@
 #include "store.h"
 #include "webhook.h"
 
-/* A breaker opens only after this many failures in a row as well. */
-#define BREAKER_MIN_FAILURES 3
-#define PROBE_FIRST_MS 1000
-
 /* What this process knows of one webhook; kept by name across reloads. */
 struct hook {
 	char *name;
 	int in_flight;
 	bool claiming;
-	/* circuit breaker */
-	int64_t failing_since_ms; /* first failure of the current run; 0: none */
-	int failures;             /* in a row */
-	bool open;
-	bool probing;
-	int64_t probe_interval_ms;
-	int64_t next_probe_ms;
+	struct breaker breaker;
 	struct hook *next;
 };
 
@@ -108,7 +99,7 @@ attempt_unlink_free(struct attempt *a)
 	d->nattempts--;
 	a->hook->in_flight--;
 	if (a->probe)
-		a->hook->probing = false;
+		breaker_probe_end(&a->hook->breaker);
 	free(a);
 }
 
@@ -141,51 +132,29 @@ finish_cb(void *arg, int rc, const char *answer)
 	attempt_done(a);
 }
 
-/* A uniform number in [-1, 1]; jitter only, so a failed read means none. */
-static double
-jitter(void)
-{
-	uint32_t r;
-
-	if (crypto_random(&r, sizeof(r)) == -1)
-		return 0;
-	return (double)r / (double)UINT32_MAX * 2.0 - 1.0;
-}
-
+/* The breaker's transitions (src/core/breaker.c), logged; `w` is NULL when
+ * a reload removed the webhook. */
 static void
-breaker_success(struct hook *h)
+hook_success(struct hook *h)
 {
-	h->failing_since_ms = 0;
-	h->failures = 0;
-	if (h->open) {
-		h->open = false;
+	if (breaker_success(&h->breaker))
 		log_info("webhook breaker closed", "webhook=%s", h->name);
-	}
 }
 
 static void
-breaker_failure(struct hook *h, const struct webhook *w, int64_t now)
+hook_failure(struct hook *h, const struct webhook *w, int64_t now)
 {
-	if (h->failing_since_ms == 0)
-		h->failing_since_ms = now;
-	h->failures++;
-	if (h->open || w == NULL || w->breaker_after == 0 || h->failures < BREAKER_MIN_FAILURES ||
-	    now - h->failing_since_ms < (int64_t)w->breaker_after * 1000)
-		return;
-	h->open = true;
-	h->probe_interval_ms = PROBE_FIRST_MS;
-	h->next_probe_ms = now + h->probe_interval_ms;
-	log_warnx("webhook breaker open", "webhook=%s failures=%d failing_for_s=%lld", h->name,
-	    h->failures, (long long)((now - h->failing_since_ms) / 1000));
+	struct breaker *b = &h->breaker;
+
+	if (breaker_failure(b, now, w != NULL ? w->breaker_after : 0))
+		log_warnx("webhook breaker open", "webhook=%s failures=%d failing_for_s=%lld",
+		    h->name, b->failures, (long long)((now - b->failing_since_ms) / 1000));
 }
 
 static void
-probe_failed(struct hook *h, const struct webhook *w, int64_t now)
+hook_probe_failed(struct hook *h, const struct webhook *w, int64_t now)
 {
-	int64_t max = (int64_t)(w != NULL ? w->probe_interval_max : 300) * 1000;
-
-	h->probe_interval_ms = h->probe_interval_ms * 2 > max ? max : h->probe_interval_ms * 2;
-	h->next_probe_ms = now + h->probe_interval_ms;
+	breaker_probe_failed(&h->breaker, now, w != NULL ? w->probe_interval_max : 300);
 }
 
 static void
@@ -215,25 +184,25 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 	o.retention_s = d->env->cfg->delivery_retention;
 	if (ok) {
 		o.outcome = "ok";
-		breaker_success(h);
+		hook_success(h);
 		log_info("delivered",
 		    "webhook=%s delivery=%s event=%s status=%ld attempt=%ld ms=%ld", h->name, a->id,
 		    a->event_id, r->status, a->attempts + 1, r->elapsed_ms);
 	} else if (a->probe) {
 		/* The receiver is still down: no attempt spent, due again at
 		 * the next probe (other instances' breakers may be closed). */
-		probe_failed(h, w, now);
+		hook_probe_failed(h, w, now);
 		o.outcome = "probe";
-		o.next_due_ms = h->next_probe_ms;
+		o.next_due_ms = h->breaker.next_probe_ms;
 		log_warnx("webhook probe failed",
 		    "webhook=%s delivery=%s status=%ld error=\"%s\" probe_in_ms=%lld", h->name,
-		    a->id, r->status, error, (long long)h->probe_interval_ms);
+		    a->id, r->status, error, (long long)h->breaker.probe_interval_ms);
 	} else {
 		long ra = (r->status == 429 || r->status == 503) ? r->retry_after : -1;
 
-		delay =
-		    webhook_next_delay_ms(a->schedule, a->nschedule, a->attempts + 1, ra, jitter());
-		breaker_failure(h, w, now);
+		delay = webhook_next_delay_ms(a->schedule, a->nschedule, a->attempts + 1, ra,
+		    backoff_random());
+		hook_failure(h, w, now);
 		if (delay < 0) {
 			o.outcome = "dead";
 			log_warnx("delivery dead",
@@ -306,7 +275,7 @@ attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
 	d->nattempts++;
 	h->in_flight++;
 	if (probe)
-		h->probing = true;
+		breaker_probe_start(&h->breaker);
 
 	snprintf(id_hdr, sizeof(id_hdr), "webhook-id: %s", it->event_id);
 	snprintf(ts_hdr, sizeof(ts_hdr), "webhook-timestamp: %lld", ts);
@@ -407,13 +376,15 @@ deliver_claim_all(struct deliver *d)
 	for (i = 0; i < cfg->nwebhooks; i++) {
 		const struct webhook *w = &cfg->webhooks[i];
 		struct hook *h = hook_get(d, w->name);
+		enum breaker_allows allows;
 		int room;
 
 		if (h == NULL || h->claiming)
 			continue;
-		if (h->open) {
-			/* One probe at a time, at growing intervals. */
-			if (!h->probing && h->in_flight == 0 && now >= h->next_probe_ms)
+		allows = breaker_allows(&h->breaker, now, h->in_flight);
+		if (allows != BREAKER_SEND) {
+			/* Open: one probe at a time, at growing intervals. */
+			if (allows == BREAKER_PROBE)
 				deliver_claim(d, h, w, 1, true);
 			continue;
 		}
@@ -498,7 +469,7 @@ deliver_breaker_open(struct deliver *d, const char *webhook)
 
 	for (h = d->hooks; h != NULL; h = h->next)
 		if (strcmp(h->name, webhook) == 0)
-			return h->open;
+			return h->breaker.open;
 	return false;
 }
 

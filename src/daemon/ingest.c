@@ -12,6 +12,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "backoff.h"
 #include "confirm.h"
 #include "config.h"
 #include "conns.h"
@@ -32,10 +33,36 @@
  * admin API's default expires_in. */
 #define CONFIRM_REGISTER_MS (86400 * 1000LL)
 
+/* A test callback handed out by POST /v1/channels/{ch}/test (payrelayctl
+ * send-test). Only a callback whose trade id is one of these is recorded
+ * as a test: the flag is the daemon's, never the request's. */
+#define TESTCB_SLOTS 16
+struct testcb_slot {
+	char channel[65];
+	char trade_no[TESTCB_ID_LEN + 1];
+	int64_t until_ms; /* 0: free */
+};
+
+/* The public listener, owned by payrelayd.c (env->ingest). */
+struct ingest {
+	struct env *env;
+	struct evhttp *http;
+	struct conns *conns; /* the listener and its connections */
+	size_t pending;      /* callbacks waiting for Redis or a confirmation */
+	uint64_t results[INGEST_NRESULTS];
+	struct testcb_slot testcbs[TESTCB_SLOTS];
+	/* Refusal log lines of the current second, and those left out. */
+	struct {
+		time_t window;
+		unsigned logged, suppressed;
+		struct event *flush; /* logs the count left out once its second is over */
+	} refusals;
+};
+
 /* A callback waiting for Redis, or for its confirmation first. Owns copies
  * of everything it logs, since a reload may free the channel meanwhile. */
 struct pending {
-	struct env *env;
+	struct ingest *in;
 	struct evhttp_request *req; /* NULL once the connection is gone */
 	struct conn *conn;          /* watched while this is pending */
 	bool replying;              /* the answer is being written */
@@ -70,7 +97,7 @@ ingest_reply(struct evhttp_request *req, int code, const char *reason, const cha
 /* Counts a callback's fate; `channel` is a configured name or NULL (an
  * unknown one: never a label an attacker could choose). */
 static void
-ingest_count(struct env *env, const char *channel, enum ingest_result res)
+ingest_count(struct ingest *in, const char *channel, enum ingest_result res)
 {
 	static const char *const names[INGEST_NRESULTS] = {
 		[INGEST_RECORDED] = "recorded",
@@ -82,15 +109,15 @@ ingest_count(struct env *env, const char *channel, enum ingest_result res)
 		[INGEST_OTHER] = "other",
 	};
 
-	env->results[res]++;
-	metrics_inc(env->metrics, "payrelay_callbacks_total", "channel",
+	in->results[res]++;
+	metrics_inc(in->env->metrics, "payrelay_callbacks_total", "channel",
 	    channel != NULL ? channel : "unknown", "result", names[res]);
 }
 
 /* Every refusal says exactly "fail": gateways search the reply for
  * "success" or "ok", so an explanation could read as an ack. */
 static void
-ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, int code,
+ingest_fail(struct ingest *in, struct evhttp_request *req, const char *channel, int code,
     enum ingest_result res)
 {
 	static const struct {
@@ -110,65 +137,58 @@ ingest_fail(struct env *env, struct evhttp_request *req, const char *channel, in
 	for (i = 0; i < sizeof(reasons) / sizeof(reasons[0]); i++)
 		if (reasons[i].code == code)
 			reason = reasons[i].reason;
-	ingest_count(env, channel, res);
+	ingest_count(in, channel, res);
 	ingest_reply(req, code, reason, "fail");
 }
-
-/* Refusal log lines of the current second, and those left out. */
-static struct {
-	time_t window;
-	unsigned logged, suppressed;
-	struct event *flush;       /* logs the count left out once its second is over */
-	const struct conns *conns; /* the public listener's, for the client's address */
-} refusals;
 
 /* The client's address (SPEC §3.1: behind a trusted proxy, the one it
  * names), or "-". */
 static void
-peer_string(struct evhttp_request *req, char *out, size_t n)
+peer_string(const struct ingest *in, struct evhttp_request *req, char *out, size_t n)
 {
-	conns_client_string(refusals.conns, req, out, n);
+	conns_client_string(in->conns, req, out, n);
 }
 
 static void
 refusals_flush(evutil_socket_t fd, short what, void *arg)
 {
+	struct ingest *in = arg;
+
 	(void)fd;
 	(void)what;
-	(void)arg;
-	if (refusals.suppressed > 0)
-		log_warnx("callback refusals not logged", "count=%u", refusals.suppressed);
-	refusals.suppressed = 0;
+	if (in->refusals.suppressed > 0)
+		log_warnx("callback refusals not logged", "count=%u", in->refusals.suppressed);
+	in->refusals.suppressed = 0;
 }
 
 /* Rate-limited warning for a refused callback; `req` NULL once its
  * connection is gone. `p` (NULL when not decoded) is logged by its trade
  * id, the field `fam` names. */
 static void
-ingest_log_refusal(struct evhttp_request *req, const char *channel, const char *why,
-    const struct family *fam, const struct params *p)
+ingest_log_refusal(struct ingest *in, struct evhttp_request *req, const char *channel,
+    const char *why, const struct family *fam, const struct params *p)
 {
 	time_t now = time(NULL);
 	char peer[64];
 	const char *trade = NULL;
 
-	if (now != refusals.window) {
-		refusals_flush(-1, 0, NULL);
-		refusals.window = now;
-		refusals.logged = 0;
+	if (now != in->refusals.window) {
+		refusals_flush(-1, 0, in);
+		in->refusals.window = now;
+		in->refusals.logged = 0;
 	}
-	if (++refusals.logged > REFUSAL_LOGS_PER_SEC) {
+	if (++in->refusals.logged > REFUSAL_LOGS_PER_SEC) {
 		/* Counted, and logged after the second even if none follows. */
-		if (refusals.suppressed++ == 0 && refusals.flush != NULL) {
+		if (in->refusals.suppressed++ == 0 && in->refusals.flush != NULL) {
 			struct timeval tv = { 1, 0 };
 
-			evtimer_add(refusals.flush, &tv);
+			evtimer_add(in->refusals.flush, &tv);
 		}
 		return;
 	}
 	if (p != NULL && fam != NULL && fam->trade_id_field != NULL)
 		trade = params_value(p, fam->trade_id_field);
-	peer_string(req, peer, sizeof(peer));
+	peer_string(in, req, peer, sizeof(peer));
 	log_warnx("callback refused", "channel=%.64s reason=\"%s\" peer=%s trade_no=\"%.64s\"",
 	    channel, why, peer, trade != NULL ? trade : "");
 }
@@ -188,10 +208,10 @@ pending_free(struct pending *pd)
 static void
 pending_done(struct pending *pd)
 {
-	struct env *env = pd->env;
+	struct ingest *in = pd->in;
 
 	pending_free(pd);
-	env->pending--;
+	in->pending--;
 }
 
 static void
@@ -224,12 +244,12 @@ static void
 ingest_recorded(void *arg, enum store_result r, const char *type)
 {
 	struct pending *pd = arg;
-	struct env *env = pd->env;
+	struct ingest *in = pd->in;
 	struct evhttp_request *req = pd->req;
 
 	switch (r) {
 	case STORE_NEW:
-		ingest_count(env, pd->channel, INGEST_RECORDED);
+		ingest_count(in, pd->channel, INGEST_RECORDED);
 		if (strcmp(type, "order.amount_mismatch") == 0)
 			log_warnx("callback recorded with amount mismatch",
 			    "channel=%s event=%s type=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" "
@@ -244,7 +264,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 			    pd->amount_fen);
 		break;
 	case STORE_DUP:
-		ingest_count(env, pd->channel, INGEST_DUPLICATE);
+		ingest_count(in, pd->channel, INGEST_DUPLICATE);
 		log_info("callback duplicate", "channel=%s event=%s trade_no=\"%.64s\"",
 		    pd->channel, pd->event_id, pd->trade_no);
 		break;
@@ -273,12 +293,12 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 		struct timespec now;
 
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		metrics_observe_ack(env->metrics,
+		metrics_observe_ack(in->env->metrics,
 		    (double)(now.tv_sec - pd->started.tv_sec) +
 			(double)(now.tv_nsec - pd->started.tv_nsec) / 1e9);
 		ingest_reply(req, 200, "OK", pd->family->ack_body);
 	} else {
-		ingest_fail(env, req, pd->channel, 503, INGEST_UNAVAILABLE);
+		ingest_fail(in, req, pd->channel, 503, INGEST_UNAVAILABLE);
 	}
 }
 
@@ -302,7 +322,7 @@ is_form_content_type(const char *ct)
  * (a reload may free the channel meanwhile). NULL when out of memory or
  * without a watched connection, whose answer could outlive it. */
 static struct pending *
-pending_new(struct env *env, struct evhttp_request *req, struct conn *conn,
+pending_new(struct ingest *in, struct evhttp_request *req, struct conn *conn,
     const struct channel *ch, const struct event *ev, const struct timespec *t0)
 {
 	struct pending *pd;
@@ -310,7 +330,7 @@ pending_new(struct env *env, struct evhttp_request *req, struct conn *conn,
 	if (conn == NULL || (pd = calloc(1, sizeof(*pd))) == NULL)
 		return NULL;
 	pd->conn = conn;
-	pd->env = env;
+	pd->in = in;
 	pd->req = req;
 	pd->family = ch->family;
 	/* Channel names are at most 64 bytes (config_name_valid). */
@@ -331,14 +351,14 @@ pending_new(struct env *env, struct evhttp_request *req, struct conn *conn,
 /* Hands the verified callback to the record step. Returns the HTTP code to
  * fail with, or 0 (answered later, from ingest_recorded). */
 static int
-ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
+ingest_record(struct ingest *in, struct evhttp_request *req, struct conn *conn,
     const struct channel *ch, struct event *ev, const struct timespec *t0)
 {
 	struct pending *pd;
 
-	if ((pd = pending_new(env, req, conn, ch, ev, t0)) == NULL)
+	if ((pd = pending_new(in, req, conn, ch, ev, t0)) == NULL)
 		return 503;
-	if (record_event(env, ch, ev, ingest_recorded, pd) == -1) {
+	if (record_event(in->env, ch, ev, ingest_recorded, pd) == -1) {
 		log_warnx("callback not recorded, answered 503",
 		    "channel=%s event=%s reason=\"redis not ready\"", ch->name, ev->id);
 		pending_free(pd);
@@ -347,7 +367,7 @@ ingest_record(struct env *env, struct evhttp_request *req, struct conn *conn,
 	/* A server connection does not read while its request is unanswered,
 	 * so only a shutdown frees it under us; the close callback says so. */
 	conn_watch(conn, ingest_conn_closed, pd);
-	env->pending++;
+	in->pending++;
 	return 0;
 }
 
@@ -361,14 +381,14 @@ pending_fail(struct pending *pd, int code, enum ingest_result res)
 	struct evhttp_request *req = pd->req;
 
 	if (req == NULL) {
-		ingest_count(pd->env, pd->channel, res);
+		ingest_count(pd->in, pd->channel, res);
 		pending_done(pd);
 		return;
 	}
 	/* As in ingest_recorded: over once the answer is written. */
 	pd->replying = true;
 	evhttp_request_set_on_complete_cb(req, ingest_reply_sent, pd);
-	ingest_fail(pd->env, req, pd->channel, code, res);
+	ingest_fail(pd->in, req, pd->channel, code, res);
 }
 
 static void
@@ -393,20 +413,21 @@ confirm_registered(void *arg, enum store_order_reg what, const char *state, int6
 static void
 confirm_unavailable(struct pending *pd, const char *why)
 {
-	struct env *env = pd->env;
+	struct env *env = pd->in->env;
 	const struct channel *ch = config_channel(env->cfg, pd->channel);
 	int64_t now = now_ms();
 	char reason[256];
 
 	snprintf(reason, sizeof(reason), "not confirmed, answered 503: %s", why);
-	ingest_log_refusal(pd->req, pd->channel, reason, pd->family, &pd->params);
+	ingest_log_refusal(pd->in, pd->req, pd->channel, reason, pd->family, &pd->params);
 	if (ch == NULL || ch->api_base == NULL) {
 		pending_fail(pd, 503, INGEST_UNAVAILABLE);
 		return;
 	}
 	if (store_order_register(env->store, ch->name, pd->out_trade_no, -1,
-		now + CONFIRM_REGISTER_MS, now + (int64_t)ch->poll_after * 1000, confirm_registered,
-		pd) == -1) {
+		now + CONFIRM_REGISTER_MS,
+		backoff_first_poll_ms(now, ch->poll_after, now + CONFIRM_REGISTER_MS),
+		confirm_registered, pd) == -1) {
 		log_warnx("unconfirmed callback's order not registered for polling",
 		    "channel=%s out_trade_no=\"%.64s\" reason=\"redis not ready\"", pd->channel,
 		    pd->out_trade_no);
@@ -418,14 +439,14 @@ static void
 ingest_confirmed(void *arg, enum confirm_outcome o, const char *detail)
 {
 	struct pending *pd = arg;
-	struct env *env = pd->env;
+	struct env *env = pd->in->env;
 	const struct channel *ch;
 	struct event ev;
 	char reason[256];
 
 	if (o == CONFIRM_REFUSED) {
 		snprintf(reason, sizeof(reason), "not confirmed by query: %s", detail);
-		ingest_log_refusal(pd->req, pd->channel, reason, pd->family, &pd->params);
+		ingest_log_refusal(pd->in, pd->req, pd->channel, reason, pd->family, &pd->params);
 		pending_fail(pd, 400, INGEST_REFUSED);
 		return;
 	}
@@ -458,32 +479,32 @@ ingest_confirmed(void *arg, enum confirm_outcome o, const char *detail)
  * `p` (left empty): the query outlives this request's handler. Returns the
  * HTTP code to fail with, or 0 (answered later). */
 static int
-ingest_confirm(struct env *env, struct evhttp_request *req, struct conn *conn,
+ingest_confirm(struct ingest *in, struct evhttp_request *req, struct conn *conn,
     const struct channel *ch, const struct event *ev, struct params *p, const struct timespec *t0)
 {
 	struct pending *pd;
 	const char *why;
 
-	if ((pd = pending_new(env, req, conn, ch, ev, t0)) == NULL)
+	if ((pd = pending_new(in, req, conn, ch, ev, t0)) == NULL)
 		return 503;
 	pd->params = *p;
 	params_init(p);
 	conn_watch(conn, ingest_conn_closed, pd);
-	env->pending++;
-	if (confirm_start(env->confirmer, ch, pd->trade_no, pd->out_trade_no, pd->amount_fen,
+	in->pending++;
+	if (confirm_start(in->env->confirmer, ch, pd->trade_no, pd->out_trade_no, pd->amount_fen,
 		ingest_confirmed, pd, &why) == NULL)
 		confirm_unavailable(pd, why);
 	return 0;
 }
 
 int
-ingest_test_expect(struct env *env, const char *channel, const char *trade_no)
+ingest_test_expect(struct ingest *in, const char *channel, const char *trade_no)
 {
 	int64_t now = now_ms();
 	size_t i;
 
 	for (i = 0; i < TESTCB_SLOTS; i++) {
-		struct testcb_slot *t = &env->testcbs[i];
+		struct testcb_slot *t = &in->testcbs[i];
 
 		if (t->until_ms > now)
 			continue;
@@ -498,13 +519,13 @@ ingest_test_expect(struct env *env, const char *channel, const char *trade_no)
 /* A test trade id this daemon handed out for `channel`, not expired. Kept
  * until it expires, so that a test answered 503 can be sent again. */
 static bool
-ingest_test_known(struct env *env, const char *channel, const char *trade_no)
+ingest_test_known(const struct ingest *in, const char *channel, const char *trade_no)
 {
 	int64_t now = now_ms();
 	size_t i;
 
 	for (i = 0; i < TESTCB_SLOTS; i++) {
-		const struct testcb_slot *t = &env->testcbs[i];
+		const struct testcb_slot *t = &in->testcbs[i];
 
 		if (t->until_ms > now && strcmp(t->channel, channel) == 0 &&
 		    strcmp(t->trade_no, trade_no) == 0)
@@ -514,8 +535,9 @@ ingest_test_known(struct env *env, const char *channel, const char *trade_no)
 }
 
 static void
-ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, const char *channel)
+ingest_notify(struct ingest *in, struct evhttp_request *req, struct conn *conn, const char *channel)
 {
+	struct env *env = in->env;
 	const struct channel *ch = config_channel(env->cfg, channel);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -531,67 +553,69 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	params_init(&p);
 	if (ch == NULL) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
-		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
+		ingest_log_refusal(in, req, "-", "unknown channel", NULL, NULL);
+		ingest_fail(in, req, NULL, 404, INGEST_NOT_FOUND);
 		goto out;
 	}
 	if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_POST) {
-		ingest_log_refusal(req, ch->name, "method not allowed", NULL, NULL);
-		ingest_fail(env, req, ch->name, 405, INGEST_OTHER);
+		ingest_log_refusal(in, req, ch->name, "method not allowed", NULL, NULL);
+		ingest_fail(in, req, ch->name, 405, INGEST_OTHER);
 		goto out;
 	}
 	/* The client's address: behind a trusted proxy, the one it names. */
-	if (!conns_client(env->conns, req, &peer) ||
+	if (!conns_client(in->conns, req, &peer) ||
 	    !channel_allows(ch, (const struct sockaddr *)&peer)) {
-		ingest_log_refusal(req, ch->name, "source address not in allow_from", NULL, NULL);
-		ingest_fail(env, req, ch->name, 403, INGEST_FORBIDDEN);
+		ingest_log_refusal(in, req, ch->name, "source address not in allow_from", NULL,
+		    NULL);
+		ingest_fail(in, req, ch->name, 403, INGEST_FORBIDDEN);
 		goto out;
 	}
 	query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
 	if (query != NULL)
 		ferr = form_decode(&p, query, strlen(query));
 	if (ferr == FORM_OK && method == EVHTTP_REQ_POST) {
-		struct evbuffer *in = evhttp_request_get_input_buffer(req);
-		size_t len = evbuffer_get_length(in);
+		struct evbuffer *body = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(body);
 		const char *ct =
 		    evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 
 		if (len > 0 && !is_form_content_type(ct)) {
-			ingest_log_refusal(req, ch->name, "unsupported content type", NULL, NULL);
-			ingest_fail(env, req, ch->name, 415, INGEST_OTHER);
+			ingest_log_refusal(in, req, ch->name, "unsupported content type", NULL,
+			    NULL);
+			ingest_fail(in, req, ch->name, 415, INGEST_OTHER);
 			goto out;
 		}
 		/* Decoded after the query: the body wins on a repeated name. */
 		if (len > 0)
-			ferr = form_decode(&p, (const char *)evbuffer_pullup(in, -1), len);
+			ferr = form_decode(&p, (const char *)evbuffer_pullup(body, -1), len);
 	}
 	if (ferr != FORM_OK) {
-		ingest_log_refusal(req, ch->name, form_error_str(ferr), NULL, NULL);
-		ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
+		ingest_log_refusal(in, req, ch->name, form_error_str(ferr), NULL, NULL);
+		ingest_fail(in, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	memset(&ev, 0, sizeof(ev));
 	if ((v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
-		ingest_log_refusal(req, ch->name, verdict_str(v), ch->family, &p);
+		ingest_log_refusal(in, req, ch->name, verdict_str(v), ch->family, &p);
 		metrics_inc(env->metrics, "payrelay_callbacks_refused_total", "channel", ch->name,
 		    "reason", verdict_label(v));
 		/* A failing crypto library says nothing about the callback:
 		 * 503, so the gateway tries again once it is mended. */
 		if (v == VERDICT_CRYPTO)
-			ingest_fail(env, req, ch->name, 503, INGEST_UNAVAILABLE);
+			ingest_fail(in, req, ch->name, 503, INGEST_UNAVAILABLE);
 		else
-			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
+			ingest_fail(in, req, ch->name, 400, INGEST_REFUSED);
 		goto out;
 	}
 	/* A test trade id is recorded only as the test this daemon made (it
 	 * skips confirmation: no gateway knows of it); any other use of one,
 	 * an old test sent again included, is refused. */
 	if (testcb_is_test_id(ev.trade_no)) {
-		if (!ingest_test_known(env, ch->name, ev.trade_no)) {
-			ingest_log_refusal(req, ch->name,
+		if (!ingest_test_known(in, ch->name, ev.trade_no)) {
+			ingest_log_refusal(in, req, ch->name,
 			    "a test trade id this daemon did not hand out, or expired", ch->family,
 			    &p);
-			ingest_fail(env, req, ch->name, 400, INGEST_REFUSED);
+			ingest_fail(in, req, ch->name, 400, INGEST_REFUSED);
 			goto out;
 		}
 		ev.test = true;
@@ -599,11 +623,11 @@ ingest_notify(struct env *env, struct evhttp_request *req, struct conn *conn, co
 	ev.source = SOURCE_CALLBACK;
 	ev.received_ms = now_ms();
 	if (ch->confirm && ev.type == EVENT_PAID && !ev.test)
-		code = ingest_confirm(env, req, conn, ch, &ev, &p, &t0);
+		code = ingest_confirm(in, req, conn, ch, &ev, &p, &t0);
 	else
-		code = ingest_record(env, req, conn, ch, &ev, &t0);
+		code = ingest_record(in, req, conn, ch, &ev, &t0);
 	if (code != 0)
-		ingest_fail(env, req, ch->name, code, INGEST_UNAVAILABLE);
+		ingest_fail(in, req, ch->name, code, INGEST_UNAVAILABLE);
 out:
 	params_free(&p);
 }
@@ -611,24 +635,24 @@ out:
 static void
 ingest_cb(struct evhttp_request *req, void *arg)
 {
-	struct env *env = arg;
+	struct ingest *in = arg;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
 	/* Restarts the connection's deadline for its next request. */
-	struct conn *conn = conns_request(env->conns, req);
+	struct conn *conn = conns_request(in->conns, req);
 	char channel[66];
 	size_t n;
 
-	if (conns_refuse_framing(env->conns, req)) {
-		ingest_fail(env, req, NULL, 400, INGEST_REFUSED);
+	if (conns_refuse_framing(in->conns, req)) {
+		ingest_fail(in, req, NULL, 400, INGEST_REFUSED);
 		return;
 	}
-	if (env->stopping) {
-		ingest_fail(env, req, NULL, 503, INGEST_UNAVAILABLE);
+	if (in->env->stopping) {
+		ingest_fail(in, req, NULL, 503, INGEST_UNAVAILABLE);
 		return;
 	}
 	if (path == NULL || strncmp(path, NOTIFY_PREFIX, sizeof(NOTIFY_PREFIX) - 1) != 0) {
-		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
+		ingest_fail(in, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	path += sizeof(NOTIFY_PREFIX) - 1;
@@ -636,18 +660,18 @@ ingest_cb(struct evhttp_request *req, void *arg)
 	if (n > 0 && path[n - 1] == '/')
 		n--; /* tolerate /notify/NAME/ */
 	if (n == 0 || n >= sizeof(channel)) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
-		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
+		ingest_log_refusal(in, req, "-", "unknown channel", NULL, NULL);
+		ingest_fail(in, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
 	memcpy(channel, path, n);
 	channel[n] = '\0';
 	if (!config_name_valid(channel)) {
-		ingest_log_refusal(req, "-", "unknown channel", NULL, NULL);
-		ingest_fail(env, req, NULL, 404, INGEST_NOT_FOUND);
+		ingest_log_refusal(in, req, "-", "unknown channel", NULL, NULL);
+		ingest_fail(in, req, NULL, 404, INGEST_NOT_FOUND);
 		return;
 	}
-	ingest_notify(env, req, conn, channel);
+	ingest_notify(in, req, conn, channel);
 }
 
 /* Descriptors the connections must leave: the fixed reserve, the admin
@@ -663,62 +687,85 @@ ingest_fd_reserve(const struct config *cfg)
 	return n;
 }
 
-int
-ingest_start(struct env *env)
+struct ingest *
+ingest_new(struct env *env)
 {
 	const struct netaddr *a = &env->cfg->listen;
+	struct ingest *in;
 
 	if (a->is_unix) {
 		log_errorx("the public listener must be host:port", "listen=%s", a->path);
-		return -1;
+		return NULL;
 	}
-	if ((env->http = evhttp_new(env->base)) == NULL ||
-	    (refusals.flush = evtimer_new(env->base, refusals_flush, NULL)) == NULL)
-		return -1;
-	evhttp_set_max_body_size(env->http, INGEST_MAX_BODY);
-	evhttp_set_max_headers_size(env->http, INGEST_MAX_HEADERS);
+	if ((in = calloc(1, sizeof(*in))) == NULL)
+		return NULL;
+	in->env = env;
+	if ((in->http = evhttp_new(env->base)) == NULL ||
+	    (in->refusals.flush = evtimer_new(env->base, refusals_flush, in)) == NULL)
+		goto fail;
+	evhttp_set_max_body_size(in->http, INGEST_MAX_BODY);
+	evhttp_set_max_headers_size(in->http, INGEST_MAX_HEADERS);
 	/* conns.c's deadline closes slow and idle connections; libevent's
 	 * inactivity timer only backs it up. */
-	evhttp_set_timeout(env->http, env->cfg->read_timeout + 1);
+	evhttp_set_timeout(in->http, env->cfg->read_timeout + 1);
 	/* Let every method through to answer 405 "fail" ourselves. */
-	evhttp_set_allowed_methods(env->http,
+	evhttp_set_allowed_methods(in->http,
 	    EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
 		EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
 		EVHTTP_REQ_PATCH);
 	/* Read the rest of an oversized body so the client sees the 413. */
-	evhttp_set_flags(env->http, EVHTTP_SERVER_LINGERING_CLOSE);
-	evhttp_set_gencb(env->http, ingest_cb, env);
-	env->conns = conns_new(env->base, env->http, env->metrics, CONNS_PUBLIC,
+	evhttp_set_flags(in->http, EVHTTP_SERVER_LINGERING_CLOSE);
+	evhttp_set_gencb(in->http, ingest_cb, in);
+	in->conns = conns_new(env->base, in->http, env->metrics, CONNS_PUBLIC,
 	    (size_t)env->cfg->max_connections, ingest_fd_reserve(env->cfg), env->cfg->read_timeout);
-	if (env->conns == NULL || conns_set_proxy(env->conns, env->cfg) == -1)
-		return -1;
-	refusals.conns = env->conns;
-	if (conns_listen(env->conns, a->host, a->port) == -1)
-		return -1;
+	if (in->conns == NULL || conns_set_proxy(in->conns, env->cfg) == -1 ||
+	    conns_listen(in->conns, a->host, a->port) == -1)
+		goto fail;
 	log_info("listening", "addr=%s port=%u", a->host, (unsigned)a->port);
-	return 0;
+	return in;
+fail:
+	ingest_free(in);
+	return NULL;
 }
 
 void
-ingest_stop_accepting(struct env *env)
+ingest_stop_accepting(struct ingest *in)
 {
-	conns_stop_accepting(env->conns);
+	if (in != NULL)
+		conns_stop_accepting(in->conns);
+}
+
+size_t
+ingest_busy(const struct ingest *in)
+{
+	return in == NULL ? 0 : in->pending;
+}
+
+uint64_t
+ingest_total(const struct ingest *in, enum ingest_result r)
+{
+	return in == NULL ? 0 : in->results[r];
+}
+
+const struct conns *
+ingest_conns(const struct ingest *in)
+{
+	return in == NULL ? NULL : in->conns;
 }
 
 void
-ingest_free(struct env *env)
+ingest_free(struct ingest *in)
 {
-	conns_stop_accepting(env->conns);
-	if (env->http != NULL)
-		evhttp_free(env->http);
-	env->http = NULL;
+	if (in == NULL)
+		return;
+	conns_stop_accepting(in->conns);
+	if (in->http != NULL)
+		evhttp_free(in->http);
 	/* After evhttp_free: closing connections still report to it. */
-	conns_free(env->conns);
-	env->conns = NULL;
-	refusals.conns = NULL;
-	if (refusals.flush != NULL) {
-		refusals_flush(-1, 0, NULL);
-		event_free(refusals.flush);
-		refusals.flush = NULL;
+	conns_free(in->conns);
+	if (in->refusals.flush != NULL) {
+		refusals_flush(-1, 0, in);
+		event_free(in->refusals.flush);
 	}
+	free(in);
 }

@@ -102,7 +102,8 @@ instance_id(char *out, size_t n)
 static bool
 nothing_in_flight(const struct env *env)
 {
-	return env->pending == 0 && deliver_busy(env->deliver) == 0 && poll_busy(env->poller) == 0;
+	return ingest_busy(env->ingest) == 0 && deliver_busy(env->deliver) == 0 &&
+	    poll_busy(env->poller) == 0;
 }
 
 /* While stopping, every DRAIN_CHECK_MS: the subsystems are asked whether
@@ -145,13 +146,14 @@ on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
 
 	if (env->aborting) {
 		log_warnx("exiting with work unsettled, leases expire",
-		    "pending=%zu deliveries=%zu", env->pending, deliver_busy(env->deliver));
+		    "pending=%zu deliveries=%zu", ingest_busy(env->ingest),
+		    deliver_busy(env->deliver));
 		event_base_loopexit(env->base, NULL);
 		return;
 	}
 	env->aborting = true;
 	log_warnx("shutdown timeout, giving in-flight deliveries back",
-	    "pending=%zu deliveries=%zu", env->pending, deliver_busy(env->deliver));
+	    "pending=%zu deliveries=%zu", ingest_busy(env->ingest), deliver_busy(env->deliver));
 	deliver_abort(env->deliver);
 	if (nothing_in_flight(env)) {
 		event_base_loopexit(env->base, NULL);
@@ -175,9 +177,9 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 		return;
 	env->stopping = true;
 	sdnotify_stopping();
-	log_info("stopping", "signal=%d pending=%zu deliveries=%zu", (int)sig, env->pending,
-	    deliver_busy(env->deliver));
-	ingest_stop_accepting(env);
+	log_info("stopping", "signal=%d pending=%zu deliveries=%zu", (int)sig,
+	    ingest_busy(env->ingest), deliver_busy(env->deliver));
+	ingest_stop_accepting(env->ingest);
 	deliver_stop(env->deliver);
 	poll_stop(env->poller);
 	/* Callbacks waiting for their confirmation get 503 (and their orders
@@ -317,8 +319,10 @@ env_free(struct env *env)
 	env->deliver = NULL;
 	poll_free(env->poller);
 	env->poller = NULL;
-	admin_free(env);
-	ingest_free(env);
+	admin_free(env->admin);
+	env->admin = NULL;
+	ingest_free(env->ingest);
+	env->ingest = NULL;
 	if (env->ev_sigterm)
 		event_free(env->ev_sigterm);
 	if (env->ev_sigint)
@@ -417,7 +421,7 @@ main(int argc, char **argv)
 		fatalx("cannot create the event loop", "");
 	if (setup_signals(&env) == -1)
 		fatalx("cannot set up signals", "");
-	if (ingest_start(&env) == -1)
+	if ((env.ingest = ingest_new(&env)) == NULL)
 		goto out;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		fatalx("cannot initialise libcurl", "");
@@ -427,7 +431,7 @@ main(int argc, char **argv)
 		log_errorx("cannot set up deliveries and polling", "");
 		goto out;
 	}
-	if (admin_start(&env) == -1)
+	if ((env.admin = admin_new(&env)) == NULL)
 		goto out;
 	if ((env.store = store_new(env.base, env.cfg, on_store_ready, &env)) == NULL) {
 		log_errorx("cannot set up Redis", "");
@@ -440,10 +444,10 @@ main(int argc, char **argv)
 	signal(SIGHUP, SIG_IGN);
 	rc = 0;
 	log_info("stopped", "recorded=%llu duplicates=%llu refused=%llu unavailable=%llu",
-	    (unsigned long long)env.results[INGEST_RECORDED],
-	    (unsigned long long)env.results[INGEST_DUPLICATE],
-	    (unsigned long long)env.results[INGEST_REFUSED],
-	    (unsigned long long)env.results[INGEST_UNAVAILABLE]);
+	    (unsigned long long)ingest_total(env.ingest, INGEST_RECORDED),
+	    (unsigned long long)ingest_total(env.ingest, INGEST_DUPLICATE),
+	    (unsigned long long)ingest_total(env.ingest, INGEST_REFUSED),
+	    (unsigned long long)ingest_total(env.ingest, INGEST_UNAVAILABLE));
 out:
 	env_free(&env);
 	curl_global_cleanup();

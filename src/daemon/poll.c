@@ -6,8 +6,8 @@
 
 #include <event2/event.h>
 
+#include "backoff.h"
 #include "config.h"
-#include "crypto.h"
 #include "daemon.h"
 #include "family.h"
 #include "httpc.h"
@@ -109,22 +109,6 @@ pquery_free(struct pquery *q)
 	free(q);
 }
 
-/* The gap before the poll after `polls` polls, in ms, ±10 % jitter. */
-static int64_t
-next_gap_ms(const struct channel *ch, long polls)
-{
-	size_t i = polls < 1 ? 0 : (size_t)polls - 1;
-	int64_t gap;
-	uint32_t r = 0;
-
-	if (i >= ch->npoll_gaps)
-		i = ch->npoll_gaps - 1;
-	gap = (int64_t)ch->poll_gaps[i] * 1000;
-	if (crypto_random(&r, sizeof(r)) == 0)
-		gap += (int64_t)((double)gap * 0.1 * ((double)r / (double)UINT32_MAX * 2.0 - 1.0));
-	return gap;
-}
-
 static void
 done_reply(void *arg, const char *state)
 {
@@ -148,8 +132,12 @@ pquery_finish(struct pquery *q, const char *result)
 {
 	struct poller *p = q->p;
 	const struct channel *ch = config_channel(p->env->cfg, q->channel);
-	int64_t next = now_ms() + (ch != NULL ? next_gap_ms(ch, q->polls + 1) : 60000);
+	int64_t gap = 60000, next; /* a reload removed the channel: a minute */
 
+	if (ch != NULL)
+		gap = backoff_poll_gap_ms(ch->poll_gaps, ch->npoll_gaps, q->polls + 1,
+		    backoff_random());
+	next = now_ms() + gap;
 	snprintf(q->result, sizeof(q->result), "%s", result);
 	p->busy++;
 	if (store_poll_done(p->env->store, q->channel, q->out_trade_no, p->env->instance, result,

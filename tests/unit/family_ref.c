@@ -43,6 +43,7 @@ chan_free(struct channel *ch)
 	free(ch->name);
 	free(ch->merchant_id);
 	free(ch->key);
+	free(ch->api_base);
 	crypto_pkey_free(ch->platform_key);
 	memset(ch, 0, sizeof(*ch));
 }
@@ -297,4 +298,81 @@ void
 flip_hex_digit(char *s, size_t i)
 {
 	s[i] = s[i] == '0' ? '1' : '0';
+}
+
+/* ---- polls --------------------------------------------------------------- */
+
+void
+poll_chan_init(struct channel *ch, const char *name, const char *family, const char *merchant_id,
+    const char *key)
+{
+	chan_init(ch, name, family, SIGN_MD5, merchant_id, key);
+	ch->api_base = strdup(POLL_API);
+	ck_assert_ptr_nonnull(ch->api_base);
+}
+
+/* Asserts what every detail must be: one short line, never the key. */
+void
+check_detail(const struct channel *ch, const struct poll_answer *a)
+{
+	size_t n = strnlen(a->detail, sizeof(a->detail));
+
+	ck_assert_msg(n < sizeof(a->detail), "detail is not NUL-terminated");
+	ck_assert_msg(strchr(a->detail, '\n') == NULL && strchr(a->detail, '\r') == NULL,
+	    "detail is more than one line: %s", a->detail);
+	ck_assert_msg(strstr(a->detail, ch->key) == NULL, "detail holds the key: %s", a->detail);
+}
+
+/* Parses `body` for `out` into a fresh `a`. */
+enum poll_state
+parse(const struct channel *ch, const char *out, const char *body, struct poll_answer *a)
+{
+	poll_answer_init(a);
+	ch->family->poll_parse(ch, out, body, body != NULL ? strlen(body) : 0, a);
+	check_detail(ch, a);
+	return a->state;
+}
+
+void
+expect_state(const struct channel *ch, const char *out, const char *body, enum poll_state want,
+    const char *detail_has)
+{
+	struct poll_answer a;
+	enum poll_state got = parse(ch, out, body, &a);
+
+	ck_assert_msg(got == want, "%s: %s answer %s: state %s (%s), want %s", ch->family->name,
+	    out, body, poll_state_str(got), a.detail, poll_state_str(want));
+	if (detail_has != NULL)
+		ck_assert_msg(strstr(a.detail, detail_has) != NULL, "detail \"%s\" lacks \"%s\"",
+		    a.detail, detail_has);
+	poll_answer_free(&a);
+}
+
+/* The id verify() gives the vector's callback, on channel `ch`. */
+void
+callback_id(const struct channel *ch, json_t *vec, char id[EVENT_ID_LEN + 1])
+{
+	struct params p;
+	struct event ev;
+	enum verdict v;
+
+	params_from(&p, json_object_get(vec, "params"), NULL);
+	memset(&ev, 0, sizeof(ev));
+	v = ch->family->verify(ch, &p, time(NULL), &ev);
+	ck_assert_msg(v == VERDICT_OK, "vector \"%s\" does not verify: %s",
+	    vectors_str(vec, "description"), verdict_str(v));
+	memcpy(id, ev.id, EVENT_ID_LEN + 1);
+	params_free(&p);
+}
+
+char *
+dump(json_t *o)
+{
+	char *s;
+
+	ck_assert_ptr_nonnull(o);
+	s = json_dumps(o, JSON_COMPACT);
+	ck_assert_ptr_nonnull(s);
+	json_decref(o);
+	return s;
 }

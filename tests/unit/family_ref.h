@@ -52,4 +52,21 @@ void assert_sign_string(const struct params *p, const char *const *exclude, unsi
 /* Changes one hex digit of `s` in place. */
 void flip_hex_digit(char *s, size_t i);
 
+/* Polls (each family's query and answers, in its test file; test_poll.c). */
+#define POLL_API "https://pay.example.com"
+/* A channel of `family` with an MD5 key and api_base POLL_API. */
+void poll_chan_init(struct channel *ch, const char *name, const char *family,
+    const char *merchant_id, const char *key);
+/* Asserts what every detail must be: one short line, never the key. */
+void check_detail(const struct channel *ch, const struct poll_answer *a);
+/* Parses `body` for `out` into a fresh `a`, which the caller frees. */
+enum poll_state parse(const struct channel *ch, const char *out, const char *body,
+    struct poll_answer *a);
+void expect_state(const struct channel *ch, const char *out, const char *body, enum poll_state want,
+    const char *detail_has);
+/* The id verify() gives the vector's callback, on channel `ch`. */
+void callback_id(const struct channel *ch, json_t *vec, char id[EVENT_ID_LEN + 1]);
+/* The compact JSON text of `o`, which it takes; the caller frees it. */
+char *dump(json_t *o);
+
 #endif

@@ -2,7 +2,9 @@
  * epay_rsa.json verifies and yields the right event; every way of getting a
  * callback wrong is refused with the right verdict. Callbacks the vectors do
  * not cover are signed by the reference signer below, written from the SPEC
- * (checked against the vectors first). */
+ * (checked against the vectors first). Then its poll query, every kind of
+ * answer, and the sweep (docs/reconciliation.md): a paid order found by a
+ * poll or a sweep gets the event id its callback gets. */
 #include <check.h>
 #include <ctype.h>
 #include <inttypes.h>
@@ -739,6 +741,538 @@ START_TEST(test_epay_rsa_wrong_merchant)
 }
 END_TEST
 
+/* ---- polls: the query, every kind of answer, the sweep ------------------- */
+
+#define EPAY_KEY "89unJUB8HZ54Hj7x4nUj56HN4nUzUJ8i"
+/* epay's sweep, through its row of the table (family_epay.c's page size,
+ * checked in test_epay_sweep_query). */
+#define EPAY_SWEEP_PAGE 50
+#define epay_sweep_query(ch, page, q) family_find("epay")->sweep_query((ch), (page), (q))
+#define epay_sweep_parse(ch, body, len, ans, max, more) \
+	family_find("epay")->sweep_parse((ch), (body), (len), (ans), (max), (more))
+
+static void
+epay_chan(struct channel *ch)
+{
+	poll_chan_init(ch, "shop-epay", "epay", "1001", EPAY_KEY);
+}
+
+START_TEST(test_epay_query)
+{
+	struct channel ch;
+	struct poll_query q;
+
+	epay_chan(&ch);
+	ck_assert(ch.family->poll_query != NULL && ch.family->poll_parse != NULL);
+	ck_assert_int_eq(ch.family->poll_query(&ch, "20160806151343349", &q), 0);
+	ck_assert_str_eq(q.method, "GET");
+	ck_assert_str_eq(q.url,
+	    POLL_API "/api.php?act=order&pid=1001&key=" EPAY_KEY "&out_trade_no=20160806151343349");
+	ck_assert_ptr_null(q.body);
+	poll_query_free(&q);
+	ck_assert_ptr_null(q.url);
+
+	/* Values are URL-encoded as PHP does. */
+	ck_assert_int_eq(ch.family->poll_query(&ch, "A 1&b=2+会", &q), 0);
+	ck_assert_str_eq(q.url,
+	    POLL_API "/api.php?act=order&pid=1001&key=" EPAY_KEY
+		     "&out_trade_no=A+1%26b%3D2%2B%E4%BC%9A");
+	poll_query_free(&q);
+	chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_sweep_query)
+{
+	struct channel ch;
+	struct poll_query q;
+
+	epay_chan(&ch);
+	ck_assert_int_eq(family_find("epay")->sweep_page, EPAY_SWEEP_PAGE);
+	ck_assert_int_eq(epay_sweep_query(&ch, 1, &q), 0);
+	ck_assert_str_eq(q.method, "GET");
+	ck_assert_str_eq(q.url,
+	    POLL_API "/api.php?act=orders&pid=1001&key=" EPAY_KEY "&limit=50&page=1&offset=0");
+	ck_assert_ptr_null(q.body);
+	poll_query_free(&q);
+	ck_assert_int_eq(epay_sweep_query(&ch, 3, &q), 0);
+	ck_assert_str_eq(q.url,
+	    POLL_API "/api.php?act=orders&pid=1001&key=" EPAY_KEY "&limit=50&page=3&offset=100");
+	poll_query_free(&q);
+	ck_assert_int_eq(epay_sweep_query(&ch, 0, &q), -1);
+	ck_assert_ptr_null(q.url);
+	chan_free(&ch);
+}
+END_TEST
+
+/* ---- epay answers ------------------------------------------------------- */
+
+START_TEST(test_epay_paid)
+{
+	struct channel ch;
+	struct poll_answer a;
+	char id[EVENT_ID_LEN + 1];
+	const char *body = "{\"code\":1,\"msg\":\"查询订单号成功！\",\"trade_no\":"
+			   "\"20160806151343349021\",\"out_trade_no\":\"20160806151343349\","
+			   "\"api_trade_no\":\"2026112222001400001\",\"type\":\"alipay\","
+			   "\"pid\":1001,\"addtime\":\"2016-08-06 22:55:40\",\"endtime\":"
+			   "\"2016-08-06 22:55:52\",\"name\":\"VIP会员\",\"money\":\"1.00\","
+			   "\"status\":1,\"param\":\"uid=42\",\"buyer\":\"\"}";
+
+	epay_chan(&ch);
+	ck_assert_int_eq(parse(&ch, "20160806151343349", body, &a), POLL_PAID);
+	ck_assert_str_eq(a.ev.family, "epay");
+	ck_assert_str_eq(a.ev.channel, "shop-epay");
+	ck_assert_str_eq(a.ev.merchant_id, "1001");
+	ck_assert_str_eq(a.ev.trade_no, "20160806151343349021");
+	ck_assert_str_eq(a.ev.out_trade_no, "20160806151343349");
+	ck_assert_str_eq(a.ev.status, "paid");
+	ck_assert_int_eq(a.ev.type, EVENT_PAID);
+	ck_assert_int_eq(a.ev.source, SOURCE_POLL);
+	ck_assert_str_eq(a.ev.amount, "1.00");
+	ck_assert_int_eq(a.ev.amount_fen, 100);
+	ck_assert_str_eq(a.ev.paid_amount, "1.00");
+	ck_assert_int_eq(a.ev.paid_amount_fen, 100);
+	ck_assert_str_eq(a.ev.method, "alipay");
+	ck_assert_str_eq(a.ev.subject, "VIP会员");
+	ck_assert_str_eq(a.ev.passthrough, "uid=42");
+	ck_assert_str_eq(a.ev.gateway_time, "2016-08-06 22:55:52");
+	ck_assert_ptr_eq(a.ev.raw, &a.raw);
+	ck_assert_str_eq(params_value(&a.raw, "pid"), "1001");
+	ck_assert_str_eq(params_value(&a.raw, "status"), "1");
+	ck_assert_str_eq(params_value(&a.raw, "buyer"), "");
+	event_make_id(id, "shop-epay", "20160806151343349021", "paid");
+	ck_assert_str_eq(a.ev.id, id);
+	/* The event serializes, borrowing only from the answer and channel. */
+	{
+		char *js = event_to_json(&a.ev);
+
+		ck_assert_ptr_nonnull(js);
+		ck_assert_ptr_nonnull(strstr(js, "\"source\":\"poll\""));
+		free(js);
+	}
+	poll_answer_free(&a);
+	chan_free(&ch);
+}
+END_TEST
+
+/* Every paid vector callback, found instead by a poll, gets the same id. */
+START_TEST(test_epay_ids_match_callbacks)
+{
+	json_t *root = vectors_load("epay.json");
+	json_t *vecs = vectors_array(root, "vectors"), *vec;
+	size_t i, checked = 0;
+
+	json_array_foreach(vecs, i, vec)
+	{
+		json_t *p = json_object_get(vec, "params");
+		struct channel ch;
+		struct poll_answer a;
+		char id[EVENT_ID_LEN + 1];
+		char *body;
+
+		if (strcmp(vectors_str(p, "trade_status"), "TRADE_SUCCESS") != 0)
+			continue;
+		poll_chan_init(&ch, "shop-epay", "epay", vectors_str(p, "pid"),
+		    vectors_str(vec, "key"));
+		callback_id(&ch, vec, id);
+		body = dump(json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i}", "code", 1, "trade_no",
+		    vectors_str(p, "trade_no"), "out_trade_no", vectors_str(p, "out_trade_no"),
+		    "money", vectors_str(p, "money"), "type", vectors_str(p, "type"), "name",
+		    vectors_str(p, "name"), "status", 1));
+		ck_assert_int_eq(parse(&ch, vectors_str(p, "out_trade_no"), body, &a), POLL_PAID);
+		ck_assert_msg(strcmp(a.ev.id, id) == 0, "%s: poll id %s, callback id %s",
+		    vectors_str(vec, "description"), a.ev.id, id);
+		ck_assert_int_eq(a.ev.amount_fen, a.ev.paid_amount_fen);
+		poll_answer_free(&a);
+		free(body);
+		chan_free(&ch);
+		checked++;
+	}
+	ck_assert_uint_gt(checked, 0);
+	json_decref(root);
+}
+END_TEST
+
+START_TEST(test_epay_states)
+{
+	struct channel ch;
+
+	epay_chan(&ch);
+	expect_state(&ch, "A1", "{\"code\":1,\"out_trade_no\":\"A1\",\"status\":0}", POLL_UNPAID,
+	    NULL);
+	expect_state(&ch, "A1", "{\"code\":\"1\",\"out_trade_no\":\"A1\",\"status\":\"0\"}",
+	    POLL_UNPAID, NULL);
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":2,\"trade_no\":\"T\",\"money\":\"1\"}",
+	    POLL_OTHER, "refunded");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":\"3\"}", POLL_OTHER, "frozen");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":7}", POLL_ERROR, "status");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":\"paid\"}", POLL_ERROR, "status");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1.5}", POLL_ERROR, "status");
+	expect_state(&ch, "A1", "{\"code\":1}", POLL_ERROR, "no status");
+	expect_state(&ch, "A1", "{\"msg\":\"x\",\"status\":1}", POLL_ERROR, "no code");
+	/* Not found, or refused: ask again later. */
+	expect_state(&ch, "A1", "{\"code\":-1,\"msg\":\"订单编号不存在！\"}", POLL_UNKNOWN,
+	    "订单编号不存在！");
+	expect_state(&ch, "A1", "{\"code\":-2,\"msg\":\"line one\\nline two\"}", POLL_UNKNOWN,
+	    "line one line two");
+	expect_state(&ch, "A1", "{\"code\":0}", POLL_UNKNOWN, "code 0");
+	expect_state(&ch, "A1", "{\"code\":\"-3\",\"msg\":\"KEY校验失败\"}", POLL_UNKNOWN,
+	    "KEY校验失败");
+	chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_garbage)
+{
+	struct channel ch;
+
+	epay_chan(&ch);
+	expect_state(&ch, "A1", "", POLL_ERROR, "empty");
+	expect_state(&ch, "A1", NULL, POLL_ERROR, "empty");
+	expect_state(&ch, "A1", "<html>502 Bad Gateway</html>", POLL_ERROR, "not JSON");
+	expect_state(&ch, "A1", "{\"code\":1,", POLL_ERROR, "not JSON");
+	expect_state(&ch, "A1", "[1,2]", POLL_ERROR, "not a JSON object");
+	expect_state(&ch, "A1", "\"success\"", POLL_ERROR, NULL);
+	expect_state(&ch, "A1", "null", POLL_ERROR, NULL);
+	/* Paid but unusable: never an event. */
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"money\":\"1.00\"}", POLL_ERROR,
+	    "trade_no");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"\",\"money\":\"1.00\"}",
+	    POLL_ERROR, "trade_no");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"T\"}", POLL_ERROR,
+	    "money");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":\"1.001\"}",
+	    POLL_ERROR, "money");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":-1}",
+	    POLL_ERROR, "money");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":\"1e2\"}",
+	    POLL_ERROR, "money");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":{}}",
+	    POLL_ERROR, "money");
+	/* Another order, or another merchant's. */
+	expect_state(&ch, "A1",
+	    "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":\"1\",\"out_trade_no\":\"A2\"}",
+	    POLL_ERROR, "A2");
+	expect_state(&ch, "A1", "{\"code\":1,\"status\":0,\"out_trade_no\":\"A2\"}", POLL_ERROR,
+	    "A2");
+	expect_state(&ch, "A1",
+	    "{\"code\":1,\"status\":1,\"trade_no\":\"T\",\"money\":\"1\",\"pid\":1002}", POLL_ERROR,
+	    "pid");
+	chan_free(&ch);
+}
+END_TEST
+
+/* PHP platforms print money as a float: the fen stay exact. */
+START_TEST(test_epay_json_money)
+{
+	static const struct {
+		const char *money, *text;
+		int64_t fen;
+	} cases[] = {
+		{ "0.5", "0.5", 50 },
+		{ "100.1", "100.1", 10010 },
+		{ "1", "1", 100 },
+		{ "\"1.00\"", "1.00", 100 },
+		{ "100.0", "100", 10000 },
+		{ "0.01", "0.01", 1 },
+		{ "19.99", "19.99", 1999 },
+		{ "\"100.0000\"", "100.0000", 10000 },
+		{ "88", "88", 8800 },
+	};
+	struct channel ch;
+	size_t i;
+
+	epay_chan(&ch);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct poll_answer a;
+		char body[256];
+
+		snprintf(body, sizeof(body),
+		    "{\"code\":1,\"status\":1,\"trade_no\":\"T%zu\",\"money\":%s}", i,
+		    cases[i].money);
+		ck_assert_msg(parse(&ch, "A1", body, &a) == POLL_PAID, "money %s: %s",
+		    cases[i].money, a.detail);
+		ck_assert_str_eq(a.ev.amount, cases[i].text);
+		ck_assert_str_eq(params_value(&a.raw, "money"), cases[i].text);
+		ck_assert_int_eq(a.ev.amount_fen, cases[i].fen);
+		ck_assert_int_eq(a.ev.paid_amount_fen, cases[i].fen);
+		poll_answer_free(&a);
+	}
+	chan_free(&ch);
+}
+END_TEST
+
+/* An answer without out_trade_no: the event keeps its own copy of the
+ * queried id, not the caller's string. */
+START_TEST(test_epay_out_trade_no_copied)
+{
+	struct channel ch;
+	struct poll_answer a;
+	char out[16] = "ORDER-7";
+
+	epay_chan(&ch);
+	ck_assert_int_eq(parse(&ch, out,
+			     "{\"code\":1,\"status\":1,\"trade_no\":\"T7\",\"money\":\"7\"}", &a),
+	    POLL_PAID);
+	memset(out, 'x', sizeof(out) - 1);
+	ck_assert_str_eq(a.ev.out_trade_no, "ORDER-7");
+	ck_assert_ptr_null(a.ev.subject);
+	ck_assert_ptr_null(a.ev.passthrough);
+	ck_assert_ptr_null(a.ev.gateway_time);
+	poll_answer_free(&a);
+	chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_detail_hides_key)
+{
+	struct channel ch;
+	char body[512];
+
+	epay_chan(&ch);
+	/* A platform that echoes the request into its error. */
+	snprintf(body, sizeof(body),
+	    "{\"code\":-1,\"msg\":\"bad request " POLL_API "/api.php?act=order&pid=1001&key=%s\"}",
+	    ch.key);
+	expect_state(&ch, "A1", body, POLL_UNKNOWN, "***");
+	snprintf(body, sizeof(body), "{\"code\":1,\"status\":\"%s\"}", ch.key);
+	expect_state(&ch, "A1", body, POLL_ERROR, "***");
+	snprintf(body, sizeof(body), "<html>%s</html>", ch.key);
+	expect_state(&ch, "A1", body, POLL_ERROR, NULL);
+	chan_free(&ch);
+}
+END_TEST
+
+/* ---- epay sweep ----------------------------------------------------------- */
+
+static char *
+sweep_page(int n, const char *extra)
+{
+	struct sbuf s;
+	int i;
+
+	sbuf_init(&s);
+	ck_assert_int_eq(sbuf_adds(&s, "{\"code\":1,\"msg\":\"ok\",\"data\":["), 0);
+	if (extra != NULL)
+		ck_assert_int_eq(sbuf_printf(&s, "%s%s", extra, n > 0 ? "," : ""), 0);
+	for (i = 0; i < n; i++)
+		ck_assert_int_eq(sbuf_printf(&s,
+				     "%s{\"trade_no\":\"T%d\",\"out_trade_no\":\"O%d\","
+				     "\"money\":\"%d.50\",\"status\":%d,\"pid\":\"1001\"}",
+				     i > 0 ? "," : "", i, i, i + 1, i % 2),
+		    0);
+	ck_assert_int_eq(sbuf_adds(&s, "]}"), 0);
+	return sbuf_steal(&s);
+}
+
+START_TEST(test_sweep_mixed)
+{
+	struct channel ch;
+	struct poll_answer ans[8];
+	json_t *root = vectors_load("epay.json");
+	json_t *vec = json_array_get(vectors_array(root, "vectors"), 0);
+	json_t *p = json_object_get(vec, "params");
+	char id[EVENT_ID_LEN + 1], body[2048];
+	bool more = true;
+	int n, i;
+
+	poll_chan_init(&ch, "shop-epay", "epay", vectors_str(p, "pid"), vectors_str(vec, "key"));
+	callback_id(&ch, vec, id);
+	snprintf(body, sizeof(body),
+	    "{\"code\":1,\"msg\":\"ok\",\"count\":5,\"data\":["
+	    "{\"trade_no\":\"%s\",\"out_trade_no\":\"%s\",\"money\":%s,\"type\":\"alipay\","
+	    "\"name\":\"VIP会员\",\"status\":1},"
+	    "{\"trade_no\":\"T2\",\"out_trade_no\":\"O2\",\"money\":\"2.00\",\"status\":0},"
+	    "{\"trade_no\":\"T3\",\"out_trade_no\":\"O3\",\"money\":\"3.00\",\"status\":\"2\"},"
+	    "{\"trade_no\":\"T4\",\"money\":\"4.00\",\"status\":1},"
+	    "\"junk\","
+	    "{\"trade_no\":\"T6\",\"out_trade_no\":\"O6\",\"money\":0.5,\"status\":\"1\"}]}",
+	    vectors_str(p, "trade_no"), vectors_str(p, "out_trade_no"), vectors_str(p, "money"));
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, 8, &more);
+	ck_assert_int_eq(n, 6);
+	ck_assert(!more);
+	for (i = 0; i < n; i++)
+		check_detail(&ch, &ans[i]);
+	ck_assert_int_eq(ans[0].state, POLL_PAID);
+	ck_assert_str_eq(ans[0].ev.id, id);
+	ck_assert_str_eq(ans[0].ev.out_trade_no, vectors_str(p, "out_trade_no"));
+	ck_assert_str_eq(ans[0].ev.subject, "VIP会员");
+	ck_assert_int_eq(ans[1].state, POLL_UNPAID);
+	ck_assert_str_eq(params_value(&ans[1].raw, "out_trade_no"), "O2");
+	ck_assert_int_eq(ans[2].state, POLL_OTHER);
+	ck_assert_int_eq(ans[3].state, POLL_ERROR); /* no out_trade_no */
+	ck_assert_int_eq(ans[4].state, POLL_ERROR); /* not an object */
+	ck_assert_int_eq(ans[5].state, POLL_PAID);
+	ck_assert_str_eq(ans[5].ev.out_trade_no, "O6");
+	ck_assert_str_eq(ans[5].ev.amount, "0.5");
+	ck_assert_int_eq(ans[5].ev.amount_fen, 50);
+	event_make_id(id, "shop-epay", "T6", "paid");
+	ck_assert_str_eq(ans[5].ev.id, id);
+	for (i = 0; i < n; i++)
+		poll_answer_free(&ans[i]);
+	chan_free(&ch);
+	json_decref(root);
+}
+END_TEST
+
+START_TEST(test_sweep_full_page)
+{
+	struct channel ch;
+	struct poll_answer ans[EPAY_SWEEP_PAGE + 1];
+	char *body;
+	bool more = false;
+	int n, i;
+
+	epay_chan(&ch);
+	body = sweep_page(EPAY_SWEEP_PAGE, NULL);
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, EPAY_SWEEP_PAGE + 1, &more);
+	ck_assert_int_eq(n, EPAY_SWEEP_PAGE);
+	ck_assert(more);
+	for (i = 0; i < n; i++) {
+		char want[16];
+
+		ck_assert_int_eq(ans[i].state, i % 2 ? POLL_PAID : POLL_UNPAID);
+		if (ans[i].state == POLL_PAID) {
+			snprintf(want, sizeof(want), "O%d", i);
+			ck_assert_str_eq(ans[i].ev.out_trade_no, want);
+			ck_assert_int_eq(ans[i].ev.amount_fen, (i + 1) * 100 + 50);
+		}
+		poll_answer_free(&ans[i]);
+	}
+
+	/* `max` is respected: the rest of the page is not written. */
+	memset(ans, 0xa5, sizeof(ans));
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, 10, &more);
+	ck_assert_int_eq(n, 10);
+	ck_assert(more);
+	for (i = 0; i < n; i++)
+		poll_answer_free(&ans[i]);
+	for (i = 10; i < EPAY_SWEEP_PAGE + 1; i++) {
+		unsigned char *b = (unsigned char *)&ans[i];
+		size_t k;
+
+		for (k = 0; k < sizeof(ans[i]); k++)
+			ck_assert_msg(b[k] == 0xa5, "answer %d written beyond max", i);
+	}
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, 0, &more);
+	ck_assert_int_eq(n, 0);
+	free(body);
+
+	/* A short page: the last one. */
+	body = sweep_page(3, NULL);
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, EPAY_SWEEP_PAGE, &more);
+	ck_assert_int_eq(n, 3);
+	ck_assert(!more);
+	for (i = 0; i < n; i++)
+		poll_answer_free(&ans[i]);
+	free(body);
+
+	body = sweep_page(0, NULL);
+	more = true;
+	n = epay_sweep_parse(&ch, body, strlen(body), ans, EPAY_SWEEP_PAGE, &more);
+	ck_assert_int_eq(n, 0);
+	ck_assert(!more);
+	free(body);
+	chan_free(&ch);
+}
+END_TEST
+
+static void
+sweep_fails(const struct channel *ch, const char *body, const char *detail_has)
+{
+	struct poll_answer ans[2];
+	bool more = true;
+	int n;
+
+	n = epay_sweep_parse(ch, body, body ? strlen(body) : 0, ans, 2, &more);
+	ck_assert_msg(n == -1, "sweep of %s gave %d", body, n);
+	ck_assert(!more);
+	check_detail(ch, &ans[0]);
+	ck_assert_int_ne(ans[0].state, POLL_PAID);
+	if (detail_has != NULL)
+		ck_assert_msg(strstr(ans[0].detail, detail_has) != NULL,
+		    "detail \"%s\" lacks \"%s\"", ans[0].detail, detail_has);
+	/* Freeing it anyway is harmless. */
+	poll_answer_free(&ans[0]);
+	n = epay_sweep_parse(ch, body, body ? strlen(body) : 0, ans, 0, &more);
+	ck_assert_int_eq(n, -1);
+}
+
+START_TEST(test_sweep_errors)
+{
+	struct channel ch;
+	char body[256];
+
+	epay_chan(&ch);
+	sweep_fails(&ch, "{\"code\":-1,\"msg\":\"查询订单失败\"}", "查询订单失败");
+	sweep_fails(&ch, "{\"code\":1,\"data\":\"none\"}", "data");
+	sweep_fails(&ch, "{\"code\":1}", "data");
+	sweep_fails(&ch, "{\"data\":[]}", "code");
+	sweep_fails(&ch, "<html>", "JSON");
+	sweep_fails(&ch, "", NULL);
+	sweep_fails(&ch, NULL, NULL);
+	snprintf(body, sizeof(body), "{\"code\":-1,\"msg\":\"key %s wrong\"}", ch.key);
+	sweep_fails(&ch, body, "***");
+	chan_free(&ch);
+}
+END_TEST
+
+/* Every configured secret, not only the channel's key, is masked in what an
+ * answer leaves: the detail and the raw fields of a paid answer (stored in
+ * the event). */
+START_TEST(test_epay_answer_masks_every_secret)
+{
+	static const char token[] = "adm-tok-7f3c9e1b5a2d4c6e8f0a1b2c3d4e5f60";
+	static const char whsec[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+	struct config_secret secs[] = {
+		{ (char *)whsec, sizeof(whsec) - 1 },
+		{ (char *)token, sizeof(token) - 1 },
+		{ (char *)whsec + 6, sizeof(whsec) - 7 },
+		/* too short to alter payment data with */
+		{ (char *)"alipay", 6 },
+	};
+	struct config cfg;
+	struct channel ch;
+	struct poll_answer a;
+	char body[1024];
+	const char *v;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.secrets = secs;
+	cfg.nsecrets = sizeof(secs) / sizeof(secs[0]);
+	epay_chan(&ch);
+	config_set_masking(&cfg);
+
+	/* an unknown-order answer whose msg echoes the token: the detail */
+	snprintf(body, sizeof(body), "{\"code\":-1,\"msg\":\"bad key %s\"}", token);
+	ck_assert_int_eq(parse(&ch, "A1", body, &a), POLL_UNKNOWN);
+	ck_assert_ptr_null(strstr(a.detail, token));
+	ck_assert_ptr_nonnull(strstr(a.detail, "bad key ***"));
+	poll_answer_free(&a);
+
+	/* a paid answer with a secret in an unsigned field: the raw fields */
+	snprintf(body, sizeof(body),
+	    "{\"code\":1,\"msg\":\"ok\",\"trade_no\":\"T1\",\"out_trade_no\":\"A1\","
+	    "\"type\":\"alipay\",\"pid\":1001,\"name\":\"n\",\"money\":\"1.00\","
+	    "\"status\":1,\"param\":\"sig=%s\",\"buyer\":\"%s\"}",
+	    whsec, token);
+	ck_assert_int_eq(parse(&ch, "A1", body, &a), POLL_PAID);
+	poll_answer_mask(&a);
+	ck_assert_ptr_nonnull(v = params_value(&a.raw, "param"));
+	ck_assert_str_eq(v, "sig=***");
+	ck_assert_ptr_nonnull(v = params_value(&a.raw, "buyer"));
+	ck_assert_str_eq(v, "***");
+	ck_assert_uint_eq(params_get(&a.raw, "buyer")->vlen, 3);
+	ck_assert_str_eq(params_value(&a.raw, "type"), "alipay");
+	ck_assert_str_eq(a.ev.trade_no, "T1");
+	poll_answer_free(&a);
+
+	config_set_masking(NULL);
+	chan_free(&ch);
+}
+END_TEST
+
 static Suite *
 family_epay_suite(void)
 {
@@ -772,6 +1306,25 @@ family_epay_suite(void)
 	tcase_add_test(tc, test_epay_rsa_timestamp_required);
 	tcase_add_test(tc, test_epay_rsa_refuses_md5);
 	tcase_add_test(tc, test_epay_rsa_wrong_merchant);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("poll");
+	tcase_add_test(tc, test_epay_query);
+	tcase_add_test(tc, test_epay_sweep_query);
+	tcase_add_test(tc, test_epay_paid);
+	tcase_add_test(tc, test_epay_ids_match_callbacks);
+	tcase_add_test(tc, test_epay_states);
+	tcase_add_test(tc, test_epay_garbage);
+	tcase_add_test(tc, test_epay_json_money);
+	tcase_add_test(tc, test_epay_out_trade_no_copied);
+	tcase_add_test(tc, test_epay_detail_hides_key);
+	tcase_add_test(tc, test_epay_answer_masks_every_secret);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sweep");
+	tcase_add_test(tc, test_sweep_mixed);
+	tcase_add_test(tc, test_sweep_full_page);
+	tcase_add_test(tc, test_sweep_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }

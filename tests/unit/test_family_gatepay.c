@@ -2,7 +2,9 @@
  * gatepay.json verifies and yields the right event; every way of getting a
  * callback wrong is refused with the right verdict. Callbacks the vectors do
  * not cover are signed by the reference signer below, written from the SPEC
- * (checked against the vectors first). */
+ * (checked against the vectors first). Then its poll query and every
+ * kind of answer (docs/reconciliation.md): a paid order found by a poll gets
+ * the event id its callback gets. */
 #include <check.h>
 #include <ctype.h>
 #include <inttypes.h>
@@ -294,6 +296,163 @@ START_TEST(test_gatepay_resigned_ok)
 }
 END_TEST
 
+/* ---- polls: the query and every kind of answer ---------------------------- */
+
+#define GATEPAY_APPKEY "098f6bcd4621d373cade4e832627b4f6"
+#define GATEPAY_SECRET "5ebe2294ecd0e0f08eab7690d2a6ee69"
+
+static void
+gatepay_chan(struct channel *ch)
+{
+	poll_chan_init(ch, "shop-gatepay", "gatepay", GATEPAY_APPKEY, GATEPAY_SECRET);
+}
+
+START_TEST(test_gatepay_query)
+{
+	json_t *root = vectors_load("gatepay.json");
+	json_t *vec = json_object_get(root, "order_check");
+	struct channel ch;
+	struct poll_query q;
+	char want[512];
+
+	ck_assert_msg(json_is_object(vec), "gatepay.json has no order_check");
+	poll_chan_init(&ch, "shop-gatepay", "gatepay", vectors_str(vec, "appkey"),
+	    vectors_str(vec, "appsecret"));
+	ck_assert_int_eq(ch.family->poll_query(&ch, vectors_str(vec, "out_order_id"), &q), 0);
+	ck_assert_str_eq(q.method, "GET");
+	snprintf(want, sizeof(want), "%s/api/order/check?appkey=%s&out_order_id=%s&sign=%s",
+	    POLL_API, vectors_str(vec, "appkey"), vectors_str(vec, "out_order_id"),
+	    vectors_str(vec, "sign"));
+	ck_assert_str_eq(q.url, want);
+	ck_assert_ptr_null(q.body);
+	ck_assert_ptr_null(strstr(q.url, ch.key));
+	poll_query_free(&q);
+	chan_free(&ch);
+	json_decref(root);
+}
+END_TEST
+
+/* ---- gatepay answers ---------------------------------------------------- */
+
+START_TEST(test_gatepay_paid_ids_match_callbacks)
+{
+	json_t *root = vectors_load("gatepay.json");
+	json_t *vecs = vectors_array(root, "vectors"), *vec;
+	size_t i;
+
+	json_array_foreach(vecs, i, vec)
+	{
+		json_t *p = json_object_get(vec, "params");
+		struct channel ch;
+		struct poll_answer a;
+		char id[EVENT_ID_LEN + 1];
+		char *body;
+
+		poll_chan_init(&ch, "shop-gatepay", "gatepay", vectors_str(vec, "appkey"),
+		    vectors_str(vec, "appsecret"));
+		callback_id(&ch, vec, id);
+		body = dump(json_pack("{s:i,s:s,s:{s:s,s:s,s:s,s:s,s:s}}", "code", 100, "msg", "ok",
+		    "data", "order_id", vectors_str(p, "order_id"), "order_name", "VIP",
+		    "order_price", vectors_str(p, "price"), "order_type", vectors_str(p, "type"),
+		    "order_status", i % 2 ? "success" : "paid"));
+		ck_assert_int_eq(parse(&ch, vectors_str(p, "out_order_id"), body, &a), POLL_PAID);
+		ck_assert_msg(strcmp(a.ev.id, id) == 0, "%s: poll id %s, callback id %s",
+		    vectors_str(vec, "description"), a.ev.id, id);
+		ck_assert_str_eq(a.ev.family, "gatepay");
+		ck_assert_str_eq(a.ev.trade_no, vectors_str(p, "order_id"));
+		ck_assert_str_eq(a.ev.out_trade_no, vectors_str(p, "out_order_id"));
+		ck_assert_str_eq(a.ev.amount, vectors_str(p, "price"));
+		ck_assert_str_eq(a.ev.paid_amount, vectors_str(p, "price"));
+		ck_assert_int_eq(a.ev.amount_fen, a.ev.paid_amount_fen);
+		ck_assert_str_eq(a.ev.method, vectors_str(p, "type"));
+		ck_assert_str_eq(a.ev.subject, "VIP");
+		ck_assert_str_eq(a.ev.status, "paid");
+		ck_assert_int_eq(a.ev.type, EVENT_PAID);
+		poll_answer_free(&a);
+		free(body);
+		chan_free(&ch);
+	}
+	json_decref(root);
+}
+END_TEST
+
+START_TEST(test_gatepay_states)
+{
+	struct channel ch;
+	struct poll_answer a;
+	char id[EVENT_ID_LEN + 1];
+
+	gatepay_chan(&ch);
+	/* Numbers where strings were expected. */
+	ck_assert_int_eq(parse(&ch, "X1",
+			     "{\"code\":100,\"data\":{\"order_id\":522,\"order_name\":\"n\","
+			     "\"order_price\":1.88,\"order_type\":\"alipay\",\"order_status\":"
+			     "\"PAID\"}}",
+			     &a),
+	    POLL_PAID);
+	ck_assert_str_eq(a.ev.trade_no, "522");
+	ck_assert_str_eq(a.ev.amount, "1.88");
+	ck_assert_int_eq(a.ev.amount_fen, 188);
+	ck_assert_str_eq(a.ev.out_trade_no, "X1");
+	event_make_id(id, "shop-gatepay", "522", "paid");
+	ck_assert_str_eq(a.ev.id, id);
+	poll_answer_free(&a);
+
+	expect_state(&ch, "X1",
+	    "{\"code\":100,\"data\":{\"order_id\":\"1\",\"order_price\":\"1\",\"order_status\":"
+	    "\"unpaid\"}}",
+	    POLL_UNPAID, NULL);
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{\"order_status\":\"wait\"}}", POLL_UNPAID,
+	    NULL);
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{\"order_status\":\"pending\"}}",
+	    POLL_UNPAID, NULL);
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{\"order_status\":\"\"}}", POLL_UNPAID,
+	    NULL);
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{\"order_status\":\"paid?\"}}", POLL_ERROR,
+	    "order_status");
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{\"order_status\":7}}", POLL_ERROR,
+	    "order_status");
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":{}}", POLL_ERROR, "order_status");
+	/* Any other code: not known (yet). */
+	expect_state(&ch, "X1", "{\"code\":101,\"msg\":\"订单不存在\"}", POLL_UNKNOWN,
+	    "订单不存在");
+	expect_state(&ch, "X1", "{\"code\":\"400\",\"msg\":\"sign error\",\"data\":[]}",
+	    POLL_UNKNOWN, "sign error");
+	/* Garbage. */
+	expect_state(&ch, "X1", "{\"code\":100}", POLL_ERROR, "data");
+	expect_state(&ch, "X1", "{\"code\":100,\"data\":[1]}", POLL_ERROR, "data");
+	expect_state(&ch, "X1", "{\"data\":{\"order_status\":\"paid\"}}", POLL_ERROR, "code");
+	expect_state(&ch, "X1", "ok", POLL_ERROR, "JSON");
+	expect_state(&ch, "X1",
+	    "{\"code\":100,\"data\":{\"order_price\":\"1.00\",\"order_status\":\"paid\"}}",
+	    POLL_ERROR, "order_id");
+	expect_state(&ch, "X1",
+	    "{\"code\":100,\"data\":{\"order_id\":\"1\",\"order_price\":\"1.001\","
+	    "\"order_status\":\"paid\"}}",
+	    POLL_ERROR, "order_price");
+	expect_state(&ch, "X1",
+	    "{\"code\":100,\"data\":{\"order_id\":\"1\",\"order_status\":\"success\"}}", POLL_ERROR,
+	    "order_price");
+	expect_state(&ch, "X1",
+	    "{\"code\":100,\"data\":{\"order_id\":\"1\",\"out_order_id\":\"X2\","
+	    "\"order_price\":\"1\",\"order_status\":\"paid\"}}",
+	    POLL_ERROR, "X2");
+	chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_gatepay_detail_hides_key)
+{
+	struct channel ch;
+	char body[256];
+
+	gatepay_chan(&ch);
+	snprintf(body, sizeof(body), "{\"code\":-1,\"msg\":\"appsecret %s invalid\"}", ch.key);
+	expect_state(&ch, "X1", body, POLL_UNKNOWN, "***");
+	chan_free(&ch);
+}
+END_TEST
+
 static Suite *
 family_gatepay_suite(void)
 {
@@ -309,6 +468,13 @@ family_gatepay_suite(void)
 	tcase_add_test(tc, test_gatepay_missing);
 	tcase_add_test(tc, test_gatepay_bad_amount);
 	tcase_add_test(tc, test_gatepay_resigned_ok);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("poll");
+	tcase_add_test(tc, test_gatepay_query);
+	tcase_add_test(tc, test_gatepay_paid_ids_match_callbacks);
+	tcase_add_test(tc, test_gatepay_states);
+	tcase_add_test(tc, test_gatepay_detail_hides_key);
 	suite_add_tcase(s, tc);
 	return s;
 }
