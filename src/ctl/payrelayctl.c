@@ -1747,7 +1747,7 @@ static const struct command commands[] = {
 	    opts_none, 2, 2, check_order_ids, cmd_poll },
 	{ "refund", NULL, "refund CHANNEL (--out-trade-no X | --trade-no X) AMOUNT --refund-id ID",
 	    "refund a recorded payment through the channel's gateway (POST /v1/refunds)",
-	    "Asks the gateway of CHANNEL (epay: api.php?act=refund) to give back AMOUNT\n"
+	    "Asks the gateway of CHANNEL, through its family's refund API, to give back AMOUNT\n"
 	    "yuan (\"1.00\") of the payment of order X (--out-trade-no: the merchant's\n"
 	    "order id; --trade-no: the gateway's trade id). ID is your own id of this\n"
 	    "refund: asking again with the same ID never refunds twice, it prints the first\n"
@@ -1755,13 +1755,13 @@ static const struct command commands[] = {
 	    "than it paid: more is refused before the gateway is asked (HTTP 409). A made\n"
 	    "refund is recorded as an order.refunded event and sent to the webhooks.\n"
 	    "Prints \"refunded\" and the refund as \"key: value\" lines. A gateway's refusal\n"
-	    "prints its code and message and exits 1; a family without a refund API (gatepay,\n"
-	    "payindex) exits 1 (HTTP 501); an unknown channel or order exits 6. Without\n"
+	    "prints its code and message and exits 1; a channel whose family has no refund API\n"
+	    "exits 1 (HTTP 501); an unknown channel or order exits 6. Without\n"
 	    "--timeout, the wait is the channel's poll_timeout_ms plus 10 s.\n",
 	    opts_refund, 2, 2, check_refund, cmd_refund },
 	{ "account", NULL, "account CHANNEL",
 	    "the merchant's account at the channel's gateway (GET /v1/channels/CH/account)",
-	    "Asks the gateway (epay: api.php?act=query) and prints the account as\n"
+	    "Asks the channel's gateway (its family's account API) and prints the account as\n"
 	    "\"key: value\" lines: status (active or banned), balance (yuan, and fen),\n"
 	    "order counts (all, today, yesterday) and where settlements go. The merchant\n"
 	    "key the gateway echoes is never shown. --json prints the API's answer.\n",
@@ -1769,7 +1769,8 @@ static const struct command commands[] = {
 	{ "settlements", NULL, "settlements CHANNEL",
 	    "the merchant's settlements at the channel's gateway (GET "
 	    "/v1/channels/CH/settlements)",
-	    "Asks the gateway (epay: api.php?act=settle) and prints a table: ID, MONEY,\n"
+	    "Asks the channel's gateway (its family's settlements API) and prints a table: ID, "
+	    "MONEY,\n"
 	    "REAL MONEY, STATUS, ADDED, ENDED, ACCOUNT (\"-\" where the platform gives no\n"
 	    "such field). --json prints the API's answer, every field the platform sent\n"
 	    "but a key.\n",
