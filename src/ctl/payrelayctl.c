@@ -1213,9 +1213,10 @@ check_events_tail(const struct command *cmd, struct ctl *c, struct args *a)
 	if (a->channel != NULL && !config_name_valid(a->channel))
 		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
 	if (a->type != NULL && strcmp(a->type, "order.paid") != 0 &&
-	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0)
+	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0 &&
+	    strcmp(a->type, "order.refunded") != 0)
 		return usage_error(cmd,
-		    "--type is order.paid, order.status or order.amount_mismatch");
+		    "--type is order.paid, order.status, order.amount_mismatch or order.refunded");
 	if (a->limit != NULL && parse_count(a->limit, 1000000, &n) == -1)
 		return usage_error(cmd, "--limit wants a whole number from 1 to 1000000");
 	return CTL_OK;
@@ -1659,8 +1660,8 @@ static const struct command commands[] = {
 	    "Prints each event recorded from now on as one row: RECEIVED, TYPE, CHANNEL,\n"
 	    "OUT_TRADE_NO, TRADE_NO, PAID, SOURCE, ID and flags ([test], [repeat],\n"
 	    "[mismatch]). --channel C and --type T (order.paid, order.status,\n"
-	    "order.amount_mismatch) filter; --limit N stops after N events; otherwise it\n"
-	    "runs until Ctrl-C. --json prints one event JSON per line.\n",
+	    "order.amount_mismatch, order.refunded) filter; --limit N stops after N\n"
+	    "events; otherwise it runs until Ctrl-C. --json prints one event JSON per line.\n",
 	    opts_tail, 0, 0, check_events_tail, cmd_events_tail },
 	{ "deliveries", "list", "deliveries list [--dead|--pending] [--webhook W] [--limit N]",
 	    "webhook deliveries, dead or waiting (GET /v1/deliveries)",

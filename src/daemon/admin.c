@@ -1090,8 +1090,9 @@ admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn
 		return;
 	}
 	if (type != NULL && strcmp(type, "order.paid") != 0 && strcmp(type, "order.status") != 0 &&
-	    strcmp(type, "order.amount_mismatch") != 0) {
-		admin_error(req, 400, "type is order.paid, order.status or order.amount_mismatch");
+	    strcmp(type, "order.amount_mismatch") != 0 && strcmp(type, "order.refunded") != 0) {
+		admin_error(req, 400,
+		    "type is order.paid, order.status, order.amount_mismatch or order.refunded");
 		return;
 	}
 	if (after == NULL) {
