@@ -67,6 +67,9 @@ struct env {
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;
 	size_t pending; /* callbacks waiting for Redis or a confirmation */
+	/* Refunds claimed and not yet settled (refunds.c): a stop waits for
+	 * them, as a claim cut off at the gateway is of unknown outcome. */
+	size_t refunding;
 	uint64_t results[INGEST_NRESULTS];
 	struct testcb_slot testcbs[TESTCB_SLOTS];
 };

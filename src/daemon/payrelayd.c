@@ -102,7 +102,8 @@ instance_id(char *out, size_t n)
 static bool
 nothing_in_flight(const struct env *env)
 {
-	return env->pending == 0 && deliver_busy(env->deliver) == 0 && poll_busy(env->poller) == 0;
+	return env->pending == 0 && deliver_busy(env->deliver) == 0 &&
+	    poll_busy(env->poller) == 0 && env->refunding == 0;
 }
 
 /* While stopping, every DRAIN_CHECK_MS: the subsystems are asked whether

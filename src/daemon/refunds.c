@@ -44,6 +44,7 @@ struct refund {
 	/* What the caller gets, and a repeat after it. */
 	int status;
 	json_t *answer;
+	bool counted; /* in env->refunding */
 };
 
 static void
@@ -76,6 +77,8 @@ refund_free(struct refund *r)
 {
 	if (r == NULL)
 		return;
+	if (r->counted)
+		r->env->refunding--;
 	free(r->out_trade_no);
 	free(r->trade_no);
 	free(r->pay_trade_no);
@@ -381,6 +384,8 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 			(json_int_t)(in->paid_fen - in->refunded_fen)));
 		break;
 	case STORE_REFUND_CLAIMED:
+		r->counted = true;
+		r->env->refunding++;
 		if ((r->pay_trade_no = strdup(in->trade_no)) == NULL ||
 		    (r->pay_out_trade_no = strdup(in->out_trade_no)) == NULL) {
 			/* The claim stays: its outcome is unknown to a repeat. */

@@ -17,9 +17,10 @@ Exits 0 when every test passes, 1 otherwise.
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
+import threading
 
 sys.dont_write_bytecode = True  # leave no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,7 @@ import fakegw  # noqa: E402
 from test_reconcile import CHANNEL, CREDS, WEBHOOK_SECRET, ReconcileCase  # noqa: E402
 
 EPAY_KEY = CREDS["epay"][1]
+PREFIX_REFUND = "payrelay:refund:%s:" % CHANNEL["epay"]
 
 
 def locate_ctl():
@@ -49,12 +51,12 @@ def refund_event_id(channel, trade_id, refund_id):
 
 class RefundCase(ReconcileCase):
 
-    def setup_epay(self, webhooks=(), others=()):
+    def setup_epay(self, webhooks=(), others=(), extra=None):
         """One epay channel with a fake gateway (plus, for each family of
         `others`, a channel of it with its own), one daemon. Returns the epay
         gateway."""
         self.gw = self.gateway("epay")
-        chans = [(CHANNEL["epay"], "epay", self.gw, {})]
+        chans = [(CHANNEL["epay"], "epay", self.gw, dict(extra or {}))]
         self.others = {}
         for fam in others:
             self.others[fam] = self.gateway(fam)
@@ -265,6 +267,28 @@ class RefundTest(RefundCase):
         gw.client_actions = ["garbage"]
         self.refund("1.00", "RF-7c", otn="R-7", status=502)
         self.assertEqual(len(self.refunds_asked()), 2, self.gw_ctx(gw))
+
+    def test_09_in_flight_refund_and_stop(self):
+        # a refund the gateway is slow to answer: the same refund_id meanwhile
+        # is 409 (never a second call), and SIGTERM waits for the answer
+        gw = self.setup_epay(extra={"poll_timeout_ms": "5000"})
+        self.paid("R-9", "T-R-9", "2.00")
+        gw.client_actions = ["slow:1.5"]
+        out = {}
+        t = threading.Thread(target=lambda: out.update(
+            r=self.refund("2.00", "RF-9", otn="R-9")), daemon=True)
+        t.start()
+        self.assertIsNotNone(gw.wait_count(1, 5, kind="refund"), self.gw_ctx(gw))
+        r = self.refund("2.00", "RF-9", otn="R-9", status=409)
+        self.assertEqual(r.json["state"], "pending", r.json)
+        d = self.daemons[0]
+        d.proc.send_signal(signal.SIGTERM)
+        t.join(10)
+        self.assertEqual(out["r"].status, 201, self.ctx(out["r"], "the refund in flight"))
+        rc, in_time = d.wait(10)
+        self.assertEqual((rc, in_time), (0, True), self.log_tail())
+        self.assertEqual(len(self.refunds_asked()), 1, self.gw_ctx(gw))
+        self.assertEqual(self.r.hgetall(PREFIX_REFUND + "RF-9").get("state"), "done")
 
     def test_08_account_and_settlements(self):
         gw = self.setup_epay()
