@@ -206,13 +206,14 @@ refund_record(struct refund *r, const struct channel *ch)
 	ev.refund_amount_fen = r->amount_fen;
 	log_info("refund made", "channel=%s refund_id=\"%s\" trade_no=\"%.64s\" amount_fen=%lld",
 	    r->channel, r->refund_id, r->pay_trade_no, (long long)r->amount_fen);
-	if (event_make_refund_id(ev.id, ch->name, r->pay_trade_no, r->refund_id) == -1 ||
-	    record_event(r->env, ch, &ev, refund_recorded, r) == -1) {
-		memcpy(r->event_id, ev.id, sizeof(r->event_id));
+	if (event_make_refund_id(ev.id, ch->name, r->pay_trade_no, r->refund_id) == -1) {
 		refund_recorded(r, STORE_ERROR, NULL);
 		return;
 	}
 	memcpy(r->event_id, ev.id, sizeof(r->event_id));
+	/* -1: cb is not called, and the refund is answered (and r freed) here */
+	if (record_event(r->env, ch, &ev, refund_recorded, r) == -1)
+		refund_recorded(r, STORE_ERROR, NULL);
 }
 
 static void
