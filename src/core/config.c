@@ -798,17 +798,17 @@ set_events(struct parser *p, struct webhook *w, const char *v)
 
 	w->events = 0;
 	while ((t = next_token(&v, WS, &len)) != NULL) {
-		for (e = EVENT_PAID; e <= EVENT_AMOUNT_MISMATCH; e++) {
+		for (e = EVENT_PAID; e < EVENT_NTYPES; e++) {
 			name = event_type_str((enum event_type)e);
 			if (strlen(name) == len && memcmp(name, t, len) == 0)
 				break;
 		}
-		if (e <= EVENT_AMOUNT_MISMATCH)
+		if (e < EVENT_NTYPES)
 			w->events |= 1u << e;
 		else
 			err(p, p->line,
-			    "unknown event '%.*s' (order.paid, order.status or "
-			    "order.amount_mismatch)",
+			    "unknown event '%.*s' (order.paid, order.status, "
+			    "order.amount_mismatch or order.refunded)",
 			    (int)(len > 64 ? 64 : len), t);
 	}
 	if (w->events == 0)
@@ -1287,7 +1287,8 @@ add_named(struct parser *p, enum sect_kind kind, const char *name)
 		c->webhooks = w;
 		w += n;
 		w->line = p->line;
-		w->events = 1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH;
+		w->events = 1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH |
+		    1u << EVENT_REFUNDED;
 		w->timeout_ms = 10000;
 		w->max_in_flight = 32;
 		w->breaker_after = 300;

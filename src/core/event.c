@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 
+#include "amount.h"
 #include "crypto.h"
 
 const char *
@@ -17,6 +18,8 @@ event_type_str(enum event_type t)
 		return "order.status";
 	case EVENT_AMOUNT_MISMATCH:
 		return "order.amount_mismatch";
+	case EVENT_REFUNDED:
+		return "order.refunded";
 	}
 	return "order.unknown";
 }
@@ -31,6 +34,8 @@ event_source_str(enum event_source s)
 		return "poll";
 	case SOURCE_REPLAY:
 		return "replay";
+	case SOURCE_ADMIN:
+		return "admin";
 	}
 	return "unknown";
 }
@@ -49,6 +54,29 @@ event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade
 	if (sbuf_adds(&s, channel) == -1 || sbuf_addc(&s, '\0') == -1 ||
 	    sbuf_adds(&s, trade_id) == -1 || sbuf_addc(&s, '\0') == -1 ||
 	    sbuf_adds(&s, status) == -1 || crypto_md5_hex(s.p, s.len, md5) == -1)
+		goto out;
+	memcpy(out, "evt_", 4);
+	memcpy(out + 4, md5, 33);
+	rc = 0;
+out:
+	sbuf_free(&s);
+	return rc;
+}
+
+int
+event_make_refund_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
+    const char *refund_id)
+{
+	struct sbuf s;
+	char md5[33];
+	int rc = -1;
+
+	memset(out, 0, EVENT_ID_LEN + 1);
+	sbuf_init(&s);
+	if (sbuf_adds(&s, channel) == -1 || sbuf_addc(&s, '\0') == -1 ||
+	    sbuf_adds(&s, trade_id) == -1 || sbuf_addc(&s, '\0') == -1 ||
+	    sbuf_adds(&s, "refunded") == -1 || sbuf_addc(&s, '\0') == -1 ||
+	    sbuf_adds(&s, refund_id) == -1 || crypto_md5_hex(s.p, s.len, md5) == -1)
 		goto out;
 	memcpy(out, "evt_", 4);
 	memcpy(out + 4, md5, 33);
@@ -264,6 +292,14 @@ event_to_json(const struct event *ev)
 	if (unsig != NULL)
 		rc |= json_object_set_nocheck(o, "unsigned", unsig);
 	rc |= set_str(o, "confirmed_by", ev->confirmed_by);
+	if (ev->refund_id != NULL) {
+		char amt[32];
+
+		amount_format(ev->refund_amount_fen, amt, sizeof(amt));
+		rc |= set_str(o, "refund_id", ev->refund_id);
+		rc |= set_str(o, "refund_amount", amt);
+		rc |= set_int(o, "refund_amount_fen", ev->refund_amount_fen);
+	}
 	if (ev->test)
 		rc |= json_object_set_new_nocheck(o, "test", json_true());
 	if (rc != 0)

@@ -15,9 +15,13 @@ enum event_type {
 	EVENT_PAID,            /* order.paid */
 	EVENT_STATUS,          /* order.status: verified, not paid */
 	EVENT_AMOUNT_MISMATCH, /* order.amount_mismatch: paid, but not the registered amount */
+	EVENT_REFUNDED,        /* order.refunded: the gateway refunded (POST /v1/refunds) */
 };
+/* Every type is below this: loops over the types, bits of webhook filters. */
+#define EVENT_NTYPES (EVENT_REFUNDED + 1)
 
-enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY };
+/* SOURCE_ADMIN: made by an admin API call (a refund), not received. */
+enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY, SOURCE_ADMIN };
 
 struct channel;
 
@@ -52,6 +56,10 @@ struct event {
 				     (SPEC §2.5); NULL: not confirmed, left out */
 	bool test;                 /* made by payrelayctl send-test (set by the daemon, never
 		      from a request): "test": true */
+	/* order.refunded only (NULL otherwise): the merchant's refund id, and
+	 * what this refund gave back ("refund_amount", as yuan and fen). */
+	const char *refund_id;
+	int64_t refund_amount_fen;
 };
 
 const char *event_type_str(enum event_type t);
@@ -60,6 +68,13 @@ const char *event_source_str(enum event_source s);
  * Returns 0, or -1 (out of memory, or MD5 unavailable) with `out` empty. */
 int event_make_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
     const char *status);
+/* The id of an order.refunded event: "evt_" + lowercase hex
+ * md5(channel NUL trade_id NUL "refunded" NUL refund_id), where trade_id
+ * is the gateway's id of the payment refunded. Three NULs, where a payment
+ * event's input has two (and no part holds a NUL): never a payment's id.
+ * Returns 0, or -1 with `out` empty. */
+int event_make_refund_id(char out[EVENT_ID_LEN + 1], const char *channel, const char *trade_id,
+    const char *refund_id);
 /* The event as compact JSON. It always starts {"id":"…","type":"…", : the
  * record script relies on that head to turn order.paid into
  * order.amount_mismatch (adding "amount_mismatch":true). Strings that are

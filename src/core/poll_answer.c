@@ -277,3 +277,42 @@ poll_answer_out_trade_no(struct poll_answer *a, const char *got, const char *que
 	a->queried = xstrdup(queried);
 	return a->queried;
 }
+
+void
+poll_answer_masked_copy(const struct channel *ch, const char *s, char *out, size_t n)
+{
+	static const char cut[] = "...";
+	struct sbuf b;
+	size_t len, i;
+
+	if (n == 0)
+		return;
+	out[0] = '\0';
+	sbuf_init(&b);
+	if (s == NULL || sbuf_adds(&b, s) == -1 || b.p == NULL)
+		goto out;
+	/* Masked whole, before the cut, so no part of a secret is left. */
+	if (ch != NULL && ch->key != NULL)
+		b.len = config_mask_text(b.p, b.len, ch->key, ch->key_len);
+	b.len = config_mask_secrets_n(config_masking(), b.p, b.len);
+	len = b.len;
+	if (len > n - 1) {
+		len = n - 1 > sizeof(cut) - 1 ? n - 1 - (sizeof(cut) - 1) : 0;
+		while (len > 0 && ((unsigned char)b.p[len] & 0xc0) == 0x80)
+			len--;
+	}
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)b.p[i];
+
+		out[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+	}
+	if (len < b.len && n - 1 - len >= sizeof(cut) - 1) {
+		memcpy(out + len, cut, sizeof(cut) - 1);
+		len += sizeof(cut) - 1;
+	}
+	out[len] = '\0';
+out:
+	if (b.p != NULL)
+		explicit_bzero(b.p, b.len);
+	sbuf_free(&b);
+}

@@ -63,6 +63,10 @@ void poll_answer_set(struct poll_answer *a, const struct channel *ch, enum poll_
  * stored and delivered. */
 void poll_answer_mask(struct poll_answer *a);
 #define POLL_MASK_MIN 8
+/* Copies `s` (NULL: "") into out[n] as one line, cut to fit without
+ * splitting a UTF-8 sequence, with the channel's key (ch may be NULL) and
+ * every secret of config_masking() masked: for what a gateway said. */
+void poll_answer_masked_copy(const struct channel *ch, const char *s, char *out, size_t n);
 /* Parses an answer body that must be a JSON object. The caller
  * json_decref()s the result; NULL sets a->state POLL_ERROR and says why. */
 struct json_t *poll_answer_json(struct poll_answer *a, const char *body, size_t len);

@@ -43,6 +43,8 @@ enum {
 	OPT_CHANNEL,
 	OPT_TYPE,
 	OPT_BEFORE,
+	OPT_TRADE_NO,
+	OPT_REFUND_ID,
 };
 
 struct ctl {
@@ -65,6 +67,7 @@ struct args {
 	const char *amount, *status;
 	const char *out_trade_no, *channel, *type;
 	const char *before;
+	const char *trade_no, *refund_id;
 };
 
 struct command {
@@ -1210,9 +1213,10 @@ check_events_tail(const struct command *cmd, struct ctl *c, struct args *a)
 	if (a->channel != NULL && !config_name_valid(a->channel))
 		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
 	if (a->type != NULL && strcmp(a->type, "order.paid") != 0 &&
-	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0)
+	    strcmp(a->type, "order.status") != 0 && strcmp(a->type, "order.amount_mismatch") != 0 &&
+	    strcmp(a->type, "order.refunded") != 0)
 		return usage_error(cmd,
-		    "--type is order.paid, order.status or order.amount_mismatch");
+		    "--type is order.paid, order.status, order.amount_mismatch or order.refunded");
 	if (a->limit != NULL && parse_count(a->limit, 1000000, &n) == -1)
 		return usage_error(cmd, "--limit wants a whole number from 1 to 1000000");
 	return CTL_OK;
@@ -1417,6 +1421,156 @@ check_send_test(const struct command *cmd, struct ctl *c, struct args *a)
 	return CTL_OK;
 }
 
+/* --- refund, account, settlements (SPEC §10.3) ------------------------- */
+
+static int
+check_refund(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	const char *id = a->out_trade_no != NULL ? a->out_trade_no : a->trade_no;
+	int64_t fen;
+
+	if (!config_name_valid(a->pos[0]))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	if ((a->out_trade_no == NULL) == (a->trade_no == NULL))
+		return usage_error(cmd, "give one of --out-trade-no X or --trade-no X");
+	if (id[0] == '\0' || strlen(id) > 128 || strchr(id, '/') != NULL)
+		return usage_error(cmd, "the order id must be 1 to 128 bytes, without '/'");
+	if (amount_parse(a->pos[1], strlen(a->pos[1]), &fen) == -1 || fen < 1)
+		return usage_error(cmd, "AMOUNT must be yuan as a decimal above 0, like 1.00");
+	if (a->refund_id == NULL)
+		return usage_error(cmd, "refund needs --refund-id ID (your id of this refund)");
+	if (a->refund_id[0] == '\0' || strlen(a->refund_id) > 64)
+		return usage_error(cmd, "--refund-id must be 1 to 64 bytes");
+	return CTL_OK;
+}
+
+static int
+cmd_refund(struct ctl *c, struct args *a)
+{
+	static const char *const first[] = { "state", "channel", "refund_id", "out_trade_no",
+		"trade_no", "amount", "refunded_fen", "refundable_fen", "paid_amount_fen",
+		"event_id", "event_recorded", "gateway_msg", NULL };
+	static const char *const skip[] = { "amount_fen", NULL };
+	struct ctl_answer ans;
+	json_t *body;
+	int rc;
+
+	body = json_pack("{s:s,s:s,s:s,s:s}", "channel", a->pos[0], "amount", a->pos[1],
+	    "refund_id", a->refund_id, a->out_trade_no != NULL ? "out_trade_no" : "trade_no",
+	    a->out_trade_no != NULL ? a->out_trade_no : a->trade_no);
+	if (body == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory (or not UTF-8 arguments)\n");
+		return CTL_API_ERROR;
+	}
+	rc = ctl_http_request(c->http, "POST", "/v1/refunds", body, &ans);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) == CTL_OK) {
+		if (c->json) {
+			print_json_body(&ans);
+		} else {
+			printf("%s\n", ans.status == 201 ? "refunded" : "already refunded");
+			print_object(ans.json, first, skip);
+		}
+	} else if (c->json && ans.json != NULL) {
+		/* Scripts want the gateway's code and message too. */
+		print_json_body(&ans);
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+check_channel_only(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	if (!config_name_valid(a->pos[0]))
+		return usage_error(cmd, "bad channel name: 1 to 64 of A-Z a-z 0-9 . _ -");
+	return CTL_OK;
+}
+
+/* GET /v1/channels/CH/WHAT into ans; CTL_OK or the exit status. */
+static int
+channel_get(struct ctl *c, const struct args *a, const char *what, struct ctl_answer *ans)
+{
+	char *ch = ctl_http_escape(a->pos[0]);
+	char path[256];
+	int rc;
+
+	if (ch == NULL)
+		return CTL_API_ERROR;
+	snprintf(path, sizeof(path), "/v1/channels/%s/%s", ch, what);
+	free(ch);
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, ans)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, ans)) != CTL_OK)
+		ctl_answer_free(ans);
+	return rc;
+}
+
+static int
+cmd_account(struct ctl *c, struct args *a)
+{
+	static const char *const first[] = { "channel", "merchant_id", "status", "balance",
+		"balance_fen", "orders", "orders_today", "orders_yesterday", "settle_method",
+		"settle_account", "settle_name", NULL };
+	static const char *const skip[] = { "active", "settle_type", NULL };
+	struct ctl_answer ans;
+	int rc;
+
+	if ((rc = channel_get(c, a, "account", &ans)) != CTL_OK)
+		return rc;
+	if (c->json)
+		print_json_body(&ans);
+	else
+		print_object(ans.json, first, skip);
+	ctl_answer_free(&ans);
+	return rc;
+}
+
+static int
+cmd_settlements(struct ctl *c, struct args *a)
+{
+	static const char *const header[] = { "ID", "MONEY", "REAL MONEY", "STATUS", "ADDED",
+		"ENDED", "ACCOUNT" };
+	static const char *const fields[] = { "id", "money", "realmoney", "status", "addtime",
+		"endtime", "account" };
+	const json_t *list, *r;
+	struct ctl_table t;
+	struct ctl_answer ans;
+	size_t i, j;
+	int rc;
+
+	if ((rc = channel_get(c, a, "settlements", &ans)) != CTL_OK)
+		return rc;
+	list = json_object_get(ans.json, "settlements");
+	if (c->json) {
+		print_json_body(&ans);
+	} else if (json_array_size(list) == 0) {
+		printf("no settlement of channel ");
+		ctl_out_safe(stdout, a->pos[0]);
+		putchar('\n');
+	} else if (ctl_table_init(&t, header, 7) == 0) {
+		json_array_foreach(list, i, r)
+		{
+			char *cells[7];
+
+			for (j = 0; j < 7; j++)
+				cells[j] = ctl_out_json_text(json_object_get(r, fields[j]));
+			if (ctl_table_add(&t, (const char *const *)cells) == -1)
+				rc = CTL_API_ERROR;
+			for (j = 0; j < 7; j++)
+				free(cells[j]);
+		}
+		ctl_table_print(&t, stdout);
+		ctl_table_free(&t);
+	} else {
+		rc = CTL_API_ERROR;
+	}
+	ctl_answer_free(&ans);
+	return rc;
+}
+
 /* --- the command table --------------------------------------------------- */
 
 /* The options of every command; a command's own table is joined to these
@@ -1469,6 +1623,12 @@ static const struct option opts_expect[] = {
 	{ "expires-in", required_argument, NULL, OPT_EXPIRES_IN },
 	{ NULL, 0, NULL, 0 },
 };
+static const struct option opts_refund[] = {
+	{ "out-trade-no", required_argument, NULL, OPT_OUT_TRADE_NO },
+	{ "trade-no", required_argument, NULL, OPT_TRADE_NO },
+	{ "refund-id", required_argument, NULL, OPT_REFUND_ID },
+	{ NULL, 0, NULL, 0 },
+};
 
 static const struct command commands[] = {
 	{ "status", NULL, "status", "is payrelayd up, and ready (Redis reachable)?",
@@ -1500,8 +1660,8 @@ static const struct command commands[] = {
 	    "Prints each event recorded from now on as one row: RECEIVED, TYPE, CHANNEL,\n"
 	    "OUT_TRADE_NO, TRADE_NO, PAID, SOURCE, ID and flags ([test], [repeat],\n"
 	    "[mismatch]). --channel C and --type T (order.paid, order.status,\n"
-	    "order.amount_mismatch) filter; --limit N stops after N events; otherwise it\n"
-	    "runs until Ctrl-C. --json prints one event JSON per line.\n",
+	    "order.amount_mismatch, order.refunded) filter; --limit N stops after N\n"
+	    "events; otherwise it runs until Ctrl-C. --json prints one event JSON per line.\n",
 	    opts_tail, 0, 0, check_events_tail, cmd_events_tail },
 	{ "deliveries", "list", "deliveries list [--dead|--pending] [--webhook W] [--limit N]",
 	    "webhook deliveries, dead or waiting (GET /v1/deliveries)",
@@ -1586,6 +1746,36 @@ static const struct command commands[] = {
 	    "answer is recorded as a callback would be. Without --timeout, the wait is the\n"
 	    "channel's poll_timeout_ms plus 10 s (at least 10 s).\n",
 	    opts_none, 2, 2, check_order_ids, cmd_poll },
+	{ "refund", NULL, "refund CHANNEL (--out-trade-no X | --trade-no X) AMOUNT --refund-id ID",
+	    "refund a recorded payment through the channel's gateway (POST /v1/refunds)",
+	    "Asks the gateway of CHANNEL, through its family's refund API, to give back AMOUNT\n"
+	    "yuan (\"1.00\") of the payment of order X (--out-trade-no: the merchant's\n"
+	    "order id; --trade-no: the gateway's trade id). ID is your own id of this\n"
+	    "refund: asking again with the same ID never refunds twice, it prints the first\n"
+	    "answer (\"already refunded\"). Refunds of one payment never add up to more\n"
+	    "than it paid: more is refused before the gateway is asked (HTTP 409). A made\n"
+	    "refund is recorded as an order.refunded event and sent to the webhooks.\n"
+	    "Prints \"refunded\" and the refund as \"key: value\" lines. A gateway's refusal\n"
+	    "prints its code and message and exits 1; a channel whose family has no refund API\n"
+	    "exits 1 (HTTP 501); an unknown channel or order exits 6. Without\n"
+	    "--timeout, the wait is the channel's poll_timeout_ms plus 10 s.\n",
+	    opts_refund, 2, 2, check_refund, cmd_refund },
+	{ "account", NULL, "account CHANNEL",
+	    "the merchant's account at the channel's gateway (GET /v1/channels/CH/account)",
+	    "Asks the channel's gateway (its family's account API) and prints the account as\n"
+	    "\"key: value\" lines: status (active or banned), balance (yuan, and fen),\n"
+	    "order counts (all, today, yesterday) and where settlements go. The merchant\n"
+	    "key the gateway echoes is never shown. --json prints the API's answer.\n",
+	    opts_none, 1, 1, check_channel_only, cmd_account },
+	{ "settlements", NULL, "settlements CHANNEL",
+	    "the merchant's settlements at the channel's gateway (GET "
+	    "/v1/channels/CH/settlements)",
+	    "Asks the channel's gateway (its family's settlements API) and prints a table: ID, "
+	    "MONEY,\n"
+	    "REAL MONEY, STATUS, ADDED, ENDED, ACCOUNT (\"-\" where the platform gives no\n"
+	    "such field). --json prints the API's answer, every field the platform sent\n"
+	    "but a key.\n",
+	    opts_none, 1, 1, check_channel_only, cmd_settlements },
 };
 static const size_t ncommands = sizeof(commands) / sizeof(commands[0]);
 
@@ -1766,6 +1956,12 @@ parse_command(const struct command *cmd, struct ctl *c, int argc, char **argv, s
 		case OPT_BEFORE:
 			a->before = optarg;
 			break;
+		case OPT_TRADE_NO:
+			a->trade_no = optarg;
+			break;
+		case OPT_REFUND_ID:
+			a->refund_id = optarg;
+			break;
 		case ':':
 			bad_option_name(argv, name, sizeof(name));
 			return usage_error(cmd, "option %s needs a value", name);
@@ -1919,7 +2115,10 @@ main(int argc, char **argv)
 	if ((rc = load_config(&c)) != CTL_OK)
 		goto out;
 	if (c.timeout_ms == 0)
-		c.timeout_ms = cmd->run == cmd_poll ? poll_timeout(&c, &a) : DEFAULT_TIMEOUT_MS;
+		c.timeout_ms = cmd->run == cmd_poll || cmd->run == cmd_refund ||
+			cmd->run == cmd_account || cmd->run == cmd_settlements
+		    ? poll_timeout(&c, &a)
+		    : DEFAULT_TIMEOUT_MS;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "payrelayctl: cannot initialise libcurl\n");
 		rc = CTL_API_ERROR;

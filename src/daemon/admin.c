@@ -17,6 +17,7 @@
 #include <sys/queue.h>
 #include <jansson.h>
 
+#include "account.h"
 #include "amount.h"
 #include "backoff.h"
 #include "config.h"
@@ -33,6 +34,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "poll.h"
+#include "refunds.h"
 #include "store.h"
 
 /* The admin listener, owned by payrelayd.c (env->admin). */
@@ -793,7 +795,7 @@ admin_replay_bulk(struct env *env, struct evhttp_request *req)
 	/* The webhook's own filters decide which events of the range it gets. */
 	if (sbuf_addc(&events, ',') == -1 || sbuf_addc(&channels, ',') == -1)
 		goto oom;
-	for (i = 0; i <= EVENT_AMOUNT_MISMATCH; i++)
+	for (i = 0; i < EVENT_NTYPES; i++)
 		if ((w->events & (1u << i)) &&
 		    (sbuf_adds(&events, event_type_str((enum event_type)i)) == -1 ||
 			sbuf_addc(&events, ',') == -1))
@@ -1088,8 +1090,9 @@ admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn
 		return;
 	}
 	if (type != NULL && strcmp(type, "order.paid") != 0 && strcmp(type, "order.status") != 0 &&
-	    strcmp(type, "order.amount_mismatch") != 0) {
-		admin_error(req, 400, "type is order.paid, order.status or order.amount_mismatch");
+	    strcmp(type, "order.amount_mismatch") != 0 && strcmp(type, "order.refunded") != 0) {
+		admin_error(req, 400,
+		    "type is order.paid, order.status, order.amount_mismatch or order.refunded");
 		return;
 	}
 	if (after == NULL) {
@@ -1663,6 +1666,10 @@ admin_cb(struct evhttp_request *req, void *arg)
 			admin_event_deliveries(env, req, id);
 		} else
 			admin_event(env, req, path + 11);
+	} else if (strcmp(path, "/v1/refunds") == 0) {
+		refunds_post(env, req);
+	} else if (strncmp(path, "/v1/channels/", 13) == 0 && account_serve(env, req, path + 13)) {
+		/* answered there: /account, /settlements */
 	} else if (strncmp(path, "/v1/channels/", 13) == 0) {
 		admin_channel_test(env, req, path + 13);
 	} else if (strcmp(path, "/v1/deliveries") == 0) {

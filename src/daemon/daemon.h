@@ -38,6 +38,9 @@ struct env {
 	bool stopping;
 	bool aborting; /* shutdown_timeout passed: in-flight work is given back */
 	bool notified_ready;
+	/* Refunds claimed and not yet settled (refunds.c): a stop waits for
+	 * them, as a claim cut off at the gateway is of unknown outcome. */
+	size_t refunding;
 };
 
 #endif

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 /* The table: one row per family_NAME.c. Nothing else names a family
  * (scripts/check_families.py). */
 extern const struct family family_epay;
@@ -409,4 +411,24 @@ family_form_add(struct sbuf *out, const char *name, const char *value)
 	    sbuf_addc(out, '=') == -1 || urlencode(out, value) == -1)
 		return -1;
 	return 0;
+}
+
+/* ---- the gateway client's answers (SPEC §10.3) ------------------------- */
+
+void
+family_answer_init(struct family_answer *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->outcome = FAMILY_ANSWER_GARBAGE;
+	params_init(&a->raw);
+}
+
+void
+family_answer_free(struct family_answer *a)
+{
+	if (a == NULL)
+		return;
+	json_decref(a->data);
+	params_free(&a->raw);
+	family_answer_init(a);
 }

@@ -16,6 +16,36 @@
 
 struct channel;
 struct testcb_spec;
+struct json_t;
+
+/* A refund to ask the gateway for (SPEC §10.3). */
+struct family_refund {
+	const char *trade_no;     /* the gateway's trade id of the payment, or NULL */
+	const char *out_trade_no; /* the merchant's order id, or NULL (not both NULL) */
+	const char *money;        /* yuan, a canonical decimal ("1.50") */
+};
+
+/* What a gateway client call (refund, account, settlements) came to. */
+enum family_outcome {
+	FAMILY_ANSWER_OK,      /* done: the gateway said so (refund: it refunded) */
+	FAMILY_ANSWER_REFUSED, /* the gateway answered an error code: nothing was done */
+	FAMILY_ANSWER_GARBAGE, /* no usable answer: what the gateway did is not known */
+};
+
+/* A parsed gateway client answer. `code` and `msg` are the gateway's own
+ * (REFUSED; OK may have a msg too), one line, with the channel's key and
+ * every configured secret masked; `detail` says why for the log. */
+struct family_answer {
+	enum family_outcome outcome;
+	char code[32];
+	char msg[256];
+	char detail[160];
+	struct json_t *data; /* OK: what may be passed on (owned; never the key), else NULL */
+	struct params raw;   /* the answer's scalar fields, the key masked (refund event's raw) */
+};
+
+void family_answer_init(struct family_answer *a);
+void family_answer_free(struct family_answer *a);
 
 /* Why a callback was refused. Every refusal is answered `fail`. */
 enum verdict {
@@ -103,6 +133,27 @@ struct family {
 	 * no test callback. */
 	int (*test_params)(const struct channel *ch, const struct testcb_spec *t, struct params *p,
 	    const char **why);
+
+	/* ---- the gateway client: refunds, account, settlements (SPEC §10.3).
+	 * Each pair builds a request (0, or -1 when out of memory; the
+	 * caller frees q with poll_query_free: it may hold the key) and
+	 * parses its answer (any HTTP status: the caller passes 2xx only)
+	 * into `a` (family_answer_init'ed by the caller). NULL: the family's
+	 * gateway has no such API (refund_query set iff FAMILY_REFUND). ---- */
+	int (*refund_query)(const struct channel *ch, const struct family_refund *r,
+	    struct poll_query *q);
+	void (*refund_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct family_answer *a);
+	/* The merchant's account (epay act=query): a->data gets
+	 * {"merchant_id","active","balance","balance_fen",...}, never the key. */
+	int (*account_query)(const struct channel *ch, struct poll_query *q);
+	void (*account_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct family_answer *a);
+	/* The merchant's settlements (epay act=settle): a->data gets
+	 * {"settlements": [...]}, never the key. */
+	int (*settle_query)(const struct channel *ch, struct poll_query *q);
+	void (*settle_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct family_answer *a);
 };
 
 /* The family called `name`, or NULL. */

@@ -177,8 +177,9 @@ epay_api_url(const struct channel *ch, const char *act, const struct sbuf *tail,
 	sbuf_init(&url);
 	if (family_form_add(&qs, "act", act) == -1 ||
 	    family_form_add(&qs, "pid", ch->merchant_id) == -1 ||
-	    family_form_add(&qs, "key", ch->key) == -1 || sbuf_addc(&qs, '&') == -1 ||
-	    sbuf_add(&qs, tail->p, tail->len) == -1 ||
+	    family_form_add(&qs, "key", ch->key) == -1 ||
+	    (tail->len > 0 &&
+		(sbuf_addc(&qs, '&') == -1 || sbuf_add(&qs, tail->p, tail->len) == -1)) ||
 	    sbuf_printf(&url, "%s/api.php?%s", ch->api_base, qs.p) == -1)
 		goto out;
 	q->method = "GET";
@@ -443,10 +444,304 @@ epay_test_params(const struct channel *ch, const struct testcb_spec *t, struct p
 	return rc != 0 ? -1 : 0;
 }
 
+/* ---- the gateway client: refund, account, settlements (SPEC §10.3) ---- */
+
+/* POST {api_base}/api.php?act=refund with pid key trade_no|out_trade_no
+ * money (a form, as the three platforms' documents say). Both ids when
+ * both are known: the platforms take trade_no then, which names the one
+ * payment whose amount payrelay checked. */
+static int
+epay_refund_query(const struct channel *ch, const struct family_refund *r, struct poll_query *q)
+{
+	struct sbuf body, url;
+	int rc = -1;
+
+	memset(q, 0, sizeof(*q));
+	if ((r->trade_no == NULL && r->out_trade_no == NULL) || r->money == NULL)
+		return -1;
+	sbuf_init(&body);
+	sbuf_init(&url);
+	if (family_form_add(&body, "pid", ch->merchant_id) == -1 ||
+	    family_form_add(&body, "key", ch->key) == -1 ||
+	    (r->trade_no != NULL && family_form_add(&body, "trade_no", r->trade_no) == -1) ||
+	    (r->out_trade_no != NULL &&
+		family_form_add(&body, "out_trade_no", r->out_trade_no) == -1) ||
+	    family_form_add(&body, "money", r->money) == -1 ||
+	    sbuf_printf(&url, "%s/api.php?act=refund", ch->api_base) == -1)
+		goto out;
+	q->method = "POST";
+	q->body_len = body.len;
+	q->body = sbuf_steal(&body);
+	q->url = sbuf_steal(&url);
+	if (q->body == NULL || q->url == NULL) {
+		poll_query_free(q);
+		goto out;
+	}
+	rc = 0;
+out:
+	/* The body holds the key. */
+	if (body.p != NULL)
+		explicit_bzero(body.p, body.len);
+	sbuf_free(&body);
+	sbuf_free(&url);
+	return rc;
+}
+
+/* GET {api_base}/api.php?act=query&pid=..&key=.. */
+static int
+epay_account_query(const struct channel *ch, struct poll_query *q)
+{
+	struct sbuf none;
+
+	sbuf_init(&none);
+	return epay_api_url(ch, "query", &none, q);
+}
+
+/* GET {api_base}/api.php?act=settle&pid=..&key=.. */
+static int
+epay_settle_query(const struct channel *ch, struct poll_query *q)
+{
+	struct sbuf none;
+
+	sbuf_init(&none);
+	return epay_api_url(ch, "settle", &none, q);
+}
+
+/* `v`'s text (poll_answer_json_text) with the channel's key and every
+ * secret masked; NULL for arrays, objects or no memory. The caller frees
+ * the result. */
+static char *
+epay_text(const struct channel *ch, const json_t *v)
+{
+	struct sbuf b;
+
+	sbuf_init(&b);
+	if (poll_answer_json_text(v, &b) == -1 || sbuf_add(&b, "", 0) == -1) {
+		sbuf_free(&b);
+		return NULL;
+	}
+	if (ch->key != NULL)
+		b.len = config_mask_text(b.p, b.len, ch->key, ch->key_len);
+	b.len = config_mask_secrets_n(config_masking(), b.p, b.len);
+	b.p[b.len] = '\0';
+	return sbuf_steal(&b);
+}
+
+/* A scalar member as a JSON value to pass on: a string (masked), or an
+ * integer when the text is plain digits and `numeric`. NULL when missing. */
+static json_t *
+epay_pass(const struct channel *ch, const json_t *obj, const char *name, bool numeric)
+{
+	const json_t *v = json_object_get(obj, name);
+	json_t *out = NULL;
+	char *t, *end;
+	long long n;
+
+	if (v == NULL || json_is_null(v) || (t = epay_text(ch, v)) == NULL)
+		return NULL;
+	if (numeric && t[0] >= '0' && t[0] <= '9' && strlen(t) < 18) {
+		n = strtoll(t, &end, 10);
+		if (*end == '\0')
+			out = json_integer(n);
+	}
+	if (out == NULL)
+		out = json_string(t);
+	free(t);
+	return out;
+}
+
+/* The part every answer of api.php shares: a JSON object with `code` (1:
+ * done) and `msg`. Sets a->outcome, a->code, a->msg, a->raw (the scalar
+ * fields but `key`, masked). Returns the parsed object when code is 1
+ * (the caller json_decref()s it), else NULL. */
+static json_t *
+epay_client_answer(const struct channel *ch, const char *what, const char *body, size_t len,
+    struct family_answer *a)
+{
+	json_t *root, *v;
+	const char *k;
+	char *code = NULL, *t;
+	int rc = 0;
+
+	a->outcome = FAMILY_ANSWER_GARBAGE;
+	root = json_loadb(body != NULL ? body : "", len, JSON_DECODE_ANY, NULL);
+	if (!json_is_object(root)) {
+		snprintf(a->detail, sizeof(a->detail), "%s answer is not a JSON object", what);
+		goto fail;
+	}
+	json_object_foreach(root, k, v)
+	{
+		if (strcmp(k, "key") == 0 || json_is_object(v) || json_is_array(v))
+			continue;
+		if (a->raw.n >= FORM_MAX_PARAMS || (t = epay_text(ch, v)) == NULL) {
+			rc = -1;
+			break;
+		}
+		rc |= params_set(&a->raw, k, t, strlen(t));
+		free(t);
+	}
+	if (rc != 0) {
+		snprintf(a->detail, sizeof(a->detail), "%s answer has too many fields", what);
+		goto fail;
+	}
+	if ((v = json_object_get(root, "code")) == NULL || (code = epay_text(ch, v)) == NULL ||
+	    *code == '\0') {
+		snprintf(a->detail, sizeof(a->detail), "%s answer has no code", what);
+		goto fail;
+	}
+	poll_answer_masked_copy(ch, code, a->code, sizeof(a->code));
+	poll_answer_masked_copy(ch, params_value(&a->raw, "msg"), a->msg, sizeof(a->msg));
+	if (strcmp(code, "1") != 0) {
+		a->outcome = FAMILY_ANSWER_REFUSED;
+		snprintf(a->detail, sizeof(a->detail), "%s refused: code %.31s: %.100s", what,
+		    a->code, a->msg[0] != '\0' ? a->msg : "(no msg)");
+		goto fail;
+	}
+	free(code);
+	a->outcome = FAMILY_ANSWER_OK;
+	snprintf(a->detail, sizeof(a->detail), "%s done", what);
+	return root;
+fail:
+	free(code);
+	json_decref(root);
+	return NULL;
+}
+
+static void
+epay_refund_parse(const struct channel *ch, const char *body, size_t len, struct family_answer *a)
+{
+	json_t *root = epay_client_answer(ch, "refund", body, len, a);
+
+	if (root == NULL)
+		return;
+	a->data = json_pack("{s:s}", "msg", a->msg);
+	json_decref(root);
+	if (a->data == NULL) {
+		a->outcome = FAMILY_ANSWER_GARBAGE;
+		snprintf(a->detail, sizeof(a->detail), "out of memory");
+	}
+}
+
+/* Sets `name` of `o` to `v` (stolen) when v is not NULL. */
+static int
+epay_set(json_t *o, const char *name, json_t *v)
+{
+	return v == NULL ? 0 : json_object_set_new(o, name, v);
+}
+
+/* act=query: the documented fields, renamed for people, the balance also
+ * in fen. Only named fields are copied: the key the platform echoes (and
+ * whatever else a platform adds) is never passed on. */
+static void
+epay_account_parse(const struct channel *ch, const char *body, size_t len, struct family_answer *a)
+{
+	static const char *const settle_methods[] = { NULL, "alipay", "wxpay", "qqpay", "bank" };
+	json_t *root = epay_client_answer(ch, "account", body, len, a), *o, *active, *type;
+	const char *pid = params_value(&a->raw, "pid");
+	const char *money = params_value(&a->raw, "money");
+	int64_t fen;
+	int rc = 0;
+
+	if (root == NULL)
+		return;
+	if (pid != NULL && *pid != '\0' && strcmp(pid, ch->merchant_id) != 0) {
+		a->outcome = FAMILY_ANSWER_GARBAGE;
+		snprintf(a->detail, sizeof(a->detail), "account answer is for another pid");
+		goto out;
+	}
+	if ((o = json_object()) == NULL)
+		goto oom;
+	a->data = o;
+	rc |= json_object_set_new(o, "merchant_id", json_string(ch->merchant_id));
+	active = epay_pass(ch, root, "active", true);
+	if (json_is_integer(active))
+		rc |= json_object_set_new(o, "status",
+		    json_string(json_integer_value(active) == 1 ? "active" : "banned"));
+	rc |= epay_set(o, "active", active);
+	if (money != NULL) {
+		rc |= json_object_set_new(o, "balance", json_string(money));
+		rc |= json_object_set_new(o, "balance_fen",
+		    family_amount(money, &fen) == 0 ? json_integer(fen) : json_null());
+	}
+	type = epay_pass(ch, root, "type", true);
+	if (json_is_integer(type) && json_integer_value(type) >= 1 && json_integer_value(type) <= 4)
+		rc |= json_object_set_new(o, "settle_method",
+		    json_string(settle_methods[json_integer_value(type)]));
+	rc |= epay_set(o, "settle_type", type);
+	rc |= epay_set(o, "settle_account", epay_pass(ch, root, "account", false));
+	rc |= epay_set(o, "settle_name", epay_pass(ch, root, "username", false));
+	rc |= epay_set(o, "orders", epay_pass(ch, root, "orders", true));
+	rc |= epay_set(o, "orders_today", epay_pass(ch, root, "order_today", true));
+	rc |= epay_set(o, "orders_yesterday", epay_pass(ch, root, "order_lastday", true));
+	if (rc == 0)
+		goto out;
+oom:
+	a->outcome = FAMILY_ANSWER_GARBAGE;
+	snprintf(a->detail, sizeof(a->detail), "out of memory");
+out:
+	json_decref(root);
+}
+
+/* act=settle: `data` is a list of settlement records, whose fields the
+ * documents do not give: each record's scalar fields are passed on as
+ * strings (masked), but for `key`, with money_fen beside a money that
+ * parses. No data (or null): none. */
+static void
+epay_settle_parse(const struct channel *ch, const char *body, size_t len, struct family_answer *a)
+{
+	json_t *root = epay_client_answer(ch, "settlements", body, len, a), *data, *list, *r, *v;
+	const char *k;
+	size_t i;
+	int64_t fen;
+	int rc = 0;
+
+	if (root == NULL)
+		return;
+	data = json_object_get(root, "data");
+	if (data != NULL && !json_is_null(data) && !json_is_array(data)) {
+		a->outcome = FAMILY_ANSWER_GARBAGE;
+		snprintf(a->detail, sizeof(a->detail), "settlements answer has no data array");
+		goto out;
+	}
+	if ((list = json_array()) == NULL ||
+	    (a->data = json_pack("{s:o}", "settlements", list)) == NULL)
+		goto oom;
+	json_array_foreach(data, i, r)
+	{
+		json_t *o;
+
+		if (!json_is_object(r))
+			continue;
+		if ((o = json_object()) == NULL || json_array_append_new(list, o) == -1)
+			goto oom;
+		json_object_foreach(r, k, v)
+		{
+			char *t;
+
+			if (strcmp(k, "key") == 0 || json_is_object(v) || json_is_array(v) ||
+			    json_is_null(v))
+				continue;
+			if ((t = epay_text(ch, v)) == NULL)
+				goto oom;
+			rc |= json_object_set_new(o, k, json_string(t));
+			if (strcmp(k, "money") == 0 && family_amount(t, &fen) == 0)
+				rc |= json_object_set_new(o, "money_fen", json_integer(fen));
+			free(t);
+		}
+	}
+	if (rc == 0)
+		goto out;
+oom:
+	a->outcome = FAMILY_ANSWER_GARBAGE;
+	snprintf(a->detail, sizeof(a->detail), "out of memory");
+out:
+	json_decref(root);
+}
+
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
-	.caps = FAMILY_RSA,
+	.caps = FAMILY_RSA | FAMILY_REFUND,
 	.trade_id_field = "trade_no",
 	.verify = epay_verify,
 	.poll_query = epay_poll_query,
@@ -457,4 +752,11 @@ const struct family family_epay = {
 	.sweep_page = EPAY_SWEEP_PAGE,
 	.config_warn = epay_config_warn,
 	.test_params = epay_test_params,
+	/* the gateway client (SPEC §10.3) */
+	.refund_query = epay_refund_query,
+	.refund_parse = epay_refund_parse,
+	.account_query = epay_account_query,
+	.account_parse = epay_account_parse,
+	.settle_query = epay_settle_query,
+	.settle_parse = epay_settle_parse,
 };

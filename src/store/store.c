@@ -44,6 +44,8 @@ static const struct {
 	[SCRIPT_EVENT_DELIVERIES] = { "event_deliveries", LUA(event_deliveries) },
 	[SCRIPT_PURGE] = { "purge", LUA(dead_purge) },
 	[SCRIPT_SIZES] = { "sizes", LUA(sizes) },
+	[SCRIPT_REFUND_BEGIN] = { "refund_begin", LUA(refund_begin) },
+	[SCRIPT_REFUND_FINISH] = { "refund_finish", LUA(refund_finish) },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 #undef LUA

@@ -287,4 +287,53 @@ bool store_master_known(const struct store *s);
  * before (failovers, or manual switches), since start. */
 uint64_t store_failovers(const struct store *s);
 
+/* Refunds (SPEC §10.3, docs/payments.md). Each calls cb once, later, or
+ * returns -1 (cb not called) when Redis is not ready. */
+
+struct store_refund_req {
+	const char *channel;
+	const char *refund_id;
+	const char *out_trade_no;  /* the order asked for, or NULL */
+	const char *trade_no;      /* or the payment's gateway trade id, or NULL */
+	const char *paid_event_id; /* with trade_no: the id its paid event has */
+	int64_t amount_fen;
+};
+
+enum store_refund_begin {
+	STORE_REFUND_FAILED,   /* Redis failed or timed out */
+	STORE_REFUND_EXISTS,   /* the refund_id was used before: info says how */
+	STORE_REFUND_NO_ORDER, /* no recorded payment, no registered order */
+	STORE_REFUND_UNPAID,   /* a registered order, no recorded payment (info.state) */
+	STORE_REFUND_TRIMMED,  /* the payment's event is no longer in the stream */
+	STORE_REFUND_OVER,     /* more than paid_fen - refunded_fen: nothing claimed */
+	STORE_REFUND_CLAIMED,  /* pending now: ask the gateway, then store_refund_finish */
+};
+
+/* Strings live during the callback only; "" when the answer has none. */
+struct store_refund_info {
+	const char *state; /* EXISTS: pending, done or unknown; UNPAID: the order's */
+	const char *out_trade_no, *trade_no;
+	int64_t amount_fen;   /* EXISTS: the refund's */
+	int64_t paid_fen;     /* what the payment paid */
+	int64_t refunded_fen; /* refunded or being refunded before this one */
+	int64_t created_ms;   /* EXISTS, CLAIMED */
+	const char *answer;   /* EXISTS: the answer stored by store_refund_finish */
+	size_t answer_len;
+};
+typedef void store_refund_begin_cb(void *arg, enum store_refund_begin r,
+    const struct store_refund_info *info);
+/* Finds the payment and claims the refund of amount_fen, in one step. */
+int store_refund_begin(struct store *s, const struct store_refund_req *q, store_refund_begin_cb *cb,
+    void *arg) WUR;
+
+struct store_refund_outcome {
+	const char *channel, *refund_id, *trade_no;
+	const char *outcome;  /* "done", "unknown" or "refused" (the claim is dropped) */
+	const char *answer;   /* the answer JSON a repeat gets */
+	const char *event_id; /* the order.refunded event's, or NULL */
+};
+/* cb (may be NULL) gets "ok", or "missing" when the claim expired. */
+int store_refund_finish(struct store *s, const struct store_refund_outcome *o, store_done_cb *cb,
+    void *arg) WUR;
+
 #endif

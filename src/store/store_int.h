@@ -1,5 +1,5 @@
 /* The store's engine, shared by its domain files (store_record.c,
- * store_deliver.c, store_orders.c, store_ops.c) and nobody else: the
+ * store_deliver.c, store_orders.c, store_ops.c, store_refunds.c) and nobody else: the
  * connection and its requests. A domain file builds a request with
  * store_req_new and the store_req_* argument helpers, sends it with
  * store_req_send, and decodes its reply in its done function, so hiredis
@@ -39,6 +39,8 @@ enum script {
 	SCRIPT_EVENT_DELIVERIES,
 	SCRIPT_PURGE,
 	SCRIPT_SIZES,
+	SCRIPT_REFUND_BEGIN,
+	SCRIPT_REFUND_FINISH,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -121,6 +123,7 @@ struct store_req {
 		store_entries_cb *entries;
 		store_info_cb *info;
 		store_purge_cb *purge;
+		store_refund_begin_cb *refund_begin;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;

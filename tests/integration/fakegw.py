@@ -49,6 +49,7 @@ how it ended) so tests can count polls and check rates.
 """
 
 import json
+import re
 import select
 import socket
 import time
@@ -57,6 +58,9 @@ import urllib.parse
 import harness as h
 
 FAMILIES = ("epay", "gatepay", "payindex")
+# epay api.php acts of the merchant's own account (refund, merchant info,
+# settlements: SPEC 10.3), served by _epay_client.
+EPAY_CLIENT_ACTS = ("refund", "query", "settle")
 ACTIONS = ("state", "unpaid", "paid", "refunded", "notfound", "error", "weird", "garbage",
            "http500", "badsign", "hang")
 
@@ -69,6 +73,14 @@ def php_params(qs):
                                        errors="replace"):
         out[k] = v
     return out
+
+
+def yuan_fen(s):
+    """Fen of a decimal string of yuan ("1", "0.5", "1.00"); ValueError else."""
+    if not re.fullmatch(r"(0|[1-9][0-9]*)(\.[0-9]{1,2})?", s or ""):
+        raise ValueError("not an amount: %r" % s)
+    whole, _, frac = s.partition(".")
+    return int(whole) * 100 + int((frac + "00")[:2])
 
 
 def gatepay_query_sign(appkey, out_order_id, appsecret):
@@ -138,6 +150,7 @@ class FakeGateway(h.ServedOnLoopback):
         self._scripts = {}        # out_trade_no -> [action]
         self._default = None
         self.requests = []
+        self.client_init()
         self.active = 0
         self.max_active = 0
         gw = self
@@ -211,6 +224,8 @@ class FakeGateway(h.ServedOnLoopback):
             if q.path != "/api.php":
                 return self._send(handler, q, 404, b"<html>404 Not Found</html>", "text/html")
             act = p.get("act", "")
+            if act in EPAY_CLIENT_ACTS:
+                return self._epay_client(handler, q, act)
             q.kind = {"order": "order", "orders": "orders"}.get(act, "other")
             q.out_trade_no = p.get("out_trade_no") if q.kind == "order" else None
             q.auth_ok = p.get("pid") == self.merchant_id and p.get("key") == self.key
@@ -357,6 +372,95 @@ class FakeGateway(h.ServedOnLoopback):
         if q.action != "list":
             return self._act(handler, q, q.action)
         return self._json(handler, q, {"code": 1, "msg": "succ", "data": objs})
+
+    # --- epay act=refund / query / settle (SPEC 10.3) --------------------------
+    #
+    # As ../shared/gateways/epay-000.txt, -003 and -004 describe them: refund
+    # is a POST of pid key trade_no|out_trade_no money (trade_no wins when
+    # both come) answered {"code": 1, "msg": "退款成功"}; query and settle are
+    # GETs of pid and key. The 000 platform says most of its channels refund
+    # only the whole order amount (`refund_whole_only`); 003 refunds from the
+    # day's unsettled money (`balance`). `client_action` scripts the next
+    # answers of these acts: "error" (code -1, `client_msg`), "echo" (an
+    # error whose msg quotes the key it got), "garbage", "http500", "hang".
+
+    def client_init(self):
+        self.refunds = []             # (trade_id, money) of each refund made
+        self.refund_whole_only = False
+        self.balance = "1234.56"
+        self.settlements = [
+            {"id": "1001", "type": "1", "account": "admin@pay.com", "username": "张三",
+             "money": "100.00", "realmoney": "99.50", "addtime": "2026-11-20 10:00:00",
+             "endtime": "2026-11-21 10:00:00", "status": "1"},
+            {"id": "1002", "type": "1", "account": "admin@pay.com", "username": "张三",
+             "money": "20.5", "realmoney": "20.40", "addtime": "2026-11-22 10:00:00",
+             "endtime": "", "status": "0"},
+        ]
+        self.client_actions = []      # the next answers of refund/query/settle
+        self.client_msg = "余额不足，请充值后再退款"
+        self.echo_key_in_data = True  # query answers echo the key, as documented
+
+    def _epay_client(self, handler, q, act):
+        p = q.params
+        q.kind = act
+        q.out_trade_no = p.get("out_trade_no")
+        q.auth_ok = p.get("pid") == self.merchant_id and p.get("key") == self.key
+        if not q.auth_ok:
+            return self._json(handler, q, {"code": -2, "msg": "KEY校验失败"})
+        if act == "refund" and q.method != "POST":
+            return self._json(handler, q, {"code": -1, "msg": "请使用POST方式提交"})
+        with self.lock:
+            action = self.client_actions.pop(0) if self.client_actions else "state"
+        q.action = action
+        if action == "error":
+            return self._json(handler, q, {"code": -1, "msg": self.client_msg})
+        if action == "echo":
+            return self._json(handler, q, {"code": -3, "msg": "商户密钥%s无权限" % p.get("key")})
+        if action in ("garbage", "http500", "hang") or action.startswith("slow:"):
+            return self._act(handler, q, action)
+        if act == "query":
+            d = {"code": 1, "pid": int(self.merchant_id) if self.merchant_id.isdigit()
+                 else self.merchant_id, "active": 1, "money": self.balance, "type": 1,
+                 "account": "admin@pay.com", "username": "张三", "orders": 30,
+                 "order_today": 15, "order_lastday": 15}
+            if self.echo_key_in_data:
+                d["key"] = self.key
+            return self._json(handler, q, d)
+        if act == "settle":
+            with self.lock:
+                data = [dict(r) for r in self.settlements]
+            return self._json(handler, q, {"code": 1, "msg": "查询结算记录成功！", "data": data})
+        return self._json(handler, q, self._epay_refund(p))
+
+    def _epay_refund(self, p):
+        tn, otn = p.get("trade_no", ""), p.get("out_trade_no", "")
+        if not tn and not otn:
+            return {"code": -1, "msg": "订单号不能为空"}
+        try:
+            money = yuan_fen(p.get("money", ""))
+        except ValueError:
+            money = None
+        if money is None or money <= 0:
+            return {"code": -1, "msg": "退款金额不正确"}
+        with self.lock:
+            if tn:
+                o = next((o for o in self.orders.values() if o.trade_id == tn), None)
+            else:
+                o = self.orders.get(otn)
+            if o is None:
+                return {"code": -1, "msg": "当前订单不存在！"}
+            if o.state == "unpaid":
+                return {"code": -1, "msg": "当前订单未完成支付"}
+            paid = yuan_fen(o.true_amount)
+            done = sum(m for t, m in self.refunds if t == o.trade_id)
+            if self.refund_whole_only and money != paid:
+                return {"code": -1, "msg": "退款金额必须与订单金额一致"}
+            if done + money > paid:
+                return {"code": -1, "msg": "退款金额不能大于订单金额"}
+            self.refunds.append((o.trade_id, money))
+            if done + money == paid:
+                o.state = "refunded"
+        return {"code": 1, "msg": "退款成功"}
 
     # --- HTTP -----------------------------------------------------------------
 

@@ -58,6 +58,9 @@ COMMANDS = [
     ["events", "find", "--out-trade-no", "ORD-1"],
     ["events", "tail"],
     ["deliveries", "show", "dlv_" + "0" * 32],
+    ["refund", "shop-epay", "--out-trade-no", "ORD-1", "1.00", "--refund-id", "RF-1"],
+    ["account", "shop-epay"],
+    ["settlements", "shop-epay"],
 ]
 
 

@@ -310,7 +310,8 @@ START_TEST(test_defaults)
 	ck_assert_ptr_nonnull(c);
 	w = &c->webhooks[0];
 	ck_assert_uint_eq(w->events,
-	    1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH);
+	    1u << EVENT_PAID | 1u << EVENT_STATUS | 1u << EVENT_AMOUNT_MISMATCH |
+		1u << EVENT_REFUNDED);
 	ck_assert_ptr_null(w->channels);
 	ck_assert_int_eq(w->timeout_ms, 10000);
 	ck_assert_int_eq(w->max_in_flight, 32);
@@ -737,8 +738,8 @@ START_TEST(test_line_errors)
 		     "url = http://h/\nsecret = whsec_not*base64\n",
 	    7, "whsec_ value is not valid base64");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
-		     "url = http://h/\nsecret = s\nevents = order.paid order.refunded\n",
-	    8, "unknown event 'order.refunded'");
+		     "url = http://h/\nsecret = s\nevents = order.paid order.shipped\n",
+	    8, "unknown event 'order.shipped'");
 	expect_error("[channel:a]\nfamily = epay\nmerchant_id = 1\nkey = k\n[webhook:w]\n"
 		     "url = ftp://h/\nsecret = s\n",
 	    6, "url must be");

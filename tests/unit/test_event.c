@@ -71,6 +71,8 @@ START_TEST(test_type_and_source_strings)
 	ck_assert_str_eq(event_source_str(SOURCE_CALLBACK), "callback");
 	ck_assert_str_eq(event_source_str(SOURCE_POLL), "poll");
 	ck_assert_str_eq(event_source_str(SOURCE_REPLAY), "replay");
+	ck_assert_str_eq(event_type_str(EVENT_REFUNDED), "order.refunded");
+	ck_assert_str_eq(event_source_str(SOURCE_ADMIN), "admin");
 }
 END_TEST
 
@@ -309,6 +311,33 @@ START_TEST(test_json_confirmed_by)
 }
 END_TEST
 
+/* order.refunded (SPEC §10.3): the refund's fields, and none on other events. */
+START_TEST(test_json_refund_fields)
+{
+	struct fixture f;
+	json_t *j;
+
+	fixture_init(&f);
+	j = to_json(&f.ev);
+	ck_assert_ptr_null(json_object_get(j, "refund_id"));
+	ck_assert_ptr_null(json_object_get(j, "refund_amount"));
+	json_decref(j);
+	f.ev.type = EVENT_REFUNDED;
+	f.ev.source = SOURCE_ADMIN;
+	f.ev.status = "refunded";
+	f.ev.refund_id = "RF-1";
+	f.ev.refund_amount_fen = 150;
+	j = to_json(&f.ev);
+	assert_jstr(j, "type", "order.refunded");
+	assert_jstr(j, "source", "admin");
+	assert_jstr(j, "refund_id", "RF-1");
+	assert_jstr(j, "refund_amount", "1.50");
+	assert_jint(j, "refund_amount_fen", 150);
+	json_decref(j);
+	fixture_free(&f);
+}
+END_TEST
+
 START_TEST(test_json_status_and_source)
 {
 	struct fixture f;
@@ -533,6 +562,7 @@ event_suite(void)
 	tcase_add_test(tc, test_json_starts_with_id_and_type);
 	tcase_add_test(tc, test_json_confirmed_by);
 	tcase_add_test(tc, test_json_status_and_source);
+	tcase_add_test(tc, test_json_refund_fields);
 	tcase_add_test(tc, test_json_large_amounts_are_integers);
 	tcase_add_test(tc, test_json_invalid_utf8);
 	tcase_add_test(tc, test_json_escapes);

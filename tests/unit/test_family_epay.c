@@ -132,7 +132,7 @@ START_TEST(test_epay_row)
 	ck_assert_ptr_eq(family_find("epay"), &family_epay);
 	ck_assert_str_eq(family_epay.name, "epay");
 	ck_assert_str_eq(family_epay.ack_body, "success");
-	ck_assert_uint_eq(family_epay.caps, FAMILY_RSA);
+	ck_assert_uint_eq(family_epay.caps, FAMILY_RSA | FAMILY_REFUND);
 	ck_assert_str_eq(family_epay.trade_id_field, "trade_no");
 	ck_assert(family_epay.verify != NULL);
 	ck_assert(family_sweeps(&family_epay) == true);
@@ -1273,6 +1273,238 @@ START_TEST(test_epay_answer_masks_every_secret)
 }
 END_TEST
 
+/* ---- the gateway client: refund, account, settlements (SPEC §10.3) ------ */
+
+#define CLIENT_KEY "89unJUB8HZ54Hj7x4nUj56HN4nUzUJ8i"
+
+static void
+client_chan(struct channel *ch)
+{
+	chan_init(ch, "shop-epay", "epay", SIGN_MD5, "1001", CLIENT_KEY);
+	ch->api_base = strdup("https://pay.example.com");
+	ck_assert_ptr_nonnull(ch->api_base);
+}
+
+static void
+client_chan_free(struct channel *ch)
+{
+	free(ch->api_base);
+	ch->api_base = NULL;
+	chan_free(ch);
+}
+
+/* Parses `body` with `fn` into a fresh answer (the caller frees it). */
+static void
+client_parse(void (*fn)(const struct channel *, const char *, size_t, struct family_answer *),
+    const struct channel *ch, const char *body, struct family_answer *a)
+{
+	family_answer_init(a);
+	fn(ch, body, strlen(body), a);
+}
+
+START_TEST(test_epay_client_members)
+{
+	const struct family *g = family_find("gatepay"), *pi = family_find("payindex");
+
+	ck_assert(family_epay.refund_query != NULL && family_epay.refund_parse != NULL);
+	ck_assert(family_epay.account_query != NULL && family_epay.account_parse != NULL);
+	ck_assert(family_epay.settle_query != NULL && family_epay.settle_parse != NULL);
+	/* the others' gateways have no such API: NULL, and no FAMILY_REFUND */
+	ck_assert(g != NULL && pi != NULL);
+	ck_assert(g->refund_query == NULL && g->account_query == NULL && g->settle_query == NULL);
+	ck_assert(
+	    pi->refund_query == NULL && pi->account_query == NULL && pi->settle_query == NULL);
+	ck_assert_uint_eq(g->caps & FAMILY_REFUND, 0);
+	ck_assert_uint_eq(pi->caps & FAMILY_REFUND, 0);
+}
+END_TEST
+
+START_TEST(test_epay_refund_query)
+{
+	struct family_refund r = { "20160806151343349021", "2016 08&06", "1.50" };
+	struct poll_query q;
+	struct channel ch;
+
+	client_chan(&ch);
+	ck_assert_int_eq(family_epay.refund_query(&ch, &r, &q), 0);
+	ck_assert_str_eq(q.method, "POST");
+	ck_assert_str_eq(q.url, "https://pay.example.com/api.php?act=refund");
+	ck_assert_str_eq(q.body,
+	    "pid=1001&key=" CLIENT_KEY "&trade_no=20160806151343349021"
+	    "&out_trade_no=2016+08%2606&money=1.50");
+	ck_assert_uint_eq(q.body_len, strlen(q.body));
+	poll_query_free(&q);
+	/* one id only */
+	r.trade_no = NULL;
+	r.out_trade_no = "20160806151343349";
+	ck_assert_int_eq(family_epay.refund_query(&ch, &r, &q), 0);
+	ck_assert_str_eq(q.body,
+	    "pid=1001&key=" CLIENT_KEY "&out_trade_no=20160806151343349&money=1.50");
+	poll_query_free(&q);
+	r.out_trade_no = NULL;
+	ck_assert_int_eq(family_epay.refund_query(&ch, &r, &q), -1);
+	client_chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_refund_parse)
+{
+	struct family_answer a;
+	struct channel ch;
+
+	client_chan(&ch);
+	client_parse(family_epay.refund_parse, &ch, "{\"code\":1,\"msg\":\"退款成功\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	ck_assert_str_eq(a.code, "1");
+	ck_assert_str_eq(a.msg, "退款成功");
+	ck_assert_str_eq(params_value(&a.raw, "code"), "1");
+	ck_assert_str_eq(json_string_value(json_object_get(a.data, "msg")), "退款成功");
+	family_answer_free(&a);
+	/* code as a string, as some PHP prints it */
+	client_parse(family_epay.refund_parse, &ch, "{\"code\":\"1\",\"msg\":\"ok\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	family_answer_free(&a);
+	/* refused: the gateway's code and message */
+	client_parse(family_epay.refund_parse, &ch,
+	    "{\"code\":-1,\"msg\":\"退款金额必须与订单金额一致\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_REFUSED);
+	ck_assert_str_eq(a.code, "-1");
+	ck_assert_str_eq(a.msg, "退款金额必须与订单金额一致");
+	ck_assert_ptr_null(a.data);
+	family_answer_free(&a);
+	/* an echoed key is masked, a `key` field is dropped */
+	client_parse(family_epay.refund_parse, &ch,
+	    "{\"code\":-3,\"msg\":\"key " CLIENT_KEY " refused\",\"key\":\"" CLIENT_KEY "\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_REFUSED);
+	ck_assert_str_eq(a.msg, "key *** refused");
+	ck_assert_ptr_null(params_value(&a.raw, "key"));
+	ck_assert_ptr_null(strstr(params_value(&a.raw, "msg"), CLIENT_KEY));
+	ck_assert_ptr_null(strstr(a.detail, CLIENT_KEY));
+	family_answer_free(&a);
+	/* no usable answer: the outcome is not known */
+	client_parse(family_epay.refund_parse, &ch, "<br /><b>Warning</b>: {\"code\":1", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_GARBAGE);
+	family_answer_free(&a);
+	client_parse(family_epay.refund_parse, &ch, "[1]", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_GARBAGE);
+	family_answer_free(&a);
+	client_parse(family_epay.refund_parse, &ch, "{\"msg\":\"退款成功\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_GARBAGE);
+	family_answer_free(&a);
+	client_chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_account)
+{
+	struct family_answer a;
+	struct poll_query q;
+	struct channel ch;
+	char *text;
+
+	client_chan(&ch);
+	ck_assert_int_eq(family_epay.account_query(&ch, &q), 0);
+	ck_assert_str_eq(q.method, "GET");
+	ck_assert_str_eq(q.url,
+	    "https://pay.example.com/api.php?act=query&pid=1001&key=" CLIENT_KEY);
+	ck_assert_ptr_null(q.body);
+	poll_query_free(&q);
+	/* the documents' example answer */
+	client_parse(family_epay.account_parse, &ch,
+	    "{\"code\":1,\"pid\":1001,\"key\":\"" CLIENT_KEY "\",\"active\":1,\"money\":\"12.30\","
+	    "\"type\":1,\"account\":\"admin@pay.com\",\"username\":\"张三\",\"orders\":30,"
+	    "\"order_today\":15,\"order_lastday\":\"15\"}",
+	    &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	text = json_dumps(a.data, JSON_COMPACT | JSON_SORT_KEYS);
+	ck_assert_str_eq(text,
+	    "{\"active\":1,\"balance\":\"12.30\",\"balance_fen\":1230,\"merchant_id\":\"1001\","
+	    "\"orders\":30,\"orders_today\":15,\"orders_yesterday\":15,"
+	    "\"settle_account\":\"admin@pay.com\",\"settle_method\":\"alipay\","
+	    "\"settle_name\":\"张三\",\"settle_type\":1,\"status\":\"active\"}");
+	free(text);
+	ck_assert_ptr_null(params_value(&a.raw, "key"));
+	family_answer_free(&a);
+	/* banned; a balance with more decimals than fen */
+	client_parse(family_epay.account_parse, &ch,
+	    "{\"code\":1,\"pid\":\"1001\",\"active\":0,\"money\":\"0.125\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	ck_assert_str_eq(json_string_value(json_object_get(a.data, "status")), "banned");
+	ck_assert_str_eq(json_string_value(json_object_get(a.data, "balance")), "0.125");
+	ck_assert(json_is_null(json_object_get(a.data, "balance_fen")));
+	family_answer_free(&a);
+	/* another merchant's account is not passed on */
+	client_parse(family_epay.account_parse, &ch, "{\"code\":1,\"pid\":1002,\"money\":\"1\"}",
+	    &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_GARBAGE);
+	ck_assert_ptr_null(a.data);
+	family_answer_free(&a);
+	client_parse(family_epay.account_parse, &ch, "{\"code\":-2,\"msg\":\"KEY校验失败\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_REFUSED);
+	ck_assert_str_eq(a.code, "-2");
+	family_answer_free(&a);
+	client_chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_settle)
+{
+	struct family_answer a;
+	struct poll_query q;
+	struct channel ch;
+	json_t *list;
+	char *text;
+
+	client_chan(&ch);
+	ck_assert_int_eq(family_epay.settle_query(&ch, &q), 0);
+	ck_assert_str_eq(q.url,
+	    "https://pay.example.com/api.php?act=settle&pid=1001&key=" CLIENT_KEY);
+	poll_query_free(&q);
+	client_parse(family_epay.settle_parse, &ch,
+	    "{\"code\":1,\"msg\":\"查询结算记录成功！\",\"data\":[{\"id\":7,\"money\":\"100.5\","
+	    "\"key\":\"" CLIENT_KEY "\",\"account\":\"a@b.c\",\"extra\":{\"x\":1}},"
+	    "{\"id\":\"8\",\"money\":\"x\",\"note\":\"paid to " CLIENT_KEY "\"},3]}",
+	    &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	text = json_dumps(a.data, JSON_COMPACT | JSON_SORT_KEYS);
+	ck_assert_str_eq(text,
+	    "{\"settlements\":[{\"account\":\"a@b.c\",\"id\":\"7\",\"money\":\"100.5\","
+	    "\"money_fen\":10050},{\"id\":\"8\",\"money\":\"x\",\"note\":\"paid to ***\"}]}");
+	free(text);
+	family_answer_free(&a);
+	/* no data: none */
+	client_parse(family_epay.settle_parse, &ch, "{\"code\":1,\"data\":null}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	list = json_object_get(a.data, "settlements");
+	ck_assert(json_is_array(list) && json_array_size(list) == 0);
+	family_answer_free(&a);
+	client_parse(family_epay.settle_parse, &ch, "{\"code\":1,\"data\":\"none\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_GARBAGE);
+	family_answer_free(&a);
+	client_parse(family_epay.settle_parse, &ch, "{\"code\":-5,\"msg\":\"No Act!\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_REFUSED);
+	ck_assert_str_eq(a.msg, "No Act!");
+	family_answer_free(&a);
+	client_chan_free(&ch);
+}
+END_TEST
+
+/* order.refunded ids (docs/payments.md): md5 of channel NUL trade id NUL
+ * "refunded" NUL refund_id, never a payment event's id. */
+START_TEST(test_refund_event_id)
+{
+	char id[EVENT_ID_LEN + 1], other[EVENT_ID_LEN + 1];
+
+	ck_assert_int_eq(event_make_refund_id(id, "shop-epay", "20160806151343349021", "RF-1"), 0);
+	ck_assert_str_eq(id, "evt_03e927537c305ff302a3049f5ebd2a49");
+	ck_assert_int_eq(event_make_id(other, "shop-epay", "20160806151343349021", "refunded"), 0);
+	ck_assert_str_ne(id, other);
+	ck_assert_int_eq(event_make_refund_id(other, "shop-epay", "20160806151343349021", "RF-2"),
+	    0);
+	ck_assert_str_ne(id, other);
+}
+END_TEST
+
 static Suite *
 family_epay_suite(void)
 {
@@ -1325,6 +1557,13 @@ family_epay_suite(void)
 	tcase_add_test(tc, test_sweep_mixed);
 	tcase_add_test(tc, test_sweep_full_page);
 	tcase_add_test(tc, test_sweep_errors);
+	tc = tcase_create("epay_client");
+	tcase_add_test(tc, test_epay_client_members);
+	tcase_add_test(tc, test_epay_refund_query);
+	tcase_add_test(tc, test_epay_refund_parse);
+	tcase_add_test(tc, test_epay_account);
+	tcase_add_test(tc, test_epay_settle);
+	tcase_add_test(tc, test_refund_event_id);
 	suite_add_tcase(s, tc);
 	return s;
 }
