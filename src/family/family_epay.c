@@ -446,7 +446,7 @@ epay_test_params(const struct channel *ch, const struct testcb_spec *t, struct p
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
-	.caps = FAMILY_RSA,
+	.caps = FAMILY_RSA | FAMILY_RETURN,
 	.trade_id_field = "trade_no",
 	.verify = epay_verify,
 	.poll_query = epay_poll_query,
@@ -457,4 +457,8 @@ const struct family family_epay = {
 	.sweep_page = EPAY_SWEEP_PAGE,
 	.config_warn = epay_config_warn,
 	.test_params = epay_test_params,
+	/* The return_url gets the notify's parameters and signature (epay-000
+	 * 页面跳转通知): verified as a callback is. */
+	.verify_return = epay_verify,
+	.return_order_field = "out_trade_no",
 };
