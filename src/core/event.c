@@ -31,6 +31,8 @@ event_source_str(enum event_source s)
 		return "poll";
 	case SOURCE_REPLAY:
 		return "replay";
+	case SOURCE_RETURN:
+		return "return";
 	}
 	return "unknown";
 }

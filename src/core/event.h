@@ -17,7 +17,9 @@ enum event_type {
 	EVENT_AMOUNT_MISMATCH, /* order.amount_mismatch: paid, but not the registered amount */
 };
 
-enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY };
+/* Where an event was found; never part of its id, so a payment found by
+ * the payer's return (SOURCE_RETURN) and then by its notify is one event. */
+enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY, SOURCE_RETURN };
 
 struct channel;
 
