@@ -297,10 +297,9 @@ ret_redirect(struct ret *r, const char *order_url)
 	} else {
 		log_info("return",
 		    "channel=%s status=%s event=%s out_trade_no=\"%.64s\" "
-		    "trade_no=\"%.64s\" redirect=%s%s%s%s",
+		    "trade_no=\"%.64s\" redirect=%s reason=\"%s\"",
 		    r->channel, status, r->event_id[0] != '\0' ? r->event_id : "-", otn,
-		    r->trade_no != NULL ? r->trade_no : "", from,
-		    r->why[0] != '\0' ? " reason=\"" : "", r->why, r->why[0] != '\0' ? "\"" : "");
+		    r->trade_no != NULL ? r->trade_no : "", from, r->why);
 	}
 	ret_count(env, r->channel, status);
 	h = evhttp_request_get_output_headers(req);
