@@ -462,11 +462,6 @@ ret_verify(struct ret *r, const struct channel *ch)
 	}
 	memset(&ev, 0, sizeof(ev));
 	if ((v = fam->verify_return(ch, &r->params, time(NULL), &ev)) != VERDICT_OK) {
-		/* A failing crypto library says nothing about the return. */
-		if (v == VERDICT_CRYPTO) {
-			ret_not_recorded(r, RET_PENDING, "%s", verdict_str(v));
-			return;
-		}
 		/* The payer's claim, when it could be an order id at all. */
 		claim = fam->return_order_field != NULL
 		    ? params_value(&r->params, fam->return_order_field)
@@ -476,7 +471,13 @@ ret_verify(struct ret *r, const struct channel *ch)
 			why = "out of memory";
 		else
 			why = verdict_str(v);
-		ret_not_recorded(r, RET_INVALID, "%s", why);
+		/* A failing crypto library says nothing about the return; a
+		 * signed timestamp too old (epay RSA, checked after the
+		 * signature) is a genuine return of a slow payer. Neither is
+		 * recorded, neither is called forged. */
+		ret_not_recorded(r,
+		    v == VERDICT_CRYPTO || v == VERDICT_STALE ? RET_PENDING : RET_INVALID, "%s",
+		    why);
 		return;
 	}
 	memcpy(r->event_id, ev.id, sizeof(r->event_id));

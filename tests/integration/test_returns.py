@@ -386,6 +386,36 @@ class ForgedReturnTest(ReturnCase):
                       CHANNEL_RETURN_TO["epay"], "not paid")
         self.assertEqual(self.events(), [])
 
+    def test_05_epay_rsa_stale_is_pending(self):
+        """A V2 (RSA) return whose signed timestamp is too old is genuine (its
+        signature verified first): pending, not invalid, and not recorded."""
+        rsa = h.load_vectors("epay_rsa.json")
+        pub = os.path.join(self.dir, "platform.pub.pem")
+        priv = os.path.join(self.dir, "platform.key.pem")
+        with open(pub, "w") as f:
+            f.write(rsa["platform_public_key_pem"])
+        with open(priv, "w") as f:
+            f.write(rsa["platform_private_key_pem_for_tests_only"])
+        os.chmod(priv, 0o600)
+        rsa_chan = dict(QUIET, sign_type="RSA", platform_public_key_file=pub,
+                        return_to=CHANNEL_RETURN_TO["epay"])
+        self.start(families=("epay",), more_channels=[("shop-rsa", "epay", None, rsa_chan)])
+
+        def signed(ts, otn):
+            p = {"pid": "1001", "trade_no": "TR-" + otn, "out_trade_no": otn, "type": "alipay",
+                 "name": "VIP会员", "money": "1.00", "trade_status": "TRADE_SUCCESS",
+                 "timestamp": str(ts)}
+            p["sign"] = h.rsa_sign(h.epay_rsa_string(p), priv)
+            p["sign_type"] = "RSA"
+            return p
+
+        r = self.send_return("shop-rsa", signed(int(time.time()) - 3600, "RS-1"))
+        self.redirect(r, "pending", "RS-1", CHANNEL_RETURN_TO["epay"], "stale")
+        self.assertEqual(self.events(), [])
+        r = self.send_return("shop-rsa", signed(int(time.time()), "RS-2"))
+        self.redirect(r, "paid", "RS-2", CHANNEL_RETURN_TO["epay"], "fresh")
+        self.assertEqual(self.event_ids(), [h.event_id("shop-rsa", "TR-RS-2", "paid")])
+
 
 class ReturnToTest(ReturnCase):
 
