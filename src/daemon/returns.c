@@ -343,8 +343,11 @@ ret_settle(struct ret *r, enum ret_status st)
 }
 
 /* Settles `r` as pending or invalid, `fmt` saying why (for the log). */
-static void PRINTF_LIKE(3, 4)
-    ret_not_recorded(struct ret *r, enum ret_status st, const char *fmt, ...)
+static void ret_not_recorded(struct ret *r, enum ret_status st, const char *fmt, ...)
+    PRINTF_LIKE(3, 4);
+
+static void
+ret_not_recorded(struct ret *r, enum ret_status st, const char *fmt, ...)
 {
 	va_list ap;
 
