@@ -87,6 +87,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		free(json);
 	}
+	/* The same bytes as the payer's return (SPEC §10.2). */
+	if (family_returns(ch->family)) {
+		memset(&ev, 0, sizeof(ev));
+		if (ch->family->verify_return(ch, &p, FUZZ_NOW, &ev) == VERDICT_OK) {
+			ev.source = SOURCE_RETURN;
+			ev.received_ms = (int64_t)FUZZ_NOW * 1000;
+			if ((json = event_to_json(&ev)) == NULL)
+				abort();
+			free(json);
+		}
+	}
 out:
 	params_free(&p);
 	return 0;

@@ -36,6 +36,8 @@ event_source_str(enum event_source s)
 		return "replay";
 	case SOURCE_ADMIN:
 		return "admin";
+	case SOURCE_RETURN:
+		return "return";
 	}
 	return "unknown";
 }

@@ -20,8 +20,10 @@ enum event_type {
 /* Every type is below this: loops over the types, bits of webhook filters. */
 #define EVENT_NTYPES (EVENT_REFUNDED + 1)
 
-/* SOURCE_ADMIN: made by an admin API call (a refund), not received. */
-enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY, SOURCE_ADMIN };
+/* Where an event was found; never part of its id, so a payment found by
+ * the payer's return (SOURCE_RETURN) and then by its notify is one event.
+ * SOURCE_ADMIN: made by an admin API call (a refund), not received. */
+enum event_source { SOURCE_CALLBACK, SOURCE_POLL, SOURCE_REPLAY, SOURCE_ADMIN, SOURCE_RETURN };
 
 struct channel;
 

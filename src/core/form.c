@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void
 params_init(struct params *p)
@@ -225,4 +226,18 @@ form_error_str(enum form_error e)
 		return "out of memory";
 	}
 	return "unknown";
+}
+
+bool
+form_content_type_ok(const char *ct)
+{
+	static const char form[] = "application/x-www-form-urlencoded";
+	size_t n = sizeof(form) - 1;
+
+	if (ct == NULL)
+		return true;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	return strncasecmp(ct, form, n) == 0 &&
+	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
 }

@@ -42,6 +42,10 @@ void params_free(struct params *p);
  * there (so decoding the query and then the body makes the body win). */
 enum form_error form_decode(struct params *p, const char *s, size_t len) WUR;
 const char *form_error_str(enum form_error e);
+/* Whether a body of Content-Type `ct` is form data:
+ * "application/x-www-form-urlencoded", maybe with parameters; absent (NULL)
+ * counts as form data too (some gateways post bare concatenations). */
+bool form_content_type_ok(const char *ct);
 
 /* Sets name=value (copies both), replacing an existing value. */
 int params_set(struct params *p, const char *name, const char *value, size_t vlen) WUR;

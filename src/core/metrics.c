@@ -56,6 +56,10 @@ static const struct {
 	    "accept() failures on the admin listener (out of descriptors or memory)." },
 	{ "payrelay_admin_http_timeouts_total",
 	    "Admin connections closed for not sending a whole request within read_timeout." },
+	{ "payrelay_returns_total",
+	    "Payers' browser returns (/return, SPEC 10.2) by channel and result: paid, pending, "
+	    "invalid (redirected with that status), no_redirect (no allowed return_to), "
+	    "disabled (no return_secret), other (not found, method, stopping)." },
 	{ "payrelay_http_framing_refused_total",
 	    "Requests refused for ambiguous body framing (request smuggling), by listener." },
 	{ "payrelay_http_refused_total",
@@ -178,6 +182,8 @@ metrics_touch_channels(struct metrics *m, const struct config *cfg)
 		    NULL);
 		metrics_touch(m, "payrelay_callbacks_total", "channel", ch->name, "result",
 		    "unavailable");
+		metrics_touch(m, "payrelay_returns_total", "channel", ch->name, "result",
+		    "invalid");
 		if (ch->confirm)
 			metrics_touch(m, "payrelay_confirmations_total", "channel", ch->name,
 			    "outcome", "unavailable");

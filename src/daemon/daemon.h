@@ -41,6 +41,9 @@ struct env {
 	/* Refunds claimed and not yet settled (refunds.c): a stop waits for
 	 * them, as a claim cut off at the gateway is of unknown outcome. */
 	size_t refunding;
+	/* Returns being answered (returns.c): a stop waits for them as for
+	 * callbacks, since a verified return may be in its record step. */
+	size_t returning;
 };
 
 #endif

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "record.h"
+#include "returns.h"
 #include "store.h"
 #include "testcb.h"
 
@@ -302,22 +303,6 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	}
 }
 
-/* "application/x-www-form-urlencoded", maybe with parameters; absent counts
- * as form data too (some gateways post bare concatenations). */
-static bool
-is_form_content_type(const char *ct)
-{
-	static const char form[] = "application/x-www-form-urlencoded";
-	size_t n = sizeof(form) - 1;
-
-	if (ct == NULL)
-		return true;
-	while (*ct == ' ' || *ct == '\t')
-		ct++;
-	return strncasecmp(ct, form, n) == 0 &&
-	    (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ' || ct[n] == '\t');
-}
-
 /* A callback that will be answered later: it keeps copies of what it logs
  * (a reload may free the channel meanwhile). NULL when out of memory or
  * without a watched connection, whose answer could outlive it. */
@@ -579,7 +564,7 @@ ingest_notify(struct ingest *in, struct evhttp_request *req, struct conn *conn, 
 		const char *ct =
 		    evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 
-		if (len > 0 && !is_form_content_type(ct)) {
+		if (len > 0 && !form_content_type_ok(ct)) {
 			ingest_log_refusal(in, req, ch->name, "unsupported content type", NULL,
 			    NULL);
 			ingest_fail(in, req, ch->name, 415, INGEST_OTHER);
@@ -645,6 +630,11 @@ ingest_cb(struct evhttp_request *req, void *arg)
 
 	if (conns_refuse_framing(in->conns, req)) {
 		ingest_fail(in, req, NULL, 400, INGEST_REFUSED);
+		return;
+	}
+	/* The payer's browser, not a gateway: returns.c answers it. */
+	if (path != NULL && strncmp(path, RETURNS_PREFIX, sizeof(RETURNS_PREFIX) - 1) == 0) {
+		returns_request(in->env, req, conn, path + sizeof(RETURNS_PREFIX) - 1);
 		return;
 	}
 	if (in->env->stopping) {

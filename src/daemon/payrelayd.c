@@ -103,7 +103,7 @@ static bool
 nothing_in_flight(const struct env *env)
 {
 	return ingest_busy(env->ingest) == 0 && deliver_busy(env->deliver) == 0 &&
-	    poll_busy(env->poller) == 0 && env->refunding == 0;
+	    poll_busy(env->poller) == 0 && env->refunding == 0 && env->returning == 0;
 }
 
 /* While stopping, every DRAIN_CHECK_MS: the subsystems are asked whether

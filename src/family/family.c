@@ -84,6 +84,12 @@ family_sweeps(const struct family *f)
 	return f->sweep_query != NULL && f->sweep_parse != NULL && f->sweep_page > 0;
 }
 
+bool
+family_returns(const struct family *f)
+{
+	return (f->caps & FAMILY_RETURN) != 0 && f->verify_return != NULL;
+}
+
 const char *
 verdict_str(enum verdict v)
 {

@@ -154,6 +154,18 @@ struct family {
 	int (*settle_query)(const struct channel *ch, struct poll_query *q);
 	void (*settle_parse)(const struct channel *ch, const char *body, size_t len,
 	    struct family_answer *a);
+	/* ---- the payer's return (SPEC §10.2), with caps FAMILY_RETURN ---- */
+	/* Checks what the payer's browser brings back to /return/{channel}
+	 * (the gateway's return_url / 同步通知 / pay_callbackurl) as verify
+	 * checks a callback, and fills `ev` alike: the same payment gets the
+	 * same event id as its notify. A payer holds the signed set, so the
+	 * SPEC §2.5 checks apply in full. NULL: the family's returns are not
+	 * verified, and every return of it is answered status=invalid. */
+	enum verdict (*verify_return)(const struct channel *ch, const struct params *p, time_t now,
+	    struct event *ev);
+	/* The return parameter that names the merchant's order: an invalid
+	 * return's redirect echoes it as the payer's (unproven) claim. */
+	const char *return_order_field;
 };
 
 /* The family called `name`, or NULL. */
@@ -168,6 +180,8 @@ void family_names(bool (*has)(const struct family *), char *out, size_t n);
 /* Whether `f` (not NULL) allows sign_type = RSA, and sweep = on. */
 bool family_rsa(const struct family *f);
 bool family_sweeps(const struct family *f);
+/* Whether `f` verifies the payer's return (FAMILY_RETURN and verify_return). */
+bool family_returns(const struct family *f);
 
 /* Shared signing helpers. */
 

@@ -741,7 +741,7 @@ out:
 const struct family family_epay = {
 	.name = "epay",
 	.ack_body = "success",
-	.caps = FAMILY_RSA | FAMILY_REFUND,
+	.caps = FAMILY_RSA | FAMILY_REFUND | FAMILY_RETURN,
 	.trade_id_field = "trade_no",
 	.verify = epay_verify,
 	.poll_query = epay_poll_query,
@@ -759,4 +759,8 @@ const struct family family_epay = {
 	.account_parse = epay_account_parse,
 	.settle_query = epay_settle_query,
 	.settle_parse = epay_settle_parse,
+	/* The return_url gets the notify's parameters and signature (epay-000
+	 * 页面跳转通知): verified as a callback is. */
+	.verify_return = epay_verify,
+	.return_order_field = "out_trade_no",
 };

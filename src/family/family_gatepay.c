@@ -18,11 +18,16 @@ extern const struct family family_gatepay;
 /* The fields the signature concatenates after appkey, in its order. */
 static const char *const gatepay_signed_fields[] = { "order_id", "out_order_id", "price",
 	"realprice", "type", "paytime", "extend", NULL };
+/* The same for the return (同步通知, gatepay-001.md, which misspells
+ * product_id "prodcut_id" in its formula; SPEC §10.2). */
+static const char *const gatepay_return_fields[] = { "price", "type", "product_id", "order_id",
+	"out_order_id", NULL };
 
-/* Bit i set: p->v[i] is not one of the concatenated fields (nor an appkey
- * equal to the channel's, which the signature covers through the key). */
+/* Bit i set: p->v[i] is not one of the concatenated `fields` (nor an
+ * appkey equal to the channel's, which the signature covers through the
+ * key). */
 static uint64_t
-gatepay_unsigned_mask(const struct params *p)
+gatepay_unsigned_mask(const struct params *p, const char *const *fields)
 {
 	const char *const *f;
 	uint64_t m = 0;
@@ -31,7 +36,7 @@ gatepay_unsigned_mask(const struct params *p)
 
 	for (i = 0; i < p->n && i < 64; i++) {
 		covered = strcmp(p->v[i].name, "appkey") == 0;
-		for (f = gatepay_signed_fields; *f != NULL && !covered; f++)
+		for (f = fields; *f != NULL && !covered; f++)
 			covered = strcmp(p->v[i].name, *f) == 0;
 		if (!covered)
 			m |= (uint64_t)1 << i;
@@ -39,15 +44,15 @@ gatepay_unsigned_mask(const struct params *p)
 	return m;
 }
 
-/* A plain concatenation does not say where realprice ends: with "1.88"
+/* A plain concatenation does not say where an amount ends: with "1.88"
  * followed by "8alipay", "1.888" and "alipay" read the same. The byte
- * after realprice (the first of type, paytime, extend that is not empty)
- * must not continue a decimal. The boundaries before realprice are fixed
- * only by confirmation (SPEC §2.5): see docs/guarantees.md. */
+ * after the amount (the first of the fields `after` it that is not empty)
+ * must not continue a decimal. For a notify the amount is realprice; for
+ * a return, price. The boundaries between the ids are fixed only by
+ * confirmation (SPEC §2.5): see docs/guarantees.md. */
 static bool
-gatepay_realprice_ends(const struct params *p)
+gatepay_amount_ends(const struct params *p, const char *const *after)
 {
-	static const char *const after[] = { "type", "paytime", "extend", NULL };
 	const char *const *f;
 	const char *v;
 
@@ -59,10 +64,11 @@ gatepay_realprice_ends(const struct params *p)
 	return true;
 }
 
-/* md5(md5(appkey order_id out_order_id price realprice type paytime
- * extend) appsecret), the appkey being the channel's merchant id. */
+/* md5(md5(appkey, then the values of `fields`) appsecret), the appkey
+ * being the channel's merchant id. */
 static int
-gatepay_sign(const struct channel *ch, const struct params *p, char out[33])
+gatepay_md5(const struct channel *ch, const struct params *p, const char *const *fields,
+    char out[33])
 {
 	const char *const *f;
 	char inner[33];
@@ -72,7 +78,7 @@ gatepay_sign(const struct channel *ch, const struct params *p, char out[33])
 	sbuf_init(&s);
 	if (sbuf_adds(&s, ch->merchant_id) == -1)
 		goto out;
-	for (f = gatepay_signed_fields; *f != NULL; f++) {
+	for (f = fields; *f != NULL; f++) {
 		const struct param *pa = params_get(p, *f);
 
 		if (pa != NULL && sbuf_add(&s, pa->value, pa->vlen) == -1)
@@ -92,11 +98,20 @@ out:
 	return rc;
 }
 
+/* md5(md5(appkey order_id out_order_id price realprice type paytime
+ * extend) appsecret): the notify's signature. */
+static int
+gatepay_sign(const struct channel *ch, const struct params *p, char out[33])
+{
+	return gatepay_md5(ch, p, gatepay_signed_fields, out);
+}
+
 static enum verdict
 gatepay_verify(const struct channel *ch, const struct params *p, time_t now, struct event *ev)
 {
 	static const char *const ids[] = { "order_id", "out_order_id", NULL };
 	static const char *const amounts[] = { "price", "realprice", NULL };
+	static const char *const after_realprice[] = { "type", "paytime", "extend", NULL };
 	const char *appkey, *sign;
 	char want[33];
 	uint64_t mask;
@@ -105,7 +120,7 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 	(void)now;
 	if ((v = family_check_params(p)) != VERDICT_OK)
 		return v;
-	mask = gatepay_unsigned_mask(p);
+	mask = gatepay_unsigned_mask(p, gatepay_signed_fields);
 	sign = params_value(p, "sign");
 	if (sign == NULL || *sign == '\0')
 		return VERDICT_MISSING_FIELD;
@@ -114,7 +129,7 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 	appkey = params_value(p, "appkey");
 	if (appkey != NULL && strcmp(appkey, ch->merchant_id) != 0)
 		return VERDICT_WRONG_MERCHANT;
-	if (!gatepay_realprice_ends(p))
+	if (!gatepay_amount_ends(p, after_realprice))
 		return VERDICT_AMBIGUOUS; /* where realprice ends is not signed */
 
 	if (gatepay_sign(ch, p, want) == -1)
@@ -137,6 +152,67 @@ gatepay_verify(const struct channel *ch, const struct params *p, time_t now, str
 	ev->subject = NULL;
 	family_passthrough(p, mask, "extend", ev);
 	ev->gateway_time = family_signed(p, mask, "paytime");
+	ev->unsigned_mask = mask;
+	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
+}
+
+/* The payer's return (同步通知, SPEC §10.2): price type product_id
+ * order_id out_order_id sign, sign = md5(md5(appkey price type product_id
+ * order_id out_order_id) appsecret), sent only for a paid order. What a
+ * payer holding one genuine return can re-cut: digits between product_id,
+ * order_id and out_order_id (all may be digits), so the trade id and the
+ * order id it names are proven only by confirmation by query, which
+ * compares both and the amount (SPEC §2.5). The amount is fixed here:
+ * after the channel's appkey, and ending where a non-decimal byte starts
+ * (type). No realprice: what was paid is the price, as the query says. */
+static enum verdict
+gatepay_verify_return(const struct channel *ch, const struct params *p, time_t now,
+    struct event *ev)
+{
+	static const char *const ids[] = { "order_id", "out_order_id", NULL };
+	static const char *const amounts[] = { "price", NULL };
+	static const char *const after_price[] = { "type", "product_id", "order_id", "out_order_id",
+		NULL };
+	const char *appkey, *sign;
+	char want[33];
+	uint64_t mask;
+	enum verdict v;
+
+	(void)now;
+	if ((v = family_check_params(p)) != VERDICT_OK)
+		return v;
+	mask = gatepay_unsigned_mask(p, gatepay_return_fields);
+	sign = params_value(p, "sign");
+	if (sign == NULL || *sign == '\0')
+		return VERDICT_MISSING_FIELD;
+	if ((v = family_require(p, mask, ids, amounts)) != VERDICT_OK)
+		return v;
+	appkey = params_value(p, "appkey");
+	if (appkey != NULL && strcmp(appkey, ch->merchant_id) != 0)
+		return VERDICT_WRONG_MERCHANT;
+	if (!gatepay_amount_ends(p, after_price))
+		return VERDICT_AMBIGUOUS; /* where price ends is not signed */
+
+	if (gatepay_md5(ch, p, gatepay_return_fields, want) == -1)
+		return VERDICT_CRYPTO;
+	if (!family_hex_equal(want, sign))
+		return VERDICT_BAD_SIGNATURE;
+	if (family_amount(params_value(p, "price"), &ev->amount_fen) == -1)
+		return VERDICT_BAD_AMOUNT;
+
+	ev->family = family_gatepay.name;
+	ev->trade_no = params_value(p, "order_id");
+	ev->out_trade_no = params_value(p, "out_order_id");
+	ev->type = EVENT_PAID;
+	ev->status = "paid";
+	ev->amount = params_value(p, "price");
+	ev->paid_amount = ev->amount;
+	ev->paid_amount_fen = ev->amount_fen;
+	ev->method = family_signed(p, mask, "type");
+	ev->subject = NULL;
+	ev->passthrough = NULL;
+	ev->passthrough_unsigned = false;
+	ev->gateway_time = NULL;
 	ev->unsigned_mask = mask;
 	return family_finish(ch, p, ev) == 0 ? VERDICT_OK : VERDICT_CRYPTO;
 }
@@ -332,7 +408,7 @@ gatepay_test_params(const struct channel *ch, const struct testcb_spec *t, struc
 const struct family family_gatepay = {
 	.name = "gatepay",
 	.ack_body = "success",
-	.caps = FAMILY_CONFIRM_DEFAULT,
+	.caps = FAMILY_CONFIRM_DEFAULT | FAMILY_RETURN,
 	.trade_id_field = "order_id",
 	.verify = gatepay_verify,
 	.poll_query = gatepay_poll_query,
@@ -340,4 +416,6 @@ const struct family family_gatepay = {
 	.sign = gatepay_sign,
 	.config_warn = gatepay_config_warn,
 	.test_params = gatepay_test_params,
+	.verify_return = gatepay_verify_return,
+	.return_order_field = "out_order_id",
 };

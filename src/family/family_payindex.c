@@ -294,11 +294,15 @@ payindex_test_params(const struct channel *ch, const struct testcb_spec *t, stru
 const struct family family_payindex = {
 	.name = "payindex",
 	.ack_body = "OK",
-	.caps = 0,
+	.caps = FAMILY_RETURN,
 	.trade_id_field = "transaction_id",
 	.verify = payindex_verify,
 	.poll_query = payindex_poll_query,
 	.poll_parse = payindex_poll_parse,
 	.sign = payindex_sign_upper,
 	.test_params = payindex_test_params,
+	/* pay_callbackurl gets the notify's fields and signature, POSTed by
+	 * the payer's browser: verified as a callback is. */
+	.verify_return = payindex_verify,
+	.return_order_field = "orderid",
 };

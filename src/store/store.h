@@ -172,6 +172,14 @@ int store_poll_done(struct store *s, const char *channel, const char *out_trade_
 /* HGETALL of the order: no fields when there is no such order. */
 int store_order_get(struct store *s, const char *channel, const char *out_trade_no,
     store_fields_cb *cb, void *arg) WUR;
+/* rc is 0 with the order's return_to (NULL: no such order, or none was
+ * given at creation), or -1 when Redis failed. The string lives during the
+ * call only. */
+typedef void store_return_to_cb(void *arg, int rc, const char *return_to);
+/* HGET of the order's `return_to` field (written by POST /v1/payments;
+ * SPEC §10.2): where the payer is sent back. */
+int store_order_return_to(struct store *s, const char *channel, const char *out_trade_no,
+    store_return_to_cb *cb, void *arg) WUR;
 /* `locked`: this instance took the channel's sweep key and sweeps now;
  * false when another one holds it, or Redis failed. */
 typedef void store_sweep_lock_cb(void *arg, bool locked);

@@ -115,6 +115,7 @@ struct store_req {
 		store_sweep_lock_cb *sweep_lock;
 		store_order_register_cb *order_register;
 		store_fields_cb *fields;
+		store_return_to_cb *return_to;
 		store_event_get_cb *event_get;
 		store_deliveries_cb *deliveries;
 		store_replay_cb *replay;

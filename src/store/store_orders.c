@@ -48,6 +48,19 @@ order_get_done(struct store_req *r, const redisReply *rep)
 	free(f);
 }
 
+/* HGET: a string, or nil when the order or its field is absent; anything
+ * else (an error, a key of another type) is a failure. */
+static void
+order_return_to_done(struct store_req *r, const redisReply *rep)
+{
+	if (rep != NULL && rep->type == REDIS_REPLY_STRING)
+		r->cb.return_to(r->arg, 0, rep->str);
+	else if (rep != NULL && rep->type == REDIS_REPLY_NIL)
+		r->cb.return_to(r->arg, 0, NULL);
+	else
+		r->cb.return_to(r->arg, -1, NULL);
+}
+
 /* src/store/lua/poll_claim.lua: {{out_trade_no, "poll"|"expired", polls}, ...}. */
 static void
 poll_claim_done(struct store_req *r, const redisReply *rep)
@@ -237,6 +250,22 @@ store_order_get(struct store *s, const char *channel, const char *out_trade_no, 
 	r->cb.fields = cb;
 	rc = store_req_args(r, "HGETALL");
 	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	return store_req_send(r, rc);
+}
+
+int
+store_order_return_to(struct store *s, const char *channel, const char *out_trade_no,
+    store_return_to_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_NONE, 3, 256, order_return_to_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.return_to = cb;
+	rc = store_req_args(r, "HGET");
+	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	rc |= store_req_args(r, "return_to");
 	return store_req_send(r, rc);
 }
 

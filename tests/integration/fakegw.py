@@ -611,3 +611,62 @@ def sweep_page(gw, page, limit=50, timeout=5.0):
                                        ("offset", str((page - 1) * limit))])
     r = h.http(gw.port, "GET", path, timeout=timeout)
     return r.status, r.body
+
+
+# --------------------------------------------------------------------------
+# The payer's return (SPEC 10.2): what each gateway puts on the browser's way
+# back to the merchant, signed with the merchant's key as its document says.
+# Each takes the gateway's order (GwOrder) and returns the parameters
+# {name: value}, `sign` included.
+
+
+def epay_return(merchant_id, key, order, status="TRADE_SUCCESS"):
+    """epay-000.txt 页面跳转通知 (return_url): the notify's parameters and
+    MD5 signature, sent as a GET."""
+    p = {"pid": merchant_id, "trade_no": order.trade_id, "out_trade_no": order.out_trade_no,
+         "type": order.type, "name": order.name, "money": order.amount, "trade_status": status}
+    if order.param:
+        p["param"] = order.param
+    p["sign"] = h.epay_md5_sign(p, key)
+    p["sign_type"] = "MD5"
+    return p
+
+
+GATEPAY_RETURN_FIELDS = ("price", "type", "product_id", "order_id", "out_order_id")
+
+
+def gatepay_return_sign(params, appkey, appsecret):
+    """gatepay-001.md 支付成功同步通知: md5(md5(appkey + price + type +
+    product_id + order_id + out_order_id) + appsecret)."""
+    inner = appkey + "".join(params.get(k, "") for k in GATEPAY_RETURN_FIELDS)
+    return h.md5hex(h.md5hex(inner) + appsecret)
+
+
+def gatepay_return(appkey, appsecret, order, product_id=""):
+    """gatepay's 同步通知 (GET): price type product_id order_id out_order_id sign."""
+    p = {"price": order.amount, "type": order.type, "product_id": product_id,
+         "order_id": order.trade_id, "out_order_id": order.out_trade_no}
+    p["sign"] = gatepay_return_sign(p, appkey, appsecret)
+    return p
+
+
+def payindex_return(memberid, key, order, returncode="00"):
+    """payindex-002.txt pay_callbackurl: the notify's fields and signature,
+    POSTed by the browser (attach unsigned)."""
+    p = {"memberid": memberid, "orderid": order.out_trade_no, "amount": order.amount,
+         "true_amount": order.true_amount, "transaction_id": order.trade_id,
+         "datetime": time.strftime("%Y-%m-%d %H:%M:%S"), "returncode": returncode,
+         "attach": order.param}
+    p["sign"] = h.payindex_sign(p, key)
+    return p
+
+
+def return_params(gw, out_trade_no, **kw):
+    """The return `gw`'s platform builds for its order `out_trade_no`, with
+    its own merchant id and key."""
+    o = gw.orders[out_trade_no]
+    if gw.family == "epay":
+        return epay_return(gw.merchant_id, gw.key, o, **kw)
+    if gw.family == "gatepay":
+        return gatepay_return(gw.merchant_id, gw.key, o, **kw)
+    return payindex_return(gw.merchant_id, gw.key, o, **kw)

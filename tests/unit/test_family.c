@@ -57,6 +57,11 @@ START_TEST(test_table_rows)
 		if (f->caps & FAMILY_CONFIRM_DEFAULT)
 			ck_assert_msg(f->poll_query != NULL,
 			    "%s: confirms by query but cannot poll", f->name);
+		/* The payer's return (SPEC §10.2): the bit, the verifier and the
+		 * field an invalid return's claim is read from go together. */
+		ck_assert_msg(((f->caps & FAMILY_RETURN) != 0) == (f->verify_return != NULL) &&
+			(f->verify_return == NULL) == (f->return_order_field == NULL),
+		    "%s: FAMILY_RETURN, verify_return and return_order_field go together", f->name);
 		for (j = 0; j < i; j++)
 			ck_assert_msg(strcmp(family_at(j)->name, f->name) != 0,
 			    "family %s is in the table twice", f->name);

@@ -132,7 +132,17 @@ START_TEST(test_epay_row)
 	ck_assert_ptr_eq(family_find("epay"), &family_epay);
 	ck_assert_str_eq(family_epay.name, "epay");
 	ck_assert_str_eq(family_epay.ack_body, "success");
-	ck_assert_uint_eq(family_epay.caps, FAMILY_RSA | FAMILY_REFUND);
+	ck_assert_uint_eq(family_epay.caps & (FAMILY_REFUND | FAMILY_RETURN),
+	    FAMILY_REFUND | FAMILY_RETURN);
+	/* the gateway client's bits apart (SPEC §10) */
+	ck_assert_uint_eq(family_epay.caps &
+		~(unsigned)(FAMILY_CREATE | FAMILY_REFUND | FAMILY_RETURN),
+	    FAMILY_RSA);
+	/* the payer's return (SPEC §10.2) */
+	ck_assert(family_epay.caps & FAMILY_RETURN);
+	ck_assert(family_returns(&family_epay));
+	ck_assert_str_eq(family_epay.return_order_field, "out_trade_no");
+	ck_assert(family_epay.verify_return == family_epay.verify); /* as its notify */
 	ck_assert_str_eq(family_epay.trade_id_field, "trade_no");
 	ck_assert(family_epay.verify != NULL);
 	ck_assert(family_sweeps(&family_epay) == true);

@@ -90,7 +90,16 @@ START_TEST(test_gatepay_row)
 	ck_assert_ptr_eq(family_find("gatepay"), &family_gatepay);
 	ck_assert_str_eq(family_gatepay.name, "gatepay");
 	ck_assert_str_eq(family_gatepay.ack_body, "success");
-	ck_assert_uint_eq(family_gatepay.caps, FAMILY_CONFIRM_DEFAULT);
+	/* the gateway client's bits apart (SPEC §10) */
+	ck_assert_uint_eq(family_gatepay.caps &
+		~(unsigned)(FAMILY_CREATE | FAMILY_REFUND | FAMILY_RETURN),
+	    FAMILY_CONFIRM_DEFAULT);
+	/* the payer's return (SPEC §10.2) */
+	ck_assert(family_gatepay.caps & FAMILY_RETURN);
+	ck_assert(family_returns(&family_gatepay));
+	ck_assert_str_eq(family_gatepay.return_order_field, "out_order_id");
+	ck_assert(family_gatepay.verify_return != NULL &&
+	    family_gatepay.verify_return != family_gatepay.verify);
 	ck_assert_str_eq(family_gatepay.trade_id_field, "order_id");
 	ck_assert(family_gatepay.verify != NULL);
 	ck_assert(family_sweeps(&family_gatepay) == false);
@@ -453,6 +462,264 @@ START_TEST(test_gatepay_detail_hides_key)
 }
 END_TEST
 
+/* ---- the payer's return (同步通知, SPEC §10.2) ----------------------------- */
+
+/* gatepay-001.md: sign = md5(md5(appkey + price + type + product_id +
+ * order_id + out_order_id) + appsecret), written here from the document. */
+static void
+gatepay_return_sign(const struct params *p, const char *appkey, const char *appsecret, char out[33])
+{
+	static const char *const order[] = { "price", "type", "product_id", "order_id",
+		"out_order_id" };
+	char inner[33], buf[1024];
+	size_t i;
+
+	snprintf(buf, sizeof(buf), "%s", appkey);
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		const char *v = params_value(p, order[i]);
+
+		if (v != NULL)
+			strncat(buf, v, sizeof(buf) - strlen(buf) - 1);
+	}
+	ck_assert_int_eq(crypto_md5_hex(buf, strlen(buf), inner), 0);
+	md5_concat(inner, 32, appsecret, out);
+}
+
+/* A genuine return of vector 0's merchant: order 522, out_order_id R-522. */
+static void
+gr_init(struct gp_case *c)
+{
+	char sign[33];
+
+	c->root = vectors_load("gatepay.json");
+	c->vec = json_array_get(vectors_array(c->root, "vectors"), 0);
+	c->appkey = vectors_str(c->vec, "appkey");
+	c->secret = vectors_str(c->vec, "appsecret");
+	chan_init(&c->ch, "shop-gatepay", "gatepay", SIGN_MD5, c->appkey, c->secret);
+	params_init(&c->p);
+	pset(&c->p, "price", "1.88");
+	pset(&c->p, "type", "alipay");
+	pset(&c->p, "product_id", "");
+	pset(&c->p, "order_id", "522");
+	pset(&c->p, "out_order_id", "R-522");
+	gatepay_return_sign(&c->p, c->appkey, c->secret, sign);
+	pset(&c->p, "sign", sign);
+}
+
+static void
+gr_resign(struct gp_case *c)
+{
+	char sign[33];
+
+	gatepay_return_sign(&c->p, c->appkey, c->secret, sign);
+	pset(&c->p, "sign", sign);
+}
+
+static enum verdict
+run_return(const struct channel *ch, const struct params *p, struct event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	return ch->family->verify_return(ch, p, time(NULL), ev);
+}
+
+static void
+expect_return(const struct gp_case *c, enum verdict want, const char *what)
+{
+	struct event ev;
+	enum verdict got = run_return(&c->ch, &c->p, &ev);
+
+	ck_assert_msg(got == want, "%s: verdict %s, want %s", what, verdict_str(got),
+	    verdict_str(want));
+}
+
+START_TEST(test_gatepay_return_ok)
+{
+	struct gp_case c;
+	struct event ev;
+	char id[EVENT_ID_LEN + 1];
+	enum verdict got;
+
+	gr_init(&c);
+	pset(&c.p, "product_id", "8"); /* stablepay: a product id, signed */
+	gr_resign(&c);
+	pset(&c.p, "extend", "uid=7"); /* not in the return's formula */
+	got = run_return(&c.ch, &c.p, &ev);
+	ck_assert_msg(got == VERDICT_OK, "genuine return: %s", verdict_str(got));
+	ck_assert_str_eq(ev.family, "gatepay");
+	ck_assert_str_eq(ev.trade_no, "522");
+	ck_assert_str_eq(ev.out_trade_no, "R-522");
+	ck_assert_str_eq(ev.status, "paid");
+	ck_assert_int_eq(ev.type, EVENT_PAID);
+	ck_assert_str_eq(ev.amount, "1.88");
+	ck_assert_int_eq(ev.amount_fen, 188);
+	/* no realprice in a return: what was paid is the price */
+	ck_assert_str_eq(ev.paid_amount, "1.88");
+	ck_assert_int_eq(ev.paid_amount_fen, 188);
+	ck_assert_str_eq(ev.method, "alipay");
+	ck_assert_ptr_null(ev.passthrough);
+	/* the notify's id: the later notify is a duplicate */
+	ck_assert_int_eq(event_make_id(id, "shop-gatepay", "522", "paid"), 0);
+	ck_assert_str_eq(ev.id, id);
+	/* extend is outside the formula: unsigned */
+	ck_assert(ev.unsigned_mask & ((uint64_t)1 << (params_get(&c.p, "extend") - c.p.v)));
+	ck_assert(!(ev.unsigned_mask & ((uint64_t)1 << (params_get(&c.p, "order_id") - c.p.v))));
+	/* the same appkey as the channel's is fine */
+	pset(&c.p, "appkey", c.appkey);
+	expect_return(&c, VERDICT_OK, "appkey = merchant_id");
+	pset(&c.p, "appkey", "00000000000000000000000000000000");
+	expect_return(&c, VERDICT_WRONG_MERCHANT, "another appkey");
+	gp_case_free(&c);
+}
+END_TEST
+
+/* The notify and the return of one payment have the same event id. */
+START_TEST(test_gatepay_return_same_id_as_notify)
+{
+	struct gp_case n, r;
+	struct event evn, evr;
+
+	gp_case_init(&n, 0, NULL);
+	ck_assert_int_eq(run(&n.ch, &n.p, time(NULL), &evn), VERDICT_OK);
+	gr_init(&r);
+	pset(&r.p, "order_id", params_value(&n.p, "order_id"));
+	pset(&r.p, "out_order_id", params_value(&n.p, "out_order_id"));
+	pset(&r.p, "price", params_value(&n.p, "price"));
+	gr_resign(&r);
+	ck_assert_int_eq(run_return(&r.ch, &r.p, &evr), VERDICT_OK);
+	ck_assert_str_eq(evr.id, evn.id);
+	gp_case_free(&n);
+	gp_case_free(&r);
+}
+END_TEST
+
+START_TEST(test_gatepay_return_altered)
+{
+	static const char *const fields[] = { "price", "type", "product_id", "order_id",
+		"out_order_id" };
+	static const char *const values[] = { "2.88", "wechat", "9", "523", "R-523" };
+	struct gp_case c;
+	char sign[33];
+	size_t i;
+
+	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "%s altered", fields[i]);
+		gr_init(&c);
+		pset(&c.p, fields[i], values[i]);
+		expect_return(&c, VERDICT_BAD_SIGNATURE, what);
+		gp_case_free(&c);
+	}
+	/* a sign digit, and another appsecret */
+	gr_init(&c);
+	snprintf(sign, sizeof(sign), "%s", params_value(&c.p, "sign"));
+	flip_hex_digit(sign, 3);
+	pset(&c.p, "sign", sign);
+	expect_return(&c, VERDICT_BAD_SIGNATURE, "sign digit changed");
+	gp_case_free(&c);
+	gr_init(&c);
+	chan_set(&c.ch.key, "5ebe2294ecd0e0f08eab7690d2a6ee6a");
+	c.ch.key_len = strlen(c.ch.key);
+	expect_return(&c, VERDICT_BAD_SIGNATURE, "appsecret differs");
+	gp_case_free(&c);
+	/* the notify's formula is not the return's: a notify's sign over
+	 * the same values does not make a return */
+	gr_init(&c);
+	pset(&c.p, "realprice", "1.88");
+	gatepay_md5_sign(&c.p, c.appkey, c.secret, sign);
+	pset(&c.p, "sign", sign);
+	expect_return(&c, VERDICT_BAD_SIGNATURE, "signed as a notify");
+	gp_case_free(&c);
+	/* and a return's sign does not make a notify */
+	gr_init(&c);
+	pset(&c.p, "realprice", "1.88");
+	expect(&c.ch, &c.p, time(NULL), VERDICT_BAD_SIGNATURE, "a return sent as a notify");
+	gp_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_gatepay_return_refused)
+{
+	static const char *const required[] = { "order_id", "out_order_id", "price" };
+	struct gp_case c;
+	size_t i;
+
+	gr_init(&c);
+	pset(&c.p, "sign", "");
+	expect_return(&c, VERDICT_MISSING_FIELD, "empty sign");
+	gp_case_free(&c);
+	for (i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "empty %s, re-signed", required[i]);
+		gr_init(&c);
+		pset(&c.p, required[i], "");
+		gr_resign(&c);
+		expect_return(&c, VERDICT_MISSING_FIELD, what);
+		gp_case_free(&c);
+	}
+	/* amounts: exact fen, canonical */
+	gr_init(&c);
+	pset(&c.p, "price", "1.001");
+	gr_resign(&c);
+	expect_return(&c, VERDICT_BAD_AMOUNT, "price 1.001");
+	gp_case_free(&c);
+	gr_init(&c);
+	pset(&c.p, "price", "01.88");
+	gr_resign(&c);
+	expect_return(&c, VERDICT_BAD_AMOUNT, "price 01.88");
+	gp_case_free(&c);
+	/* ids: canonical (SPEC §2.5) */
+	gr_init(&c);
+	pset(&c.p, "out_order_id", "R 522");
+	gr_resign(&c);
+	expect_return(&c, VERDICT_NOT_CANONICAL, "out_order_id with a space");
+	gp_case_free(&c);
+	/* where price ends is not signed: "1.8" + "8alipay" reads as
+	 * "1.88" + "alipay", so a type that continues a decimal is refused */
+	gr_init(&c);
+	pset(&c.p, "price", "1.8");
+	pset(&c.p, "type", "8alipay");
+	expect_return(&c, VERDICT_AMBIGUOUS, "price re-cut into type (genuine sign)");
+	gp_case_free(&c);
+	gr_init(&c);
+	pset(&c.p, "type", "");
+	pset(&c.p, "product_id", "0");
+	gr_resign(&c);
+	expect_return(&c, VERDICT_AMBIGUOUS, "no type, a product_id that continues price");
+	gp_case_free(&c);
+}
+END_TEST
+
+/* What only confirmation by query closes: digits move between product_id,
+ * order_id and out_order_id under one signature. The event then names
+ * another trade id and order, which the query compares (SPEC §2.5). */
+START_TEST(test_gatepay_return_recut_needs_confirmation)
+{
+	struct gp_case c;
+	struct event ev;
+
+	gr_init(&c);
+	pset(&c.p, "product_id", "8");
+	pset(&c.p, "out_order_id", "1000");
+	gr_resign(&c);
+	ck_assert_int_eq(run_return(&c.ch, &c.p, &ev), VERDICT_OK);
+	/* "8" "522" "1000" re-cut as "" "8522" "1000" and "85" "2210" "00" */
+	pset(&c.p, "product_id", "");
+	pset(&c.p, "order_id", "8522");
+	ck_assert_int_eq(run_return(&c.ch, &c.p, &ev), VERDICT_OK);
+	ck_assert_str_eq(ev.trade_no, "8522");
+	pset(&c.p, "product_id", "85");
+	pset(&c.p, "order_id", "2210");
+	pset(&c.p, "out_order_id", "00");
+	ck_assert_int_eq(run_return(&c.ch, &c.p, &ev), VERDICT_OK);
+	ck_assert_str_eq(ev.out_trade_no, "00");
+	/* the amount cannot move: it follows the appkey and ends at type */
+	ck_assert_int_eq(ev.amount_fen, 188);
+	gp_case_free(&c);
+}
+END_TEST
+
 static Suite *
 family_gatepay_suite(void)
 {
@@ -468,6 +735,11 @@ family_gatepay_suite(void)
 	tcase_add_test(tc, test_gatepay_missing);
 	tcase_add_test(tc, test_gatepay_bad_amount);
 	tcase_add_test(tc, test_gatepay_resigned_ok);
+	tcase_add_test(tc, test_gatepay_return_ok);
+	tcase_add_test(tc, test_gatepay_return_same_id_as_notify);
+	tcase_add_test(tc, test_gatepay_return_altered);
+	tcase_add_test(tc, test_gatepay_return_refused);
+	tcase_add_test(tc, test_gatepay_return_recut_needs_confirmation);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("poll");

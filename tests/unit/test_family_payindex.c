@@ -82,7 +82,15 @@ START_TEST(test_payindex_row)
 	ck_assert_ptr_eq(family_find("payindex"), &family_payindex);
 	ck_assert_str_eq(family_payindex.name, "payindex");
 	ck_assert_str_eq(family_payindex.ack_body, "OK");
-	ck_assert_uint_eq(family_payindex.caps, 0);
+	/* the gateway client's bits apart (SPEC §10) */
+	ck_assert_uint_eq(family_payindex.caps &
+		~(unsigned)(FAMILY_CREATE | FAMILY_REFUND | FAMILY_RETURN),
+	    0);
+	/* the payer's return (SPEC §10.2) */
+	ck_assert(family_payindex.caps & FAMILY_RETURN);
+	ck_assert(family_returns(&family_payindex));
+	ck_assert_str_eq(family_payindex.return_order_field, "orderid");
+	ck_assert(family_payindex.verify_return == family_payindex.verify); /* as its notify */
 	ck_assert_str_eq(family_payindex.trade_id_field, "transaction_id");
 	ck_assert(family_payindex.verify != NULL);
 	ck_assert(family_sweeps(&family_payindex) == false);
