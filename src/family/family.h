@@ -53,7 +53,6 @@ enum family_cap {
 	FAMILY_RETURN = 1 << 4, /* verifies the browser's return */
 };
 
-
 /* ---- creating a payment (SPEC §10.1): what struct family's create_*
  * members take and give ------------------------------------------------ */
 
@@ -61,10 +60,10 @@ enum family_cap {
  * NULL means "not given". */
 struct pay_request {
 	const char *out_trade_no;
-	const char *amount;     /* yuan as "12.34" (amount_format); NULL with product_id/fields */
-	const char *method;     /* epay/gatepay `type`, payindex `pay_bankcode` */
-	const char *subject;    /* epay `name`, payindex `pay_productname` */
-	const char *param;      /* passthrough: epay `param`, gatepay `custom`, payindex `pay_attach` */
+	const char *amount;  /* yuan as "12.34" (amount_format); NULL with product_id/fields */
+	const char *method;  /* epay/gatepay `type`, payindex `pay_bankcode` */
+	const char *subject; /* epay `name`, payindex `pay_productname` */
+	const char *param; /* passthrough: epay `param`, gatepay `custom`, payindex `pay_attach` */
 	const char *client_ip;  /* epay `clientip` */
 	const char *device;     /* epay `device`: the caller's, else the channel's */
 	const char *product_id; /* gatepay: stablepay instead of an amount */

@@ -459,8 +459,8 @@ epay_create_form(const struct channel *ch, const struct pay_request *pr, bool ap
     struct sbuf *form, const char **why)
 {
 	const char *device = pr->device != NULL ? pr->device : ch->device;
-	const char *name = pr->subject != NULL && *pr->subject != '\0' ? pr->subject
-									 : pr->out_trade_no;
+	const char *name =
+	    pr->subject != NULL && *pr->subject != '\0' ? pr->subject : pr->out_trade_no;
 	const char *const *f;
 	struct params p;
 	char sign[33];
@@ -485,8 +485,7 @@ epay_create_form(const struct channel *ch, const struct pay_request *pr, bool ap
 		return -1;
 	}
 	params_init(&p);
-#define SET(n, v) \
-	((v) != NULL && *(v) != '\0' && params_set(&p, (n), (v), strlen(v)) == -1)
+#define SET(n, v) ((v) != NULL && *(v) != '\0' && params_set(&p, (n), (v), strlen(v)) == -1)
 	if (SET("pid", ch->merchant_id) || SET("type", pr->method) ||
 	    SET("out_trade_no", pr->out_trade_no) || SET("notify_url", pr->notify_url) ||
 	    SET("return_url", pr->return_url) || SET("name", name) || SET("money", pr->amount) ||
@@ -495,8 +494,9 @@ epay_create_form(const struct channel *ch, const struct pay_request *pr, bool ap
 	/* mapi.php wants the payer's address (any will do on most platforms)
 	 * and the device; seed 003 answers an error without device=jump, which
 	 * the channel's `device` key sets once for all. */
-	if (api && (SET("clientip", pr->client_ip != NULL ? pr->client_ip : "127.0.0.1") ||
-		       SET("device", device)))
+	if (api &&
+	    (SET("clientip", pr->client_ip != NULL ? pr->client_ip : "127.0.0.1") ||
+		SET("device", device)))
 		goto out;
 #undef SET
 	if (epay_sign(ch, &p, sign) == -1)
@@ -596,8 +596,7 @@ epay_create_parse(const struct channel *ch, const char *body, size_t len, struct
 	code = params_value(&a, "code");
 	msg = params_value(&a, "msg");
 	if (code == NULL || strcmp(code, "1") != 0) {
-		pay_result_error(r, code != NULL ? code : "", "%s",
-		    msg != NULL ? msg : "(no msg)");
+		pay_result_error(r, code != NULL ? code : "", "%s", msg != NULL ? msg : "(no msg)");
 		goto out;
 	}
 	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {

@@ -338,8 +338,8 @@ gatepay_test_params(const struct channel *ch, const struct testcb_spec *t, struc
  * the price, product_id or fields. The passthrough goes in `custom`
  * (the notify brings it back as `extend`); gatepay has no subject. */
 static int
-gatepay_create_request(const struct channel *ch, const struct pay_request *pr,
-    struct poll_query *q, const char **why)
+gatepay_create_request(const struct channel *ch, const struct pay_request *pr, struct poll_query *q,
+    const char **why)
 {
 	const char *path, *xname, *x, *custom = pr->param != NULL ? pr->param : "";
 	char inner[33], sign[33];
@@ -417,8 +417,7 @@ out:
  * is an error (101-110, 199, 201-209) with msg. The answer names no
  * gateway order id: the notify brings it. */
 static void
-gatepay_create_parse(const struct channel *ch, const char *body, size_t len,
-    struct pay_result *r)
+gatepay_create_parse(const struct channel *ch, const char *body, size_t len, struct pay_result *r)
 {
 	struct params a, d;
 	const char *code, *msg, *v;
@@ -436,8 +435,7 @@ gatepay_create_parse(const struct channel *ch, const char *body, size_t len,
 	code = params_value(&a, "code");
 	msg = params_value(&a, "msg");
 	if (code == NULL || strcmp(code, "100") != 0) {
-		pay_result_error(r, code != NULL ? code : "", "%s",
-		    msg != NULL ? msg : "(no msg)");
+		pay_result_error(r, code != NULL ? code : "", "%s", msg != NULL ? msg : "(no msg)");
 		goto out;
 	}
 	if (poll_answer_json_params(json_object_get(root, "data"), &d) == -1 ||

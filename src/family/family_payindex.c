@@ -304,8 +304,8 @@ payindex_create_request(const struct channel *ch, const struct pay_request *pr,
 {
 	static const char *const order[] = { "pay_memberid", "pay_orderid", "pay_applydate",
 		"pay_bankcode", "pay_notifyurl", "pay_callbackurl", "pay_amount", NULL };
-	const char *name = pr->subject != NULL && *pr->subject != '\0' ? pr->subject
-									 : pr->out_trade_no;
+	const char *name =
+	    pr->subject != NULL && *pr->subject != '\0' ? pr->subject : pr->out_trade_no;
 	const char *const *f;
 	struct params p;
 	struct sbuf url, body;
@@ -376,8 +376,7 @@ out:
  * {"status":"error","msg":..}. The document's own success example spells
  * the member "ststus": both are read. */
 static void
-payindex_create_parse(const struct channel *ch, const char *body, size_t len,
-    struct pay_result *r)
+payindex_create_parse(const struct channel *ch, const char *body, size_t len, struct pay_result *r)
 {
 	struct params a;
 	const char *status, *msg, *v;

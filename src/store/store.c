@@ -44,6 +44,9 @@ static const struct {
 	[SCRIPT_EVENT_DELIVERIES] = { "event_deliveries", LUA(event_deliveries) },
 	[SCRIPT_PURGE] = { "purge", LUA(dead_purge) },
 	[SCRIPT_SIZES] = { "sizes", LUA(sizes) },
+	[SCRIPT_PAYMENT_BEGIN] = { "payment_begin", LUA(payment_begin) },
+	[SCRIPT_PAYMENT_REGISTER] = { "payment_register", LUA(payment_register) },
+	[SCRIPT_PAYMENT_UNLOCK] = { "payment_unlock", LUA(payment_unlock) },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 #undef LUA

@@ -39,6 +39,10 @@ enum script {
 	SCRIPT_EVENT_DELIVERIES,
 	SCRIPT_PURGE,
 	SCRIPT_SIZES,
+	/* SPEC §10.1: creating payments */
+	SCRIPT_PAYMENT_BEGIN,
+	SCRIPT_PAYMENT_REGISTER,
+	SCRIPT_PAYMENT_UNLOCK,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -121,6 +125,7 @@ struct store_req {
 		store_entries_cb *entries;
 		store_info_cb *info;
 		store_purge_cb *purge;
+		store_payment_cb *payment;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;
