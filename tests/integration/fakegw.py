@@ -27,7 +27,7 @@ A created payment becomes an unpaid GwOrder holding what was sent
 (notify_url, return_url, device, ...); `notify(out_trade_no)` then pays it
 and sends the gateway's signed notify to its notify_url. `create_script`
 sets the answers of the next creates (create_ok, create_fail, create_echo,
-create_qrcode, create_urlscheme, garbage, http500); `require_device`
+create_qrcode, create_urlscheme, garbage, http500, slow:SECONDS); `require_device`
 makes mapi.php refuse any other device (seed 003 wants "jump").
 
 What it knows is a set of orders (`add_order`), each unpaid, paid or (epay)
@@ -397,8 +397,13 @@ class FakeGateway(h.ServedOnLoopback):
             self._create_script = list(actions)
 
     def _next_create(self):
+        """The next create's action; "slow:S" answers create_ok after S seconds."""
         with self.lock:
-            return self._create_script.pop(0) if self._create_script else "create_ok"
+            action = self._create_script.pop(0) if self._create_script else "create_ok"
+        if action.startswith("slow:"):
+            time.sleep(float(action[len("slow:"):]))
+            action = "create_ok"
+        return action
 
     def _create_route(self, path):
         routes = {
@@ -462,6 +467,7 @@ class FakeGateway(h.ServedOnLoopback):
 
     def _epay_mapi(self, handler, q):
         q.kind = "create"
+        q.out_trade_no = q.params.get("out_trade_no")
         if q.method != "POST":
             return self._json(handler, q, {"code": -1, "msg": "请使用POST提交"})
         action = q.action = self._next_create()
@@ -495,6 +501,7 @@ class FakeGateway(h.ServedOnLoopback):
     def _epay_submit(self, handler, q):
         """The payer's browser on submit.php: an HTML cashier page."""
         q.kind = "create"
+        q.out_trade_no = q.params.get("out_trade_no")
         action = q.action = self._next_create()
         if self._create_common(handler, q, action):
             return

@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import urllib.parse
@@ -245,6 +246,56 @@ class PaymentsCase(h.DaemonClassCase):
         ans = self.pay(dict(body, out_trade_no=o2, amount="5"))
         self.assertEqual(ans["amount"], "5.00")
         self.assertEqual(self.order("pay-epay", o2)["pay_kind"], "pay_url")
+
+    def test_concurrent_creates(self):
+        """Two creates of one order at once: one gateway call; the second
+        is told to retry (409) while the first runs, then gets its answer."""
+        o = otn("K")
+        g = self.gw["epay"]
+        g.create_script(["slow:1.5"])
+        body = {"channel": "pay-epay", "out_trade_no": o, "amount": "8.00", "method": "alipay"}
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("a", self.admin(
+            "POST", "/v1/payments", body)))
+        t.start()
+        self.assertIsNotNone(g.wait_count(1, 5, o, kind="create"))
+        r = self.admin("POST", "/v1/payments", body)
+        self.assertEqual(r.status, 409, r.body)
+        self.assertIn("retry", r.json["error"])
+        t.join(10)
+        self.assertEqual(out["a"].status, 201, out["a"].body)
+        again = self.pay(body, status=200)
+        self.assertEqual(again, out["a"].json)
+        self.assertEqual(len(g.creates(o)), 1)
+
+    def test_fake_gateways_check_signatures(self):
+        """The fake gateways refuse what is not signed right: their checks
+        are what the other tests lean on."""
+        g = self.gw["epay"]
+        p = {"pid": "1001", "type": "alipay", "out_trade_no": otn("S"), "notify_url": "http://x/n",
+             "return_url": "http://x/r", "name": "n", "money": "1.00", "clientip": "1.2.3.4"}
+        p["sign"] = h.epay_md5_sign(p, CREDS["epay"][1] + "x")
+        p["sign_type"] = "MD5"
+        r = h.http(g.port, "POST", "/mapi.php", body=h.form_encode(p),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(json.loads(r.body)["code"], -1)
+        r = h.http(g.port, "GET", "/submit.php?" + h.form_encode(p))
+        self.assertIn("签名校验失败", r.body.decode())
+        g = self.gw["gatepay"]
+        q = {"appkey": CREDS["gatepay"][0], "price": "1.00", "type": "alipay",
+             "out_order_id": otn("S"), "custom": "", "sign": "0" * 32}
+        r = h.http(g.port, "POST", "/api/anypay/create", body=h.form_encode(q),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(json.loads(r.body)["code"], 104)
+        g = self.gw["payindex"]
+        q = {"pay_memberid": "10002", "pay_orderid": otn("S"),
+             "pay_applydate": "2026-01-01 00:00:00", "pay_bankcode": "903",
+             "pay_notifyurl": "http://x/n", "pay_callbackurl": "http://x/r", "pay_amount": "1.00",
+             "pay_productname": "n", "type": "json"}
+        q["pay_md5sign"] = h.payindex_sign(q, CREDS["payindex"][1])  # signs too much: wrong
+        r = h.http(g.port, "POST", "/Pay_Index.html", body=h.form_encode(q),
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(json.loads(r.body)["status"], "error")
 
     def test_gateway_errors(self):
         g = self.gw["epay"]
