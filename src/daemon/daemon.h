@@ -18,6 +18,7 @@ struct httpc;
 struct deliver;
 struct poller;
 struct confirmer;
+struct payments;
 struct metrics;
 struct conns;
 
@@ -53,6 +54,7 @@ struct env {
 	struct deliver *deliver;
 	struct poller *poller;
 	struct confirmer *confirmer; /* queries that confirm paid callbacks (SPEC §2.5) */
+	struct payments *payments;   /* payments being created (SPEC §10.1) */
 	struct metrics *metrics;
 	struct evhttp *admin_http;
 	struct evhttp *http;

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <jansson.h>
 
@@ -22,6 +24,9 @@
 
 /* One creation, from the request to its answer. Owns every string. */
 struct payment {
+	struct payments *ps;
+	struct httpc_call *call; /* while the gateway is asked */
+	TAILQ_ENTRY(payment) entry;
 	struct env *env;
 	struct evhttp_request *req;
 	char channel[65];
@@ -38,11 +43,30 @@ struct payment {
 	struct pay_result res;
 };
 
+struct payments {
+	struct env *env;
+	TAILQ_HEAD(, payment) running; /* from the first Redis step to the answer */
+	size_t n;
+	bool stopping;
+	/* The 503s of payments_stop are written by the loop's next turns:
+	 * busy until this one-shot timer, so the drain does not exit first. */
+	struct event *flush;
+	bool flushing;
+};
+
+/* A reply to a local client is written within a few turns of the loop. */
+#define PAYMENTS_FLUSH_MS 200
+
+/* Answered (or dropped): off the list, and freed. */
 static void
 payment_free(struct payment *p)
 {
 	if (p == NULL)
 		return;
+	if (p->ps != NULL) {
+		TAILQ_REMOVE(&p->ps->running, p, entry);
+		p->ps->n--;
+	}
 	free(p->out_trade_no);
 	free(p->return_to);
 	/* The URL and body are signed: a replayable request. */
@@ -250,6 +274,7 @@ gateway_done(void *arg, const struct httpc_result *r)
 	struct payment *p = arg;
 	const struct channel *ch = config_channel(p->env->cfg, p->channel);
 
+	p->call = NULL;
 	if (r->curl_code != 0) {
 		/* curl's text may quote the URL */
 		pay_result_error(&p->res, "", "the gateway call failed: %.180s",
@@ -308,6 +333,12 @@ begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 		payment_free(p);
 		return;
 	}
+	if (p->ps->stopping) {
+		unlock(p);
+		reply_error(p->req, 503, "payrelayd is stopping: retry");
+		payment_free(p);
+		return;
+	}
 	if (p->redirect) {
 		p->res.ok = true;
 		p->res.kind = PAY_URL;
@@ -324,7 +355,7 @@ begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 	rq.body_len = p->q.body_len;
 	rq.timeout_ms = PAYMENTS_TIMEOUT_MS;
 	rq.abort_over_max = true;
-	if (httpc_start(p->env->httpc, &rq, gateway_done, p) == NULL) {
+	if ((p->call = httpc_start(p->env->httpc, &rq, gateway_done, p)) == NULL) {
 		unlock(p);
 		reply_error(p->req, 503, "cannot start the gateway call");
 		payment_free(p);
@@ -530,15 +561,102 @@ payments_create(struct env *env, struct evhttp_request *req)
 		    why != NULL ? why : "cannot build the gateway request");
 		goto out;
 	}
+	if (env->payments == NULL || env->payments->stopping) {
+		reply_error(req, 503, "payrelayd is stopping");
+		goto out;
+	}
 	if (store_payment_begin(env->store, p->channel, p->out_trade_no, p->amount_fen, p->owner,
 		PAYMENTS_LOCK_MS, begun, p) == -1) {
 		reply_error(req, 503, "redis is not ready");
 		goto out;
 	}
-	p = NULL; /* begun() owns it */
+	/* begun() owns it now, and the list knows it until it is answered */
+	p->ps = env->payments;
+	TAILQ_INSERT_TAIL(&p->ps->running, p, entry);
+	p->ps->n++;
+	p = NULL;
 out:
 	payment_free(p);
 	free(notify_url);
 	free(return_url);
 	json_decref(body);
+}
+
+static void
+flushed(evutil_socket_t fd, short what, void *arg)
+{
+	struct payments *ps = arg;
+
+	(void)fd;
+	(void)what;
+	ps->flushing = false;
+}
+
+struct payments *
+payments_new(struct env *env)
+{
+	struct payments *ps = calloc(1, sizeof(*ps));
+
+	if (ps == NULL)
+		return NULL;
+	ps->env = env;
+	TAILQ_INIT(&ps->running);
+	if ((ps->flush = evtimer_new(env->base, flushed, ps)) == NULL) {
+		free(ps);
+		return NULL;
+	}
+	return ps;
+}
+
+void
+payments_stop(struct payments *ps)
+{
+	struct payment *p, *next;
+
+	if (ps == NULL)
+		return;
+	ps->stopping = true;
+	for (p = TAILQ_FIRST(&ps->running); p != NULL; p = next) {
+		next = TAILQ_NEXT(p, entry);
+		if (p->call == NULL)
+			continue; /* waiting for Redis: its answer comes */
+		httpc_cancel(p->call);
+		p->call = NULL;
+		log_warnx("payment creation stopped while the gateway was asked",
+		    "channel=%s out_trade_no=\"%.64s\"", p->channel, p->out_trade_no);
+		count(p, "failed");
+		unlock(p);
+		reply_error(p->req, 503,
+		    "payrelayd is stopping: the gateway call was cut short (it may have created "
+		    "the payment); retry");
+		payment_free(p);
+		if (!ps->flushing) {
+			struct timeval tv = { 0, PAYMENTS_FLUSH_MS * 1000 };
+
+			ps->flushing = true;
+			evtimer_add(ps->flush, &tv);
+		}
+	}
+}
+
+size_t
+payments_busy(const struct payments *ps)
+{
+	return ps != NULL ? ps->n + (ps->flushing ? 1 : 0) : 0;
+}
+
+void
+payments_free(struct payments *ps)
+{
+	struct payment *p;
+
+	if (ps == NULL)
+		return;
+	while ((p = TAILQ_FIRST(&ps->running)) != NULL) {
+		httpc_cancel(p->call);
+		p->call = NULL;
+		payment_free(p);
+	}
+	event_free(ps->flush);
+	free(ps);
 }

@@ -5,8 +5,11 @@
 #ifndef PAYRELAY_PAYMENTS_H
 #define PAYRELAY_PAYMENTS_H
 
+#include <stddef.h>
+
 struct env;
 struct evhttp_request;
+struct payments;
 
 /* The gateway's create call: its whole time limit, and how long the
  * creation lock outlives it (a crashed creator's lock expires by itself). */
@@ -15,6 +18,19 @@ struct evhttp_request;
 #define PAYMENTS_MAX_OUT_TRADE_NO 128
 #define PAYMENTS_MAX_TEXT 1024 /* subject, param, product_id, fields */
 #define PAYMENTS_MAX_EXPIRES_IN (30 * 86400)
+
+/* The creations in flight (env->payments). */
+struct payments *payments_new(struct env *env);
+/* SIGTERM: every creation waiting for its gateway is stopped now (its
+ * call cancelled, its lock given back, 503 answered: the gateway may or
+ * may not have created it, as after a timeout); those waiting for Redis
+ * finish; none start any more. */
+void payments_stop(struct payments *ps);
+/* Creations still in flight (waiting for Redis): the drain waits for them. */
+size_t payments_busy(const struct payments *ps);
+/* Frees what is left, unanswered (after the loop): before httpc_free, as it
+ * cancels its calls. NULL is ok. */
+void payments_free(struct payments *ps);
 
 /* Answers `req` (a POST to /v1/payments, already authorized), now or
  * later: the admin listener holds the connection until it is answered. */

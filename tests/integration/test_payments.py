@@ -514,6 +514,45 @@ class PaymentsCase(h.DaemonClassCase):
         self.assertEqual(rc, 3, err)
 
 
+class StopCase(PaymentsCase):
+    """SIGTERM while a gateway is asked: that creation is answered 503 and
+    its lock given back, and payrelayd exits 0 at once, nothing leaked."""
+
+    workdir_prefix = "payrelay-pay-stop-"
+    # only this test of the class: the others are PaymentsCase's
+    for _name in [n for n in dir(PaymentsCase) if n.startswith("test_")]:
+        locals()[_name] = None
+    del _name
+
+    def test_sigterm_during_create(self):
+        o = otn("Z")
+        g = self.gw["epay"]
+        g.create_script(["slow:5"])
+        out = {}
+        body = {"channel": "pay-epay", "out_trade_no": o, "amount": "1.00", "method": "alipay"}
+
+        def create():
+            try:
+                out["r"] = self.admin("POST", "/v1/payments", body)
+            except Exception as e:  # reported below
+                out["r"] = e
+        t = threading.Thread(target=create)
+        t.start()
+        self.assertIsNotNone(g.wait_count(1, 5, o, kind="create"))
+        t0 = time.monotonic()
+        rc, in_time = self.daemon.stop(signal.SIGTERM, 10)
+        t.join(10)
+        self.assertEqual((rc, in_time), (0, True), self.daemon.log_tail())
+        self.assertLess(time.monotonic() - t0, 4)  # not waiting for the gateway
+        self.assertIsInstance(out["r"], h.Reply, out["r"])
+        self.assertEqual(out["r"].status, 503, out["r"].body)
+        self.assertIn(b"stopping", out["r"].body)
+        log = self.daemon.log_text()
+        self.assertNotIn("Sanitizer", log)
+        self.assertEqual(self.r.keys("payrelay:paylock:*"), [])
+        self.assertEqual(self.r.keys("payrelay:order:pay-epay:" + o), [])
+
+
 class NoPublicUrlCase(h.DaemonClassCase):
     """Without [daemon] public_url no payment is created."""
 
