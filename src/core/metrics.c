@@ -38,6 +38,9 @@ static const struct {
 	{ "payrelay_deliveries_total", "Webhook delivery attempts by webhook and outcome." },
 	{ "payrelay_polls_total", "Gateway polls by channel and result." },
 	{ "payrelay_orders_registered_total", "Orders registered, by channel." },
+	{ "payrelay_payments_total",
+	    "Payments created through POST /v1/payments (SPEC 10.1), by channel and outcome "
+	    "(created, existing, refused: the gateway said no, failed: no usable answer)." },
 	{ "payrelay_sweeps_total", "Sweeps of recent orders started (sweep = on), by channel." },
 	{ "payrelay_confirmations_total",
 	    "Paid callbacks confirmed by query, by channel and outcome "

@@ -25,6 +25,8 @@
 #define MAX_POSITIONAL 4
 /* A longer last_error is cut in the deliveries table (--json has it all). */
 #define LAST_ERROR_COLUMNS 40
+/* pay waits for the gateway: payrelayd gives it 15 s (PAYMENTS_TIMEOUT_MS). */
+#define PAY_TIMEOUT_MS 25000L
 
 /* Options without a short form. */
 enum {
@@ -45,6 +47,16 @@ enum {
 	OPT_BEFORE,
 	OPT_TRADE_NO,
 	OPT_REFUND_ID,
+	/* pay (SPEC §10.1) */
+	OPT_METHOD,
+	OPT_SUBJECT,
+	OPT_PARAM,
+	OPT_CLIENT_IP,
+	OPT_DEVICE,
+	OPT_RETURN_TO,
+	OPT_REDIRECT,
+	OPT_PRODUCT_ID,
+	OPT_FIELDS,
 };
 
 struct ctl {
@@ -68,6 +80,10 @@ struct args {
 	const char *out_trade_no, *channel, *type;
 	const char *before;
 	const char *trade_no, *refund_id;
+	/* pay */
+	const char *method, *subject, *param, *client_ip, *device, *return_to;
+	const char *product_id, *fields;
+	bool redirect;
 };
 
 struct command {
@@ -875,6 +891,99 @@ cmd_poll(struct ctl *c, struct args *a)
 	return rc;
 }
 
+/* --- pay (SPEC §10.1) ------------------------------------------------------ */
+
+static int
+check_pay(const struct command *cmd, struct ctl *c, struct args *a)
+{
+	long long secs;
+	int64_t fen;
+	int rc;
+
+	if ((rc = check_order_ids(cmd, c, a)) != CTL_OK)
+		return rc;
+	if (strcmp(a->pos[2], "-") == 0) {
+		if (a->product_id == NULL && a->fields == NULL)
+			return usage_error(cmd, "AMOUNT - (none) needs --product-id or --fields");
+	} else if (amount_parse(a->pos[2], strlen(a->pos[2]), &fen) == -1 || fen <= 0) {
+		return usage_error(cmd, "AMOUNT must be yuan as a decimal above zero, like 1.00");
+	}
+	if (a->expires_in != NULL &&
+	    (parse_duration(a->expires_in, &secs) == -1 || secs > 30 * 86400))
+		return usage_error(cmd,
+		    "--expires-in wants seconds (or 15m, 2h, 1d), at most 30 days");
+	return CTL_OK;
+}
+
+static int
+cmd_pay(struct ctl *c, struct args *a)
+{
+	static const char *const kinds[] = { "pay_url", "qrcode", "urlscheme", NULL };
+	const struct {
+		const char *name;
+		const char *value;
+	} opt[] = { { "method", a->method }, { "subject", a->subject }, { "param", a->param },
+		{ "client_ip", a->client_ip }, { "device", a->device },
+		{ "return_to", a->return_to }, { "product_id", a->product_id },
+		{ "fields", a->fields } };
+	struct ctl_answer ans, ord;
+	const char *const *k;
+	long long secs = 0;
+	char path[512];
+	json_t *body;
+	size_t i;
+	int rc;
+
+	body = json_pack("{s:s,s:s}", "channel", a->pos[0], "out_trade_no", a->pos[1]);
+	for (i = 0; body != NULL && i < sizeof(opt) / sizeof(opt[0]); i++)
+		if (opt[i].value != NULL &&
+		    json_object_set_new(body, opt[i].name, json_string(opt[i].value)) == -1) {
+			json_decref(body);
+			body = NULL;
+		}
+	if (body != NULL && strcmp(a->pos[2], "-") != 0 &&
+	    json_object_set_new(body, "amount", json_string(a->pos[2])) == -1) {
+		json_decref(body);
+		body = NULL;
+	}
+	if (body != NULL && a->redirect)
+		json_object_set_new(body, "mode", json_string("redirect"));
+	if (body != NULL && a->expires_in != NULL && parse_duration(a->expires_in, &secs) == 0)
+		json_object_set_new(body, "expires_in", json_integer(secs));
+	if (body == NULL) {
+		fprintf(stderr, "payrelayctl: out of memory (or not UTF-8 arguments)\n");
+		return CTL_API_ERROR;
+	}
+	rc = ctl_http_request(c->http, "POST", "/v1/payments", body, &ans);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ans)) != CTL_OK || c->json) {
+		if (rc == CTL_OK)
+			print_json_body(&ans);
+		ctl_answer_free(&ans);
+		return rc;
+	}
+	printf("%s\n", ans.status == 201 ? "created" : "already created (the first answer)");
+	for (k = kinds; *k != NULL; k++)
+		if (json_object_get(ans.json, *k) != NULL)
+			print_kv(*k, json_string_value(json_object_get(ans.json, *k)));
+	print_kv("gateway_trade_no",
+	    json_string_value(json_object_get(ans.json, "gateway_trade_no")));
+	ctl_answer_free(&ans);
+	/* The registered order, as orders show prints it. */
+	if (order_path(path, sizeof(path), a, "") == -1)
+		return CTL_API_ERROR;
+	if ((rc = ctl_http_request(c->http, "GET", path, NULL, &ord)) != CTL_OK)
+		return rc;
+	if ((rc = ctl_http_check(c->http, &ord)) == CTL_OK) {
+		printf("order:\n");
+		print_order(ord.json);
+	}
+	ctl_answer_free(&ord);
+	return rc;
+}
+
 /* --- the on-call's commands: send-test, events find/tail, deliveries show */
 
 static const char *
@@ -1629,6 +1738,19 @@ static const struct option opts_refund[] = {
 	{ "refund-id", required_argument, NULL, OPT_REFUND_ID },
 	{ NULL, 0, NULL, 0 },
 };
+static const struct option opts_pay[] = {
+	{ "method", required_argument, NULL, OPT_METHOD },
+	{ "subject", required_argument, NULL, OPT_SUBJECT },
+	{ "param", required_argument, NULL, OPT_PARAM },
+	{ "client-ip", required_argument, NULL, OPT_CLIENT_IP },
+	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "return-to", required_argument, NULL, OPT_RETURN_TO },
+	{ "redirect", no_argument, NULL, OPT_REDIRECT },
+	{ "product-id", required_argument, NULL, OPT_PRODUCT_ID },
+	{ "fields", required_argument, NULL, OPT_FIELDS },
+	{ "expires-in", required_argument, NULL, OPT_EXPIRES_IN },
+	{ NULL, 0, NULL, 0 },
+};
 
 static const struct command commands[] = {
 	{ "status", NULL, "status", "is payrelayd up, and ready (Redis reachable)?",
@@ -1776,6 +1898,31 @@ static const struct command commands[] = {
 	    "such field). --json prints the API's answer, every field the platform sent\n"
 	    "but a key.\n",
 	    opts_none, 1, 1, check_channel_only, cmd_settlements },
+	{ "pay", NULL,
+	    "pay CHANNEL OUT_TRADE_NO AMOUNT [--method M] [--subject S] [--redirect] [options]",
+	    "create a payment at the channel's gateway (POST /v1/payments)",
+	    "payrelayd signs and sends the gateway's create call with the keys it holds,\n"
+	    "registers the order with its amount in the same step, and prints the pay URL\n"
+	    "(or QR code / URL scheme) the payer is sent to, then the registered order.\n"
+	    "AMOUNT is in yuan (\"1.00\"); \"-\" for none with --product-id or --fields.\n"
+	    "  --method M      the gateway's payment type (alipay, wxpay, wechat, or a\n"
+	    "                  bank code such as 903: see payrelayctl(1))\n"
+	    "  --subject S     the product name\n"
+	    "  --param P       passthrough, given back in the notify\n"
+	    "  --client-ip IP  the payer's address\n"
+	    "  --device D      the payer's device type (default: the channel's device key)\n"
+	    "  --return-to U   where the payer's browser goes afterwards (a host of\n"
+	    "                  [daemon] return_hosts)\n"
+	    "  --redirect      no call: print the signed URL of the gateway's payment page\n"
+	    "                  (where the gateway has one)\n"
+	    "  --product-id ID a fixed product of the gateway instead of an amount\n"
+	    "  --fields F      products and counts (\"id:count,...\") instead of an amount\n"
+	    "  --expires-in S  how long the order is polled for (default 24 h)\n"
+	    "Creating the same order again with the same amount prints the first answer\n"
+	    "(no second gateway call); another amount is refused (HTTP 409). A gateway\n"
+	    "refusal exits 1 with its code and message (HTTP 502). Without --timeout, the\n"
+	    "wait is 25 s.\n",
+	    opts_pay, 3, 3, check_pay, cmd_pay },
 };
 static const size_t ncommands = sizeof(commands) / sizeof(commands[0]);
 
@@ -1962,6 +2109,33 @@ parse_command(const struct command *cmd, struct ctl *c, int argc, char **argv, s
 		case OPT_REFUND_ID:
 			a->refund_id = optarg;
 			break;
+		case OPT_METHOD:
+			a->method = optarg;
+			break;
+		case OPT_SUBJECT:
+			a->subject = optarg;
+			break;
+		case OPT_PARAM:
+			a->param = optarg;
+			break;
+		case OPT_CLIENT_IP:
+			a->client_ip = optarg;
+			break;
+		case OPT_DEVICE:
+			a->device = optarg;
+			break;
+		case OPT_RETURN_TO:
+			a->return_to = optarg;
+			break;
+		case OPT_REDIRECT:
+			a->redirect = true;
+			break;
+		case OPT_PRODUCT_ID:
+			a->product_id = optarg;
+			break;
+		case OPT_FIELDS:
+			a->fields = optarg;
+			break;
 		case ':':
 			bad_option_name(argv, name, sizeof(name));
 			return usage_error(cmd, "option %s needs a value", name);
@@ -2118,7 +2292,8 @@ main(int argc, char **argv)
 		c.timeout_ms = cmd->run == cmd_poll || cmd->run == cmd_refund ||
 			cmd->run == cmd_account || cmd->run == cmd_settlements
 		    ? poll_timeout(&c, &a)
-		    : DEFAULT_TIMEOUT_MS;
+		    : cmd->run == cmd_pay ? PAY_TIMEOUT_MS
+					  : DEFAULT_TIMEOUT_MS;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "payrelayctl: cannot initialise libcurl\n");
 		rc = CTL_API_ERROR;

@@ -33,6 +33,7 @@
 #include "deliver.h"
 #include "log.h"
 #include "metrics.h"
+#include "payments.h"
 #include "poll.h"
 #include "refunds.h"
 #include "store.h"
@@ -1645,6 +1646,11 @@ admin_cb(struct evhttp_request *req, void *arg)
 			admin_register(env, req);
 	} else if (strncmp(path, "/v1/orders/", 11) == 0) {
 		admin_order(env, req, path + 11);
+	} else if (strcmp(path, "/v1/payments") == 0) {
+		if (m != EVHTTP_REQ_POST)
+			admin_error(req, 405, "method not allowed");
+		else
+			payments_create(env, req);
 	} else if (strcmp(path, "/metrics") == 0) {
 		admin_metrics(env, req);
 	} else if (strcmp(path, "/v1/events") == 0) {

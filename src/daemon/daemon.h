@@ -14,6 +14,7 @@ struct httpc;
 struct deliver;
 struct poller;
 struct confirmer;
+struct payments;
 struct metrics;
 struct ingest;
 struct admin;
@@ -27,6 +28,7 @@ struct env {
 	struct deliver *deliver;
 	struct poller *poller;
 	struct confirmer *confirmer; /* queries that confirm paid callbacks (SPEC §2.5) */
+	struct payments *payments;   /* payments being created (SPEC §10.1) */
 	struct metrics *metrics;
 	struct ingest *ingest; /* the public listener (/notify) and its callbacks */
 	struct admin *admin;   /* the admin listener */

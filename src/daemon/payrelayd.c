@@ -24,6 +24,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "metrics.h"
+#include "payments.h"
 #include "poll.h"
 #include "sdnotify.h"
 #include "store.h"
@@ -103,7 +104,8 @@ static bool
 nothing_in_flight(const struct env *env)
 {
 	return ingest_busy(env->ingest) == 0 && deliver_busy(env->deliver) == 0 &&
-	    poll_busy(env->poller) == 0 && env->refunding == 0 && env->returning == 0;
+	    poll_busy(env->poller) == 0 && env->refunding == 0 && env->returning == 0 &&
+	    payments_busy(env->payments) == 0;
 }
 
 /* While stopping, every DRAIN_CHECK_MS: the subsystems are asked whether
@@ -185,6 +187,9 @@ on_sigterm(evutil_socket_t sig, short what, void *arg)
 	/* Callbacks waiting for their confirmation get 503 (and their orders
 	 * registered for polling): they stay pending until answered. */
 	confirm_stop(env->confirmer);
+	/* Creations waiting for their gateway get 503; those waiting for
+	 * Redis are drained. */
+	payments_stop(env->payments);
 	if (nothing_in_flight(env)) {
 		event_base_loopexit(env->base, NULL);
 		return;
@@ -313,6 +318,8 @@ env_free(struct env *env)
 	env->store = NULL;
 	confirm_free(env->confirmer); /* before httpc_free: it cancels its calls */
 	env->confirmer = NULL;
+	payments_free(env->payments); /* the same */
+	env->payments = NULL;
 	httpc_free(env->httpc); /* before event_base_free: it owns events */
 	env->httpc = NULL;
 	deliver_free(env->deliver);
@@ -427,7 +434,8 @@ main(int argc, char **argv)
 		fatalx("cannot initialise libcurl", "");
 	if ((env.httpc = httpc_new(env.base, "payrelay/" PAYRELAY_VERSION)) == NULL ||
 	    (env.deliver = deliver_new(&env)) == NULL || (env.poller = poll_new(&env)) == NULL ||
-	    (env.confirmer = confirm_new(&env)) == NULL) {
+	    (env.confirmer = confirm_new(&env)) == NULL ||
+	    (env.payments = payments_new(&env)) == NULL) {
 		log_errorx("cannot set up deliveries and polling", "");
 		goto out;
 	}

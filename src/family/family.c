@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -437,4 +438,64 @@ family_answer_free(struct family_answer *a)
 	json_decref(a->data);
 	params_free(&a->raw);
 	family_answer_init(a);
+}
+
+/* ---- creating a payment (SPEC §10.1) ------------------------------------ */
+
+const char *
+pay_url_kind_str(enum pay_url_kind k)
+{
+	switch (k) {
+	case PAY_URL:
+		return "pay_url";
+	case PAY_QRCODE:
+		return "qrcode";
+	case PAY_URLSCHEME:
+		return "urlscheme";
+	}
+	return "pay_url";
+}
+
+void
+pay_result_free(struct pay_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->url);
+	free(r->trade_no);
+	r->url = r->trade_no = NULL;
+}
+
+void
+pay_result_error(struct pay_result *r, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	size_t i, n;
+
+	r->ok = false;
+	snprintf(r->code, sizeof(r->code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+	va_end(ap);
+	/* Cut at a character, not inside one: the answer is JSON (UTF-8). */
+	n = strlen(r->msg);
+	if (n == sizeof(r->msg) - 1) {
+		i = n;
+		while (i > 0 && ((unsigned char)r->msg[i - 1] & 0xC0) == 0x80)
+			i--;
+		if (i > 0 && ((unsigned char)r->msg[i - 1] & 0x80) != 0) {
+			unsigned char lead = (unsigned char)r->msg[i - 1];
+			size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+
+			if (n - (i - 1) < want)
+				r->msg[i - 1] = '\0';
+		}
+	}
+	/* One line in the log and the answer. */
+	for (i = 0; r->msg[i] != '\0'; i++)
+		if ((unsigned char)r->msg[i] < 0x20)
+			r->msg[i] = ' ';
+	for (i = 0; r->code[i] != '\0'; i++)
+		if ((unsigned char)r->code[i] < 0x20)
+			r->code[i] = ' ';
 }

@@ -77,11 +77,54 @@ enum family_cap {
 	/* confirm = query is the default: the signature cannot be made
 	 * unambiguous (SPEC §2.5), so turning it off is warned about. */
 	FAMILY_CONFIRM_DEFAULT = 1 << 1,
-	/* Room for the gateway client: no family does these yet. */
-	FAMILY_CREATE = 1 << 2, /* creates payments */
+	/* The gateway client (SPEC §10). */
+	FAMILY_CREATE = 1 << 2, /* creates payments: create_request, create_parse */
 	FAMILY_REFUND = 1 << 3, /* refunds them */
 	FAMILY_RETURN = 1 << 4, /* verifies the browser's return */
 };
+
+/* ---- creating a payment (SPEC §10.1): what struct family's create_*
+ * members take and give ------------------------------------------------ */
+
+/* One payment to create. Every string is borrowed and NUL-terminated;
+ * NULL means "not given". */
+struct pay_request {
+	const char *out_trade_no;
+	const char *amount;  /* yuan as "12.34" (amount_format); NULL with product_id/fields */
+	const char *method;  /* epay/gatepay `type`, payindex `pay_bankcode` */
+	const char *subject; /* epay `name`, payindex `pay_productname` */
+	const char *param; /* passthrough: epay `param`, gatepay `custom`, payindex `pay_attach` */
+	const char *client_ip;  /* epay `clientip` */
+	const char *device;     /* epay `device`: the caller's, else the channel's */
+	const char *product_id; /* gatepay: stablepay instead of an amount */
+	const char *fields;     /* gatepay: grouppay ("id:count,...") instead of an amount */
+	const char *notify_url; /* {public_url}/notify/{channel} */
+	const char *return_url; /* {public_url}/return/{channel} */
+	time_t now;             /* wall clock (payindex pay_applydate) */
+};
+
+/* What the payer is sent to: the answer's member name (pay_url_kind_str). */
+enum pay_url_kind { PAY_URL, PAY_QRCODE, PAY_URLSCHEME };
+
+const char *pay_url_kind_str(enum pay_url_kind k);
+
+/* A parsed create answer. ok: url (and trade_no when the gateway gives
+ * one) are set; else code and msg say what the gateway said (or, with an
+ * empty code, what was wrong with its answer), both raw: the caller masks
+ * secrets before they leave. */
+struct pay_result {
+	bool ok;
+	enum pay_url_kind kind;
+	char *url;      /* owned */
+	char *trade_no; /* owned; NULL when the answer has none */
+	char code[32];
+	char msg[256];
+};
+
+void pay_result_free(struct pay_result *r);
+/* Sets r->ok false, r->code and r->msg (cut to fit). */
+void pay_result_error(struct pay_result *r, const char *code, const char *fmt, ...)
+    PRINTF_LIKE(3, 4);
 
 struct family {
 	const char *name;
@@ -166,6 +209,24 @@ struct family {
 	/* The return parameter that names the merchant's order: an invalid
 	 * return's redirect echoes it as the payer's (unproven) claim. */
 	const char *return_order_field;
+	/* ---- SPEC §10.1, creating a payment (FAMILY_CREATE; NULL otherwise) ----
+	 * create_request builds the gateway call (URL, form body, signature)
+	 * for `pr`; returns 0, or -1 with *why a static sentence for the
+	 * caller (400: the request cannot be made for this channel, e.g. a
+	 * missing method) or NULL (out of memory, crypto failure). The caller
+	 * frees q with poll_query_free; its URL and body may hold the key.
+	 * create_parse reads the answer body (any HTTP status) into r (the
+	 * caller inits it to zero and frees it with pay_result_free).
+	 * create_redirect (NULL: the family has no such page) builds the signed
+	 * URL a browser is sent to without any call (epay submit.php): *url
+	 * is the caller's to free; returns as create_request. */
+	int (*create_request)(const struct channel *ch, const struct pay_request *pr,
+	    struct poll_query *q, const char **why);
+	void (*create_parse)(const struct channel *ch, const char *body, size_t len,
+	    struct pay_result *r);
+	int (*create_redirect)(const struct channel *ch, const struct pay_request *pr, char **url,
+	    const char **why);
+	/* ---- end of SPEC §10.1 ---- */
 };
 
 /* The family called `name`, or NULL. */

@@ -3,6 +3,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -405,10 +406,135 @@ gatepay_test_params(const struct channel *ch, const struct testcb_spec *t, struc
 	return rc != 0 ? -1 : 0;
 }
 
+/* ---- creating a payment (SPEC §10.1) ----------------------------------- */
+
+/* POST {api_base}/api/anypay/create (price), /api/stablepay/create
+ * (product_id) or /api/grouppay/create (fields), each signed
+ * md5(md5(appkey + X + type + out_order_id + custom) + appsecret) with X
+ * the price, product_id or fields. The passthrough goes in `custom`
+ * (the notify brings it back as `extend`); gatepay has no subject. */
+static int
+gatepay_create_request(const struct channel *ch, const struct pay_request *pr, struct poll_query *q,
+    const char **why)
+{
+	const char *path, *xname, *x, *custom = pr->param != NULL ? pr->param : "";
+	char inner[33], sign[33];
+	struct sbuf s, url, body;
+	int rc = -1;
+
+	memset(q, 0, sizeof(*q));
+	*why = NULL;
+	if (pr->product_id != NULL && pr->fields != NULL) {
+		*why = "give product_id (stablepay) or fields (grouppay), not both";
+		return -1;
+	}
+	if (pr->product_id != NULL) {
+		path = "/api/stablepay/create";
+		xname = "product_id";
+		x = pr->product_id;
+	} else if (pr->fields != NULL) {
+		path = "/api/grouppay/create";
+		xname = "fields";
+		x = pr->fields;
+	} else {
+		path = "/api/anypay/create";
+		xname = "price";
+		x = pr->amount;
+	}
+	if (x == NULL || *x == '\0') {
+		*why = "amount is required (or product_id, or fields)";
+		return -1;
+	}
+	if (pr->method == NULL || *pr->method == '\0') {
+		*why = "method is required: the gatepay type (wechat or alipay)";
+		return -1;
+	}
+	sbuf_init(&s);
+	sbuf_init(&url);
+	sbuf_init(&body);
+	if (sbuf_adds(&s, ch->merchant_id) == -1 || sbuf_adds(&s, x) == -1 ||
+	    sbuf_adds(&s, pr->method) == -1 || sbuf_adds(&s, pr->out_trade_no) == -1 ||
+	    sbuf_adds(&s, custom) == -1 || crypto_md5_hex(s.p, s.len, inner) == -1)
+		goto out;
+	sbuf_reset(&s);
+	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s.p, s.len, sign) == -1)
+		goto out;
+	if (family_form_add(&body, "appkey", ch->merchant_id) == -1 ||
+	    family_form_add(&body, xname, x) == -1 ||
+	    family_form_add(&body, "type", pr->method) == -1 ||
+	    family_form_add(&body, "out_order_id", pr->out_trade_no) == -1 ||
+	    family_form_add(&body, "custom", custom) == -1 ||
+	    family_form_add(&body, "notify_url", pr->notify_url) == -1 ||
+	    family_form_add(&body, "return_url", pr->return_url) == -1 ||
+	    family_form_add(&body, "sign", sign) == -1 ||
+	    sbuf_printf(&url, "%s%s", ch->api_base, path) == -1)
+		goto out;
+	q->method = "POST";
+	q->body_len = body.len;
+	q->url = sbuf_steal(&url);
+	q->body = sbuf_steal(&body);
+	if (q->url == NULL || q->body == NULL) {
+		poll_query_free(q);
+		goto out;
+	}
+	rc = 0;
+out:
+	/* md5(... + appsecret): the key was in s */
+	if (s.p != NULL)
+		explicit_bzero(s.p, s.len);
+	sbuf_free(&s);
+	sbuf_free(&url);
+	sbuf_free(&body);
+	return rc;
+}
+
+/* {"code":100,"msg":..,"data":{"pay_url","qrcode_url",...}}; any other code
+ * is an error (101-110, 199, 201-209) with msg. The answer names no
+ * gateway order id: the notify brings it. */
+static void
+gatepay_create_parse(const struct channel *ch, const char *body, size_t len, struct pay_result *r)
+{
+	struct params a, d;
+	const char *code, *msg, *v;
+	json_error_t jerr;
+	json_t *root;
+
+	(void)ch;
+	params_init(&a);
+	params_init(&d);
+	root = json_loadb(body, len, 0, &jerr);
+	if (!json_is_object(root) || poll_answer_json_params(root, &a) == -1) {
+		pay_result_error(r, "", "the answer is not a JSON object");
+		goto out;
+	}
+	code = params_value(&a, "code");
+	msg = params_value(&a, "msg");
+	if (code == NULL || strcmp(code, "100") != 0) {
+		pay_result_error(r, code != NULL ? code : "", "%s", msg != NULL ? msg : "(no msg)");
+		goto out;
+	}
+	if (poll_answer_json_params(json_object_get(root, "data"), &d) == -1 ||
+	    (v = params_value(&d, "pay_url")) == NULL || *v == '\0') {
+		pay_result_error(r, "", "code 100 without data.pay_url");
+		goto out;
+	}
+	r->kind = PAY_URL;
+	if ((r->url = strdup(v)) == NULL) {
+		pay_result_error(r, "", "out of memory");
+		goto out;
+	}
+	r->ok = true;
+out:
+	params_free(&a);
+	params_free(&d);
+	json_decref(root);
+}
+
 const struct family family_gatepay = {
 	.name = "gatepay",
 	.ack_body = "success",
-	.caps = FAMILY_CONFIRM_DEFAULT | FAMILY_RETURN,
+	.caps = FAMILY_CONFIRM_DEFAULT | FAMILY_RETURN | FAMILY_CREATE,
 	.trade_id_field = "order_id",
 	.verify = gatepay_verify,
 	.poll_query = gatepay_poll_query,
@@ -418,4 +544,7 @@ const struct family family_gatepay = {
 	.test_params = gatepay_test_params,
 	.verify_return = gatepay_verify_return,
 	.return_order_field = "out_order_id",
+	/* SPEC §10.1 */
+	.create_request = gatepay_create_request,
+	.create_parse = gatepay_create_parse,
 };

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -291,10 +292,131 @@ payindex_test_params(const struct channel *ch, const struct testcb_spec *t, stru
 	return rc != 0 ? -1 : 0;
 }
 
+/* ---- creating a payment (SPEC §10.1) ----------------------------------- */
+
+/* POST {api_base}/Pay_Index.html with type=json: the seven pay_ fields
+ * signed as a callback is (UPPERCASE md5), pay_productname and pay_attach
+ * unsigned. pay_applydate is Beijing time, as the platforms' own demos
+ * write it. */
+static int
+payindex_create_request(const struct channel *ch, const struct pay_request *pr,
+    struct poll_query *q, const char **why)
+{
+	static const char *const order[] = { "pay_memberid", "pay_orderid", "pay_applydate",
+		"pay_bankcode", "pay_notifyurl", "pay_callbackurl", "pay_amount", NULL };
+	const char *name =
+	    pr->subject != NULL && *pr->subject != '\0' ? pr->subject : pr->out_trade_no;
+	const char *const *f;
+	struct params p;
+	struct sbuf url, body;
+	char sign[33], when[32];
+	time_t bj = pr->now + 8 * 3600;
+	struct tm tm;
+	int rc = -1;
+	size_t i;
+
+	memset(q, 0, sizeof(*q));
+	*why = NULL;
+	if (pr->product_id != NULL || pr->fields != NULL) {
+		*why = "product_id and fields are gatepay's: a payindex payment has an amount";
+		return -1;
+	}
+	if (pr->amount == NULL) {
+		*why = "amount is required";
+		return -1;
+	}
+	if (pr->method == NULL || *pr->method == '\0') {
+		*why = "method is required: the payindex bank code (pay_bankcode, e.g. 903)";
+		return -1;
+	}
+	if (gmtime_r(&bj, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm) == 0)
+		return -1;
+	params_init(&p);
+	sbuf_init(&url);
+	sbuf_init(&body);
+#define SET(n, v) (params_set(&p, (n), (v), strlen(v)) == -1)
+	if (SET("pay_memberid", ch->merchant_id) || SET("pay_orderid", pr->out_trade_no) ||
+	    SET("pay_applydate", when) || SET("pay_bankcode", pr->method) ||
+	    SET("pay_notifyurl", pr->notify_url) || SET("pay_callbackurl", pr->return_url) ||
+	    SET("pay_amount", pr->amount))
+		goto out;
+#undef SET
+	if (payindex_sign(ch, &p, sign) == -1)
+		goto out;
+	for (i = 0; sign[i] != '\0'; i++)
+		sign[i] = (char)toupper((unsigned char)sign[i]);
+	for (f = order; *f != NULL; f++)
+		if (family_form_add(&body, *f, params_value(&p, *f)) == -1)
+			goto out;
+	if (family_form_add(&body, "pay_md5sign", sign) == -1 ||
+	    family_form_add(&body, "pay_productname", name) == -1 ||
+	    (pr->param != NULL && *pr->param != '\0' &&
+		family_form_add(&body, "pay_attach", pr->param) == -1) ||
+	    family_form_add(&body, "type", "json") == -1 ||
+	    sbuf_printf(&url, "%s/Pay_Index.html", ch->api_base) == -1)
+		goto out;
+	q->method = "POST";
+	q->body_len = body.len;
+	q->url = sbuf_steal(&url);
+	q->body = sbuf_steal(&body);
+	if (q->url == NULL || q->body == NULL) {
+		poll_query_free(q);
+		goto out;
+	}
+	rc = 0;
+out:
+	params_free(&p);
+	sbuf_free(&url);
+	sbuf_free(&body);
+	return rc;
+}
+
+/* {"status":"1","msg":..,"pay_amount","pay_orderid","payUrl"}, or
+ * {"status":"error","msg":..}. The document's own success example spells
+ * the member "ststus": both are read. */
+static void
+payindex_create_parse(const struct channel *ch, const char *body, size_t len, struct pay_result *r)
+{
+	struct params a;
+	const char *status, *msg, *v;
+	json_error_t jerr;
+	json_t *root;
+
+	(void)ch;
+	params_init(&a);
+	root = json_loadb(body, len, 0, &jerr);
+	if (!json_is_object(root) || poll_answer_json_params(root, &a) == -1) {
+		pay_result_error(r, "", "the answer is not a JSON object");
+		goto out;
+	}
+	if ((status = params_value(&a, "status")) == NULL)
+		status = params_value(&a, "ststus");
+	msg = params_value(&a, "msg");
+	if (status == NULL || strcmp(status, "1") != 0) {
+		pay_result_error(r, status != NULL ? status : "", "%s",
+		    msg != NULL ? msg : "(no msg)");
+		goto out;
+	}
+	if ((v = params_value(&a, "payUrl")) == NULL || *v == '\0') {
+		pay_result_error(r, "", "status 1 without payUrl");
+		goto out;
+	}
+	r->kind = PAY_URL;
+	if ((r->url = strdup(v)) == NULL) {
+		pay_result_error(r, "", "out of memory");
+		goto out;
+	}
+	r->ok = true;
+out:
+	params_free(&a);
+	json_decref(root);
+}
+
 const struct family family_payindex = {
 	.name = "payindex",
 	.ack_body = "OK",
-	.caps = FAMILY_RETURN,
+	.caps = FAMILY_RETURN | FAMILY_CREATE,
 	.trade_id_field = "transaction_id",
 	.verify = payindex_verify,
 	.poll_query = payindex_poll_query,
@@ -305,4 +427,7 @@ const struct family family_payindex = {
 	 * the payer's browser: verified as a callback is. */
 	.verify_return = payindex_verify,
 	.return_order_field = "orderid",
+	/* SPEC §10.1 */
+	.create_request = payindex_create_request,
+	.create_parse = payindex_create_parse,
 };

@@ -46,6 +46,9 @@ static const struct {
 	[SCRIPT_SIZES] = { "sizes", LUA(sizes) },
 	[SCRIPT_REFUND_BEGIN] = { "refund_begin", LUA(refund_begin) },
 	[SCRIPT_REFUND_FINISH] = { "refund_finish", LUA(refund_finish) },
+	[SCRIPT_PAYMENT_BEGIN] = { "payment_begin", LUA(payment_begin) },
+	[SCRIPT_PAYMENT_REGISTER] = { "payment_register", LUA(payment_register) },
+	[SCRIPT_PAYMENT_UNLOCK] = { "payment_unlock", LUA(payment_unlock) },
 	[SCRIPT_NONE] = { "command", NULL, 0 },
 };
 #undef LUA

@@ -136,6 +136,57 @@ int store_order_register(struct store *s, const char *channel, const char *out_t
     int64_t amount_fen, int64_t expires_ms, int64_t first_poll_ms, store_order_register_cb *cb,
     void *arg) WUR;
 
+/* --- creating payments (SPEC §10.1, docs/payments.md) --------------------- */
+
+enum store_payment_what {
+	STORE_PAY_FAILED,   /* Redis failed or timed out */
+	STORE_PAY_GO,       /* begin: the creation lock is ours, call the gateway */
+	STORE_PAY_CREATED,  /* register: stored and registered now */
+	STORE_PAY_DONE,     /* created before with the same amount: its first answer */
+	STORE_PAY_CONFLICT, /* created or registered with another amount */
+	STORE_PAY_SETTLED,  /* begin: registered, no longer pending, never created here */
+	STORE_PAY_BUSY,     /* begin: another creation of the order holds the lock */
+};
+/* What the order hash holds (strings living during the callback; "" when
+ * not there): state and amount_fen always, the rest with STORE_PAY_DONE. */
+struct store_payment {
+	const char *state;
+	const char *amount_fen; /* "" when registered without an amount */
+	const char *pay_kind;   /* pay_url, qrcode, urlscheme */
+	const char *pay_target;
+	const char *gateway_trade_no;
+};
+typedef void store_payment_cb(void *arg, enum store_payment_what what,
+    const struct store_payment *p);
+/* Looks for an earlier creation of the order and takes the creation lock
+ * (`owner` for `lock_ms`) when there is none: STORE_PAY_GO, DONE,
+ * CONFLICT, SETTLED or BUSY. amount_fen -1: the payment names no amount. */
+int store_payment_begin(struct store *s, const char *channel, const char *out_trade_no,
+    int64_t amount_fen, const char *owner, int64_t lock_ms, store_payment_cb *cb, void *arg) WUR;
+/* A created payment, to store with its order. */
+struct store_payment_new {
+	const char *channel;
+	const char *out_trade_no;
+	int64_t amount_fen; /* -1: none */
+	int64_t expires_ms;
+	int64_t first_poll_ms; /* 0: the channel is never polled */
+	const char *pay_kind;
+	const char *pay_target;
+	const char *gateway_trade_no; /* NULL: none */
+	const char *return_to;        /* NULL: none */
+	const char *pay_mode;         /* api, redirect */
+	const char *owner;            /* of the creation lock, released here */
+};
+/* Stores the first answer and registers the order (SPEC §6) in one step:
+ * STORE_PAY_CREATED, DONE (another creation stored first; its answer in
+ * p) or CONFLICT. */
+int store_payment_register(struct store *s, const struct store_payment_new *n, store_payment_cb *cb,
+    void *arg) WUR;
+/* Gives the creation lock back when it is still `owner`'s (nothing was
+ * stored). No answer: a lock left behind expires by itself. */
+int store_payment_unlock(struct store *s, const char *channel, const char *out_trade_no,
+    const char *owner) WUR;
+
 /* One order claimed for a poll, or expired unpaid there. */
 struct store_poll_claimed {
 	const char *out_trade_no;

@@ -41,6 +41,10 @@ enum script {
 	SCRIPT_SIZES,
 	SCRIPT_REFUND_BEGIN,
 	SCRIPT_REFUND_FINISH,
+	/* SPEC §10.1: creating payments */
+	SCRIPT_PAYMENT_BEGIN,
+	SCRIPT_PAYMENT_REGISTER,
+	SCRIPT_PAYMENT_UNLOCK,
 	NSCRIPTS,
 	SCRIPT_NONE = NSCRIPTS, /* a plain command */
 };
@@ -125,6 +129,7 @@ struct store_req {
 		store_info_cb *info;
 		store_purge_cb *purge;
 		store_refund_begin_cb *refund_begin;
+		store_payment_cb *payment;
 	} cb; /* the caller's callback, by script */
 	void *arg;
 	struct event *timer;

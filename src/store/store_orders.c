@@ -287,3 +287,134 @@ store_sweep_lock(struct store *s, const char *channel, const char *owner, int64_
 	rc |= store_req_argll(r, (long long)ms);
 	return store_req_send(r, rc);
 }
+
+/* --- creating payments ------------------------------------------------------ */
+
+static const char *
+reply_str(const redisReply *rep, size_t i)
+{
+	if (i < rep->elements && rep->element[i]->type == REDIS_REPLY_STRING)
+		return rep->element[i]->str;
+	return "";
+}
+
+/* src/store/lua/payment_begin.lua and payment_register.lua: {what, state,
+ * amount_fen[, pay_kind, pay_target, gateway_trade_no]}. */
+static void
+payment_done(struct store_req *r, const redisReply *rep)
+{
+	static const struct {
+		const char *word;
+		enum store_payment_what what;
+	} words[] = { { "go", STORE_PAY_GO }, { "created", STORE_PAY_CREATED },
+		{ "done", STORE_PAY_DONE }, { "exists", STORE_PAY_DONE },
+		{ "conflict", STORE_PAY_CONFLICT }, { "settled", STORE_PAY_SETTLED },
+		{ "busy", STORE_PAY_BUSY } };
+	store_payment_cb *cb = r->cb.payment;
+	enum store_payment_what what = STORE_PAY_FAILED;
+	struct store_payment p = { "", "", "", "", "" };
+	size_t i;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING) {
+		cb(r->arg, STORE_PAY_FAILED, &p);
+		return;
+	}
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcmp(rep->element[0]->str, words[i].word) == 0)
+			what = words[i].what;
+	p.state = reply_str(rep, 1);
+	p.amount_fen = reply_str(rep, 2);
+	if (what == STORE_PAY_DONE) {
+		p.pay_kind = reply_str(rep, 3);
+		p.pay_target = reply_str(rep, 4);
+		p.gateway_trade_no = reply_str(rep, 5);
+		if (*p.pay_kind == '\0')
+			what = STORE_PAY_FAILED;
+	}
+	cb(r->arg, what, &p);
+}
+
+int
+store_payment_begin(struct store *s, const char *channel, const char *out_trade_no,
+    int64_t amount_fen, const char *owner, int64_t lock_ms, store_payment_cb *cb, void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_PAYMENT_BEGIN, 5, 512, payment_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.payment = cb;
+	rc = store_req_begin(r, 2);
+	rc |= store_req_cat(r, s->prefix, "order:", channel, ":", out_trade_no, NULL);
+	rc |= store_req_cat(r, s->prefix, "paylock:", channel, ":", out_trade_no, NULL);
+	if (amount_fen >= 0)
+		rc |= store_req_argll(r, (long long)amount_fen);
+	else
+		rc |= store_req_args(r, "");
+	rc |= store_req_args(r, owner);
+	rc |= store_req_argll(r, (long long)lock_ms);
+	return store_req_send(r, rc);
+}
+
+int
+store_payment_register(struct store *s, const struct store_payment_new *n, store_payment_cb *cb,
+    void *arg)
+{
+	struct store_req *r = store_req_new(s, SCRIPT_PAYMENT_REGISTER, 16,
+	    1024 + strlen(n->pay_target) + (n->return_to != NULL ? strlen(n->return_to) : 0),
+	    payment_done, arg);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	r->cb.payment = cb;
+	rc = store_req_begin(r, 3);
+	rc |= store_req_cat(r, s->prefix, "order:", n->channel, ":", n->out_trade_no, NULL);
+	rc |= store_req_cat(r, s->prefix, "ch:", n->channel, ":orders:due", NULL);
+	rc |= store_req_cat(r, s->prefix, "paylock:", n->channel, ":", n->out_trade_no, NULL);
+	rc |= store_req_args(r, n->channel);
+	rc |= store_req_args(r, n->out_trade_no);
+	if (n->amount_fen >= 0)
+		rc |= store_req_argll(r, (long long)n->amount_fen);
+	else
+		rc |= store_req_args(r, "");
+	rc |= store_req_argll(r, (long long)now_ms());
+	rc |= store_req_argll(r, (long long)n->expires_ms);
+	if (n->first_poll_ms > 0)
+		rc |= store_req_argll(r, (long long)n->first_poll_ms);
+	else
+		rc |= store_req_args(r, "");
+	rc |= store_req_args(r, s->dedup_ttl);
+	rc |= store_req_args(r, n->pay_kind);
+	rc |= store_req_args(r, n->pay_target);
+	rc |= store_req_args(r, n->gateway_trade_no != NULL ? n->gateway_trade_no : "");
+	rc |= store_req_args(r, n->return_to != NULL ? n->return_to : "");
+	rc |= store_req_args(r, n->pay_mode);
+	rc |= store_req_args(r, n->owner);
+	return store_req_send(r, rc);
+}
+
+/* Nobody waits for the answer. */
+static void
+payment_unlock_done(struct store_req *r, const redisReply *rep)
+{
+	(void)r;
+	(void)rep;
+}
+
+int
+store_payment_unlock(struct store *s, const char *channel, const char *out_trade_no,
+    const char *owner)
+{
+	struct store_req *r =
+	    store_req_new(s, SCRIPT_PAYMENT_UNLOCK, 3, 512, payment_unlock_done, NULL);
+	int rc;
+
+	if (r == NULL)
+		return -1;
+	rc = store_req_begin(r, 1);
+	rc |= store_req_cat(r, s->prefix, "paylock:", channel, ":", out_trade_no, NULL);
+	rc |= store_req_args(r, owner);
+	return store_req_send(r, rc);
+}

@@ -13,6 +13,23 @@ answers the family's order query (and, for epay, the `act=orders` sweep):
 and checks the merchant's credentials the way the real platforms do (a wrong
 pid/key, appkey/sign or memberid/sign gets the platform's error answer).
 
+It also creates payments as the gateways' documents describe (SPEC 10.1,
+../shared/gateways/), checking every signature with its own code:
+
+    epay      POST /mapi.php                 JSON code/msg/trade_no/payurl|qrcode|urlscheme
+              GET|POST /submit.php           the payer's page (HTML)
+    gatepay   POST /api/anypay/create        price
+              POST /api/stablepay/create     product_id (self.products)
+              POST /api/grouppay/create      fields "id:count,..."
+    payindex  POST /Pay_Index.html           type=json: status/msg/payUrl
+
+A created payment becomes an unpaid GwOrder holding what was sent
+(notify_url, return_url, device, ...); `notify(out_trade_no)` then pays it
+and sends the gateway's signed notify to its notify_url. `create_script`
+sets the answers of the next creates (create_ok, create_fail, create_echo,
+create_qrcode, create_urlscheme, garbage, http500, slow:SECONDS); `require_device`
+makes mapi.php refuse any other device (seed 003 wants "jump").
+
 What it knows is a set of orders (`add_order`), each unpaid, paid or (epay)
 refunded, with the gateway's trade id and amount. What it answers to a query
 for one out_trade_no is, in this order: the next action of that order's
@@ -83,6 +100,11 @@ def yuan_fen(s):
     return int(whole) * 100 + int((frac + "00")[:2])
 
 
+def fen_of(amount):
+    whole, _, frac = amount.partition(".")
+    return int(whole) * 100 + int((frac + "00")[:2])
+
+
 def gatepay_query_sign(appkey, out_order_id, appsecret):
     return h.md5hex(h.md5hex(appkey + out_order_id) + appsecret)
 
@@ -146,6 +168,11 @@ class FakeGateway(h.ServedOnLoopback):
         self.epay_status_as_string = epay_status_as_string
         h.ServedOnLoopback.__init__(self)
         self.orders = {}          # out_trade_no -> GwOrder, in insertion order
+        # creating payments (SPEC 10.1)
+        self.products = {"8": "9.90", "7": "1.50"}  # gatepay product_id -> price
+        self.require_device = None  # epay: mapi.php refuses another device
+        self.payindex_ststus = False  # payindex: the document's own "ststus" spelling
+        self._create_script = []
         self.listing = None       # sweep: [out_trade_no] newest first (None: all, newest first)
         self._scripts = {}        # out_trade_no -> [action]
         self._default = None
@@ -220,6 +247,9 @@ class FakeGateway(h.ServedOnLoopback):
     def _serve(self, handler, q):
         fam = self.family
         p = q.params
+        create = self._create_route(q.path)
+        if create is not None:
+            return create(handler, q)
         if fam == "epay":
             if q.path != "/api.php":
                 return self._send(handler, q, 404, b"<html>404 Not Found</html>", "text/html")
@@ -461,6 +491,283 @@ class FakeGateway(h.ServedOnLoopback):
             if done + money == paid:
                 o.state = "refunded"
         return {"code": 1, "msg": "退款成功"}
+
+    # --- creating payments (SPEC 10.1) -----------------------------------------
+
+    def create_script(self, actions):
+        """The answers of the next creates, one each; then create_ok."""
+        with self.lock:
+            self._create_script = list(actions)
+
+    def _next_create(self):
+        """The next create's action; "slow:S" answers create_ok after S seconds."""
+        with self.lock:
+            action = self._create_script.pop(0) if self._create_script else "create_ok"
+        if action.startswith("slow:"):
+            time.sleep(float(action[len("slow:"):]))
+            action = "create_ok"
+        return action
+
+    def _create_route(self, path):
+        routes = {
+            "epay": {"/mapi.php": self._epay_mapi, "/submit.php": self._epay_submit},
+            "gatepay": {"/api/anypay/create": self._gatepay_create,
+                        "/api/stablepay/create": self._gatepay_create,
+                        "/api/grouppay/create": self._gatepay_create},
+            "payindex": {"/Pay_Index.html": self._payindex_create},
+        }
+        return routes[self.family].get(path)
+
+    def creates(self, out_trade_no=None):
+        return self.queries(out_trade_no, kind="create")
+
+    def _created(self, q, out_trade_no, amount, **kw):
+        """The unpaid order a create makes (an existing one is kept: a
+        re-create of an unpaid order gets the same trade id)."""
+        with self.lock:
+            o = self.orders.get(out_trade_no)
+            if o is None:
+                o = GwOrder(out_trade_no, amount=amount)
+                self.orders[out_trade_no] = o
+            for k, v in kw.items():
+                setattr(o, k, v)
+        return o
+
+    def _create_common(self, handler, q, action):
+        """Answers the scripted non-ok actions; True when it answered."""
+        if action == "garbage":
+            self._send(handler, q, 200, b"<br />\n<b>Fatal error</b>: Uncaught PDOException",
+                       "text/html")
+            return True
+        if action == "http500":
+            self._send(handler, q, 500, b"<html><h1>500 Internal Server Error</h1></html>",
+                       "text/html")
+            return True
+        return False
+
+    def _epay_missing(self, p, names):
+        for n in names:
+            if p.get(n, "") == "":
+                return n
+        return None
+
+    def _epay_create_check(self, q, names):
+        """None when the request is signed and whole, else the error answer."""
+        p = q.params
+        q.out_trade_no = p.get("out_trade_no")
+        missing = self._epay_missing(p, names)
+        if missing:
+            q.auth_ok = False
+            return {"code": -1, "msg": "缺少参数" + missing}
+        if p.get("pid") != self.merchant_id:
+            q.auth_ok = False
+            return {"code": -1, "msg": "商户不存在"}
+        if p.get("sign_type", "MD5") != "MD5" or p.get("sign") != h.epay_md5_sign(p, self.key):
+            q.auth_ok = False
+            return {"code": -1, "msg": "签名校验失败"}
+        q.auth_ok = True
+        return None
+
+    def _epay_mapi(self, handler, q):
+        q.kind = "create"
+        q.out_trade_no = q.params.get("out_trade_no")
+        if q.method != "POST":
+            return self._json(handler, q, {"code": -1, "msg": "请使用POST提交"})
+        action = q.action = self._next_create()
+        if self._create_common(handler, q, action):
+            return
+        err = self._epay_create_check(q, ("pid", "type", "out_trade_no", "notify_url", "name",
+                                          "money", "clientip", "sign"))
+        if err:
+            return self._json(handler, q, err)
+        p = q.params
+        if self.require_device is not None and p.get("device") != self.require_device:
+            return self._json(handler, q, {"code": -1,
+                                           "msg": "device参数错误,必须传入" + self.require_device})
+        if action == "create_fail":
+            return self._json(handler, q, {"code": -1, "msg": "支付通道已关闭"})
+        if action == "create_echo":
+            return self._json(handler, q, {"code": -1, "msg": "KEY " + self.key + " 已过期"})
+        o = self._created(q, p["out_trade_no"], p["money"], name=p["name"], type=p["type"],
+                          param=p.get("param", ""), notify_url=p["notify_url"],
+                          return_url=p.get("return_url", ""), device=p.get("device"),
+                          clientip=p.get("clientip"))
+        ans = {"code": 1, "msg": "succ", "trade_no": o.trade_id}
+        if action == "create_qrcode":
+            ans["qrcode"] = "weixin://wxpay/bizpayurl?pr=" + o.trade_id
+        elif action == "create_urlscheme":
+            ans["urlscheme"] = "weixin://dl/business/?ticket=" + o.trade_id
+        else:
+            ans["payurl"] = self.api_base + "/pay/" + o.trade_id + "/"
+        return self._json(handler, q, ans)
+
+    def _epay_submit(self, handler, q):
+        """The payer's browser on submit.php: an HTML cashier page."""
+        q.kind = "create"
+        q.out_trade_no = q.params.get("out_trade_no")
+        action = q.action = self._next_create()
+        if self._create_common(handler, q, action):
+            return
+        err = self._epay_create_check(q, ("pid", "out_trade_no", "notify_url", "return_url",
+                                          "name", "money", "sign"))
+        if err:
+            return self._send(handler, q, 200, ("<html><body>%s</body></html>" % err["msg"])
+                              .encode("utf-8"), "text/html; charset=utf-8")
+        p = q.params
+        o = self._created(q, p["out_trade_no"], p["money"], name=p["name"],
+                          type=p.get("type", "alipay"), param=p.get("param", ""),
+                          notify_url=p["notify_url"], return_url=p["return_url"])
+        return self._send(handler, q, 200, ("<html><body>收银台 %s %s</body></html>" % (
+            o.trade_id, p["money"])).encode("utf-8"), "text/html; charset=utf-8")
+
+    def _gatepay_create(self, handler, q):
+        q.kind = "create"
+        p = q.params
+        variant = {"/api/anypay/create": "price", "/api/stablepay/create": "product_id",
+                   "/api/grouppay/create": "fields"}[q.path]
+        q.out_trade_no = p.get("out_order_id")
+        action = q.action = self._next_create()
+        if self._create_common(handler, q, action):
+            return
+
+        def err(code, msg):
+            return self._json(handler, q, {"code": code, "msg": msg, "time": str(int(time.time())),
+                                           "data": []})
+        q.auth_ok = False
+        if not p.get("appkey"):
+            return err(101, "秘钥必须")
+        if p["appkey"] != self.merchant_id:
+            return err(102, "无效的秘钥")
+        if not p.get("sign"):
+            return err(103, "签名必须")
+        x = p.get(variant, "")
+        want = h.md5hex(h.md5hex(p["appkey"] + x + p.get("type", "") + p.get("out_order_id", "")
+                                 + p.get("custom", "")) + self.key)
+        if p["sign"] != want:
+            return err(104, "无效的签名")
+        q.auth_ok = True
+        if not x or not p.get("type") or not p.get("out_order_id"):
+            return err(105, "参数缺失")
+        if p["type"] not in ("wechat", "alipay"):
+            return err(202 if variant == "price" else 201, "无效的支付方式")
+        if action == "create_fail":
+            return err(203 if variant == "price" else 202, "当前支付方式已关闭")
+        if action == "create_echo":
+            return err(199, "未知错误 appsecret=" + self.key)
+        if variant == "price":
+            if not re.match(r"^\d+(\.\d{1,2})?$", x) or float(x) <= 0:
+                return err(201, "价格无效")
+            amount = x
+        elif variant == "product_id":
+            if x not in self.products:
+                return err(205, "产品不可获得")
+            amount = self.products[x]
+        else:
+            total = 0
+            try:
+                for part in x.split(","):
+                    pid, _, n = part.partition(":")
+                    total += fen_of(self.products[pid]) * int(n)
+            except (KeyError, ValueError):
+                return err(204, "组合内无有效库存商品")
+            amount = "%d.%02d" % (total // 100, total % 100)
+        o = self._created(q, p["out_order_id"], amount, type=p["type"],
+                          param=p.get("custom", ""), notify_url=p.get("notify_url", ""),
+                          return_url=p.get("return_url", ""), product=x if variant != "price"
+                          else None)
+        o.trade_id = o.trade_id if not o.trade_id.startswith("GW") else str(
+            500 + len(self.orders))
+        pay_url = "%s/pay/api?id=%s&type=%s" % (self.api_base, o.trade_id, p["type"])
+        return self._json(handler, q, {
+            "code": 100, "msg": "请求成功", "time": str(int(time.time())),
+            "data": {"pay_url": pay_url,
+                     "qrcode_url": self.api_base + "/qrcode/build?size=130&text="
+                     + urllib.parse.quote(pay_url, safe=""),
+                     "qrcode_body": "",
+                     "params": {k: p.get(k, "") for k in ("appkey", variant, "type",
+                                                          "out_order_id", "custom", "sign")}}})
+
+    def _payindex_create(self, handler, q):
+        q.kind = "create"
+        p = q.params
+        q.out_trade_no = p.get("pay_orderid")
+        action = q.action = self._next_create()
+        if self._create_common(handler, q, action):
+            return
+
+        def err(msg):
+            return self._json(handler, q, {"status": "error", "msg": msg, "data": []})
+        signed = ("pay_memberid", "pay_orderid", "pay_applydate", "pay_bankcode",
+                  "pay_notifyurl", "pay_callbackurl", "pay_amount")
+        q.auth_ok = False
+        if q.method != "POST":
+            return err("请使用POST提交")
+        for n in signed + ("pay_md5sign", "pay_productname"):
+            if not p.get(n):
+                return err("缺少参数" + n)
+        if p["pay_memberid"] != self.merchant_id:
+            return err("商户号不存在")
+        want = h.payindex_sign({k: p[k] for k in signed}, self.key)
+        if p["pay_md5sign"] != want:
+            return err("签名错误")
+        if not re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", p["pay_applydate"]):
+            return err("提交时间格式错误")
+        q.auth_ok = True
+        if action == "create_fail":
+            return err("通道维护中")
+        if action == "create_echo":
+            return err("密钥 " + self.key + " 无效")
+        o = self._created(q, p["pay_orderid"], p["pay_amount"], name=p["pay_productname"],
+                          type=p["pay_bankcode"], param=p.get("pay_attach", ""),
+                          notify_url=p["pay_notifyurl"], return_url=p["pay_callbackurl"],
+                          applydate=p["pay_applydate"])
+        if p.get("type") != "json":
+            return self._send(handler, q, 200, b"<html><body>cashier</body></html>", "text/html")
+        ans = {"msg": "下单成功", "pay_amount": p["pay_amount"], "pay_orderid": o.out_trade_no,
+               "payUrl": "%s/index/index/cashier.html?osn=%s" % (self.api_base, o.trade_id)}
+        ans["ststus" if self.payindex_ststus else "status"] = "1"
+        return self._json(handler, q, ans)
+
+    def notify_params(self, out_trade_no):
+        """The signed notify the gateway sends once the order is paid."""
+        with self.lock:
+            o = self.orders[out_trade_no]
+        if self.family == "epay":
+            d = {"pid": self.merchant_id, "trade_no": o.trade_id, "out_trade_no": o.out_trade_no,
+                 "type": o.type, "name": o.name, "money": o.amount,
+                 "trade_status": "TRADE_SUCCESS"}
+            if o.param:
+                d["param"] = o.param
+            d["sign"] = h.epay_md5_sign(d, self.key)
+            d["sign_type"] = "MD5"
+            return d
+        if self.family == "gatepay":
+            d = {"order_id": o.trade_id, "out_order_id": o.out_trade_no, "price": o.amount,
+                 "realprice": o.amount, "type": o.type, "paytime": str(int(time.time())),
+                 "extend": o.param}
+            d["sign"] = h.gatepay_sign(d, self.merchant_id, self.key)
+            d["appkey"] = self.merchant_id
+            return d
+        d = {"memberid": self.merchant_id, "orderid": o.out_trade_no, "amount": o.amount,
+             "true_amount": o.amount, "transaction_id": o.trade_id,
+             "datetime": time.strftime("%Y%m%d%H%M%S"), "returncode": "00"}
+        d["sign"] = h.payindex_sign(d, self.key)
+        d["attach"] = o.param
+        return d
+
+    def notify(self, out_trade_no, timeout=10.0):
+        """Pays the order and sends its notify to the order's notify_url as
+        the platform does (epay GET, the others POST); returns the Reply."""
+        self.set_state(out_trade_no, "paid")
+        with self.lock:
+            url = self.orders[out_trade_no].notify_url
+        u = urllib.parse.urlsplit(url)
+        body = h.form_encode(self.notify_params(out_trade_no))
+        if self.family == "epay":
+            return h.http(u.port, "GET", u.path + "?" + body, timeout=timeout)
+        return h.http(u.port, "POST", u.path, body=body,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"},
+                      timeout=timeout)
 
     # --- HTTP -----------------------------------------------------------------
 

@@ -44,6 +44,8 @@ chan_free(struct channel *ch)
 	free(ch->merchant_id);
 	free(ch->key);
 	free(ch->api_base);
+	free(ch->device);
+	free(ch->return_to);
 	crypto_pkey_free(ch->platform_key);
 	memset(ch, 0, sizeof(*ch));
 }
@@ -375,4 +377,25 @@ dump(json_t *o)
 	ck_assert_ptr_nonnull(s);
 	json_decref(o);
 	return s;
+}
+
+/* ---- creating a payment (SPEC §10.1) ------------------------------------ */
+
+void
+pay_request_init(struct pay_request *pr, const char *out_trade_no, const char *amount)
+{
+	memset(pr, 0, sizeof(*pr));
+	pr->out_trade_no = out_trade_no;
+	pr->amount = amount;
+	pr->notify_url = "https://relay.example/notify/shop";
+	pr->return_url = "https://relay.example/return/shop";
+	pr->now = 1700000000; /* 2023-11-14 22:13:20 UTC */
+}
+
+void
+form_params(struct params *p, const char *form)
+{
+	params_init(p);
+	ck_assert_ptr_nonnull(form);
+	ck_assert_int_eq(form_decode(p, form, strlen(form)), FORM_OK);
 }

@@ -51,6 +51,11 @@ void assert_sign_string(const struct params *p, const char *const *exclude, unsi
     const char *want);
 /* Changes one hex digit of `s` in place. */
 void flip_hex_digit(char *s, size_t i);
+/* A payment to create (SPEC §10.1) with the fixed URLs and clock of the
+ * tests; the rest NULL. */
+void pay_request_init(struct pay_request *pr, const char *out_trade_no, const char *amount);
+/* Decodes a form (a body or a query string) into p (params_init'd here). */
+void form_params(struct params *p, const char *form);
 
 /* Polls (each family's query and answers, in its test file; test_poll.c). */
 #define POLL_API "https://pay.example.com"

@@ -143,6 +143,10 @@ START_TEST(test_epay_row)
 	ck_assert(family_returns(&family_epay));
 	ck_assert_str_eq(family_epay.return_order_field, "out_trade_no");
 	ck_assert(family_epay.verify_return == family_epay.verify); /* as its notify */
+	/* payment creation (SPEC §10.1) */
+	ck_assert(family_epay.caps & FAMILY_CREATE);
+	ck_assert(family_epay.create_request != NULL && family_epay.create_parse != NULL &&
+	    family_epay.create_redirect != NULL);
 	ck_assert_str_eq(family_epay.trade_id_field, "trade_no");
 	ck_assert(family_epay.verify != NULL);
 	ck_assert(family_sweeps(&family_epay) == true);
@@ -1515,6 +1519,184 @@ START_TEST(test_refund_event_id)
 }
 END_TEST
 
+/* ---- creating a payment (SPEC §10.1) ------------------------------------ */
+
+static const char *const epay_sign_exclude[] = { "sign", "sign_type", NULL };
+
+/* The reference signature of a create form (SPEC §2.1) checks the family's. */
+static void
+epay_check_signed(const struct params *p, const char *key)
+{
+	char want[33];
+	size_t n;
+	char *s = ref_sign_string(p, epay_sign_exclude, SKIP_EMPTY, &n);
+
+	md5_concat(s, n, key, want);
+	free(s);
+	ck_assert_str_eq(params_value(p, "sign"), want);
+	ck_assert_str_eq(params_value(p, "sign_type"), "MD5");
+}
+
+START_TEST(test_epay_create_request)
+{
+	struct channel ch;
+	struct pay_request pr;
+	struct poll_query q;
+	struct params p;
+	const char *why = "x";
+
+	chan_init(&ch, "shop", "epay", SIGN_MD5, "1001", "K3yK3yK3yK3y");
+	chan_set(&ch.api_base, "https://gw.example");
+	pay_request_init(&pr, "ORD-1", "12.30");
+	pr.method = "alipay";
+	pr.subject = "VIP会员 & 年费=1";
+	pr.param = "uid=7&ref=a=b";
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), 0);
+	ck_assert_str_eq(q.method, "POST");
+	ck_assert_str_eq(q.url, "https://gw.example/mapi.php");
+	ck_assert_uint_eq(q.body_len, strlen(q.body));
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "pid"), "1001");
+	ck_assert_str_eq(params_value(&p, "type"), "alipay");
+	ck_assert_str_eq(params_value(&p, "out_trade_no"), "ORD-1");
+	ck_assert_str_eq(params_value(&p, "money"), "12.30");
+	ck_assert_str_eq(params_value(&p, "name"), "VIP会员 & 年费=1");
+	ck_assert_str_eq(params_value(&p, "param"), "uid=7&ref=a=b");
+	ck_assert_str_eq(params_value(&p, "notify_url"), "https://relay.example/notify/shop");
+	ck_assert_str_eq(params_value(&p, "return_url"), "https://relay.example/return/shop");
+	ck_assert_str_eq(params_value(&p, "clientip"), "127.0.0.1"); /* the default */
+	ck_assert_ptr_null(params_value(&p, "device"));              /* the platform's */
+	ck_assert(strstr(q.body, "K3yK3y") == NULL);
+	epay_check_signed(&p, "K3yK3yK3yK3y");
+	params_free(&p);
+	poll_query_free(&q);
+
+	/* the channel's device, then the caller's; no subject: the order id */
+	chan_set(&ch.device, "jump");
+	pr.subject = NULL;
+	pr.param = NULL;
+	pr.client_ip = "10.1.2.3";
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), 0);
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "device"), "jump");
+	ck_assert_str_eq(params_value(&p, "name"), "ORD-1");
+	ck_assert_str_eq(params_value(&p, "clientip"), "10.1.2.3");
+	ck_assert_ptr_null(params_value(&p, "param")); /* empty: not sent */
+	epay_check_signed(&p, "K3yK3yK3yK3y");
+	params_free(&p);
+	poll_query_free(&q);
+	pr.device = "mobile";
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), 0);
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "device"), "mobile");
+	params_free(&p);
+	poll_query_free(&q);
+
+	/* what cannot be created */
+	pr.method = NULL;
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	ck_assert_ptr_null(q.url);
+	pr.method = "alipay";
+	pr.product_id = "8";
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	pr.product_id = NULL;
+	ch.sign_type = SIGN_RSA;
+	ck_assert_int_eq(family_epay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(strstr(why, "RSA"));
+	chan_free(&ch);
+}
+END_TEST
+
+START_TEST(test_epay_create_redirect)
+{
+	struct channel ch;
+	struct pay_request pr;
+	struct params p;
+	const char *why = NULL;
+	char *url = NULL;
+	const char *prefix = "https://gw.example/submit.php?";
+
+	chan_init(&ch, "shop", "epay", SIGN_MD5, "1001", "K3yK3yK3yK3y");
+	chan_set(&ch.api_base, "https://gw.example");
+	chan_set(&ch.device, "jump");
+	pay_request_init(&pr, "ORD-2", "0.50");
+	pr.method = "wxpay";
+	pr.subject = "充值 a&b=c";
+	pr.param = "x=1&y=2";
+	ck_assert_int_eq(family_epay.create_redirect(&ch, &pr, &url, &why), 0);
+	ck_assert_int_eq(strncmp(url, prefix, strlen(prefix)), 0);
+	form_params(&p, url + strlen(prefix));
+	ck_assert_str_eq(params_value(&p, "name"), "充值 a&b=c");
+	ck_assert_str_eq(params_value(&p, "param"), "x=1&y=2");
+	ck_assert_str_eq(params_value(&p, "money"), "0.50");
+	/* submit.php takes neither */
+	ck_assert_ptr_null(params_value(&p, "clientip"));
+	ck_assert_ptr_null(params_value(&p, "device"));
+	epay_check_signed(&p, "K3yK3yK3yK3y");
+	params_free(&p);
+	free(url);
+	chan_free(&ch);
+}
+END_TEST
+
+static void
+epay_parse(const char *body, struct pay_result *r)
+{
+	struct channel ch;
+
+	chan_init(&ch, "shop", "epay", SIGN_MD5, "1001", "K3yK3yK3yK3y");
+	memset(r, 0, sizeof(*r));
+	family_epay.create_parse(&ch, body, strlen(body), r);
+	chan_free(&ch);
+}
+
+START_TEST(test_epay_create_parse)
+{
+	struct pay_result r;
+
+	epay_parse("{\"code\":1,\"msg\":\"succ\",\"trade_no\":\"2024A\",\"payurl\":\"https://gw/p/"
+		   "1\"}",
+	    &r);
+	ck_assert(r.ok);
+	ck_assert_int_eq(r.kind, PAY_URL);
+	ck_assert_str_eq(r.url, "https://gw/p/1");
+	ck_assert_str_eq(r.trade_no, "2024A");
+	pay_result_free(&r);
+	epay_parse("{\"code\":\"1\",\"trade_no\":123,\"qrcode\":\"weixin://wxpay/bizpayurl?pr=0\"}",
+	    &r);
+	ck_assert(r.ok);
+	ck_assert_int_eq(r.kind, PAY_QRCODE);
+	ck_assert_str_eq(r.trade_no, "123");
+	pay_result_free(&r);
+	epay_parse("{\"code\":1,\"urlscheme\":\"weixin://dl/business/?ticket=t\"}", &r);
+	ck_assert(r.ok);
+	ck_assert_int_eq(r.kind, PAY_URLSCHEME);
+	ck_assert_ptr_null(r.trade_no);
+	ck_assert_str_eq(pay_url_kind_str(r.kind), "urlscheme");
+	pay_result_free(&r);
+	/* errors: the gateway's code and msg, or what is wrong with the answer */
+	epay_parse("{\"code\":-1,\"msg\":\"签名校验失败\"}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "-1");
+	ck_assert_str_eq(r.msg, "签名校验失败");
+	pay_result_free(&r);
+	epay_parse("{\"code\":1,\"msg\":\"succ\"}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "");
+	pay_result_free(&r);
+	epay_parse("<html>502 Bad Gateway</html>", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "");
+	ck_assert_ptr_null(r.url);
+	pay_result_free(&r);
+	epay_parse("{\"msg\":\"no code\"}", &r);
+	ck_assert(!r.ok);
+	pay_result_free(&r);
+}
+END_TEST
+
 static Suite *
 family_epay_suite(void)
 {
@@ -1539,6 +1721,9 @@ family_epay_suite(void)
 	tcase_add_test(tc, test_epay_other_statuses);
 	suite_add_tcase(s, tc);
 
+	tcase_add_test(tc, test_epay_create_request);
+	tcase_add_test(tc, test_epay_create_redirect);
+	tcase_add_test(tc, test_epay_create_parse);
 	tc = tcase_create("epay_rsa");
 	tcase_add_test(tc, test_sign_string_epay_rsa_vectors);
 	tcase_add_test(tc, test_epay_rsa_vectors);

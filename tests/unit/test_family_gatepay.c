@@ -100,6 +100,10 @@ START_TEST(test_gatepay_row)
 	ck_assert_str_eq(family_gatepay.return_order_field, "out_order_id");
 	ck_assert(family_gatepay.verify_return != NULL &&
 	    family_gatepay.verify_return != family_gatepay.verify);
+	/* payment creation (SPEC §10.1) */
+	ck_assert(family_gatepay.caps & FAMILY_CREATE);
+	ck_assert(family_gatepay.create_request != NULL && family_gatepay.create_parse != NULL);
+	ck_assert(family_gatepay.create_redirect == NULL); /* no payment page */
 	ck_assert_str_eq(family_gatepay.trade_id_field, "order_id");
 	ck_assert(family_gatepay.verify != NULL);
 	ck_assert(family_sweeps(&family_gatepay) == false);
@@ -720,6 +724,139 @@ START_TEST(test_gatepay_return_recut_needs_confirmation)
 }
 END_TEST
 
+/* ---- creating a payment (SPEC §10.1) ------------------------------------ */
+
+/* md5(md5(appkey + x + type + out_order_id + custom) + appsecret), from the
+ * gateway's document. */
+static void
+gatepay_create_sign(const char *appkey, const char *x, const char *type, const char *oid,
+    const char *custom, const char *secret, char out[33])
+{
+	char buf[1024], inner[33];
+
+	snprintf(buf, sizeof(buf), "%s%s%s%s%s", appkey, x, type, oid, custom);
+	ck_assert_int_eq(crypto_md5_hex(buf, strlen(buf), inner), 0);
+	md5_concat(inner, 32, secret, out);
+}
+
+START_TEST(test_gatepay_create_request)
+{
+	static const struct {
+		const char *product_id, *fields, *path, *xname, *x;
+	} cases[] = {
+		{ NULL, NULL, "https://gw.example/api/anypay/create", "price", "1.88" },
+		{ "8", NULL, "https://gw.example/api/stablepay/create", "product_id", "8" },
+		{ NULL, "8:2,7:1", "https://gw.example/api/grouppay/create", "fields", "8:2,7:1" },
+	};
+	struct channel ch;
+	struct pay_request pr;
+	struct poll_query q;
+	struct params p;
+	const char *why;
+	char want[33];
+	size_t i;
+
+	chan_init(&ch, "shop", "gatepay", SIGN_MD5, "APPKEY01", "S3cretS3cret");
+	chan_set(&ch.api_base, "https://gw.example");
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pay_request_init(&pr, "ORD-G", "1.88");
+		pr.method = "wechat";
+		pr.param = "用户=7&x";
+		pr.subject = "not sent";
+		pr.product_id = cases[i].product_id;
+		pr.fields = cases[i].fields;
+		ck_assert_int_eq(family_gatepay.create_request(&ch, &pr, &q, &why), 0);
+		ck_assert_str_eq(q.method, "POST");
+		ck_assert_str_eq(q.url, cases[i].path);
+		form_params(&p, q.body);
+		ck_assert_str_eq(params_value(&p, "appkey"), "APPKEY01");
+		ck_assert_str_eq(params_value(&p, cases[i].xname), cases[i].x);
+		if (i > 0)
+			ck_assert_ptr_null(params_value(&p, "price")); /* the product's price */
+		ck_assert_str_eq(params_value(&p, "type"), "wechat");
+		ck_assert_str_eq(params_value(&p, "out_order_id"), "ORD-G");
+		ck_assert_str_eq(params_value(&p, "custom"), "用户=7&x");
+		ck_assert_str_eq(params_value(&p, "notify_url"),
+		    "https://relay.example/notify/shop");
+		ck_assert_str_eq(params_value(&p, "return_url"),
+		    "https://relay.example/return/shop");
+		gatepay_create_sign("APPKEY01", cases[i].x, "wechat", "ORD-G", "用户=7&x",
+		    "S3cretS3cret", want);
+		ck_assert_str_eq(params_value(&p, "sign"), want);
+		ck_assert(strstr(q.body, "S3cret") == NULL);
+		params_free(&p);
+		poll_query_free(&q);
+	}
+	/* no custom: signed as "" */
+	pay_request_init(&pr, "ORD-H", "2.00");
+	pr.method = "alipay";
+	ck_assert_int_eq(family_gatepay.create_request(&ch, &pr, &q, &why), 0);
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "custom"), "");
+	gatepay_create_sign("APPKEY01", "2.00", "alipay", "ORD-H", "", "S3cretS3cret", want);
+	ck_assert_str_eq(params_value(&p, "sign"), want);
+	params_free(&p);
+	poll_query_free(&q);
+	/* what cannot be made */
+	pr.product_id = "8";
+	pr.fields = "8:1";
+	ck_assert_int_eq(family_gatepay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	pr.product_id = pr.fields = NULL;
+	pr.method = NULL;
+	ck_assert_int_eq(family_gatepay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	pr.method = "alipay";
+	pr.amount = NULL;
+	ck_assert_int_eq(family_gatepay.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	chan_free(&ch);
+}
+END_TEST
+
+static void
+gatepay_parse(const char *body, struct pay_result *r)
+{
+	struct channel ch;
+
+	chan_init(&ch, "shop", "gatepay", SIGN_MD5, "APPKEY01", "S3cretS3cret");
+	memset(r, 0, sizeof(*r));
+	family_gatepay.create_parse(&ch, body, strlen(body), r);
+	chan_free(&ch);
+}
+
+START_TEST(test_gatepay_create_parse)
+{
+	struct pay_result r;
+
+	/* the document's own example */
+	gatepay_parse("{\"code\":100,\"msg\":\"请求成功\",\"time\":\"1556614084\",\"data\":{"
+		      "\"pay_url\":\"https:\\/\\/gatepay.io\\/pay\\/"
+		      "api?id=5cc75a6a0b418&type=wechat\","
+		      "\"qrcode_url\":\"https:\\/\\/gatepay.io\\/qrcode\\/"
+		      "build\",\"qrcode_body\":\"\","
+		      "\"params\":{\"appkey\":\"x\"}}}",
+	    &r);
+	ck_assert(r.ok);
+	ck_assert_int_eq(r.kind, PAY_URL);
+	ck_assert_str_eq(r.url, "https://gatepay.io/pay/api?id=5cc75a6a0b418&type=wechat");
+	ck_assert_ptr_null(r.trade_no); /* the create answer names none */
+	pay_result_free(&r);
+	gatepay_parse("{\"code\":104,\"msg\":\"无效的签名\",\"time\":\"1\",\"data\":[]}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "104");
+	ck_assert_str_eq(r.msg, "无效的签名");
+	pay_result_free(&r);
+	gatepay_parse("{\"code\":100,\"msg\":\"ok\",\"data\":{}}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "");
+	pay_result_free(&r);
+	gatepay_parse("[1,2]", &r);
+	ck_assert(!r.ok);
+	pay_result_free(&r);
+}
+END_TEST
+
 static Suite *
 family_gatepay_suite(void)
 {
@@ -747,6 +884,8 @@ family_gatepay_suite(void)
 	tcase_add_test(tc, test_gatepay_paid_ids_match_callbacks);
 	tcase_add_test(tc, test_gatepay_states);
 	tcase_add_test(tc, test_gatepay_detail_hides_key);
+	tcase_add_test(tc, test_gatepay_create_request);
+	tcase_add_test(tc, test_gatepay_create_parse);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -91,6 +91,9 @@ START_TEST(test_payindex_row)
 	ck_assert(family_returns(&family_payindex));
 	ck_assert_str_eq(family_payindex.return_order_field, "orderid");
 	ck_assert(family_payindex.verify_return == family_payindex.verify); /* as its notify */
+	/* payment creation (SPEC §10.1) */
+	ck_assert(family_payindex.caps & FAMILY_CREATE);
+	ck_assert(family_payindex.create_request != NULL && family_payindex.create_parse != NULL);
 	ck_assert_str_eq(family_payindex.trade_id_field, "transaction_id");
 	ck_assert(family_payindex.verify != NULL);
 	ck_assert(family_sweeps(&family_payindex) == false);
@@ -804,6 +807,121 @@ START_TEST(test_answer_owns_its_strings)
 }
 END_TEST
 
+/* ---- creating a payment (SPEC §10.1) ------------------------------------ */
+
+START_TEST(test_payindex_create_request)
+{
+	static const char *const signed_fields[] = { "pay_memberid", "pay_orderid", "pay_applydate",
+		"pay_bankcode", "pay_notifyurl", "pay_callbackurl", "pay_amount", NULL };
+	static const char *const none[] = { NULL };
+	struct channel ch;
+	struct pay_request pr;
+	struct poll_query q;
+	struct params p, s7;
+	const char *why;
+	char want[33], *str;
+	size_t i, n;
+
+	chan_init(&ch, "shop", "payindex", SIGN_MD5, "10002", "PayK3yPayK3y");
+	chan_set(&ch.api_base, "https://gw.example");
+	pay_request_init(&pr, "ORD-P", "100.00");
+	pr.method = "903";
+	pr.subject = "商品 & 服务=好";
+	pr.param = "a=1&b=2";
+	ck_assert_int_eq(family_payindex.create_request(&ch, &pr, &q, &why), 0);
+	ck_assert_str_eq(q.method, "POST");
+	ck_assert_str_eq(q.url, "https://gw.example/Pay_Index.html");
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "pay_memberid"), "10002");
+	ck_assert_str_eq(params_value(&p, "pay_orderid"), "ORD-P");
+	/* 1700000000 is 2023-11-14 22:13:20 UTC: Beijing time is UTC+8 */
+	ck_assert_str_eq(params_value(&p, "pay_applydate"), "2023-11-15 06:13:20");
+	ck_assert_str_eq(params_value(&p, "pay_bankcode"), "903");
+	ck_assert_str_eq(params_value(&p, "pay_notifyurl"), "https://relay.example/notify/shop");
+	ck_assert_str_eq(params_value(&p, "pay_callbackurl"), "https://relay.example/return/shop");
+	ck_assert_str_eq(params_value(&p, "pay_amount"), "100.00");
+	ck_assert_str_eq(params_value(&p, "pay_productname"), "商品 & 服务=好");
+	ck_assert_str_eq(params_value(&p, "pay_attach"), "a=1&b=2");
+	ck_assert_str_eq(params_value(&p, "type"), "json");
+	/* the seven signed fields, sorted, "&key=KEY", UPPERCASE md5 */
+	params_init(&s7);
+	for (i = 0; signed_fields[i] != NULL; i++)
+		pset(&s7, signed_fields[i], params_value(&p, signed_fields[i]));
+	str = ref_sign_string(&s7, none, SKIP_EMPTY | SKIP_ZERO, &n);
+	{
+		char buf[2048];
+
+		snprintf(buf, sizeof(buf), "%s&key=", str);
+		md5_concat(buf, strlen(buf), "PayK3yPayK3y", want);
+	}
+	free(str);
+	for (i = 0; want[i] != '\0'; i++)
+		want[i] = (char)toupper((unsigned char)want[i]);
+	ck_assert_str_eq(params_value(&p, "pay_md5sign"), want);
+	ck_assert(strstr(q.body, "PayK3y") == NULL);
+	params_free(&s7);
+	params_free(&p);
+	poll_query_free(&q);
+	/* no subject: the order id; no param: no pay_attach */
+	pr.subject = pr.param = NULL;
+	ck_assert_int_eq(family_payindex.create_request(&ch, &pr, &q, &why), 0);
+	form_params(&p, q.body);
+	ck_assert_str_eq(params_value(&p, "pay_productname"), "ORD-P");
+	ck_assert_ptr_null(params_value(&p, "pay_attach"));
+	params_free(&p);
+	poll_query_free(&q);
+	pr.method = NULL;
+	ck_assert_int_eq(family_payindex.create_request(&ch, &pr, &q, &why), -1);
+	ck_assert_ptr_nonnull(why);
+	chan_free(&ch);
+}
+END_TEST
+
+static void
+payindex_parse(const char *body, struct pay_result *r)
+{
+	struct channel ch;
+
+	chan_init(&ch, "shop", "payindex", SIGN_MD5, "10002", "PayK3yPayK3y");
+	memset(r, 0, sizeof(*r));
+	family_payindex.create_parse(&ch, body, strlen(body), r);
+	chan_free(&ch);
+}
+
+START_TEST(test_payindex_create_parse)
+{
+	struct pay_result r;
+
+	payindex_parse("{\"status\":\"1\",\"msg\":\"下单成功\",\"pay_amount\":\"100\","
+		       "\"pay_orderid\":\"20210928114755985410\",\"payUrl\":\"http://x.cc/"
+		       "c?osn=1\"}",
+	    &r);
+	ck_assert(r.ok);
+	ck_assert_str_eq(r.url, "http://x.cc/c?osn=1");
+	ck_assert_ptr_null(r.trade_no);
+	pay_result_free(&r);
+	/* the document's own example spells it "ststus" */
+	payindex_parse("{\"ststus\":\"1\",\"msg\":\"下单成功\",\"pay_amount\":\"100\","
+		       "\"pay_orderid\":\"20210928114755985410\",\"payUrl\":\"http://x.cc/"
+		       "c?osn=2\"}",
+	    &r);
+	ck_assert(r.ok);
+	ck_assert_str_eq(r.url, "http://x.cc/c?osn=2");
+	pay_result_free(&r);
+	payindex_parse("{\"status\":\"error\",\"msg\":\"错误原因\",\"data\":[]}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "error");
+	ck_assert_str_eq(r.msg, "错误原因");
+	pay_result_free(&r);
+	payindex_parse("{\"status\":1,\"msg\":\"ok\"}", &r);
+	ck_assert(!r.ok); /* no payUrl */
+	pay_result_free(&r);
+	payindex_parse("<html>cashier</html>", &r);
+	ck_assert(!r.ok);
+	pay_result_free(&r);
+}
+END_TEST
+
 static Suite *
 family_payindex_suite(void)
 {
@@ -812,6 +930,8 @@ family_payindex_suite(void)
 
 	tc = tcase_create("payindex");
 	tcase_add_test(tc, test_payindex_row);
+	tcase_add_test(tc, test_payindex_create_request);
+	tcase_add_test(tc, test_payindex_create_parse);
 	tcase_add_test(tc, test_sign_string_payindex_vectors);
 	tcase_add_test(tc, test_payindex_vectors);
 	tcase_add_test(tc, test_payindex_sign_altered);
