@@ -1752,6 +1752,8 @@ family_epay_suite(void)
 	tcase_add_test(tc, test_sweep_mixed);
 	tcase_add_test(tc, test_sweep_full_page);
 	tcase_add_test(tc, test_sweep_errors);
+	suite_add_tcase(s, tc);
+
 	tc = tcase_create("epay_client");
 	tcase_add_test(tc, test_epay_client_members);
 	tcase_add_test(tc, test_epay_refund_query);
