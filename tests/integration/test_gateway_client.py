@@ -93,6 +93,25 @@ def sig_of(out_trade_no, status, ts, secret=RETURN_SECRET):
     return hmac.new(secret.encode("utf-8"), msg, hashlib.sha256).hexdigest()
 
 
+def docs_check_return():
+    """check_return() of docs/payments.md, the merchant page's check of
+    the redirect, exactly as printed there."""
+    path = os.path.join(h.HERE, "..", "..", "docs", "payments.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    code = [b for b in blocks if "def check_return(" in b]
+    assert len(code) == 1, "docs/payments.md: no single check_return block"
+    ns = {}
+    exec(compile(code[0], path, "exec"), ns)
+    return ns["check_return"]
+
+
+CHECK_RETURN = docs_check_return()
+# The family's order-id parameter of a return.
+ORDER_FIELD = {"epay": "out_trade_no", "gatepay": "out_order_id", "payindex": "orderid"}
+
+
 def return_to_of(o):
     """A creation's return_to: a query and a fragment, which the redirect
     must keep in place."""
@@ -252,6 +271,13 @@ secret = {whsec}
             [("out_trade_no", o), ("status", status), ("ts", q["ts"]), ("sig", q["sig"])]), frag)
         self.assertEqual(loc, want if frag else want[:-1])
         self.assertEqual(reply.headers.get("Cache-Control"), "no-store")
+        # the merchant page's check as docs/payments.md prints it: this
+        # redirect passes, and none with a value changed does
+        self.assertEqual(CHECK_RETURN(q, RETURN_SECRET.encode()), (o, status), loc)
+        for k, v in (("out_trade_no", o + "x"), ("status", "paid" if status != "paid" else
+                                                    "pending"), ("ts", str(int(q["ts"]) - 1))):
+            self.assertIsNone(CHECK_RETURN(dict(q, **{k: v}), RETURN_SECRET.encode()), k)
+        self.assertIsNone(CHECK_RETURN(q, b"another secret"))
         return q
 
     def event_id(self, o):
@@ -346,6 +372,13 @@ secret = {whsec}
                   dict(genuine, sign=sign[:-1] + ("0" if sign[-1] != "0" else "1"))]
         for p in forged:
             self.assert_redirect(self.send_return(o, p), o, "invalid", rt)
+        # docs/payments.md's curl: a bare order id is no return, and still
+        # gets the order's return_to, signed
+        r = h.http(self.setup.port, "GET", "/return/%s?%s=%s" % (self.channel,
+                                                               ORDER_FIELD[self.family], o))
+        self.assert_no_secret(r, "bare return")
+        self.assert_redirect(r, o, "invalid", rt)
+        self.assertEqual(r.headers.get("Referrer-Policy"), "no-referrer")
         self.assertEqual(self.stream_events(o), [])
         self.assertEqual(self.order(o)["state"], "pending")
         # confirmation is never asked for what did not verify
