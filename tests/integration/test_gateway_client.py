@@ -384,6 +384,24 @@ secret = {whsec}
         # confirmation is never asked for what did not verify
         self.assertEqual(self.gw.count(o), 0)
 
+    def test_04_recreate_after_the_return(self):
+        """The service retries its create after the payer came back paid:
+        the stored first answer, no second gateway call; another amount 409."""
+        o = otn("I")
+        rt = return_to_of(o)
+        first = self.create(o, "3.00", return_to=rt)
+        self.gw.set_state(o, "paid")
+        self.assert_redirect(self.send_return(o), o, "paid", rt)
+        body = {"channel": self.channel, "out_trade_no": o, "amount": "3", "return_to": rt,
+                "method": METHOD[self.family], "subject": SUBJECT, "param": PARAM}
+        r = self.admin("POST", "/v1/payments", body)
+        self.assertEqual((r.status, r.json), (200, first), r)
+        r = self.admin("POST", "/v1/payments", dict(body, amount="3.01"))
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(len(self.gw.creates(o)), 1)
+        self.assertEqual(self.order(o)["state"], "paid")
+        self.assertEqual(len(self.stream_events(o)), 1)
+
     def test_05_refund(self):
         o = otn("F")
         self.create(o, "10.00")
