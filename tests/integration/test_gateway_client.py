@@ -504,6 +504,29 @@ class GatepayTest(ClientCase):
     family = "gatepay"
 
 
+    def test_07_stablepay_return_before_notify(self):
+        """A fixed product (stablepay, no amount sent): its return names the
+        product_id, which gatepay's return signature covers."""
+        o = otn("S")
+        rt = return_to_of(o)
+        r = self.admin("POST", "/v1/payments", {
+            "channel": self.channel, "out_trade_no": o, "product_id": "8", "method": "wechat",
+            "param": PARAM, "return_to": rt})
+        self.assertEqual(r.status, 201, r)
+        self.assertIsNone(r.json["amount"])
+        self.assertEqual(self.gw.creates(o)[0].path, "/api/stablepay/create")
+        self.gw.set_state(o, "paid")
+        p = fakegw.gatepay_return(self.gw.merchant_id, self.gw.key, self.gw.orders[o],
+                                  product_id="8")
+        self.assert_redirect(self.send_return(o, p), o, "paid", rt)
+        evs = self.stream_events(o)
+        self.assertEqual([(e["source"], e["amount_fen"], e["confirmed_by"]) for e in evs],
+                         [("return", 990, "query")], evs)
+        self.assert_acked(self.gw.notify(o))
+        self.assertEqual([e["id"] for e in self.stream_events(o)], [self.event_id(o)])
+        self.assert_once_delivered(self.event_id(o))
+
+
 class PayindexTest(ClientCase):
     workdir_prefix = "payrelay-gc-payindex-"
     family = "payindex"
