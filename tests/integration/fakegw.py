@@ -25,7 +25,8 @@ It also creates payments as the gateways' documents describe (SPEC 10.1,
 
 A created payment becomes an unpaid GwOrder holding what was sent
 (notify_url, return_url, device, ...); `notify(out_trade_no)` then pays it
-and sends the gateway's signed notify to its notify_url. `create_script`
+and sends the gateway's signed notify to its notify_url, and `send_return`
+sends the payer's browser to its return_url. `create_script`
 sets the answers of the next creates (create_ok, create_fail, create_echo,
 create_qrcode, create_urlscheme, garbage, http500, slow:SECONDS); `require_device`
 makes mapi.php refuse any other device (seed 003 wants "jump").
@@ -768,6 +769,24 @@ class FakeGateway(h.ServedOnLoopback):
         return h.http(u.port, "POST", u.path, body=body,
                       headers={"Content-Type": "application/x-www-form-urlencoded"},
                       timeout=timeout)
+
+    def send_return(self, out_trade_no, params=None, timeout=10.0):
+        """The payer's browser sent back to the order's return_url (the one
+        the create call gave) with the return this platform builds for the
+        order (return_params), or with `params`: epay and gatepay by GET,
+        payindex by the browser's POST. Returns the Reply; a redirect is
+        not followed."""
+        with self.lock:
+            url = self.orders[out_trade_no].return_url
+        if params is None:
+            params = return_params(self, out_trade_no)
+        u = urllib.parse.urlsplit(url)
+        body = h.form_encode(params)
+        if self.family == "payindex":
+            return h.http(u.port, "POST", u.path, body=body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"},
+                          timeout=timeout)
+        return h.http(u.port, "GET", u.path + "?" + body, timeout=timeout)
 
     # --- HTTP -----------------------------------------------------------------
 

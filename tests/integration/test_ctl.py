@@ -61,7 +61,12 @@ COMMANDS = [
     ["refund", "shop-epay", "--out-trade-no", "ORD-1", "1.00", "--refund-id", "RF-1"],
     ["account", "shop-epay"],
     ["settlements", "shop-epay"],
+    ["pay", "shop-epay", "ORD-1", "1.00", "--method", "alipay"],
 ]
+# The gateway client's commands (SPEC 10), each naming a channel: the
+# channel's place in their arguments is the same as in COMMANDS.
+CLIENT_COMMANDS = [argv for argv in COMMANDS if argv[0] in ("pay", "refund", "account",
+                                                             "settlements")]
 
 
 def locate_ctl():
@@ -379,6 +384,21 @@ class HelpAndUsageTest(CtlCase):
             ["events", "tail", "stray"],
             ["deliveries", "show"],
             ["deliveries", "show", "a", "b"],
+            ["pay"],
+            ["pay", "shop-epay", "ORD-1"],
+            ["pay", "shop-epay", "ORD-1", "1.001", "--method", "alipay"],
+            ["pay", "shop-epay", "ORD-1", "0", "--method", "alipay"],
+            ["pay", "shop-epay", "ORD-1", "-", "--method", "alipay"],
+            ["pay", "bad channel", "ORD-1", "1.00", "--method", "alipay"],
+            ["pay", "shop-epay", "a/b", "1.00", "--method", "alipay"],
+            ["pay", "shop-epay", "ORD-1", "1.00", "--expires-in", "31d"],
+            ["pay", "shop-epay", "ORD-1", "1.00", "--bogus"],
+            ["refund"],
+            ["refund", "bad channel", "--out-trade-no", "a", "1.00", "--refund-id", "x"],
+            ["account"],
+            ["account", "bad channel"],
+            ["settlements"],
+            ["settlements", "bad channel"],
         ]
         for argv in bad:
             with self.subTest(argv=argv):
@@ -475,6 +495,17 @@ class DaemonTest(CtlCase):
         self.assertIn("the admin token was refused", res.err, res)
         # nothing was done with the wrong token
         self.assertEqual(self.r.keys(PREFIX + "order:*"), [])
+
+    def test_06b_client_commands_unknown_channel(self):
+        """pay, refund, account and settlements on a channel payrelayd does
+        not know: the API's 404, exit 6, nothing asked or stored."""
+        self.start_daemon()
+        for argv in CLIENT_COMMANDS:
+            argv = [argv[0], "no-such-channel"] + argv[2:]
+            res = self.ctl(*argv)
+            self.assertApiError(res, 6, 404, r"unknown channel")
+        self.assertEqual(self.r.keys(PREFIX + "order:*"), [])
+        self.assertEqual(self.r.keys(PREFIX + "refund:*"), [])
 
     def test_07_status(self):
         self.start_daemon()

@@ -6,17 +6,20 @@ GET|POST /return/{channel} on the public listener.
   document says) before its notify: recorded with source "return", and the
   notify is then a duplicate with the same event id; and after the notify:
   nothing new; gatepay's only once the gateway's order query confirms it;
-- the 302: to the order's return_to (the order hash's field, set here with
-  a real HSET: POST /v1/payments, which writes it, is another engineer's
-  branch) or else the channel's, with out_trade_no, status, ts and sig =
-  HMAC-SHA256 of "out_trade_no.status.ts" under return_secret, which the
-  test computes itself; '?', '&' and a fragment placed right;
+- the 302: to the order's return_to (given to POST /v1/payments) or else
+  the channel's (orders the gateway knows and payrelay never created), with
+  out_trade_no, status, ts and sig = HMAC-SHA256 of "out_trade_no.status.ts"
+  under return_secret, which the test computes itself; '?', '&' and a
+  fragment placed right;
 - forged returns (bad sign, re-cut fields, another amount, another
   merchant) redirect with status=invalid and record nothing; a gatepay
   return the query does not confirm (unpaid, unknown order, gateway down)
   is pending and records nothing;
 - open redirect: a return_to whose host is not in return_hosts at redirect
-  time is never a Location; with nowhere allowed, a 400 page;
+  time is never a Location: one return_hosts no longer lists after a
+  reload, and (written into Redis directly, since POST /v1/payments refuses
+  them) userinfo, backslash, CRLF and look-alike hosts; with nowhere
+  allowed, a 400 page;
 - GET and POST, Chinese and '&', '=' in the free text, an order id that
   needs URL-encoding in the redirect;
 - no return_secret: 503, nothing recorded.
@@ -29,6 +32,7 @@ import hashlib
 import hmac
 import os
 import re
+import signal
 import sys
 import time
 import unittest
@@ -82,7 +86,7 @@ class ReturnCase(ReconcileCase):
         self.write_config(chans)
         with open(self.config, encoding="utf-8") as f:
             text = f.read()
-        head = "return_hosts = %s\n" % RETURN_HOSTS
+        head = "return_hosts = %s\npublic_url = http://127.0.0.1:%d\n" % (RETURN_HOSTS, self.port)
         if secret is not None:
             head += "return_secret = %s\n" % secret
         text = text.replace("[daemon]\n", "[daemon]\n" + head, 1)
@@ -149,9 +153,20 @@ class ReturnCase(ReconcileCase):
         return 0.0
 
     def set_order_return_to(self, family, otn, url):
-        """What POST /v1/payments writes with a payment's return_to (SPEC
-        10.1): the order hash's field, set here directly."""
+        """A return_to POST /v1/payments would refuse (SPEC 10.1), written
+        into the order hash directly: what the redirect must still never
+        follow."""
         self.r.cmd("HSET", PREFIX + "order:%s:%s" % (CHANNEL[family], otn), "return_to", url)
+
+    def create(self, channel, otn, amount, return_to, method="alipay"):
+        """POST /v1/payments of `otn` with `return_to` (the fake gateway
+        checks the create call's signature)."""
+        reply = self.admin("POST", "/v1/payments", {
+            "channel": channel, "out_trade_no": otn, "amount": amount, "method": method,
+            "return_to": return_to})
+        self.assertEqual(reply.status, 201, self.ctx(reply, "POST /v1/payments"))
+        self.assertEqual(self.order_hash(channel, otn).get("return_to"), return_to)
+        return reply.json
 
 
 # Each family's order: (out_trade_no, gateway trade id, amount); gatepay's
@@ -420,12 +435,15 @@ class ForgedReturnTest(ReturnCase):
 class ReturnToTest(ReturnCase):
 
     def test_01_order_return_to_and_open_redirects(self):
+        noret = self.gateway("epay")
         gws = self.start(families=("epay",), more_channels=[
-            ("shop-noret", "epay", None, dict(QUIET))])
+            ("shop-noret", "epay", noret, dict(QUIET))])
         gw = gws["epay"]
         # the order's return_to (given at creation) wins over the channel's
         gw.add_order("O-1", amount="1.00", trade_id="TO-1", state="paid")
-        self.set_order_return_to("epay", "O-1", "https://pay.example.org/thanks?o=O-1#done")
+        self.create("shop-epay", "O-1", "1.00", "https://pay.example.org/thanks?o=O-1#done")
+        self.assertEqual(gw.orders["O-1"].return_url, "http://127.0.0.1:%d/return/shop-epay"
+                         % self.port)
         self.redirect(self.send_return("shop-epay", fakegw.return_params(gw, "O-1")), "paid",
                       "O-1", "https://pay.example.org/thanks?o=O-1#done", "order's return_to")
         # hosts not in return_hosts at redirect time: the channel's instead
@@ -446,22 +464,47 @@ class ReturnToTest(ReturnCase):
             "order's return_to refused: its host is not in return_hosts")), len(tricks))
 
         # a channel without return_to and an order with a refused one: no redirect at all
-        o = gw.add_order("N-1", amount="1.00", trade_id="TN-1", state="paid")
+        o = noret.add_order("N-1", amount="1.00", trade_id="TN-1", state="paid")
         self.r.cmd("HSET", PREFIX + "order:shop-noret:N-1", "return_to",
                    "https://evil.example.net/")
-        r = self.send_return("shop-noret", fakegw.epay_return("1001", CREDS["epay"][1], o))
+        r = self.send_return("shop-noret", fakegw.return_params(noret, "N-1"))
         self.no_redirect(r, 400, "nowhere allowed")
         self.assertNotIn(b"evil", r.body)
         # the payment is recorded all the same: it is the gateway's word
         self.assertIn(h.event_id("shop-noret", "TN-1", "paid"), self.event_ids())
         # and with an allowed order return_to, that channel redirects there
-        o = gw.add_order("N-2", amount="1.00", trade_id="TN-2", state="paid")
-        self.r.cmd("HSET", PREFIX + "order:shop-noret:N-2", "return_to",
-                   "https://shop.example.com/o/N-2")
-        r = self.send_return("shop-noret", fakegw.epay_return("1001", CREDS["epay"][1], o))
+        noret.add_order("N-2", amount="1.00", trade_id="TN-2", state="paid")
+        self.create("shop-noret", "N-2", "1.00", "https://shop.example.com/o/N-2")
+        r = self.send_return("shop-noret", fakegw.return_params(noret, "N-2"))
         self.redirect(r, "paid", "N-2", "https://shop.example.com/o/N-2", "noret + order")
         self.assertEqual(self.metric("payrelay_returns_total", channel="shop-noret",
                                      result="no_redirect"), 1)
+
+    def test_01b_return_hosts_narrowed_by_a_reload(self):
+        """An order created with a return_to whose host a reload then takes
+        out of return_hosts: checked again at the redirect, so the payer
+        goes to the channel's return_to instead."""
+        gws = self.start(families=("epay",))
+        gw = gws["epay"]
+        gw.add_order("H-1", amount="2.00", trade_id="TH-1", state="paid")
+        gw.add_order("H-2", amount="2.00", trade_id="TH-2", state="paid")
+        for otn in ("H-1", "H-2"):
+            self.create("shop-epay", otn, "2.00", "https://pay.example.org/done/" + otn)
+        self.redirect(self.send_return("shop-epay", fakegw.return_params(gw, "H-1")), "paid",
+                      "H-1", "https://pay.example.org/done/H-1", "before the reload")
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("return_hosts = %s\n" % RETURN_HOSTS,
+                                 "return_hosts = shop.example.com\n", 1))
+        d = self.daemons[0]
+        mark = len(d.log_text())
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_log(r'msg="?reloaded', 10, start=mark)
+        self.redirect(self.send_return("shop-epay", fakegw.return_params(gw, "H-2")), "paid",
+                      "H-2", CHANNEL_RETURN_TO["epay"], "after the reload")
+        self.assertEqual(len(h.log_records(
+            d.log_text(), "order's return_to refused: its host is not in return_hosts")), 1)
 
     def test_02_redis_down_is_pending(self):
         gws = self.start(families=("epay",))
