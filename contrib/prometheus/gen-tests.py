@@ -63,6 +63,12 @@ CASES = {
         ('payrelay_repeat_payments_total{instance="a",channel="shop"}', "0x5 1x25"),
         ('payrelay_repeat_payments_total{instance="a",channel="other"}', "0x30"),
     ], [("5m", []), ("7m", [({"channel": "shop"}, None)]), ("25m", [])]),
+    "PayrelayRefundOutcomeUnknown": ("1m", [
+        # touched at 0 from the start; the other results never fire it
+        ('payrelay_refunds_total{instance="a",channel="shop",result="unknown"}', "0x5 1x25"),
+        ('payrelay_refunds_total{instance="a",channel="shop",result="refused"}', "0x5 3x25"),
+        ('payrelay_refunds_total{instance="a",channel="other",result="unknown"}', "0x30"),
+    ], [("5m", []), ("7m", [({"channel": "shop"}, None)]), ("25m", [])]),
     "PayrelayAmountMismatch": ("1m", [
         ('payrelay_amount_mismatches_total{instance="a",channel="shop"}', "0x5 1x25"),
         ('payrelay_amount_mismatches_total{instance="a",channel="other"}', "0x30"),

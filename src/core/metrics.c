@@ -41,6 +41,12 @@ static const struct {
 	{ "payrelay_payments_total",
 	    "Payments created through POST /v1/payments (SPEC 10.1), by channel and outcome "
 	    "(created, existing, refused: the gateway said no, failed: no usable answer)." },
+	{ "payrelay_refunds_total",
+	    "Refunds asked for through POST /v1/refunds (SPEC 10.3), by channel and result "
+	    "(done, refused: the gateway said no, unknown: no usable answer, the refund may "
+	    "have been made, over_refund: more than is left of the payment, not_supported: "
+	    "the family has no refund API, repeat: a refund_id used before, rejected: no "
+	    "such paid order or a bad request, failed: nothing was asked: redis, memory)." },
 	{ "payrelay_sweeps_total", "Sweeps of recent orders started (sweep = on), by channel." },
 	{ "payrelay_confirmations_total",
 	    "Paid callbacks confirmed by query, by channel and outcome "
@@ -187,6 +193,10 @@ metrics_touch_channels(struct metrics *m, const struct config *cfg)
 		    "unavailable");
 		metrics_touch(m, "payrelay_returns_total", "channel", ch->name, "result",
 		    "invalid");
+		metrics_touch(m, "payrelay_payments_total", "channel", ch->name, "outcome",
+		    "failed");
+		metrics_touch(m, "payrelay_refunds_total", "channel", ch->name, "result",
+		    "unknown");
 		if (ch->confirm)
 			metrics_touch(m, "payrelay_confirmations_total", "channel", ch->name,
 			    "outcome", "unavailable");

@@ -115,7 +115,7 @@ order_json(const struct store_field *f, size_t nf)
 {
 	static const char *const numeric[] = { "amount_fen", "polls", "created_ms", "expires_ms",
 		"next_poll_ms", "last_poll_ms", "paid_at_ms", "expired_ms", "lease_until_ms",
-		NULL };
+		"pay_created_ms", NULL };
 	json_t *o;
 
 	if (nf == 0 || (o = json_object()) == NULL)

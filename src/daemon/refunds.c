@@ -15,6 +15,7 @@
 #include "family.h"
 #include "httpc.h"
 #include "log.h"
+#include "metrics.h"
 #include "record.h"
 #include "store.h"
 
@@ -70,6 +71,14 @@ static void
 refund_error(struct evhttp_request *req, int code, const char *msg)
 {
 	refund_reply(req, code, json_pack("{s:s}", "error", msg));
+}
+
+/* payrelay_refunds_total: `channel` is a configured channel's name (never
+ * the caller's unchecked text, which would make a series of anything). */
+static void
+refund_count(struct env *env, const char *channel, const char *result)
+{
+	metrics_inc(env->metrics, "payrelay_refunds_total", "channel", channel, "result", result);
 }
 
 static void
@@ -138,6 +147,7 @@ refund_unknown(struct refund *r, const char *detail)
 
 	snprintf(d, sizeof(d), "%s", detail);
 	config_mask_secrets(r->env->cfg, d);
+	refund_count(r->env, r->channel, "unknown");
 	log_warnx("refund outcome unknown: check the gateway before another refund_id",
 	    "channel=%s refund_id=\"%s\" trade_no=\"%.64s\" amount_fen=%lld detail=\"%s\"",
 	    r->channel, r->refund_id, r->pay_trade_no, (long long)r->amount_fen, d);
@@ -174,6 +184,7 @@ refund_recorded(void *arg, enum store_result res, const char *type)
 	if (!recorded)
 		log_errorx("refund made, but its event was not recorded",
 		    "channel=%s refund_id=\"%s\" event=%s", r->channel, r->refund_id, r->event_id);
+	refund_count(r->env, r->channel, "done");
 	r->status = 201;
 	r->answer = refund_done_json(r, recorded);
 	refund_finish(r, "done");
@@ -252,6 +263,7 @@ refund_http_done(void *arg, const struct httpc_result *res)
 		    "msg=\"%s\"",
 		    r->channel, r->refund_id, r->pay_trade_no, (long long)r->amount_fen,
 		    r->ans.code, r->ans.msg);
+		refund_count(r->env, r->channel, "refused");
 		r->status = 502;
 		r->answer = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "error",
 		    "the gateway refused the refund", "gateway_code", r->ans.code, "gateway_msg",
@@ -284,6 +296,7 @@ refund_ask(struct refund *r)
 	fr.money = r->amount;
 	if (ch->family->refund_query(ch, &fr, &pq) == -1) {
 		/* Nothing was sent: nothing can have been refunded. */
+		refund_count(r->env, r->channel, "failed");
 		r->status = 503;
 		r->answer = json_pack("{s:s}", "error", "out of memory");
 		refund_finish(r, "refused");
@@ -300,6 +313,7 @@ refund_ask(struct refund *r)
 	r->call = httpc_start(r->env->httpc, &rq, refund_http_done, r);
 	poll_query_free(&pq); /* it holds the key: freed, never logged */
 	if (r->call == NULL) {
+		refund_count(r->env, r->channel, "failed");
 		r->status = 503;
 		r->answer = json_pack("{s:s}", "error", "cannot start the gateway request");
 		refund_finish(r, "refused");
@@ -357,25 +371,31 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 
 	switch (what) {
 	case STORE_REFUND_FAILED:
+		refund_count(r->env, r->channel, "failed");
 		refund_error(r->req, 503, "redis failed");
 		break;
 	case STORE_REFUND_EXISTS:
+		refund_count(r->env, r->channel, "repeat");
 		refund_repeat(r, in);
 		return;
 	case STORE_REFUND_NO_ORDER:
+		refund_count(r->env, r->channel, "rejected");
 		refund_error(r->req, 404, "no such order: no payment of it is recorded");
 		break;
 	case STORE_REFUND_UNPAID:
+		refund_count(r->env, r->channel, "rejected");
 		refund_reply(r->req, 409,
 		    json_pack("{s:s,s:s}", "error", "the order has no recorded payment", "state",
 			in->state));
 		break;
 	case STORE_REFUND_TRIMMED:
+		refund_count(r->env, r->channel, "rejected");
 		refund_error(r->req, 409,
 		    "the payment's event is no longer in the stream: payrelay cannot tell "
 		    "what was paid");
 		break;
 	case STORE_REFUND_OVER:
+		refund_count(r->env, r->channel, "over_refund");
 		refund_reply(r->req, 409,
 		    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "error",
 			"the amount is more than is left to refund of this payment", "out_trade_no",
@@ -390,6 +410,7 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 		if ((r->pay_trade_no = strdup(in->trade_no)) == NULL ||
 		    (r->pay_out_trade_no = strdup(in->out_trade_no)) == NULL) {
 			/* The claim stays: its outcome is unknown to a repeat. */
+			refund_count(r->env, r->channel, "failed");
 			refund_error(r->req, 503, "out of memory");
 			break;
 		}
@@ -447,18 +468,21 @@ refunds_post(struct env *env, struct evhttp_request *req)
 	}
 	if ((out != NULL && !id_ok(out, REFUND_MAX_OUT_TRADE_NO)) ||
 	    (tno != NULL && !id_ok(tno, REFUND_MAX_OUT_TRADE_NO))) {
+		refund_count(env, ch->name, "rejected");
 		refund_error(req, 400,
 		    "out_trade_no and trade_no are 1 to 128 printable ASCII characters, without "
 		    "white space, '&', '=', '%' or '/'");
 		goto out;
 	}
 	if (!id_ok(rid, REFUND_MAX_ID)) {
+		refund_count(env, ch->name, "rejected");
 		refund_error(req, 400,
 		    "refund_id is 1 to 64 printable ASCII characters, without white space, '&', "
 		    "'=', '%' or '/'");
 		goto out;
 	}
 	if (amount_parse(amount, strlen(amount), &fen) == -1 || fen < 1) {
+		refund_count(env, ch->name, "rejected");
 		refund_error(req, 400,
 		    "amount must be a decimal string of yuan above 0, like \"1.00\"");
 		goto out;
@@ -470,10 +494,12 @@ refunds_post(struct env *env, struct evhttp_request *req)
 		    "the %s gateway has no refund API: refund in its "
 		    "merchant panel",
 		    ch->family->name);
+		refund_count(env, ch->name, "not_supported");
 		refund_error(req, 501, msg);
 		goto out;
 	}
 	if (ch->api_base == NULL) {
+		refund_count(env, ch->name, "rejected");
 		refund_error(req, 409,
 		    "the channel has no api_base: payrelay cannot reach its gateway");
 		goto out;
@@ -503,12 +529,14 @@ refunds_post(struct env *env, struct evhttp_request *req)
 		q.paid_event_id = paid_id;
 	}
 	if (store_refund_begin(env->store, &q, refund_claimed, r) == -1) {
+		refund_count(env, ch->name, "failed");
 		refund_error(req, 503, "redis is not ready");
 		refund_free(r);
 	}
 	goto out;
 oom:
 	refund_free(r);
+	refund_count(env, ch->name, "failed");
 	refund_error(req, 503, "out of memory");
 out:
 	json_decref(body);

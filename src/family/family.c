@@ -499,3 +499,15 @@ pay_result_error(struct pay_result *r, const char *code, const char *fmt, ...)
 		if ((unsigned char)r->code[i] < 0x20)
 			r->code[i] = ' ';
 }
+
+void
+pay_result_gateway(struct pay_result *r, const struct channel *ch, const char *code,
+    const char *msg)
+{
+	r->ok = false;
+	/* Masked before the cut: a gateway echoing the key in a long message
+	 * would otherwise leave the key's start, which no later masking finds. */
+	poll_answer_masked_copy(ch, code != NULL ? code : "", r->code, sizeof(r->code));
+	poll_answer_masked_copy(ch, msg != NULL && *msg != '\0' ? msg : "(no msg)", r->msg,
+	    sizeof(r->msg));
+}

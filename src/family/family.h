@@ -110,8 +110,9 @@ const char *pay_url_kind_str(enum pay_url_kind k);
 
 /* A parsed create answer. ok: url (and trade_no when the gateway gives
  * one) are set; else code and msg say what the gateway said (or, with an
- * empty code, what was wrong with its answer), both raw: the caller masks
- * secrets before they leave. */
+ * empty code, what was wrong with its answer), one line, with the
+ * channel's key and every secret of config_masking() masked
+ * (pay_result_gateway). */
 struct pay_result {
 	bool ok;
 	enum pay_url_kind kind;
@@ -125,6 +126,11 @@ void pay_result_free(struct pay_result *r);
 /* Sets r->ok false, r->code and r->msg (cut to fit). */
 void pay_result_error(struct pay_result *r, const char *code, const char *fmt, ...)
     PRINTF_LIKE(3, 4);
+/* Sets r->ok false, and r->code and r->msg (NULL or "": "(no msg)") to what the
+ * gateway said, as poll_answer_masked_copy copies them: the channel's key
+ * and every secret masked whole before they are cut to fit. */
+void pay_result_gateway(struct pay_result *r, const struct channel *ch, const char *code,
+    const char *msg);
 
 struct family {
 	const char *name;

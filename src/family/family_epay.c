@@ -527,6 +527,26 @@ epay_text(const struct channel *ch, const json_t *v)
 	return sbuf_steal(&b);
 }
 
+/* A member name of an answer, masked as epay_text masks values: a platform
+ * that echoes what it was sent may echo the key anywhere. NULL for no
+ * memory; the caller frees the result. */
+static char *
+epay_name(const struct channel *ch, const char *k)
+{
+	struct sbuf b;
+
+	sbuf_init(&b);
+	if (sbuf_adds(&b, k) == -1) {
+		sbuf_free(&b);
+		return NULL;
+	}
+	if (ch->key != NULL)
+		b.len = config_mask_text(b.p, b.len, ch->key, ch->key_len);
+	b.len = config_mask_secrets_n(config_masking(), b.p, b.len);
+	b.p[b.len] = '\0';
+	return sbuf_steal(&b);
+}
+
 /* A scalar member as a JSON value to pass on: a string (masked), or an
  * integer when the text is plain digits and `numeric`. NULL when missing. */
 static json_t *
@@ -560,7 +580,7 @@ epay_client_answer(const struct channel *ch, const char *what, const char *body,
 {
 	json_t *root, *v;
 	const char *k;
-	char *code = NULL, *t;
+	char *code = NULL, *t, *name;
 	int rc = 0;
 
 	a->outcome = FAMILY_ANSWER_GARBAGE;
@@ -577,7 +597,13 @@ epay_client_answer(const struct channel *ch, const char *what, const char *body,
 			rc = -1;
 			break;
 		}
-		rc |= params_set(&a->raw, k, t, strlen(t));
+		if ((name = epay_name(ch, k)) == NULL) {
+			free(t);
+			rc = -1;
+			break;
+		}
+		rc |= params_set(&a->raw, name, t, strlen(t));
+		free(name);
 		free(t);
 	}
 	if (rc != 0) {
@@ -716,16 +742,21 @@ epay_settle_parse(const struct channel *ch, const char *body, size_t len, struct
 			goto oom;
 		json_object_foreach(r, k, v)
 		{
-			char *t;
+			char *t, *name;
 
 			if (strcmp(k, "key") == 0 || json_is_object(v) || json_is_array(v) ||
 			    json_is_null(v))
 				continue;
 			if ((t = epay_text(ch, v)) == NULL)
 				goto oom;
-			rc |= json_object_set_new(o, k, json_string(t));
+			if ((name = epay_name(ch, k)) == NULL) {
+				free(t);
+				goto oom;
+			}
+			rc |= json_object_set_new(o, name, json_string(t));
 			if (strcmp(k, "money") == 0 && family_amount(t, &fen) == 0)
 				rc |= json_object_set_new(o, "money_fen", json_integer(fen));
+			free(name);
 			free(t);
 		}
 	}
@@ -881,7 +912,6 @@ epay_create_parse(const struct channel *ch, const char *body, size_t len, struct
 	json_t *root;
 	size_t i;
 
-	(void)ch;
 	params_init(&a);
 	root = json_loadb(body, len, 0, &jerr);
 	if (!json_is_object(root) || poll_answer_json_params(root, &a) == -1) {
@@ -891,7 +921,7 @@ epay_create_parse(const struct channel *ch, const char *body, size_t len, struct
 	code = params_value(&a, "code");
 	msg = params_value(&a, "msg");
 	if (code == NULL || strcmp(code, "1") != 0) {
-		pay_result_error(r, code != NULL ? code : "", "%s", msg != NULL ? msg : "(no msg)");
+		pay_result_gateway(r, ch, code, msg);
 		goto out;
 	}
 	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {

@@ -500,7 +500,6 @@ gatepay_create_parse(const struct channel *ch, const char *body, size_t len, str
 	json_error_t jerr;
 	json_t *root;
 
-	(void)ch;
 	params_init(&a);
 	params_init(&d);
 	root = json_loadb(body, len, 0, &jerr);
@@ -511,7 +510,7 @@ gatepay_create_parse(const struct channel *ch, const char *body, size_t len, str
 	code = params_value(&a, "code");
 	msg = params_value(&a, "msg");
 	if (code == NULL || strcmp(code, "100") != 0) {
-		pay_result_error(r, code != NULL ? code : "", "%s", msg != NULL ? msg : "(no msg)");
+		pay_result_gateway(r, ch, code, msg);
 		goto out;
 	}
 	if (poll_answer_json_params(json_object_get(root, "data"), &d) == -1 ||

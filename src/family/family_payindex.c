@@ -383,7 +383,6 @@ payindex_create_parse(const struct channel *ch, const char *body, size_t len, st
 	json_error_t jerr;
 	json_t *root;
 
-	(void)ch;
 	params_init(&a);
 	root = json_loadb(body, len, 0, &jerr);
 	if (!json_is_object(root) || poll_answer_json_params(root, &a) == -1) {
@@ -394,8 +393,7 @@ payindex_create_parse(const struct channel *ch, const char *body, size_t len, st
 		status = params_value(&a, "ststus");
 	msg = params_value(&a, "msg");
 	if (status == NULL || strcmp(status, "1") != 0) {
-		pay_result_error(r, status != NULL ? status : "", "%s",
-		    msg != NULL ? msg : "(no msg)");
+		pay_result_gateway(r, ch, status, msg);
 		goto out;
 	}
 	if ((v = params_value(&a, "payUrl")) == NULL || *v == '\0') {

@@ -216,7 +216,8 @@ class ContribTest(h.DaemonClassCase):
             self.assertRegex(b, r"severity: (page|ticket)\b", name)
             for k in ("summary", "description", "runbook"):
                 self.assertRegex(b, r"\b%s: " % k, name)
-            if name not in ("PayrelayRepeatPayment", "PayrelayAmountMismatch"):
+            if name not in ("PayrelayRepeatPayment", "PayrelayAmountMismatch",
+                            "PayrelayRefundOutcomeUnknown"):
                 self.assertRegex(b, r"\bfor: \d+m\b", name)
             anchor = re.search(r'runbook: "docs/operations\.md#([^"]+)"', b).group(1)
             self.assertIn(anchor, anchors, "%s: no section #%s in docs/operations.md"

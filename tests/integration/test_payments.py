@@ -181,6 +181,9 @@ class PaymentsCase(h.DaemonClassCase):
         d = self.order("pay-epay", o)
         self.assertEqual((d["state"], d["amount_fen"], d["amount"], d["pay_kind"], d["pay_mode"]),
                          ("pending", 1230, "12.30", "pay_url", "api"))
+        # a number, as every *_ms field of an order; the creation is the registration
+        self.assertIsInstance(d["pay_created_ms"], int)
+        self.assertEqual(d["pay_created_ms"], d["created_ms"])
         self.assertNotIn("return_to", d)
         ev = self.notify_and_check("epay", "pay-epay", o, 1230)
         self.assertEqual((ev["subject"], ev["passthrough"]), (subject, param))

@@ -17,6 +17,7 @@ Exits 0 when every test passes, 1 otherwise.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,6 +86,16 @@ class RefundCase(ReconcileCase):
 
     def refunds_asked(self):
         return self.gw.queries(kind="refund")
+
+    def metric(self, name, **labels):
+        """The value of one series of /metrics, or None when it is not there."""
+        text = self.admin("GET", "/metrics").body.decode()
+        want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+        for line in text.splitlines():
+            m = re.match(r'^%s\{([^}]*)\} (\S+)$' % re.escape(name), line)
+            if m and ",".join(sorted(m.group(1).split(","))) == want:
+                return float(m.group(2))
+        return None
 
     def ctl(self, *args, config=None, rc=None, timeout=30):
         argv = [CTL, "-c", config or self.config] + list(args)
@@ -267,6 +278,33 @@ class RefundTest(RefundCase):
         gw.client_actions = ["garbage"]
         self.refund("1.00", "RF-7c", otn="R-7", status=502)
         self.assertEqual(len(self.refunds_asked()), 2, self.gw_ctx(gw))
+
+    def test_13_refund_metrics(self):
+        gw = self.setup_epay(others=("gatepay",))
+        name = "payrelay_refunds_total"
+        # touched at start for every channel: alerts read it from zero
+        for ch in (CHANNEL["epay"], CHANNEL["gatepay"]):
+            self.assertEqual(self.metric(name, channel=ch, result="unknown"), 0.0, ch)
+        self.paid("R-13", "T-R-13", "5.00")
+        self.refund("2.00", "RF-13a", otn="R-13", status=201)
+        self.refund("2.00", "RF-13a", otn="R-13", status=200)
+        self.refund("9.00", "RF-13b", otn="R-13", status=409)
+        gw.client_actions = ["error"]
+        self.refund("1.00", "RF-13c", otn="R-13", status=502)
+        gw.client_actions = ["http500"]
+        self.refund("1.00", "RF-13d", otn="R-13", status=502)
+        self.refund("1.00", "RF-13e", otn="NO-SUCH", status=404)
+        self.refund("1.00", "RF-13f", otn="R-13", channel=CHANNEL["gatepay"], status=501)
+        # a channel nobody configured is no series
+        self.refund("1.00", "RF-13g", otn="R-13", channel="no-such-channel", status=404)
+        want = {"done": 1, "repeat": 1, "over_refund": 1, "refused": 1, "unknown": 1,
+                "rejected": 1}
+        for result, n in want.items():
+            self.assertEqual(self.metric(name, channel=CHANNEL["epay"], result=result), n,
+                             result)
+        self.assertEqual(self.metric(name, channel=CHANNEL["gatepay"], result="not_supported"),
+                         1)
+        self.assertIsNone(self.metric(name, channel="no-such-channel", result="rejected"))
 
     def test_09_in_flight_refund_and_stop(self):
         # a refund the gateway is slow to answer: the same refund_id meanwhile

@@ -1697,6 +1697,81 @@ START_TEST(test_epay_create_parse)
 }
 END_TEST
 
+/* A gateway echoing the key in a long message: the key is masked before
+ * the message is cut to fit, or the cut leaves its start, which no later
+ * masking finds (found by fuzz/fuzz_client.c). The code is cut between
+ * characters: it goes into a JSON answer. */
+START_TEST(test_epay_create_parse_masks_before_cut)
+{
+	char body[600], filler[249];
+	struct pay_result r;
+	json_t *j;
+
+	memset(filler, 'x', sizeof(filler) - 1);
+	filler[sizeof(filler) - 1] = '\0';
+	/* the key (12 bytes) at bytes 248-259 of msg: across the cut at 255 */
+	snprintf(body, sizeof(body), "{\"code\":-1,\"msg\":\"%sK3yK3yK3yK3y expired\"}", filler);
+	epay_parse(body, &r);
+	ck_assert(!r.ok);
+	ck_assert_ptr_null(strstr(r.msg, "K3y"));
+	ck_assert_ptr_nonnull(strstr(r.msg, "***"));
+	pay_result_free(&r);
+	/* as the code, whole */
+	epay_parse("{\"code\":\"K3yK3yK3yK3y\",\"msg\":\"bad key\"}", &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "***");
+	pay_result_free(&r);
+	/* a code of 36 bytes: cut to fit between characters */
+	epay_parse("{\"code\":\"错误错误错误错误错误错误\",\"msg\":\"x\"}", &r);
+	ck_assert(!r.ok);
+	ck_assert_ptr_nonnull(j = json_string(r.code));
+	json_decref(j);
+	ck_assert_uint_lt(strlen(r.code), sizeof(r.code));
+	pay_result_free(&r);
+	/* an empty msg says so */
+	epay_parse("{\"code\":-1,\"msg\":\"\"}", &r);
+	ck_assert_str_eq(r.code, "-1");
+	ck_assert_str_eq(r.msg, "(no msg)");
+	pay_result_free(&r);
+}
+END_TEST
+
+/* A platform echoing the key as a member name: the names of what is
+ * passed on (raw, the refund event's; the settlement records) are masked
+ * as their values are (found by fuzz/fuzz_client.c). */
+START_TEST(test_epay_client_masks_names)
+{
+	struct family_answer a;
+	struct channel ch;
+	size_t i;
+	char *text;
+
+	client_chan(&ch);
+	client_parse(family_epay.refund_parse, &ch,
+	    "{\"code\":1,\"msg\":\"ok\",\"pi" CLIENT_KEY "d\":1001}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	ck_assert_uint_eq(a.raw.n, 3);
+	for (i = 0; i < a.raw.n; i++)
+		ck_assert_ptr_null(strstr(a.raw.v[i].name, CLIENT_KEY));
+	ck_assert_str_eq(params_value(&a.raw, "pi***d"), "1001");
+	family_answer_free(&a);
+	client_parse(family_epay.account_parse, &ch,
+	    "{\"code\":1,\"pid\":1001,\"money\":\"1\",\"" CLIENT_KEY "\":\"x\"}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	for (i = 0; i < a.raw.n; i++)
+		ck_assert_ptr_null(strstr(a.raw.v[i].name, CLIENT_KEY));
+	family_answer_free(&a);
+	client_parse(family_epay.settle_parse, &ch,
+	    "{\"code\":1,\"data\":[{\"id\":\"1\",\"to " CLIENT_KEY "\":\"x\"}]}", &a);
+	ck_assert_int_eq(a.outcome, FAMILY_ANSWER_OK);
+	text = json_dumps(a.data, JSON_COMPACT | JSON_SORT_KEYS);
+	ck_assert_str_eq(text, "{\"settlements\":[{\"id\":\"1\",\"to ***\":\"x\"}]}");
+	free(text);
+	family_answer_free(&a);
+	client_chan_free(&ch);
+}
+END_TEST
+
 static Suite *
 family_epay_suite(void)
 {
@@ -1724,6 +1799,8 @@ family_epay_suite(void)
 	tcase_add_test(tc, test_epay_create_request);
 	tcase_add_test(tc, test_epay_create_redirect);
 	tcase_add_test(tc, test_epay_create_parse);
+	tcase_add_test(tc, test_epay_create_parse_masks_before_cut);
+	tcase_add_test(tc, test_epay_client_masks_names);
 	tc = tcase_create("epay_rsa");
 	tcase_add_test(tc, test_sign_string_epay_rsa_vectors);
 	tcase_add_test(tc, test_epay_rsa_vectors);

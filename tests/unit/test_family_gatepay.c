@@ -857,6 +857,26 @@ START_TEST(test_gatepay_create_parse)
 }
 END_TEST
 
+/* The appsecret echoed across the cut of msg is masked before the cut
+ * (found by fuzz/fuzz_client.c). */
+START_TEST(test_gatepay_create_parse_masks_before_cut)
+{
+	char body[600], filler[246];
+	struct pay_result r;
+
+	memset(filler, 'x', sizeof(filler) - 1);
+	filler[sizeof(filler) - 1] = '\0';
+	snprintf(body, sizeof(body), "{\"code\":199,\"msg\":\"%sS3cretS3cret\",\"data\":[]}",
+	    filler);
+	gatepay_parse(body, &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "199");
+	ck_assert_ptr_null(strstr(r.msg, "S3c"));
+	ck_assert_ptr_nonnull(strstr(r.msg, "***"));
+	pay_result_free(&r);
+}
+END_TEST
+
 static Suite *
 family_gatepay_suite(void)
 {
@@ -886,6 +906,7 @@ family_gatepay_suite(void)
 	tcase_add_test(tc, test_gatepay_detail_hides_key);
 	tcase_add_test(tc, test_gatepay_create_request);
 	tcase_add_test(tc, test_gatepay_create_parse);
+	tcase_add_test(tc, test_gatepay_create_parse_masks_before_cut);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -922,6 +922,25 @@ START_TEST(test_payindex_create_parse)
 }
 END_TEST
 
+/* The key echoed across the cut of msg is masked before the cut (found by
+ * fuzz/fuzz_client.c). */
+START_TEST(test_payindex_create_parse_masks_before_cut)
+{
+	char body[600], filler[250];
+	struct pay_result r;
+
+	memset(filler, 'x', sizeof(filler) - 1);
+	filler[sizeof(filler) - 1] = '\0';
+	snprintf(body, sizeof(body), "{\"status\":\"error\",\"msg\":\"%sPayK3yPayK3y\"}", filler);
+	payindex_parse(body, &r);
+	ck_assert(!r.ok);
+	ck_assert_str_eq(r.code, "error");
+	ck_assert_ptr_null(strstr(r.msg, "PayK"));
+	ck_assert_ptr_nonnull(strstr(r.msg, "***"));
+	pay_result_free(&r);
+}
+END_TEST
+
 static Suite *
 family_payindex_suite(void)
 {
@@ -932,6 +951,7 @@ family_payindex_suite(void)
 	tcase_add_test(tc, test_payindex_row);
 	tcase_add_test(tc, test_payindex_create_request);
 	tcase_add_test(tc, test_payindex_create_parse);
+	tcase_add_test(tc, test_payindex_create_parse_masks_before_cut);
 	tcase_add_test(tc, test_sign_string_payindex_vectors);
 	tcase_add_test(tc, test_payindex_vectors);
 	tcase_add_test(tc, test_payindex_sign_altered);
