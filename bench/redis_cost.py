@@ -41,7 +41,7 @@ import harness as h  # noqa: E402
 
 PREFIX = "payrelay:"
 STREAM = "payrelay:events"
-OWN = {"info", "memory|purge", "zcard", "dbsize", "xlen", "ping"}
+OWN = {"info", "memory|purge", "zcard", "dbsize", "ping"}
 
 
 def info(r, section):

@@ -46,14 +46,16 @@ int
 store_claim(struct store *s, const char *webhook, int max, const char *owner,
     int64_t lease_until_ms, store_claim_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_CLAIM, 6, 256, claim_done, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_CLAIM, 8, 256, claim_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
 	r->cb.claim = cb;
-	rc = store_req_begin(r, 1);
+	rc = store_req_begin(r, 3);
 	rc |= store_req_cat(r, s->prefix, "wh:", webhook, ":due", NULL);
+	rc |= store_req_args(r, s->stream_key);
+	rc |= store_req_cat(r, s->prefix, "wh:", webhook, ":dead", NULL);
 	rc |= store_req_argll(r, (long long)now_ms());
 	rc |= store_req_argll(r, (long long)lease_until_ms);
 	rc |= store_req_argll(r, max);

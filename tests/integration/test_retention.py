@@ -142,9 +142,12 @@ class RetentionTest(RetentionCase):
             self.assertNotIn("event", rec, "delivered %s still holds the body" % did)
             self.assertEqual(rec.get("attempts"), "1")
             self.assertTTL(PREFIX + "delivery:" + did, RETENTION - 15, RETENTION)
-        # dead: body kept, no TTL, in the dead set
+        # dead: no TTL, in the dead set; its body is its stream entry's,
+        # which the held set keeps from going without copying it over
+        held = set(m.decode() for m in self.r.cmd("ZRANGE", PREFIX + "held", 0, -1))
         for did, rec in dead.items():
-            self.assertIn("event", rec, "dead %s lost its body" % did)
+            self.assertNotIn("event", rec, "the event JSON is stored once, in the stream")
+            self.assertIn("%s %s" % (rec["stream_id"], did), held)
             self.assertEqual(self.ttl(PREFIX + "delivery:" + did), -1)
             self.assertIsNotNone(self.dead_score("audit", did))
         # per event: dedup, paid, the order index and the delivery set: dedup_ttl
@@ -178,10 +181,12 @@ class RetentionTest(RetentionCase):
                 self.assertEqual(t, -1, key)  # capped by [stream] maxlen
             elif kind in ("due", "dead"):
                 self.assertEqual(t, -1, key)  # bounded: pending / dead deliveries
+            elif kind == "held":
+                self.assertEqual(t, -1, key)  # capped: its members leave with the stream's
             else:
                 self.fail("key %s (TTL %d) is of no documented kind" % (key, t))
-        self.assertEqual(sorted(kinds), ["dead", "dedup", "delivery", "evd", "oix", "paid",
-                                         "stream"], kinds.keys())
+        self.assertEqual(sorted(kinds), ["dead", "dedup", "delivery", "evd", "held", "oix",
+                                         "paid", "stream"], kinds.keys())
         self.assertEqual(int(self.r.cmd("XLEN", STREAM)), n)
 
         # /metrics: the O(1) key counts
@@ -368,6 +373,63 @@ class RetentionTest(RetentionCase):
         self.wait_log_record("dead deliveries purged", 2.0, deliveries=1200)
 
 
+class StreamTrimTest(RetentionCase):
+    """The event JSON is stored once, in the stream; trimming the stream
+    ([stream] maxlen) copies it into every pending or dead delivery of the
+    entries that go, so that nothing is lost (docs/redis.md)."""
+
+    MAXLEN = 1000  # the smallest allowed
+
+    def test_06_trim_copies_bodies_of_pending_and_dead(self):
+        n = 5
+        rcv = self.receiver()
+        bad = self.receiver(default="fail")
+        # "later" is attempted an hour out: pending and bodyless until then
+        self.write_config([("later", {"url": rcv.url("/l"), "secret": td.SECRET_A,
+                                      "timeout_ms": 1000, "schedule": "3600"}),
+                           ("audit", {"url": bad.url("/a"), "secret": td.SECRET_B,
+                                      "timeout_ms": 1000, "schedule": "0"})])
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("[stream]\n", "[stream]\nmaxlen = %d\n" % self.MAXLEN, 1))
+        self.start_daemon()
+        eids = self.callbacks(n, "TRIM")
+        dead = self.wait_states("audit", n, "dead", 15)
+        pending = self.wait_states("later", n, "pending", 5)
+        bodies = {eid: self.stream_event_bytes(eid).decode() for eid in eids}
+        for rec in list(dead.values()) + list(pending.values()):
+            self.assertNotIn("event", rec)
+        # Fill the stream to one batch short of a trim, then one callback
+        # more: the record step trims the oldest entries, ours among them.
+        fill = self.MAXLEN + 100 - n - 1
+        self.r.cmd("EVAL", "for i = 1, tonumber(ARGV[1]) do redis.call('XADD', KEYS[1], '*', "
+                   "'id', 'evt_filler', 'event', '{}') end", 1, STREAM, fill)
+        self.order_callback("T-TRIM-LAST", "TRIM-LAST")
+        self.assertEqual(int(self.r.cmd("XLEN", STREAM)), self.MAXLEN)
+        for eid in eids:
+            sid = self.r.cmd("GET", PREFIX + "dedup:" + eid).decode()
+            self.assertEqual(self.r.cmd("XRANGE", STREAM, sid, sid), [], "%s not trimmed" % eid)
+        held = [m.decode() for m in self.r.cmd("ZRANGE", PREFIX + "held", 0, -1)]
+        for did, rec in list(dead.items()) + list(pending.items()):
+            now = self.r.hgetall(PREFIX + "delivery:" + did)
+            self.assertEqual(now.get("event"), bodies[rec["event_id"]],
+                             "%s %s lost its body with the stream entry" % (rec["state"], did))
+            self.assertFalse([m for m in held if m.endswith(" " + did)], did)
+        # the pending ones, due now, go out with the copied body
+        for did in pending:
+            self.r.cmd("ZADD", PREFIX + "wh:later:due", 0, did)
+        self.wait_states("later", n, "delivered", 15)
+        got = sorted(r.body.decode() for r in rcv.requests)
+        self.assertEqual(got, sorted(bodies.values()))
+        # a dead one is replayed from its copy
+        did = next(iter(dead))
+        r = self.admin("POST", "/v1/deliveries/%s/replay" % did)
+        self.assertEqual(r.status, 201, r)
+        new = self.r.hgetall(PREFIX + "delivery:" + r.json["delivery"])
+        self.assertEqual(new.get("event"), bodies[dead[did]["event_id"]])
+
+
 class SizingTest(RetentionCase):
     """docs/redis.md's bytes per event, measured again (Redis 7.0)."""
 
@@ -399,6 +461,7 @@ class SizingTest(RetentionCase):
                                for i in range(50)) / 50,
             "delivery set": sum(usage(PREFIX + "evd:" + e) for e in eids[:50]) / 50,
             "delivered delivery": sum(usage(PREFIX + "delivery:" + d) for d in dids) / len(dids),
+            "held member": usage(PREFIX + "held") / (self.N + 1),
         }
         report = ", ".join("%s %.0f" % kv for kv in kinds.items())
         report += "; event JSON %d bytes" % len(self.stream_event_bytes(eids[0]))
