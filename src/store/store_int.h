@@ -107,6 +107,7 @@ struct store_req {
 		store_record_cb *record;
 		store_claim_cb *claim;
 		store_done_cb *done;
+		store_finish_cb *finish;
 		store_poll_claim_cb *poll_claim;
 		store_poll_one_cb *poll_one;
 		store_poll_done_cb *poll_done;
