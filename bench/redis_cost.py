@@ -187,6 +187,7 @@ def main():
     p.add_argument("-n", type=int, default=2000, help="callbacks measured")
     p.add_argument("--webhooks", default="0,1", help="configurations: 0 (none), 1 (one)")
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--keep", action="store_true", help="keep the run's directory (Redis's AOF)")
     p.add_argument("--dir", default=os.environ.get("BENCH_TMP", "/var/tmp"),
                    help="where Redis's AOF goes (a disk, as in production)")
     a = p.parse_args()
@@ -200,8 +201,11 @@ def main():
             workdir = tempfile.mkdtemp(prefix="payrelay-cost-", dir=a.dir)
         before, after = run(binary, a.n, w == "1", a.connections, workdir)
         report("%s webhook" % ("one" if w == "1" else "no"), a.n, before, after)
-        import shutil
-        shutil.rmtree(workdir, ignore_errors=True)
+        if a.keep:
+            print("  kept       %s" % workdir)
+        else:
+            import shutil
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

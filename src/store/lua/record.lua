@@ -24,9 +24,10 @@
 -- entry's ms), and the stream is trimmed here, exactly, in batches of
 -- TRIM_BATCH entries beyond maxlen: a pending or dead delivery of an entry
 -- about to go gets the body copied into its hash first.
--- The last two keys are the event's delivery set (the ids of the deliveries
--- made here) and the order's event index (a zset of event ids by record
--- time), both living dedup_ttl: every event of a merchant order, registered
+-- The last two keys are the event's delivery list (a string: the ids of the
+-- deliveries made here, space-separated; one SET with its TTL, where a set
+-- would need SADD and EXPIRE and three times the memory) and the order's
+-- event index (a zset of event ids by record time), both living dedup_ttl: every event of a merchant order, registered
 -- or not, is found from the index (GET /v1/events?out_trade_no=), and its
 -- deliveries from the set (GET /v1/events/ID/deliveries).
 -- Returns {"new", stream id, type, deliveries, first trade id or ""} or
@@ -118,7 +119,7 @@ if order and not (first and o[2] == 'paid') then
   redis.call('ZREM', KEYS[4], ARGV[10])
   redis.call('EXPIRE', KEYS[3], ARGV[7])
 end
-local n, held = 0, {}
+local n, held, dids = 0, {}, {}
 for i = 0, (#ARGV - 12) / 5 - 1 do
   local a = 13 + i * 5
   local wants = ARGV[a + 2]
@@ -130,12 +131,12 @@ for i = 0, (#ARGV - 12) / 5 - 1 do
     redis.call('ZADD', KEYS[8 + i * 2], ARGV[a + 4], ARGV[a + 1])
     held[#held + 1] = string.match(sid, '^(%d+)')
     held[#held + 1] = sid .. ' ' .. ARGV[a + 1]
-    redis.call('SADD', KEYS[#KEYS - 1], ARGV[a + 1])
+    dids[#dids + 1] = ARGV[a + 1]
     n = n + 1
   end
 end
 if n > 0 then
-  redis.call('EXPIRE', KEYS[#KEYS - 1], ARGV[7])
+  redis.call('SET', KEYS[#KEYS - 1], table.concat(dids, ' '), 'EX', ARGV[7])
   redis.call('ZADD', KEYS[6], unpack(held))
 end
 return {'new', sid, etype, n, first or ''}
