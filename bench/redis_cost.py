@@ -20,7 +20,12 @@ reports per callback, as deltas of Redis's INFO over the measured part:
   keys       DBSIZE (after delivery)
   mem_bytes  INFO memory used_memory (after delivery and MEMORY PURGE)
 
-    python3 bench/redis_cost.py [--build build] [-n 2000] [--webhooks 0,1]
+    python3 bench/redis_cost.py [--build build] [-n 2000] [--webhooks 0,1] [--rounds 3]
+
+Each configuration runs --rounds times (a fresh Redis and daemon each);
+every figure is the median. Only cpu_us varies from run to run (the
+machine, and how many callbacks share one of Redis's loop turns and its
+fsync); the counts and bytes do not, or barely.
 
 Needs redis-server in PATH and ../shared/vectors (or PAYRELAY_VECTORS).
 """
@@ -29,8 +34,10 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -166,17 +173,30 @@ key = {key}
         redis.stop(signal.SIGKILL)
 
 
-def report(label, n, before, after):
-    calls = {k: v - before[0].get(k, 0) for k, v in after[0].items()}
-    calls = {k: v for k, v in calls.items() if v > 0 and k not in OWN}
-    total = sum(calls.values())
-    print("%s: per callback (n=%d)" % (label, n))
-    print("  commands   %.2f  (%s)" % (total / n, ", ".join(
+def report(label, n, runs):
+    """Each figure per callback, the median over the runs ((before, after)
+    snapshots); the commands by name from the median run by total."""
+    def med(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+
+    per = []
+    for before, after in runs:
+        calls = {k: v - before[0].get(k, 0) for k, v in after[0].items()}
+        calls = {k: v for k, v in calls.items() if v > 0 and k not in OWN}
+        per.append((sum(calls.values()) / n, calls,
+                    (after[1] - before[1]) * 1e6 / n, (after[2] - before[2]) / n,
+                    (after[3] - before[3]) / n, (after[4] - before[4]) / n))
+    total = med([p[0] for p in per])
+    calls = next(p[1] for p in per if p[0] == total)
+    print("%s: per callback (n=%d, median of %d runs)" % (label, n, len(runs)))
+    print("  commands   %.2f  (%s)" % (total, ", ".join(
         "%s %.2f" % (k, v / n) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]))))
-    print("  cpu_us     %.1f" % ((after[1] - before[1]) * 1e6 / n))
-    print("  aof_bytes  %.0f" % ((after[2] - before[2]) / n))
-    print("  keys       %.2f" % ((after[3] - before[3]) / n))
-    print("  mem_bytes  %.0f" % ((after[4] - before[4]) / n))
+    print("  cpu_us     %.1f  (runs: %s)" % (med([p[2] for p in per]),
+                                           " ".join("%.1f" % p[2] for p in per)))
+    print("  aof_bytes  %.0f" % med([p[3] for p in per]))
+    print("  keys       %.2f" % med([p[4] for p in per]))
+    print("  mem_bytes  %.0f" % med([p[5] for p in per]))
     sys.stdout.flush()
 
 
@@ -187,6 +207,7 @@ def main():
     p.add_argument("-n", type=int, default=2000, help="callbacks measured")
     p.add_argument("--webhooks", default="0,1", help="configurations: 0 (none), 1 (one)")
     p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3, help="runs per configuration (medians)")
     p.add_argument("--keep", action="store_true", help="keep the run's directory (Redis's AOF)")
     p.add_argument("--dir", default=os.environ.get("BENCH_TMP", "/var/tmp"),
                    help="where Redis's AOF goes (a disk, as in production)")
@@ -195,17 +216,15 @@ def main():
     if not os.access(binary, os.X_OK):
         sys.exit("no payrelayd at %s" % binary)
     for w in a.webhooks.split(","):
-        workdir = h.new_workdir("payrelay-cost-") if not a.dir else None
-        if workdir is None:
-            import tempfile
+        runs = []
+        for _ in range(a.rounds):
             workdir = tempfile.mkdtemp(prefix="payrelay-cost-", dir=a.dir)
-        before, after = run(binary, a.n, w == "1", a.connections, workdir)
-        report("%s webhook" % ("one" if w == "1" else "no"), a.n, before, after)
-        if a.keep:
-            print("  kept       %s" % workdir)
-        else:
-            import shutil
-            shutil.rmtree(workdir, ignore_errors=True)
+            runs.append(run(binary, a.n, w == "1", a.connections, workdir))
+            if a.keep:
+                print("kept %s" % workdir)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        report("%s webhook" % ("one" if w == "1" else "no"), a.n, runs)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ static const struct {
 	    "accept() failures on the admin listener (out of descriptors or memory)." },
 	{ "payrelay_admin_http_timeouts_total",
 	    "Admin connections closed for not sending a whole request within read_timeout." },
+	{ "payrelay_answers_written_total",
+	    "Answers to recorded callbacks by when they were written: at_once (in the loop turn "
+	    "their Redis reply arrived), later (the socket took only part at once)." },
 	{ "payrelay_http_framing_refused_total",
 	    "Requests refused for ambiguous body framing (request smuggling), by listener." },
 	{ "payrelay_http_refused_total",

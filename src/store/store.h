@@ -289,6 +289,10 @@ int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_nu
     void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
+/* Commands are written at the end of the loop turn that queued them, all
+ * at once: *flushes counts those writes, *waits the times the socket could
+ * not take everything and the rest waited for a later turn. */
+void store_write_stats(const struct store *s, uint64_t *flushes, uint64_t *waits);
 /* True while connected to the master (with sentinels: ROLE said so). */
 bool store_master_known(const struct store *s);
 /* Times the sentinels named a master at another address than the one
