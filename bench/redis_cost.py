@@ -16,6 +16,10 @@ reports per callback, as deltas of Redis's INFO over the measured part:
              both), without the INFO/MEMORY/ZCARD calls of this tool
   cpu_us     INFO cpu used_cpu_sys + used_cpu_user, in µs (the only figure
              that depends on the machine; fsync's CPU included)
+  exec_us    INFO commandstats usec of the scripts (evalsha): Redis's time
+             running them, without I/O and fsync; steadier than cpu_us
+  reads      INFO stats total_reads_processed: the client socket reads Redis
+             made (each a loop wake-up, a read and a reply write)
   aof_bytes  INFO persistence aof_current_size
   keys       DBSIZE (after delivery)
   mem_bytes  INFO memory used_memory (after delivery and MEMORY PURGE)
@@ -61,15 +65,19 @@ def info(r, section):
 def snapshot(r):
     """(calls by command, cpu seconds, aof bytes, keys, used memory)."""
     calls = {}
-    for m in re.finditer(r"^cmdstat_([a-z|_-]+):calls=(\d+)", info(r, "commandstats"), re.M):
+    for m in re.finditer(r"^cmdstat_([a-z|_-]+):calls=(\d+),usec=(\d+)", info(r, "commandstats"),
+                         re.M):
         calls[m.group(1)] = int(m.group(2))
+        calls["usec:" + m.group(1)] = int(m.group(3))
     cpu = info(r, "cpu")
     secs = sum(float(re.search(r"^%s:([0-9.]+)" % k, cpu, re.M).group(1))
                for k in ("used_cpu_sys", "used_cpu_user"))
     aof = int(re.search(r"^aof_current_size:(\d+)", info(r, "persistence"), re.M).group(1))
+    st = info(r, "stats")
+    reads = int(re.search(r"^total_reads_processed:(\d+)", st, re.M).group(1))
     r.cmd("MEMORY", "PURGE")
     mem = int(re.search(r"^used_memory:(\d+)", info(r, "memory"), re.M).group(1))
-    return calls, secs, aof, int(r.cmd("DBSIZE")), mem
+    return calls, secs, aof, int(r.cmd("DBSIZE")), mem, reads
 
 
 def signed_query(key, params, i, tag):
@@ -121,9 +129,9 @@ def wait_delivered(r, rcv, n, timeout):
         time.sleep(0.02)
 
 
-def run(binary, n, webhook, conns, workdir):
+def run(binary, n, webhook, conns, workdir, fsync="always"):
     vec = h.load_vectors("epay.json")["vectors"][0]
-    redis = h.RedisServer(workdir, extra_args=("--appendonly", "yes", "--appendfsync", "always"))
+    redis = h.RedisServer(workdir, extra_args=("--appendonly", "yes", "--appendfsync", fsync))
     redis.start()
     rcv = None
     d = None
@@ -183,17 +191,26 @@ def report(label, n, runs):
     per = []
     for before, after in runs:
         calls = {k: v - before[0].get(k, 0) for k, v in after[0].items()}
-        calls = {k: v for k, v in calls.items() if v > 0 and k not in OWN}
+        usec = {k[5:]: v for k, v in calls.items() if k.startswith("usec:") and k[5:] not in OWN}
+        calls = {k: v for k, v in calls.items()
+                 if v > 0 and k not in OWN and not k.startswith("usec:")}
+        # commands a script ran are inside its own usec: count the top level
+        top = sum(v for k, v in usec.items() if k in ("evalsha", "eval")) or sum(usec.values())
         per.append((sum(calls.values()) / n, calls,
                     (after[1] - before[1]) * 1e6 / n, (after[2] - before[2]) / n,
-                    (after[3] - before[3]) / n, (after[4] - before[4]) / n))
+                    (after[3] - before[3]) / n, (after[4] - before[4]) / n,
+                    (after[5] - before[5]) / n, top / n))
     total = med([p[0] for p in per])
     calls = next(p[1] for p in per if p[0] == total)
     print("%s: per callback (n=%d, median of %d runs)" % (label, n, len(runs)))
     print("  commands   %.2f  (%s)" % (total, ", ".join(
         "%s %.2f" % (k, v / n) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]))))
+    print("  exec_us    %.1f  (Redis's own time in the scripts, commandstats usec)"
+          % med([p[7] for p in per]))
     print("  cpu_us     %.1f  (runs: %s)" % (med([p[2] for p in per]),
                                            " ".join("%.1f" % p[2] for p in per)))
+    print("  reads      %.2f  (socket reads Redis processed: fewer, fuller reads cost less)"
+          % med([p[6] for p in per]))
     print("  aof_bytes  %.0f" % med([p[3] for p in per]))
     print("  keys       %.2f" % med([p[4] for p in per]))
     print("  mem_bytes  %.0f" % med([p[5] for p in per]))
@@ -208,6 +225,9 @@ def main():
     p.add_argument("--webhooks", default="0,1", help="configurations: 0 (none), 1 (one)")
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3, help="runs per configuration (medians)")
+    p.add_argument("--fsync", default="always", choices=("always", "everysec", "no"),
+                   help="Redis's appendfsync: always (as recommended); no leaves the fsync "
+                   "per Redis loop turn out of cpu_us, and with it most of the noise")
     p.add_argument("--keep", action="store_true", help="keep the run's directory (Redis's AOF)")
     p.add_argument("--dir", default=os.environ.get("BENCH_TMP", "/var/tmp"),
                    help="where Redis's AOF goes (a disk, as in production)")
@@ -219,7 +239,7 @@ def main():
         runs = []
         for _ in range(a.rounds):
             workdir = tempfile.mkdtemp(prefix="payrelay-cost-", dir=a.dir)
-            runs.append(run(binary, a.n, w == "1", a.connections, workdir))
+            runs.append(run(binary, a.n, w == "1", a.connections, workdir, a.fsync))
             if a.keep:
                 print("kept %s" % workdir)
             else:
