@@ -440,6 +440,25 @@ class StreamTrimTest(RetentionCase):
         self.assertEqual(new.get("event"), bodies[dead[did]["event_id"]])
 
 
+    def test_07_a_long_stream_is_trimmed_1000_entries_per_record(self):
+        """A maxlen lowered under a long stream: each record step trims at
+        most 1,000 entries (no script holds Redis for long), until the
+        stream is within a batch (100) of maxlen."""
+        self.write_config([])
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("[stream]\n", "[stream]\nmaxlen = %d\n" % self.MAXLEN, 1))
+        self.start_daemon()
+        self.r.cmd("EVAL", "for i = 1, 3000 do redis.call('XADD', KEYS[1], '*', "
+                   "'id', 'evt_filler', 'event', '{}') end", 1, STREAM)
+        lens = []
+        for i in range(3):
+            self.order_callback("T-LONG-%d" % i, "LONG-%d" % i)
+            lens.append(int(self.r.cmd("XLEN", STREAM)))
+        self.assertEqual(lens, [2001, 1002, 1003])
+
+
 class SizingTest(RetentionCase):
     """docs/redis.md's bytes per event, measured again (Redis 7.0)."""
 

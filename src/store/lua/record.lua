@@ -33,6 +33,9 @@
 -- Returns {"new", stream id, type, deliveries, first trade id or ""} or
 -- {"dup", stream id}.
 local TRIM_BATCH = 100
+-- At most this many entries per call: a maxlen lowered on a long stream is
+-- reached over the next records, none of which holds Redis for long.
+local TRIM_MAX = 1000
 local prev = redis.call('GET', KEYS[1])
 if prev then
   if ARGV[6] ~= '' and redis.call('HGET', KEYS[3], 'state') == 'pending' then
@@ -76,8 +79,9 @@ local function later(a, b)
   am, bm = tonumber(am), tonumber(bm)
   return am > bm or (am == bm and tonumber(as) > tonumber(bs))
 end
--- Trims the `over` oldest entries, keeping the bodies still needed.
-local function trim(over)
+-- Trims the `over` oldest of the `len` entries, keeping the bodies still
+-- needed.
+local function trim(len, over)
   local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', over)
   if #gone == 0 then return end
   local bodies, last = {}, gone[#gone][1]
@@ -86,7 +90,7 @@ local function trim(over)
       if e[2][i] == 'event' then bodies[e[1]] = e[2][i + 1] end
     end
   end
-  local ms = string.match(last, '^(%d+)')
+  local ms, drop = string.match(last, '^(%d+)'), {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', ms)) do
     local s, d = string.match(m, '^(%S+) (%S+)$')
     if not s or not later(s, last) then
@@ -97,15 +101,19 @@ local function trim(over)
           redis.call('HSET', h, 'event', bodies[s])
         end
       end
-      redis.call('ZREM', KEYS[6], m)
+      drop[#drop + 1] = m
     end
   end
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', tonumber(ARGV[8]))
+  for i = 1, #drop, 100 do
+    redis.call('ZREM', KEYS[6], unpack(drop, i, math.min(i + 99, #drop)))
+  end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', len - #gone)
 end
 local sid = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1],
   'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)
-local over = redis.call('XLEN', KEYS[2]) - tonumber(ARGV[8])
-if over >= TRIM_BATCH then trim(over) end
+local len = redis.call('XLEN', KEYS[2])
+local over = len - tonumber(ARGV[8])
+if over >= TRIM_BATCH then trim(len, math.min(over, TRIM_MAX)) end
 redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])
 redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[1])
 redis.call('EXPIRE', KEYS[#KEYS], ARGV[7])
