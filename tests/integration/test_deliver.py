@@ -632,6 +632,72 @@ class CrashAndShutdownTest(DeliverCase):
         self.assertEqual(sum((argc - 7) // 6 for argc in finishes), n, finishes)
         self.assertEqual(len([x for x in self.log_records("delivered", d2)]), n)
 
+    def test_08d_finish_batch_judges_each_outcome(self):
+        """One finish call with outcomes of deliveries in every state a
+        late answer can meet (delivery_finish.lua run as payrelayd runs
+        it): each is judged alone, as a single call would be."""
+        with open(os.path.join(h.HERE, "..", "..", "src", "store", "lua",
+                               "delivery_finish.lua"), encoding="utf-8") as f:
+            script = f.read()
+        due = PREFIX + "wh:orders:due"
+
+        def delivery(did, state, owner=None, **extra):
+            fields = ["id", did, "event_id", "evt_" + did, "webhook", "orders", "state", state,
+                      "attempts", "0", "created_ms", "1000", "due_ms", "1000"]
+            if owner is not None:
+                fields += ["lease_owner", owner, "lease_until_ms", "99999999999999"]
+            for k, v in extra.items():
+                fields += [k, v]
+            self.r.cmd("HSET", PREFIX + "delivery:" + did, *fields)
+            if state == "pending":
+                self.r.cmd("ZADD", due, 99999999999999, did)
+
+        delivery("dlv_settled", "delivered", delivered_ms="2000")
+        delivery("dlv_taken", "pending", owner="B")       # our lease expired, B holds it
+        delivery("dlv_late_ok", "pending", owner="B")     # a late success still counts
+        delivery("dlv_ours_ok", "pending", owner="A")
+        delivery("dlv_ours_retry", "pending", owner="A")
+        delivery("dlv_ours_dead", "pending", owner="A")
+        delivery("dlv_ours_probe", "pending", owner="A")
+        outcomes = [("dlv_settled", "ok", 0, 200, ""), ("dlv_taken", "retry", 5000, 500, "HTTP 500"),
+                    ("dlv_late_ok", "ok", 0, 200, ""), ("dlv_ours_ok", "ok", 0, 204, ""),
+                    ("dlv_ours_retry", "retry", 5000, 0, "timed out"),
+                    ("dlv_ours_dead", "dead", 0, 500, "HTTP 500"),
+                    ("dlv_ours_probe", "probe", 7000, 0, "refused")]
+        args = [PREFIX, "A", 3000, 60]
+        for did, outcome, nxt, status, err in outcomes:
+            args += ["orders", did, outcome, nxt, status, err]
+        got = self.r.cmd("EVAL", script, 0, *args)
+        self.assertEqual([x.decode() for x in got],
+                         ["settled", "lost", "ok", "ok", "retry", "dead", "probe"])
+        st = {did: self.hash(did) for did, *_ in outcomes}
+        self.assertEqual(st["dlv_settled"].get("delivered_ms"), "2000")
+        self.assertNotIn("history", st["dlv_settled"])
+        self.assertEqual((st["dlv_taken"]["state"], st["dlv_taken"]["lease_owner"]), ("pending", "B"))
+        self.assertNotIn("history", st["dlv_taken"])
+        for did in ("dlv_late_ok", "dlv_ours_ok"):
+            self.assertEqual((st[did]["state"], st[did]["attempts"]), ("delivered", "1"), st[did])
+            self.assertNotIn("lease_owner", st[did])
+            self.assertIsNone(self.due_score("orders", did))
+            self.assertGreater(int(self.r.cmd("TTL", PREFIX + "delivery:" + did)), 0)
+            # no empty error in the history: the hash stays compact
+            self.assertEqual(json.loads(st[did]["history"]),
+                             [{"at_ms": 3000, "outcome": "ok",
+                               "status": int(st[did]["last_status"])}])
+        self.assertEqual(self.r.cmd("OBJECT", "ENCODING", PREFIX + "delivery:dlv_ours_ok"),
+                         b"listpack")
+        r = st["dlv_ours_retry"]
+        self.assertEqual((r["state"], r["attempts"], r["due_ms"], r["last_error"]),
+                         ("pending", "1", "5000", "timed out"))
+        self.assertEqual(self.due_score("orders", "dlv_ours_retry"), 5000)
+        r = st["dlv_ours_dead"]
+        self.assertEqual((r["state"], r["attempts"], r["dead_ms"]), ("dead", "1", "3000"))
+        self.assertIsNone(self.due_score("orders", "dlv_ours_dead"))
+        self.assertEqual(self.dead_score("orders", "dlv_ours_dead"), 3000)
+        r = st["dlv_ours_probe"]
+        self.assertEqual((r["state"], r["attempts"], r["due_ms"]), ("pending", "0", "7000"))
+        self.assertEqual(self.due_score("orders", "dlv_ours_probe"), 7000)
+
     def script_calls(self, sha):
         """The argument counts of the EVALSHA calls of script `sha` in the
         slow log (every call: slowlog-log-slower-than 0), oldest first."""
