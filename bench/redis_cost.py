@@ -239,11 +239,13 @@ def main():
         runs = []
         for _ in range(a.rounds):
             workdir = tempfile.mkdtemp(prefix="payrelay-cost-", dir=a.dir)
-            runs.append(run(binary, a.n, w == "1", a.connections, workdir, a.fsync))
-            if a.keep:
-                print("kept %s" % workdir)
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+            try:
+                runs.append(run(binary, a.n, w == "1", a.connections, workdir, a.fsync))
+            finally:
+                if a.keep:
+                    print("kept %s" % workdir)
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
         report("%s webhook" % ("one" if w == "1" else "no"), a.n, runs)
 
 
