@@ -69,6 +69,9 @@ static const struct {
 	    "Payers' browser returns (/return, SPEC 10.2) by channel and result: paid, pending, "
 	    "invalid (redirected with that status), no_redirect (no allowed return_to), "
 	    "disabled (no return_secret), other (not found, method, stopping)." },
+	{ "payrelay_answers_written_total",
+	    "Answers to recorded callbacks by when they were written: at_once (in the loop turn "
+	    "their Redis reply arrived), later (the socket took only part at once)." },
 	{ "payrelay_http_framing_refused_total",
 	    "Requests refused for ambiguous body framing (request smuggling), by listener." },
 	{ "payrelay_http_refused_total",

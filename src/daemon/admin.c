@@ -1502,6 +1502,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	const struct config *cfg = env->cfg;
 	struct scrape *sc = calloc(1, sizeof(*sc));
 	const char **keys = NULL;
+	uint64_t flushes, waits;
 	size_t i;
 	int rc = 0;
 
@@ -1522,6 +1523,16 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	    "Redis requests that failed or timed out.");
 	rc |= metrics_sample(&sc->text, "payrelay_redis_errors_total", NULL, NULL,
 	    (double)store_errors(env->store));
+	store_write_stats(env->store, &flushes, &waits);
+	rc |= metrics_family(&sc->text, "payrelay_redis_flushes_total", "counter",
+	    "Writes of the commands queued in one loop turn, at its end, all at once.");
+	rc |=
+	    metrics_sample(&sc->text, "payrelay_redis_flushes_total", NULL, NULL, (double)flushes);
+	rc |= metrics_family(&sc->text, "payrelay_redis_write_waits_total", "counter",
+	    "Times the Redis socket did not take a turn's commands whole: the rest went "
+	    "in a later turn.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_write_waits_total", NULL, NULL,
+	    (double)waits);
 	rc |= metrics_family(&sc->text, "payrelay_redis_master_known", "gauge",
 	    "1 while connected to the Redis master (with sentinels: the one they named, "
 	    "and ROLE said master).");

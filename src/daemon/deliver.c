@@ -40,6 +40,16 @@ struct attempt {
 	size_t nschedule;
 	struct httpc_call *call;
 	LIST_ENTRY(attempt) link;
+	/* its outcome, queued for this loop turn's finish call */
+	struct store_outcome out;
+	char error[160];
+	struct attempt *fin_next;
+};
+
+/* The attempts whose outcomes went to Redis in one finish call. */
+struct finish {
+	size_t n;
+	struct attempt *a[];
 };
 
 struct claim {
@@ -52,6 +62,10 @@ struct deliver {
 	struct env *env;
 	struct event *tick;
 	struct event *kick;
+	struct event *flush; /* sends the outcomes queued in this loop turn */
+	struct attempt *fin; /* queued outcomes, oldest first */
+	struct attempt **fin_tail;
+	size_t nfin;
 	struct hook *hooks;
 	LIST_HEAD(, attempt) attempts; /* sent, or waiting for Redis to take the outcome */
 	size_t nattempts;
@@ -116,20 +130,67 @@ attempt_done(struct attempt *a)
 }
 
 static void
-finish_cb(void *arg, int rc, const char *answer)
+finish_cb(void *arg, int rc, const char *const *answers, size_t n)
 {
-	struct attempt *a = arg;
+	struct finish *f = arg;
+	size_t i;
 
-	if (rc != 0)
+	for (i = 0; i < f->n; i++) {
+		struct attempt *a = f->a[i];
+		const char *answer = rc == 0 && i < n ? answers[i] : NULL;
+
+		if (answer == NULL)
+			log_warnx("delivery outcome not recorded, the lease will expire",
+			    "webhook=%s delivery=%s", a->hook->name, a->id);
+		else if (strcmp(answer, "settled") == 0 || strcmp(answer, "lost") == 0)
+			/* Another instance took the lease (ours had expired) and
+			 * settled the delivery, or holds it: its outcome stands. */
+			log_info("delivery outcome dropped", "webhook=%s delivery=%s reason=\"%s\"",
+			    a->hook->name, a->id,
+			    strcmp(answer, "settled") == 0 ? "already settled"
+							   : "lease taken over");
+		attempt_done(a);
+	}
+	free(f);
+}
+
+/* Sends the outcomes queued in this loop turn in one call: one script run
+ * and one reply for a burst of answers from the receivers. */
+static void
+deliver_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct deliver *d = arg;
+	struct store_outcome *o;
+	struct finish *f;
+	struct attempt *first = d->fin, *a, *next;
+	size_t i, n = d->nfin;
+
+	if (n == 0)
+		return;
+	f = malloc(sizeof(*f) + n * sizeof(f->a[0]));
+	o = calloc(n, sizeof(*o));
+	d->fin = NULL;
+	d->fin_tail = &d->fin;
+	d->nfin = 0;
+	if (f != NULL && o != NULL) {
+		f->n = n;
+		for (i = 0, a = first; a != NULL; a = a->fin_next, i++) {
+			f->a[i] = a;
+			o[i] = a->out;
+		}
+		if (store_finish(d->env->store, o, n, finish_cb, f) == 0) {
+			free(o);
+			return;
+		}
+	}
+	free(o);
+	free(f);
+	for (a = first; a != NULL; a = next) {
+		next = a->fin_next;
 		log_warnx("delivery outcome not recorded, the lease will expire",
-		    "webhook=%s delivery=%s", a->hook->name, a->id);
-	else if (answer != NULL && (strcmp(answer, "settled") == 0 || strcmp(answer, "lost") == 0))
-		/* Another instance took the lease (ours had expired) and settled
-		 * the delivery, or holds it: its outcome stands. */
-		log_info("delivery outcome dropped", "webhook=%s delivery=%s reason=\"%s\"",
-		    a->hook->name, a->id,
-		    strcmp(answer, "settled") == 0 ? "already settled" : "lease taken over");
-	attempt_done(a);
+		    "webhook=%s delivery=%s reason=\"redis not ready\"", a->hook->name, a->id);
+		attempt_done(a);
+	}
 }
 
 /* The breaker's transitions (src/core/breaker.c), logged; `w` is NULL when
@@ -155,6 +216,24 @@ static void
 hook_probe_failed(struct hook *h, const struct webhook *w, int64_t now)
 {
 	breaker_probe_failed(&h->breaker, now, w != NULL ? w->probe_interval_max : 300);
+}
+
+/* Queues the attempt's outcome for this loop turn's finish call. */
+static void
+outcome_queue(struct attempt *a, const struct store_outcome *o, const char *error)
+{
+	struct deliver *d = a->d;
+
+	a->out = *o;
+	snprintf(a->error, sizeof(a->error), "%s", error);
+	a->out.error = a->error;
+	a->fin_next = NULL;
+	*d->fin_tail = a;
+	d->fin_tail = &a->fin_next;
+	/* Runs later in this same loop turn, after the other answers that
+	 * arrived with this one; while stopping too (the drain waits). */
+	if (d->nfin++ == 0)
+		event_active(d->flush, EV_TIMEOUT, 0);
 }
 
 static void
@@ -223,11 +302,7 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 		: a->probe                       ? "probe_failed"
 		: strcmp(o.outcome, "dead") == 0 ? "dead"
 						 : "failed");
-	if (store_finish(d->env->store, &o, finish_cb, a) == -1) {
-		log_warnx("delivery outcome not recorded, the lease will expire",
-		    "webhook=%s delivery=%s reason=\"redis not ready\"", h->name, a->id);
-		attempt_done(a);
-	}
+	outcome_queue(a, &o, error);
 }
 
 static void
@@ -418,10 +493,13 @@ deliver_new(struct env *env)
 	if (d == NULL)
 		return NULL;
 	LIST_INIT(&d->attempts);
+	d->fin_tail = &d->fin;
 	d->env = env;
 	d->tick = event_new(env->base, -1, EV_PERSIST, deliver_tick_cb, d);
 	d->kick = event_new(env->base, -1, 0, deliver_tick_cb, d);
-	if (d->tick == NULL || d->kick == NULL || event_add(d->tick, &tv) == -1) {
+	d->flush = event_new(env->base, -1, 0, deliver_flush_cb, d);
+	if (d->tick == NULL || d->kick == NULL || d->flush == NULL ||
+	    event_add(d->tick, &tv) == -1) {
 		deliver_free(d);
 		return NULL;
 	}
@@ -493,5 +571,7 @@ deliver_free(struct deliver *d)
 		event_free(d->tick);
 	if (d->kick != NULL)
 		event_free(d->kick);
+	if (d->flush != NULL)
+		event_free(d->flush);
 	free(d);
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -93,6 +94,29 @@ ingest_reply(struct evhttp_request *req, int code, const char *reason, const cha
 	evhttp_send_reply(req, code, reason, buf);
 	if (buf != NULL)
 		evbuffer_free(buf);
+}
+
+/* evhttp leaves an answer in the connection's output buffer for EV_WRITE,
+ * in the next loop turn. Written now, an answer made when its Redis reply
+ * arrived leaves in that same turn; what the socket does not take the
+ * bufferevent still writes later, and evhttp's completion callback runs
+ * then as before. `evcon` was taken before evhttp_send_reply (which frees
+ * a request whose connection is gone: then it is NULL). */
+static void
+ingest_write_now(struct env *env, struct evhttp_connection *evcon)
+{
+	struct bufferevent *bev;
+	struct evbuffer *out;
+	evutil_socket_t fd;
+
+	if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		return;
+	out = bufferevent_get_output(bev);
+	if (evbuffer_get_length(out) > 0)
+		(void)evbuffer_write(out, fd); /* an error shows at the bufferevent's write */
+	metrics_inc(env->metrics, "payrelay_answers_written_total", "when",
+	    evbuffer_get_length(out) == 0 ? "at_once" : "later", NULL, NULL);
 }
 
 /* Counts a callback's fate; `channel` is a configured name or NULL (an
@@ -247,6 +271,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	struct pending *pd = arg;
 	struct ingest *in = pd->in;
 	struct evhttp_request *req = pd->req;
+	struct evhttp_connection *evcon;
 
 	switch (r) {
 	case STORE_NEW:
@@ -289,6 +314,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	/* The connection's close callback still points at pd, and fires
 	 * instead of the completion one if the answer cannot be written. */
 	pd->replying = true;
+	evcon = evhttp_request_get_connection(req);
 	evhttp_request_set_on_complete_cb(req, ingest_reply_sent, pd);
 	if (r == STORE_NEW || r == STORE_DUP) {
 		struct timespec now;
@@ -301,6 +327,7 @@ ingest_recorded(void *arg, enum store_result r, const char *type)
 	} else {
 		ingest_fail(in, req, pd->channel, 503, INGEST_UNAVAILABLE);
 	}
+	ingest_write_now(in->env, evcon); /* pd may be gone: the answer was sent */
 }
 
 /* A callback that will be answered later: it keeps copies of what it logs

@@ -314,6 +314,130 @@ store_connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	store_schedule_reconnect(s);
 }
 
+/*
+ * hiredis's libevent adapter writes a queued command when EV_WRITE fires,
+ * in the loop turn after the one that queued it. The main connection's
+ * adapter is wrapped so that, once connected, a queued command activates
+ * s->flush_ev instead, which runs at the end of the same turn and writes
+ * every command of that turn in one write(): a callback's record step
+ * reaches Redis in the turn its request was read. Only what the socket
+ * cannot take waits for EV_WRITE, as before (counted in write_waits).
+ */
+struct store_ev {
+	struct store *s;
+	redisAsyncContext *c;
+	__typeof__(((redisAsyncContext *)0)->ev) orig; /* the adapter's */
+};
+
+static void
+store_ev_add_read(void *p)
+{
+	struct store_ev *e = p;
+
+	e->orig.addRead(e->orig.data);
+}
+
+static void
+store_ev_del_read(void *p)
+{
+	struct store_ev *e = p;
+
+	e->orig.delRead(e->orig.data);
+}
+
+static void
+store_ev_add_write(void *p)
+{
+	struct store_ev *e = p;
+	struct store *s = e->s;
+
+	/* Still connecting (hiredis waits for the socket to be writable), or
+	 * the flush left bytes the socket would not take. */
+	if (!(e->c->c.flags & REDIS_CONNECTED) || s->flushing) {
+		if (s->flushing)
+			s->write_waits++;
+		e->orig.addWrite(e->orig.data);
+		return;
+	}
+	if (!s->flush_pending) {
+		s->flush_pending = true;
+		event_active(s->flush_ev, EV_TIMEOUT, 0);
+	}
+}
+
+static void
+store_ev_del_write(void *p)
+{
+	struct store_ev *e = p;
+
+	e->orig.delWrite(e->orig.data);
+}
+
+#if HIREDIS_MAJOR >= 1
+static void
+store_ev_schedule_timer(void *p, struct timeval tv)
+{
+	struct store_ev *e = p;
+
+	if (e->orig.scheduleTimer != NULL)
+		e->orig.scheduleTimer(e->orig.data, tv);
+}
+#endif
+
+/* hiredis frees the context (and calls this) after the disconnect callback,
+ * or from redisAsyncFree. */
+static void
+store_ev_cleanup(void *p)
+{
+	struct store_ev *e = p;
+
+	if (e->orig.cleanup != NULL)
+		e->orig.cleanup(e->orig.data);
+	if (e->s->ev == e)
+		e->s->ev = NULL;
+	free(e);
+}
+
+static int
+store_ev_wrap(struct store *s, redisAsyncContext *c)
+{
+	struct store_ev *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return -1;
+	e->s = s;
+	e->c = c;
+	e->orig = c->ev;
+	c->ev.data = e;
+	c->ev.addRead = store_ev_add_read;
+	c->ev.delRead = store_ev_del_read;
+	c->ev.addWrite = store_ev_add_write;
+	c->ev.delWrite = store_ev_del_write;
+	c->ev.cleanup = store_ev_cleanup;
+#if HIREDIS_MAJOR >= 1
+	c->ev.scheduleTimer = store_ev_schedule_timer;
+#endif
+	s->ev = e;
+	return 0;
+}
+
+/* The end of a loop turn that queued commands: write them all. */
+static void
+store_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *s = arg;
+	redisAsyncContext *c = s->ctx;
+
+	s->flush_pending = false;
+	if (c == NULL || s->ev == NULL || s->ev->c != c || !(c->c.flags & REDIS_CONNECTED))
+		return;
+	if (c->c.obuf != NULL && c->c.obuf[0] != '\0')
+		s->flushes++;
+	s->flushing = true;
+	redisAsyncHandleWrite(c); /* may disconnect, and free c */
+	s->flushing = false;
+}
+
 /* Connects to s->addr: the url's, or the master a sentinel named. */
 static void
 store_connect_addr(struct store *s)
@@ -337,7 +461,7 @@ store_connect_addr(struct store *s)
 		return;
 	}
 	c->data = s;
-	if (redisLibeventAttach(c, s->base) != REDIS_OK) {
+	if (redisLibeventAttach(c, s->base) != REDIS_OK || store_ev_wrap(s, c) == -1) {
 		redisAsyncFree(c);
 		store_schedule_reconnect(s);
 		return;
@@ -611,9 +735,10 @@ store_new(struct event_base *base, const struct config *cfg, store_ready_cb *rea
 	s->reconnect_ev = evtimer_new(base, store_reconnect_cb, s);
 	s->connect_timeout_ev = evtimer_new(base, store_connect_timeout_cb, s);
 	s->sq_ev = evtimer_new(base, store_sentinel_cb, s);
+	s->flush_ev = event_new(base, -1, 0, store_flush_cb, s);
 	if (s->prefix == NULL || s->stream_key == NULL || s->reconnect_ev == NULL ||
-	    s->connect_timeout_ev == NULL || s->sq_ev == NULL || (cfg->redis_user && !s->user) ||
-	    (cfg->redis_password && !s->password) ||
+	    s->flush_ev == NULL || s->connect_timeout_ev == NULL || s->sq_ev == NULL ||
+	    (cfg->redis_user && !s->user) || (cfg->redis_password && !s->password) ||
 	    (cfg->nredis_sentinels > 0 &&
 		(s->nsentinels == 0 || s->master_name == NULL ||
 		    (cfg->redis_sentinel_password && !s->sentinel_password)))) {
@@ -645,6 +770,8 @@ store_free(struct store *s)
 	}
 	if (s->sq_ev != NULL)
 		event_free(s->sq_ev);
+	if (s->flush_ev != NULL)
+		event_free(s->flush_ev);
 	if (s->reconnect_ev != NULL)
 		event_free(s->reconnect_ev);
 	if (s->connect_timeout_ev != NULL)
@@ -1033,6 +1160,13 @@ uint64_t
 store_errors(const struct store *s)
 {
 	return s == NULL ? 0 : s->errors;
+}
+
+void
+store_write_stats(const struct store *s, uint64_t *flushes, uint64_t *waits)
+{
+	*flushes = s == NULL ? 0 : s->flushes;
+	*waits = s == NULL ? 0 : s->write_waits;
 }
 
 bool

@@ -100,9 +100,17 @@ struct store_outcome {
 	int64_t retention_s; /* how long a delivered hash is kept ([daemon] delivery_retention) */
 };
 
-/* Records the outcome of one attempt. cb may be NULL. Returns -1 (cb not
- * called) when Redis is not ready. */
-int store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, void *arg) WUR;
+/* rc is 0 with one answer per outcome, in order ("ok", "retry", "dead",
+ * "probe": stored; "settled": the delivery was settled already, left
+ * alone; "lost": a failure after another instance took the lease,
+ * dropped), living during the callback; or -1 when Redis failed. */
+typedef void store_finish_cb(void *arg, int rc, const char *const *answers, size_t n);
+
+/* Records the outcomes of n (>= 1) attempts in one call, all of one owner
+ * and with o[0]'s retention_s. cb may be NULL. Returns -1 (cb not called)
+ * when Redis is not ready. */
+int store_finish(struct store *s, const struct store_outcome *o, size_t n, store_finish_cb *cb,
+    void *arg) WUR;
 /* Gives a claimed delivery back, due now, no attempt spent. */
 int store_release(struct store *s, const char *webhook, const char *id, const char *owner,
     store_done_cb *cb, void *arg) WUR;
@@ -340,6 +348,10 @@ int store_sizes(struct store *s, const char *const *keys, size_t nkeys, store_nu
     void *arg) WUR;
 /* Requests that failed or timed out since start. */
 uint64_t store_errors(const struct store *s);
+/* Commands are written at the end of the loop turn that queued them, all
+ * at once: *flushes counts those writes, *waits the times the socket could
+ * not take everything and the rest waited for a later turn. */
+void store_write_stats(const struct store *s, uint64_t *flushes, uint64_t *waits);
 /* True while connected to the master (with sentinels: ROLE said so). */
 bool store_master_known(const struct store *s);
 /* Times the sentinels named a master at another address than the one

@@ -46,14 +46,16 @@ int
 store_claim(struct store *s, const char *webhook, int max, const char *owner,
     int64_t lease_until_ms, store_claim_cb *cb, void *arg)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_CLAIM, 6, 256, claim_done, arg);
+	struct store_req *r = store_req_new(s, SCRIPT_CLAIM, 8, 256, claim_done, arg);
 	int rc;
 
 	if (r == NULL)
 		return -1;
 	r->cb.claim = cb;
-	rc = store_req_begin(r, 1);
+	rc = store_req_begin(r, 3);
 	rc |= store_req_cat(r, s->prefix, "wh:", webhook, ":due", NULL);
+	rc |= store_req_args(r, s->stream_key);
+	rc |= store_req_cat(r, s->prefix, "wh:", webhook, ":dead", NULL);
 	rc |= store_req_argll(r, (long long)now_ms());
 	rc |= store_req_argll(r, (long long)lease_until_ms);
 	rc |= store_req_argll(r, max);
@@ -79,30 +81,59 @@ status_done(struct store_req *r, const redisReply *rep)
 		cb(r->arg, 0, "");
 }
 
-int
-store_finish(struct store *s, const struct store_outcome *o, store_done_cb *cb, void *arg)
+static void
+finish_done(struct store_req *r, const redisReply *rep)
 {
-	struct store_req *r = store_req_new(s, SCRIPT_FINISH, 11,
-	    256 + (o->error != NULL ? strlen(o->error) : 0), status_done, arg);
+	store_finish_cb *cb = r->cb.finish;
+	const char **answers = NULL;
+	size_t i;
+
+	if (cb == NULL)
+		return;
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY ||
+	    (rep->elements > 0 && (answers = calloc(rep->elements, sizeof(*answers))) == NULL)) {
+		cb(r->arg, -1, NULL, 0);
+		return;
+	}
+	for (i = 0; i < rep->elements; i++)
+		answers[i] = rep->element[i]->type == REDIS_REPLY_STRING ||
+			rep->element[i]->type == REDIS_REPLY_STATUS
+		    ? rep->element[i]->str
+		    : "";
+	cb(r->arg, 0, answers, rep->elements);
+	free(answers);
+}
+
+int
+store_finish(struct store *s, const struct store_outcome *o, size_t n, store_finish_cb *cb,
+    void *arg)
+{
+	struct store_req *r;
+	size_t i, bytes = 256;
 	int rc;
 
-	if (r == NULL)
+	if (n == 0)
 		return -1;
-	r->cb.done = cb;
-	rc = store_req_begin(r, 3);
-	rc |= store_req_cat(r, s->prefix, "wh:", o->webhook, ":due", NULL);
-	rc |= store_req_cat(r, s->prefix, "delivery:", o->id, NULL);
-	rc |= store_req_cat(r, s->prefix, "wh:", o->webhook, ":dead", NULL);
-	rc |= store_req_args(r, o->id);
-	rc |= store_req_args(r, o->owner);
-	rc |= store_req_args(r, o->outcome);
+	for (i = 0; i < n; i++)
+		bytes += 192 + strlen(o[i].webhook) + (o[i].error != NULL ? strlen(o[i].error) : 0);
+	if ((r = store_req_new(s, SCRIPT_FINISH, 5 + 6 * n, bytes, finish_done, arg)) == NULL)
+		return -1;
+	r->cb.finish = cb;
+	rc = store_req_begin(r, 0);
+	rc |= store_req_args(r, s->prefix);
+	rc |= store_req_args(r, o[0].owner);
 	rc |= store_req_argll(r, (long long)now_ms());
-	rc |= store_req_argll(r, (long long)o->next_due_ms);
-	rc |= store_req_argll(r, o->http_status);
-	rc |= store_req_args(r, o->error != NULL ? o->error : "");
 	/* 0 would make EXPIRE delete the hash at once. */
-	rc |=
-	    store_req_argll(r, (long long)(o->retention_s > 0 ? o->retention_s : STORE_RETENTION));
+	rc |= store_req_argll(r,
+	    (long long)(o[0].retention_s > 0 ? o[0].retention_s : STORE_RETENTION));
+	for (i = 0; i < n; i++) {
+		rc |= store_req_args(r, o[i].webhook);
+		rc |= store_req_args(r, o[i].id);
+		rc |= store_req_args(r, o[i].outcome);
+		rc |= store_req_argll(r, (long long)o[i].next_due_ms);
+		rc |= store_req_argll(r, o[i].http_status);
+		rc |= store_req_args(r, o[i].error != NULL ? o[i].error : "");
+	}
 	return store_req_send(r, rc);
 }
 

@@ -94,6 +94,14 @@ struct store {
 	bool wait_out;               /* a WAIT is out (it blocks the connection) */
 	struct store_req *wait_sent; /* the records it answers, by r->next */
 	struct store_req *wait_next; /* records for the next WAIT */
+	/* The commands of one loop turn are written at its end (store.c's
+	 * wrapped adapter, struct store_ev), not in the next turn. */
+	struct store_ev *ev; /* the wrapper of ctx's adapter, or NULL */
+	struct event *flush_ev;
+	bool flush_pending;   /* flush_ev is active */
+	bool flushing;        /* inside redisAsyncHandleWrite from flush_ev */
+	uint64_t flushes;     /* flushes that had commands to write */
+	uint64_t write_waits; /* writes the socket could not take whole: EV_WRITE */
 	/* Finished requests kept for reuse (with their buffers and timer): a
 	 * callback costs no allocation here once the store is warm. */
 	struct store_req *spare;
@@ -113,6 +121,7 @@ struct store_req {
 		store_record_cb *record;
 		store_claim_cb *claim;
 		store_done_cb *done;
+		store_finish_cb *finish;
 		store_poll_claim_cb *poll_claim;
 		store_poll_one_cb *poll_one;
 		store_poll_done_cb *poll_done;

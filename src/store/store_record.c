@@ -100,7 +100,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	if (ev->id[0] == '\0')
 		return -1;
-	r = store_req_new(s, SCRIPT_RECORD, 7 + 2 * rec->nhooks + 11 + 5 * rec->nhooks,
+	r = store_req_new(s, SCRIPT_RECORD, 8 + 2 * rec->nhooks + 12 + 5 * rec->nhooks,
 	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
 	if (r == NULL)
 		return -1;
@@ -117,12 +117,13 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		}
 	}
 
-	rc = store_req_begin(r, (int)(7 + 2 * rec->nhooks));
+	rc = store_req_begin(r, (int)(8 + 2 * rec->nhooks));
 	rc |= store_req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= store_req_args(r, s->stream_key);
 	rc |= store_req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
 	rc |= store_req_cat(r, s->prefix, "ch:", ev->channel, ":orders:due", NULL);
 	rc |= store_req_cat(r, s->prefix, "paid:", ev->channel, ":", ev->out_trade_no, NULL);
+	rc |= store_req_cat(r, s->prefix, "held", NULL);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= store_req_cat(r, s->prefix, "delivery:", dids[i], NULL);
 		rc |= store_req_cat(r, s->prefix, "wh:", rec->hooks[i].name, ":due", NULL);
@@ -143,6 +144,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	rc |= store_req_argll(r, (long long)now);
 	rc |= store_req_args(r, ev->out_trade_no);
 	rc |= store_req_args(r, ev->trade_no);
+	rc |= store_req_args(r, s->prefix);
 	for (i = 0; i < rec->nhooks; i++) {
 		rc |= store_req_args(r, rec->hooks[i].name);
 		rc |= store_req_args(r, dids[i]);

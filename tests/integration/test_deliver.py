@@ -15,6 +15,7 @@ installed: that is a broken setup, not a pass).
 """
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -574,6 +575,140 @@ class CrashAndShutdownTest(DeliverCase):
         self.assertLessEqual(len(reqs), 20 + 4, "more duplicates than requests in flight: %d"
                              % len(reqs))
         self.assertLessEqual(rcv.max_active, 4, "more than max_in_flight requests at once")
+
+    def test_08c_batched_claim_and_finish_sigkill_and_lease_expiry(self):
+        """One claim call leases a whole batch; SIGKILL with the batch in
+        flight: no delivery is taken over before its lease ends, then
+        another instance claims them again in batches and stores their
+        outcomes several per finish call, each delivered once."""
+        n = 12
+        finish_sha = hashlib.sha1(open(os.path.join(
+            h.HERE, "..", "..", "src", "store", "lua", "delivery_finish.lua"), "rb").read()).hexdigest()
+        claim_sha = hashlib.sha1(open(os.path.join(
+            h.HERE, "..", "..", "src", "store", "lua", "delivery_claim.lua"), "rb").read()).hexdigest()
+        rcv = self.receiver(default="hang", hang_s=30.0)
+        cfg = [("orders", {"url": rcv.url(), "secret": SECRET_A, "timeout_ms": 2000,
+                           "max_in_flight": 16, "schedule": "3600 1 1"})]
+        d1 = self.start_daemon(cfg)
+        eids = [self.callback(trade_no="T-BATCH-%02d" % i) for i in range(n)]
+        dids = [self.delivery_id(e, "orders") for e in eids]
+        # every script call from now on, with its arguments
+        self.r.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        self.r.cmd("CONFIG", "SET", "slowlog-max-len", "10000")
+        self.r.cmd("SLOWLOG", "RESET")
+        self.r.cmd("ZUNIONSTORE", PREFIX + "wh:orders:due", 1, PREFIX + "wh:orders:due",
+                   "WEIGHTS", 0)  # all due now, at once
+        self.assertIsNotNone(rcv.wait_count(n, 5.0), self.log_tail())
+        # the batch, then (kicked: there may be more) one that finds none
+        claims = self.script_calls(claim_sha)
+        self.assertLessEqual(len(claims), 2, "claim calls: %r" % claims)
+        leases = set()
+        for did in dids:
+            rec = self.wait_hash(did, lambda r: "lease_owner" in r, 1.0, "lease_owner")
+            self.assertEqual(rec["lease_owner"], d1.instance)
+            leases.add(rec["lease_until_ms"])
+        self.assertEqual(len(leases), 1, "one lease for the batch: %r" % leases)
+        lease_until = int(leases.pop())
+
+        d1.stop(signal.SIGKILL)
+        rcv.set_script(default="ok")
+        self.r.cmd("SLOWLOG", "RESET")
+        d2 = self.start_daemon()
+        for did in dids:
+            self.wait_delivered(did, (lease_until - now_ms()) / 1000.0 + 6.0)
+        later = [r for r in rcv.snapshot() if r.status == 200 and r.outcome == "answered"]
+        self.assertEqual(sorted(r.headers.get("webhook-id") for r in later), sorted(eids),
+                         "each event delivered once after the kill")
+        for r in later:
+            self.assertGreaterEqual(r.time * 1000, lease_until - 100,
+                                    "re-delivered before the lease expired")
+        for did in dids:
+            rec = self.hash(did)
+            self.assertEqual(rec.get("attempts"), "1", self.brief(rec))
+            self.assertNotIn("lease_owner", rec)
+            self.assertIsNone(self.due_score("orders", did))
+        finishes = self.script_calls(finish_sha)
+        self.assertLess(len(finishes), n, "one finish call per delivery: not batched")
+        self.assertEqual(sum((argc - 7) // 6 for argc in finishes), n, finishes)
+        self.assertEqual(len([x for x in self.log_records("delivered", d2)]), n)
+
+    def test_08d_finish_batch_judges_each_outcome(self):
+        """One finish call with outcomes of deliveries in every state a
+        late answer can meet (delivery_finish.lua run as payrelayd runs
+        it): each is judged alone, as a single call would be."""
+        with open(os.path.join(h.HERE, "..", "..", "src", "store", "lua",
+                               "delivery_finish.lua"), encoding="utf-8") as f:
+            script = f.read()
+        due = PREFIX + "wh:orders:due"
+
+        def delivery(did, state, owner=None, **extra):
+            fields = ["id", did, "event_id", "evt_" + did, "webhook", "orders", "state", state,
+                      "attempts", "0", "created_ms", "1000", "due_ms", "1000"]
+            if owner is not None:
+                fields += ["lease_owner", owner, "lease_until_ms", "99999999999999"]
+            for k, v in extra.items():
+                fields += [k, v]
+            self.r.cmd("HSET", PREFIX + "delivery:" + did, *fields)
+            if state == "pending":
+                self.r.cmd("ZADD", due, 99999999999999, did)
+
+        delivery("dlv_settled", "delivered", delivered_ms="2000")
+        delivery("dlv_taken", "pending", owner="B")       # our lease expired, B holds it
+        delivery("dlv_late_ok", "pending", owner="B")     # a late success still counts
+        delivery("dlv_ours_ok", "pending", owner="A")
+        delivery("dlv_ours_retry", "pending", owner="A")
+        delivery("dlv_ours_dead", "pending", owner="A")
+        delivery("dlv_ours_probe", "pending", owner="A")
+        outcomes = [("dlv_settled", "ok", 0, 200, ""), ("dlv_taken", "retry", 5000, 500, "HTTP 500"),
+                    ("dlv_late_ok", "ok", 0, 200, ""), ("dlv_ours_ok", "ok", 0, 204, ""),
+                    ("dlv_ours_retry", "retry", 5000, 0, "timed out"),
+                    ("dlv_ours_dead", "dead", 0, 500, "HTTP 500"),
+                    ("dlv_ours_probe", "probe", 7000, 0, "refused")]
+        args = [PREFIX, "A", 3000, 60]
+        for did, outcome, nxt, status, err in outcomes:
+            args += ["orders", did, outcome, nxt, status, err]
+        got = self.r.cmd("EVAL", script, 0, *args)
+        self.assertEqual([x.decode() for x in got],
+                         ["settled", "lost", "ok", "ok", "retry", "dead", "probe"])
+        st = {did: self.hash(did) for did, *_ in outcomes}
+        self.assertEqual(st["dlv_settled"].get("delivered_ms"), "2000")
+        self.assertNotIn("history", st["dlv_settled"])
+        self.assertEqual((st["dlv_taken"]["state"], st["dlv_taken"]["lease_owner"]), ("pending", "B"))
+        self.assertNotIn("history", st["dlv_taken"])
+        for did in ("dlv_late_ok", "dlv_ours_ok"):
+            self.assertEqual((st[did]["state"], st[did]["attempts"]), ("delivered", "1"), st[did])
+            self.assertNotIn("lease_owner", st[did])
+            self.assertIsNone(self.due_score("orders", did))
+            self.assertGreater(int(self.r.cmd("TTL", PREFIX + "delivery:" + did)), 0)
+            # no empty error in the history: the hash stays compact
+            self.assertEqual(json.loads(st[did]["history"]),
+                             [{"at_ms": 3000, "outcome": "ok",
+                               "status": int(st[did]["last_status"])}])
+        self.assertEqual(self.r.cmd("OBJECT", "ENCODING", PREFIX + "delivery:dlv_ours_ok"),
+                         b"listpack")
+        r = st["dlv_ours_retry"]
+        self.assertEqual((r["state"], r["attempts"], r["due_ms"], r["last_error"]),
+                         ("pending", "1", "5000", "timed out"))
+        self.assertEqual(self.due_score("orders", "dlv_ours_retry"), 5000)
+        r = st["dlv_ours_dead"]
+        self.assertEqual((r["state"], r["attempts"], r["dead_ms"]), ("dead", "1", "3000"))
+        self.assertIsNone(self.due_score("orders", "dlv_ours_dead"))
+        self.assertEqual(self.dead_score("orders", "dlv_ours_dead"), 3000)
+        r = st["dlv_ours_probe"]
+        self.assertEqual((r["state"], r["attempts"], r["due_ms"]), ("pending", "0", "7000"))
+        self.assertEqual(self.due_score("orders", "dlv_ours_probe"), 7000)
+
+    def script_calls(self, sha):
+        """The argument counts of the EVALSHA calls of script `sha` in the
+        slow log (every call: slowlog-log-slower-than 0), oldest first."""
+        out = []
+        for entry in self.r.cmd("SLOWLOG", "GET", "-1") or []:
+            args = [a.decode() if isinstance(a, bytes) else str(a) for a in entry[3]]
+            if len(args) > 1 and args[0].upper() == "EVALSHA" and args[1] == sha:
+                # the slow log keeps 31 arguments and "... (N more arguments)"
+                m = re.match(r"\.\.\. \((\d+) more arguments\)$", args[-1])
+                out.append(len(args) - 1 + int(m.group(1)) if m else len(args))
+        return out[::-1]
 
     # --- 9. SIGTERM with a delivery in flight ----------------------------------
 

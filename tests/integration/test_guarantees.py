@@ -478,11 +478,22 @@ secret = {secret}
         return [b for b in bodies(reqs) if b.get("id") == eid][0]
 
     def hooked(self, eid):
-        """{webhook: event JSON} of the delivery hashes of `eid`; a hash
-        already delivered has dropped its body (delivery_retention), so its
-        event is None: compare with assertHooked."""
-        return {rec["webhook"]: json.loads(rec["event"]) if "event" in rec else None
-                for rec in self.deliveries_of(eid).values()}
+        """{webhook: event JSON} of the delivery hashes of `eid`: the body
+        a claim sends, the hash's own (a replay's, or copied at a stream
+        trim) or else its stream entry's (the JSON is stored once). A hash
+        already delivered sends nothing more, so its event is None: compare
+        with assertHooked."""
+        def body(rec):
+            if "event" in rec:
+                return json.loads(rec["event"])
+            if rec.get("state") != "pending":
+                return None
+            sid = rec["stream_id"]
+            for _, f in self.r.cmd("XRANGE", STREAM, sid, sid) or []:
+                flat = {f[i].decode(): f[i + 1].decode() for i in range(0, len(f), 2)}
+                return json.loads(flat["event"])
+            self.fail("pending delivery of %s without a body: %r" % (eid, rec))
+        return {rec["webhook"]: body(rec) for rec in self.deliveries_of(eid).values()}
 
     def assertHooked(self, eid, want):
         """`eid` has a delivery for each webhook of `want`, each body still

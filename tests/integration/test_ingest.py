@@ -194,7 +194,14 @@ class DaemonCase(h.DaemonClassCase):
         self.assertEqual(rec.get("webhook"), "orders")
         self.assertEqual(rec.get("state"), "pending")
         self.assertEqual(rec.get("attempts"), "0")
-        self.assertEqual(json.loads(rec["event"]), event)
+        # the JSON is stored once: the claim sends the stream entry's
+        self.assertNotIn("event", rec)
+        sid = rec["stream_id"]
+        entries = self.r.cmd("XRANGE", STREAM, sid, sid)
+        self.assertEqual(len(entries), 1, "no stream entry %s" % sid)
+        flat = entries[0][1]
+        fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        self.assertEqual(json.loads(fields["event"]), event)
         due = [m.decode() for m in self.r.cmd("ZRANGE", DUE, 0, -1)]
         self.assertEqual(due, [did])
 
@@ -555,6 +562,54 @@ class IngestTest(DaemonCase):
         self.assertEqual(self.r.cmd("XLEN", STREAM), 1)
         self.assertEqual(len(self.r.keys("payrelay:dedup:*")), 1)
         self.assertEqual(len(self.deliveries()), 1)
+
+    def test_burst_answered_in_the_turn_of_its_redis_reply(self):
+        """A burst of callbacks: each record step is written to Redis at the
+        end of the loop turn that queued it (never left for EV_WRITE in the
+        next turn), and each answer is written in the turn its Redis reply
+        arrived, whole (issue 16: no extra loop turn per callback)."""
+        n = 32
+        adm = self.setup.admin_port
+
+        keys = ("at_once", "later", "flushes", "waits")
+
+        def metrics():
+            return dict(zip(keys, [admin_metric(adm, k, lab) or 0 for k, lab in (
+                ("payrelay_answers_written_total", 'when="at_once"'),
+                ("payrelay_answers_written_total", 'when="later"'),
+                ("payrelay_redis_flushes_total", ""),
+                ("payrelay_redis_write_waits_total", ""))]))
+
+        before = metrics()
+        barrier = threading.Barrier(n)
+        results = []
+
+        def worker(i):
+            try:
+                p = self.epay(trade_no="T-BURST-%02d" % i, out_trade_no="BURST-%02d" % i)
+                barrier.wait(5)
+                results.append(self.get("shop-epay", p))
+            except Exception as e:  # reported below
+                results.append(e)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        self.assertEqual(len(results), n, results)
+        for r in results:
+            self.assertIsInstance(r, h.Reply, r)
+            self.assertAck(r, "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), n)
+        after = metrics()
+        d = {k: after[k] - before[k] for k in keys}
+        self.assertEqual(d["at_once"], n, d)
+        self.assertEqual(d["later"], 0, d)
+        self.assertEqual(d["waits"], 0, d)
+        # written at the end of their turns (several commands per write when
+        # they come together)
+        self.assertGreaterEqual(d["flushes"], 1, d)
 
     # --- 2. duplicates ------------------------------------------------------
 

@@ -113,6 +113,15 @@ class RetentionCase(td.DeliverCase):
                           % (webhook, len(got), n, state, timeout, self.log_tail()))
             time.sleep(0.1)
 
+    def evd(self, eid):
+        """The delivery ids of the event's delivery list (a string; a set as
+        earlier builds wrote it)."""
+        k = PREFIX + "evd:" + eid
+        if self.r.cmd("TYPE", k) == "set":
+            return sorted(m.decode() for m in self.r.cmd("SMEMBERS", k))
+        v = self.r.cmd("GET", k)
+        return sorted(v.decode().split()) if v else []
+
     def ttl(self, key):
         return int(self.r.cmd("TTL", key))
 
@@ -142,16 +151,19 @@ class RetentionTest(RetentionCase):
             self.assertNotIn("event", rec, "delivered %s still holds the body" % did)
             self.assertEqual(rec.get("attempts"), "1")
             self.assertTTL(PREFIX + "delivery:" + did, RETENTION - 15, RETENTION)
-        # dead: body kept, no TTL, in the dead set
+        # dead: no TTL, in the dead set; its body is its stream entry's,
+        # which the held set keeps from going without copying it over
+        held = set(m.decode() for m in self.r.cmd("ZRANGE", PREFIX + "held", 0, -1))
         for did, rec in dead.items():
-            self.assertIn("event", rec, "dead %s lost its body" % did)
+            self.assertNotIn("event", rec, "the event JSON is stored once, in the stream")
+            self.assertIn("%s %s" % (rec["stream_id"], did), held)
             self.assertEqual(self.ttl(PREFIX + "delivery:" + did), -1)
             self.assertIsNotNone(self.dead_score("audit", did))
-        # per event: dedup, paid, the order index and the delivery set: dedup_ttl
+        # per event: dedup, paid, the order index and the delivery list: dedup_ttl
         for eid in eids:
             self.assertTTL(PREFIX + "dedup:" + eid, DEDUP_TTL - 60, DEDUP_TTL)
             self.assertTTL(PREFIX + "evd:" + eid, DEDUP_TTL - 60, DEDUP_TTL)
-            self.assertEqual(int(self.r.cmd("SCARD", PREFIX + "evd:" + eid)), 2)
+            self.assertEqual(len(self.evd(eid)), 2)
         for i in range(n):
             self.assertTTL(PREFIX + "paid:shop-epay:TTL-%04d" % i, DEDUP_TTL - 60, DEDUP_TTL)
             self.assertTTL(PREFIX + "oix:shop-epay:TTL-%04d" % i, DEDUP_TTL - 60, DEDUP_TTL)
@@ -178,10 +190,12 @@ class RetentionTest(RetentionCase):
                 self.assertEqual(t, -1, key)  # capped by [stream] maxlen
             elif kind in ("due", "dead"):
                 self.assertEqual(t, -1, key)  # bounded: pending / dead deliveries
+            elif kind == "held":
+                self.assertEqual(t, -1, key)  # capped: its members leave with the stream's
             else:
                 self.fail("key %s (TTL %d) is of no documented kind" % (key, t))
-        self.assertEqual(sorted(kinds), ["dead", "dedup", "delivery", "evd", "oix", "paid",
-                                         "stream"], kinds.keys())
+        self.assertEqual(sorted(kinds), ["dead", "dedup", "delivery", "evd", "held", "oix",
+                                         "paid", "stream"], kinds.keys())
         self.assertEqual(int(self.r.cmd("XLEN", STREAM)), n)
 
         # /metrics: the O(1) key counts
@@ -342,10 +356,11 @@ class RetentionTest(RetentionCase):
         members = [m.decode() for m in self.r.cmd("ZRANGE", PREFIX + "wh:audit:dead", 0, -1)]
         self.assertEqual(sorted(members), sorted(late))
         for eid in first:
-            self.assertEqual(int(self.r.cmd("SCARD", PREFIX + "evd:" + eid)), 1,
-                             "the event's delivery set still names a purged delivery")
+            self.assertEqual(len(self.evd(eid)), 1,
+                             "the event's delivery list still names a purged delivery")
+            self.assertTTL(PREFIX + "evd:" + eid, DEDUP_TTL - 60, DEDUP_TTL)
         for eid in later_eids:
-            self.assertEqual(int(self.r.cmd("SCARD", PREFIX + "evd:" + eid)), 2)
+            self.assertEqual(len(self.evd(eid)), 2)
         self.assertEqual(len(self.deliveries("orders")), 9, "delivered ones are not purged")
         self.assertEqual(int(self.r.cmd("ZCARD", PREFIX + "wh:old:dead")), 1203,
                          "a webhook no longer configured is purged only when named")
@@ -366,6 +381,82 @@ class RetentionTest(RetentionCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(json.loads(out), {"purged": 0, "webhooks": {"audit": 0}})
         self.wait_log_record("dead deliveries purged", 2.0, deliveries=1200)
+
+
+class StreamTrimTest(RetentionCase):
+    """The event JSON is stored once, in the stream; trimming the stream
+    ([stream] maxlen) copies it into every pending or dead delivery of the
+    entries that go, so that nothing is lost (docs/redis.md)."""
+
+    MAXLEN = 1000  # the smallest allowed
+
+    def test_06_trim_copies_bodies_of_pending_and_dead(self):
+        n = 5
+        rcv = self.receiver()
+        bad = self.receiver(default="fail")
+        # "later" is attempted an hour out: pending and bodyless until then
+        self.write_config([("later", {"url": rcv.url("/l"), "secret": td.SECRET_A,
+                                      "timeout_ms": 1000, "schedule": "3600"}),
+                           ("audit", {"url": bad.url("/a"), "secret": td.SECRET_B,
+                                      "timeout_ms": 1000, "schedule": "0"})])
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("[stream]\n", "[stream]\nmaxlen = %d\n" % self.MAXLEN, 1))
+        self.start_daemon()
+        eids = self.callbacks(n, "TRIM")
+        dead = self.wait_states("audit", n, "dead", 15)
+        pending = self.wait_states("later", n, "pending", 5)
+        bodies = {eid: self.stream_event_bytes(eid).decode() for eid in eids}
+        for rec in list(dead.values()) + list(pending.values()):
+            self.assertNotIn("event", rec)
+        # Fill the stream to one batch short of a trim, then one callback
+        # more: the record step trims the oldest entries, ours among them.
+        fill = self.MAXLEN + 100 - n - 1
+        self.r.cmd("EVAL", "for i = 1, tonumber(ARGV[1]) do redis.call('XADD', KEYS[1], '*', "
+                   "'id', 'evt_filler', 'event', '{}') end", 1, STREAM, fill)
+        self.order_callback("T-TRIM-LAST", "TRIM-LAST")
+        self.assertEqual(int(self.r.cmd("XLEN", STREAM)), self.MAXLEN)
+        for eid in eids:
+            sid = self.r.cmd("GET", PREFIX + "dedup:" + eid).decode()
+            self.assertEqual(self.r.cmd("XRANGE", STREAM, sid, sid), [], "%s not trimmed" % eid)
+        held = [m.decode() for m in self.r.cmd("ZRANGE", PREFIX + "held", 0, -1)]
+        for did, rec in list(dead.items()) + list(pending.items()):
+            now = self.r.hgetall(PREFIX + "delivery:" + did)
+            self.assertEqual(now.get("event"), bodies[rec["event_id"]],
+                             "%s %s lost its body with the stream entry" % (rec["state"], did))
+            self.assertFalse([m for m in held if m.endswith(" " + did)], did)
+        # the pending ones, due now, go out with the copied body
+        for did in pending:
+            self.r.cmd("ZADD", PREFIX + "wh:later:due", 0, did)
+        self.wait_states("later", n, "delivered", 15)
+        got = sorted(r.body.decode() for r in rcv.requests)
+        self.assertEqual(got, sorted(bodies.values()))
+        # a dead one is replayed from its copy
+        did = next(iter(dead))
+        r = self.admin("POST", "/v1/deliveries/%s/replay" % did)
+        self.assertEqual(r.status, 201, r)
+        new = self.r.hgetall(PREFIX + "delivery:" + r.json["delivery"])
+        self.assertEqual(new.get("event"), bodies[dead[did]["event_id"]])
+
+
+    def test_07_a_long_stream_is_trimmed_1000_entries_per_record(self):
+        """A maxlen lowered under a long stream: each record step trims at
+        most 1,000 entries (no script holds Redis for long), until the
+        stream is within a batch (100) of maxlen."""
+        self.write_config([])
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("[stream]\n", "[stream]\nmaxlen = %d\n" % self.MAXLEN, 1))
+        self.start_daemon()
+        self.r.cmd("EVAL", "for i = 1, 3000 do redis.call('XADD', KEYS[1], '*', "
+                   "'id', 'evt_filler', 'event', '{}') end", 1, STREAM)
+        lens = []
+        for i in range(3):
+            self.order_callback("T-LONG-%d" % i, "LONG-%d" % i)
+            lens.append(int(self.r.cmd("XLEN", STREAM)))
+        self.assertEqual(lens, [2001, 1002, 1003])
 
 
 class SizingTest(RetentionCase):
@@ -397,8 +488,9 @@ class SizingTest(RetentionCase):
                             for i in range(50)) / 50,
             "order index": sum(usage(PREFIX + "oix:shop-epay:SZ-%04d" % i)
                                for i in range(50)) / 50,
-            "delivery set": sum(usage(PREFIX + "evd:" + e) for e in eids[:50]) / 50,
+            "delivery list": sum(usage(PREFIX + "evd:" + e) for e in eids[:50]) / 50,
             "delivered delivery": sum(usage(PREFIX + "delivery:" + d) for d in dids) / len(dids),
+            "held member": usage(PREFIX + "held") / (self.N + 1),
         }
         report = ", ".join("%s %.0f" % kv for kv in kinds.items())
         report += "; event JSON %d bytes" % len(self.stream_event_bytes(eids[0]))

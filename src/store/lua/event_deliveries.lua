@@ -1,9 +1,14 @@
 -- The deliveries the record step made for one event (admin). KEYS[1] its
--- delivery set. ARGV[1] delivery hash key prefix. Returns rows as
+-- delivery list (a string of space-separated ids, or a set as earlier builds wrote it). ARGV[1] delivery hash key prefix. Returns rows as
 -- deliveries_list does (the score is the creation time), oldest first. A
 -- delivery whose hash expired (delivery_retention) is left out: the set
 -- lives dedup_ttl, longer.
-local ids = redis.call('SMEMBERS', KEYS[1])
+local ids, t = {}, redis.call('TYPE', KEYS[1]).ok
+if t == 'set' then
+  ids = redis.call('SMEMBERS', KEYS[1])
+elseif t == 'string' then
+  for d in string.gmatch(redis.call('GET', KEYS[1]), '%S+') do ids[#ids + 1] = d end
+end
 local fields = {'event_id', 'webhook', 'state', 'attempts', 'last_status', 'last_error',
   'created_ms', 'due_ms', 'dead_ms', 'delivered_ms', 'last_attempt_ms', 'replayed_as'}
 local out = {}
