@@ -13,6 +13,7 @@
 #include "family.h"
 #include "httpc.h"
 #include "log.h"
+#include "reply.h"
 
 /* One GET waiting for the gateway. */
 struct account_req {
@@ -22,31 +23,6 @@ struct account_req {
 	bool settle; /* settlements, else the account */
 	struct httpc_call *call;
 };
-
-static void
-account_reply(struct evhttp_request *req, int code, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
-	if (buf != NULL && text != NULL) {
-		evbuffer_add(buf, text, strlen(text));
-		evbuffer_add(buf, "\n", 1);
-	}
-	evhttp_send_reply(req, code, code < 300 ? "OK" : "Error", buf);
-	if (buf != NULL)
-		evbuffer_free(buf);
-	free(text);
-	json_decref(body);
-}
-
-static void
-account_error(struct evhttp_request *req, int code, const char *msg)
-{
-	account_reply(req, code, json_pack("{s:s}", "error", msg));
-}
 
 static void
 account_http_done(void *arg, const struct httpc_result *res)
@@ -69,14 +45,14 @@ account_http_done(void *arg, const struct httpc_result *res)
 		config_mask_secrets(a->env->cfg, d);
 		if (ch != NULL && ch->key != NULL)
 			(void)config_mask_text(d, strlen(d), ch->key, ch->key_len);
-		account_reply(a->req, 502,
+		reply_json(a->req, 502,
 		    json_pack("{s:s,s:s}", "error", "no usable answer from the gateway", "detail",
 			d));
 		goto out;
 	}
 	if (ch == NULL ||
 	    (a->settle ? ch->family->settle_parse : ch->family->account_parse) == NULL) {
-		account_error(a->req, 502, "the channel changed by a reload");
+		reply_error(a->req, 502, "the channel changed by a reload");
 		goto out;
 	}
 	if (a->settle)
@@ -86,20 +62,20 @@ account_http_done(void *arg, const struct httpc_result *res)
 	switch (ans.outcome) {
 	case FAMILY_ANSWER_OK:
 		if (json_object_set_new(ans.data, "channel", json_string(a->channel)) == -1) {
-			account_error(a->req, 503, "out of memory");
+			reply_error(a->req, 503, "out of memory");
 			break;
 		}
-		account_reply(a->req, 200, json_incref(ans.data));
+		reply_json(a->req, 200, json_incref(ans.data));
 		break;
 	case FAMILY_ANSWER_REFUSED:
 		log_warnx("gateway refused a query", "channel=%s what=%s code=\"%s\" msg=\"%s\"",
 		    a->channel, what, ans.code, ans.msg);
-		account_reply(a->req, 502,
+		reply_json(a->req, 502,
 		    json_pack("{s:s,s:s,s:s}", "error", "the gateway answered an error",
 			"gateway_code", ans.code, "gateway_msg", ans.msg));
 		break;
 	case FAMILY_ANSWER_GARBAGE:
-		account_reply(a->req, 502,
+		reply_json(a->req, 502,
 		    json_pack("{s:s,s:s}", "error", "no usable answer from the gateway", "detail",
 			ans.detail));
 		break;
@@ -131,17 +107,17 @@ account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 	else
 		return false;
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-		account_error(req, 405, "method not allowed");
+		reply_error(req, 405, "method not allowed");
 		return true;
 	}
 	if ((size_t)(slash - rest) >= sizeof(channel)) {
-		account_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		return true;
 	}
 	memcpy(channel, rest, (size_t)(slash - rest));
 	channel[slash - rest] = '\0';
 	if ((ch = config_channel(env->cfg, channel)) == NULL) {
-		account_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		return true;
 	}
 	if ((settle ? ch->family->settle_query : ch->family->account_query) == NULL) {
@@ -149,16 +125,16 @@ account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 
 		snprintf(msg, sizeof(msg), "the %s gateway has no %s API", ch->family->name,
 		    settle ? "settlements" : "account");
-		account_error(req, 501, msg);
+		reply_error(req, 501, msg);
 		return true;
 	}
 	if (ch->api_base == NULL) {
-		account_error(req, 409,
+		reply_error(req, 409,
 		    "the channel has no api_base: payrelay cannot reach its gateway");
 		return true;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		account_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return true;
 	}
 	a->env = env;
@@ -168,7 +144,7 @@ account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 	rc = settle ? ch->family->settle_query(ch, &pq) : ch->family->account_query(ch, &pq);
 	if (rc == -1) {
 		free(a);
-		account_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return true;
 	}
 	memset(&rq, 0, sizeof(rq));
@@ -183,7 +159,7 @@ account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 	poll_query_free(&pq); /* the URL holds the key: freed, never logged */
 	if (a->call == NULL) {
 		free(a);
-		account_error(req, 503, "cannot start the gateway request");
+		reply_error(req, 503, "cannot start the gateway request");
 	}
 	return true;
 }

@@ -37,6 +37,7 @@
 #include "poll.h"
 #include "refunds.h"
 #include "store.h"
+#include "reply.h"
 
 /* The admin listener, owned by payrelayd.c (env->admin). */
 struct admin {
@@ -44,31 +45,6 @@ struct admin {
 	struct evhttp *http;
 	struct conns *conns; /* the listener and its connections */
 };
-
-static void
-admin_json(struct evhttp_request *req, int code, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
-	if (buf != NULL && text != NULL) {
-		evbuffer_add(buf, text, strlen(text));
-		evbuffer_add(buf, "\n", 1);
-	}
-	evhttp_send_reply(req, code, code < 300 ? "OK" : "Error", buf);
-	if (buf != NULL)
-		evbuffer_free(buf);
-	free(text);
-	json_decref(body);
-}
-
-static void
-admin_error(struct evhttp_request *req, int code, const char *msg)
-{
-	admin_json(req, code, json_pack("{s:s}", "error", msg));
-}
 
 static bool
 admin_authorized(struct env *env, struct evhttp_request *req)
@@ -155,15 +131,15 @@ order_get_reply(void *arg, int rc, const struct store_field *f, size_t nf)
 	json_t *o;
 
 	if (rc == -1)
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 	else if ((o = order_json(f, nf)) == NULL)
-		admin_error(a->req, 404, "no such order");
+		reply_error(a->req, 404, "no such order");
 	else if (a->result[0] != '\0')
-		admin_json(a->req, 200,
+		reply_json(a->req, 200,
 		    json_pack("{s:s,s:s,s:o}", "result", a->result, "detail", a->detail, "order",
 			o));
 	else
-		admin_json(a->req, 200, o);
+		reply_json(a->req, 200, o);
 	free(a);
 }
 
@@ -175,13 +151,13 @@ order_register_reply(void *arg, enum store_order_reg what, const char *state,
 	char amt[32];
 
 	if (what == STORE_ORDER_FAILED) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 		free(a);
 		return;
 	}
 	amount_format(a->amount_fen, amt, sizeof(amt));
 	if (what == STORE_ORDER_CONFLICT) {
-		admin_json(a->req, 409,
+		reply_json(a->req, 409,
 		    json_pack("{s:s,s:s,s:I}", "error",
 			"the order is registered with another amount", "state", state,
 			"registered_amount_fen", (json_int_t)registered_fen));
@@ -193,14 +169,14 @@ order_register_reply(void *arg, enum store_order_reg what, const char *state,
 		if (store_order_get(a->env->store, a->channel, a->out_trade_no, order_get_reply,
 			a) == 0)
 			return;
-		admin_error(a->req, 503, "redis is not ready");
+		reply_error(a->req, 503, "redis is not ready");
 		free(a);
 		return;
 	}
 	if (what == STORE_ORDER_CREATED)
 		log_info("order registered", "channel=%s out_trade_no=\"%.64s\" amount_fen=%lld",
 		    a->channel, a->out_trade_no, (long long)a->amount_fen);
-	admin_json(a->req, what == STORE_ORDER_CREATED ? 201 : 200,
+	reply_json(a->req, what == STORE_ORDER_CREATED ? 201 : 200,
 	    json_pack("{s:s,s:s,s:s,s:I,s:s,s:I,s:b}", "channel", a->channel, "out_trade_no",
 		a->out_trade_no, "amount", amt, "amount_fen", (json_int_t)a->amount_fen, "state",
 		state, "expires_at_ms", (json_int_t)a->expires_ms, "created",
@@ -226,7 +202,7 @@ admin_register(struct env *env, struct evhttp_request *req)
 	    json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, &jerr);
 	if (body == NULL || !json_is_object(body)) {
 		json_decref(body);
-		admin_error(req, 400, "the body must be a JSON object");
+		reply_error(req, 400, "the body must be a JSON object");
 		return;
 	}
 	channel = json_string_value(json_object_get(body, "channel"));
@@ -234,38 +210,38 @@ admin_register(struct env *env, struct evhttp_request *req)
 	amount = json_string_value(json_object_get(body, "amount"));
 	jexp = json_object_get(body, "expires_in");
 	if (channel == NULL || out == NULL || amount == NULL) {
-		admin_error(req, 400,
+		reply_error(req, 400,
 		    "channel, out_trade_no and amount (a decimal string) are required");
 		goto out;
 	}
 	if ((ch = config_channel(env->cfg, channel)) == NULL) {
-		admin_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		goto out;
 	}
 	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO || strchr(out, '/') != NULL) {
-		admin_error(req, 400, "out_trade_no must be 1 to 128 bytes, without '/'");
+		reply_error(req, 400, "out_trade_no must be 1 to 128 bytes, without '/'");
 		goto out;
 	}
 	for (i = 0; out[i] != '\0'; i++) {
 		if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) {
-			admin_error(req, 400, "out_trade_no must not contain control characters");
+			reply_error(req, 400, "out_trade_no must not contain control characters");
 			goto out;
 		}
 	}
 	if (amount_parse(amount, strlen(amount), &fen) == -1) {
-		admin_error(req, 400, "amount must be a decimal string of yuan, like \"1.00\"");
+		reply_error(req, 400, "amount must be a decimal string of yuan, like \"1.00\"");
 		goto out;
 	}
 	if (jexp != NULL) {
 		if (!json_is_integer(jexp) || json_integer_value(jexp) < 1 ||
 		    json_integer_value(jexp) > ADMIN_MAX_EXPIRES_IN) {
-			admin_error(req, 400, "expires_in must be whole seconds from 1 to 2592000");
+			reply_error(req, 400, "expires_in must be whole seconds from 1 to 2592000");
 			goto out;
 		}
 		expires_in = json_integer_value(jexp);
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		goto out;
 	}
 	a->env = env;
@@ -279,7 +255,7 @@ admin_register(struct env *env, struct evhttp_request *req)
 				     : 0,
 		order_register_reply, a) == -1) {
 		free(a);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 out:
 	json_decref(body);
@@ -297,20 +273,20 @@ poll_now_done(void *arg, enum poll_now_status st, const char *result, const char
 		if (store_order_get(a->env->store, a->channel, a->out_trade_no, order_get_reply,
 			a) == 0)
 			return;
-		admin_json(a->req, 200, json_pack("{s:s,s:s}", "result", result, "detail", detail));
+		reply_json(a->req, 200, json_pack("{s:s,s:s}", "result", result, "detail", detail));
 		break;
 	case POLL_NOW_MISSING:
-		admin_error(a->req, 404, "no such order");
+		reply_error(a->req, 404, "no such order");
 		break;
 	case POLL_NOW_SETTLED:
-		admin_json(a->req, 409,
+		reply_json(a->req, 409,
 		    json_pack("{s:s,s:s}", "error", "the order is not pending", "state", result));
 		break;
 	case POLL_NOW_BUSY:
-		admin_error(a->req, 409, "the order is being polled");
+		reply_error(a->req, 409, "the order is being polled");
 		break;
 	case POLL_NOW_FAILED:
-		admin_error(a->req, 503, detail);
+		reply_error(a->req, 503, detail);
 		break;
 	}
 	free(a);
@@ -328,13 +304,13 @@ admin_order(struct env *env, struct evhttp_request *req, const char *rest)
 	size_t n;
 
 	if (slash == NULL || (size_t)(slash - rest) >= sizeof(channel)) {
-		admin_error(req, 404, "no such endpoint");
+		reply_error(req, 404, "no such endpoint");
 		return;
 	}
 	memcpy(channel, rest, (size_t)(slash - rest));
 	channel[slash - rest] = '\0';
 	if ((out = evhttp_uridecode(slash + 1, 0, &n)) == NULL) {
-		admin_error(req, 400, "bad out_trade_no");
+		reply_error(req, 400, "bad out_trade_no");
 		return;
 	}
 	if (n > 5 && strcmp(out + n - 5, "/poll") == 0) {
@@ -342,19 +318,19 @@ admin_order(struct env *env, struct evhttp_request *req, const char *rest)
 		poll = true;
 	}
 	if (config_channel(env->cfg, channel) == NULL) {
-		admin_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		goto done;
 	}
 	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO || strchr(out, '/') != NULL) {
-		admin_error(req, 400, "bad out_trade_no");
+		reply_error(req, 400, "bad out_trade_no");
 		goto done;
 	}
 	if ((poll && m != EVHTTP_REQ_POST) || (!poll && m != EVHTTP_REQ_GET)) {
-		admin_error(req, 405, "method not allowed");
+		reply_error(req, 405, "method not allowed");
 		goto done;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		goto done;
 	}
 	a->env = env;
@@ -364,14 +340,14 @@ admin_order(struct env *env, struct evhttp_request *req, const char *rest)
 	if (poll) {
 		if (config_channel(env->cfg, channel)->api_base == NULL) {
 			free(a);
-			admin_error(req, 400, "the channel has no api_base: it cannot be polled");
+			reply_error(req, 400, "the channel has no api_base: it cannot be polled");
 		} else if (poll_now(env->poller, channel, out, poll_now_done, a) == -1) {
 			free(a);
-			admin_error(req, 503, "redis is not ready");
+			reply_error(req, 503, "redis is not ready");
 		}
 	} else if (store_order_get(env->store, channel, out, order_get_reply, a) == -1) {
 		free(a);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 done:
 	free(out);
@@ -387,23 +363,23 @@ event_get_reply(void *arg, enum store_event_get r, const char *stream_id, const 
 	json_t *o;
 
 	if (r == STORE_EVENT_FAILED) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 		goto out;
 	}
 	if (r == STORE_EVENT_MISSING) {
-		admin_error(a->req, 404, "no such event (never recorded, or older than dedup_ttl)");
+		reply_error(a->req, 404, "no such event (never recorded, or older than dedup_ttl)");
 		goto out;
 	}
 	if (r == STORE_EVENT_TRIMMED) {
-		admin_error(a->req, 404, "the event was trimmed from the stream (maxlen)");
+		reply_error(a->req, 404, "the event was trimmed from the stream (maxlen)");
 		goto out;
 	}
 	if (event == NULL || (o = json_loadb(event, event_len, 0, NULL)) == NULL) {
-		admin_error(a->req, 500, "the stream entry has no event");
+		reply_error(a->req, 500, "the stream entry has no event");
 		goto out;
 	}
 	json_object_set_new(o, "stream_id", json_string(stream_id));
-	admin_json(a->req, 200, o);
+	reply_json(a->req, 200, o);
 out:
 	free(a);
 }
@@ -415,24 +391,24 @@ admin_event(struct env *env, struct evhttp_request *req, const char *id)
 	size_t i;
 
 	if (strncmp(id, "evt_", 4) != 0 || strlen(id) != EVENT_ID_LEN) {
-		admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+		reply_error(req, 400, "an event id is evt_ and 32 hex digits");
 		return;
 	}
 	for (i = 4; id[i] != '\0'; i++) {
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
-			admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+			reply_error(req, 400, "an event id is evt_ and 32 hex digits");
 			return;
 		}
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	a->env = env;
 	a->req = req;
 	if (store_event_get(env->store, id, event_get_reply, a) == -1) {
 		free(a);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 }
 
@@ -467,9 +443,9 @@ deliveries_reply(void *arg, int rc, const struct store_delivery_row *rows, size_
 	if (--l->waiting > 0)
 		return;
 	if (l->failed)
-		admin_error(l->req, 503, "redis failed");
+		reply_error(l->req, 503, "redis failed");
 	else
-		admin_json(l->req, 200, json_pack("{s:O}", "deliveries", l->rows));
+		reply_json(l->req, 200, json_pack("{s:O}", "deliveries", l->rows));
 	json_decref(l->rows);
 	free(l);
 }
@@ -494,28 +470,28 @@ admin_deliveries(struct env *env, struct evhttp_request *req)
 
 	TAILQ_INIT(&q);
 	if (query != NULL && evhttp_parse_query_str(query, &q) == -1) {
-		admin_error(req, 400, "bad query string");
+		reply_error(req, 400, "bad query string");
 		return;
 	}
 	state = query_param(&q, "state");
 	webhook = query_param(&q, "webhook");
 	lim = query_param(&q, "limit");
 	if (state != NULL && strcmp(state, "dead") != 0 && strcmp(state, "pending") != 0) {
-		admin_error(req, 400, "state is dead or pending");
+		reply_error(req, 400, "state is dead or pending");
 		goto out;
 	}
 	dead = state == NULL || strcmp(state, "dead") == 0;
 	if (lim != NULL && ((limit = strtol(lim, NULL, 10)) < 1 || limit > 10000)) {
-		admin_error(req, 400, "limit is from 1 to 10000");
+		reply_error(req, 400, "limit is from 1 to 10000");
 		goto out;
 	}
 	if (webhook != NULL && !config_name_valid(webhook)) {
-		admin_error(req, 404, "unknown webhook");
+		reply_error(req, 404, "unknown webhook");
 		goto out;
 	}
 	if ((l = calloc(1, sizeof(*l))) == NULL || (l->rows = json_array()) == NULL) {
 		free(l);
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		goto out;
 	}
 	l->env = env;
@@ -531,11 +507,11 @@ admin_deliveries(struct env *env, struct evhttp_request *req)
 	}
 	if (l->waiting == 0) {
 		if (l->failed)
-			admin_error(req, 503, "redis is not ready");
+			reply_error(req, 503, "redis is not ready");
 		else if (webhook != NULL)
-			admin_error(req, 404, "unknown webhook");
+			reply_error(req, 404, "unknown webhook");
 		else
-			admin_json(req, 200, json_pack("{s:[]}", "deliveries"));
+			reply_json(req, 200, json_pack("{s:[]}", "deliveries"));
 		json_decref(l->rows);
 		free(l);
 	}
@@ -549,22 +525,22 @@ replay_reply(void *arg, int rc, long long n, const char *text)
 	struct areq *a = arg;
 
 	if (rc == -1) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 		goto out;
 	}
 	if (n < 0) {
 		const char *why = text != NULL ? text : "refused";
 
-		admin_error(a->req, strncmp(why, "no such", 7) == 0 ? 404 : 409, why);
+		reply_error(a->req, strncmp(why, "no such", 7) == 0 ? 404 : 409, why);
 		goto out;
 	}
 	log_info("replay", "mode=%s target=\"%.64s\" deliveries=%lld", a->result, a->detail, n);
 	if (strcmp(a->result, "one") == 0)
-		admin_json(a->req, 201,
+		reply_json(a->req, 201,
 		    json_pack("{s:s,s:s}", "delivery", text != NULL ? text : "", "replay_of",
 			a->detail));
 	else
-		admin_json(a->req, 200, json_pack("{s:I}", "replayed", (json_int_t)n));
+		reply_json(a->req, 200, json_pack("{s:I}", "replayed", (json_int_t)n));
 	deliver_kick(a->env->deliver);
 out:
 	free(a);
@@ -576,7 +552,7 @@ admin_replay_send(struct env *env, struct evhttp_request *req, struct store_repl
 	struct areq *a = calloc(1, sizeof(*a));
 
 	if (a == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	a->env = env;
@@ -586,7 +562,7 @@ admin_replay_send(struct env *env, struct evhttp_request *req, struct store_repl
 	q->retention_s = env->cfg->delivery_retention;
 	if (store_replay(env->store, q, replay_reply, a) == -1) {
 		free(a);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 }
 
@@ -622,7 +598,7 @@ purge_reply(void *arg, int rc, long long purged, bool more)
 	if (rc == -1) {
 		/* What went already is gone: say how much. */
 		log_warnx("purge stopped", "purged=%lld reason=\"redis failed\"", p->total);
-		admin_json(p->req, 503,
+		reply_json(p->req, 503,
 		    json_pack("{s:s,s:I}", "error", "redis failed", "purged",
 			(json_int_t)p->total));
 		purge_free(p);
@@ -644,7 +620,7 @@ purge_next(struct purge *p)
 	if (p->i == p->n) {
 		log_info("dead deliveries purged", "before_ms=%lld deliveries=%lld",
 		    (long long)p->before_ms, p->total);
-		admin_json(p->req, 200,
+		reply_json(p->req, 200,
 		    json_pack("{s:I,s:O}", "purged", (json_int_t)p->total, "webhooks",
 			p->by_webhook));
 		purge_free(p);
@@ -652,7 +628,7 @@ purge_next(struct purge *p)
 	}
 	if (store_purge_dead(p->env->store, p->names[p->i], p->before_ms, ADMIN_PURGE_BATCH,
 		purge_reply, p) == -1) {
-		admin_json(p->req, 503,
+		reply_json(p->req, 503,
 		    json_pack("{s:s,s:I}", "error", "redis is not ready", "purged",
 			(json_int_t)p->total));
 		purge_free(p);
@@ -675,7 +651,7 @@ admin_purge(struct env *env, struct evhttp_request *req)
 	size_t i, n;
 
 	if (body == NULL || !json_is_object(body)) {
-		admin_error(req, 400, "the body must be a JSON object");
+		reply_error(req, 400, "the body must be a JSON object");
 		goto out;
 	}
 	state = json_string_value(json_object_get(body, "state"));
@@ -683,15 +659,15 @@ admin_purge(struct env *env, struct evhttp_request *req)
 	wh = json_object_get(body, "webhook");
 	webhook = json_string_value(wh);
 	if (state == NULL || strcmp(state, "dead") != 0) {
-		admin_error(req, 400, "state must be \"dead\": only dead deliveries are purged");
+		reply_error(req, 400, "state must be \"dead\": only dead deliveries are purged");
 		goto out;
 	}
 	if (!json_is_integer(before) || json_integer_value(before) <= 0) {
-		admin_error(req, 400, "before_ms must be a positive integer (unix milliseconds)");
+		reply_error(req, 400, "before_ms must be a positive integer (unix milliseconds)");
 		goto out;
 	}
 	if (wh != NULL && (webhook == NULL || !config_name_valid(webhook))) {
-		admin_error(req, 400, "webhook must be a webhook name");
+		reply_error(req, 400, "webhook must be a webhook name");
 		goto out;
 	}
 	n = webhook != NULL ? 1 : env->cfg->nwebhooks;
@@ -700,7 +676,7 @@ admin_purge(struct env *env, struct evhttp_request *req)
 	    (p->by_webhook = json_object()) == NULL) {
 		if (p != NULL)
 			purge_free(p);
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		goto out;
 	}
 	p->env = env;
@@ -725,11 +701,11 @@ admin_replay_one(struct env *env, struct evhttp_request *req, const char *rest)
 
 	if (slash == NULL || strcmp(slash, "/replay") != 0 ||
 	    (size_t)(slash - rest) >= sizeof(id) || slash == rest) {
-		admin_error(req, 404, "no such endpoint");
+		reply_error(req, 404, "no such endpoint");
 		return;
 	}
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		admin_error(req, 405, "method not allowed");
+		reply_error(req, 405, "method not allowed");
 		return;
 	}
 	memcpy(id, rest, (size_t)(slash - rest));
@@ -759,14 +735,14 @@ admin_replay_bulk(struct env *env, struct evhttp_request *req)
 	memset(&q, 0, sizeof(q));
 	if (body == NULL || !json_is_object(body) ||
 	    (name = json_string_value(json_object_get(body, "webhook"))) == NULL) {
-		admin_error(req, 400, "the body must be a JSON object with \"webhook\"");
+		reply_error(req, 400, "the body must be a JSON object with \"webhook\"");
 		goto out;
 	}
 	for (i = 0; i < env->cfg->nwebhooks; i++)
 		if (strcmp(env->cfg->webhooks[i].name, name) == 0)
 			w = &env->cfg->webhooks[i];
 	if (w == NULL) {
-		admin_error(req, 404, "unknown webhook");
+		reply_error(req, 404, "unknown webhook");
 		goto out;
 	}
 	q.target = w->name;
@@ -774,7 +750,7 @@ admin_replay_bulk(struct env *env, struct evhttp_request *req)
 	state = json_string_value(json_object_get(body, "state"));
 	if (state != NULL) {
 		if (strcmp(state, "dead") != 0) {
-			admin_error(req, 400, "state can only be \"dead\"");
+			reply_error(req, 400, "state can only be \"dead\"");
 			goto out;
 		}
 		q.mode = "dead";
@@ -783,14 +759,14 @@ admin_replay_bulk(struct env *env, struct evhttp_request *req)
 	}
 	if (!json_is_integer(json_object_get(body, "since_ms")) ||
 	    !json_is_integer(json_object_get(body, "until_ms"))) {
-		admin_error(req, 400, "give \"state\": \"dead\", or \"since_ms\" and \"until_ms\"");
+		reply_error(req, 400, "give \"state\": \"dead\", or \"since_ms\" and \"until_ms\"");
 		goto out;
 	}
 	q.mode = "range";
 	q.since_ms = json_integer_value(json_object_get(body, "since_ms"));
 	q.until_ms = json_integer_value(json_object_get(body, "until_ms"));
 	if (q.since_ms < 0 || q.until_ms < q.since_ms) {
-		admin_error(req, 400, "since_ms must be >= 0 and <= until_ms");
+		reply_error(req, 400, "since_ms must be >= 0 and <= until_ms");
 		goto out;
 	}
 	/* The webhook's own filters decide which events of the range it gets. */
@@ -809,7 +785,7 @@ admin_replay_bulk(struct env *env, struct evhttp_request *req)
 	admin_replay_send(env, req, &q);
 	goto out;
 oom:
-	admin_error(req, 503, "out of memory");
+	reply_error(req, 503, "out of memory");
 out:
 	sbuf_free(&events);
 	sbuf_free(&channels);
@@ -842,7 +818,7 @@ events_find_reply(void *arg, int rc, const struct store_found_event *found, size
 	size_t i;
 
 	if (rc == -1 || (rows = json_array()) == NULL) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 		free(a);
 		return;
 	}
@@ -860,7 +836,7 @@ events_find_reply(void *arg, int rc, const struct store_found_event *found, size
 		}
 		json_array_append_new(rows, ev);
 	}
-	admin_json(a->req, 200,
+	reply_json(a->req, 200,
 	    json_pack("{s:s,s:o}", "out_trade_no", a->out_trade_no, "events", rows));
 	free(a);
 }
@@ -876,16 +852,16 @@ admin_events_find(struct env *env, struct evhttp_request *req, const char *out, 
 	size_t i, n = 0;
 
 	if (*out == '\0' || strlen(out) > ADMIN_MAX_OUT_TRADE_NO) {
-		admin_error(req, 400, "out_trade_no must be 1 to 128 bytes");
+		reply_error(req, 400, "out_trade_no must be 1 to 128 bytes");
 		return;
 	}
 	if (channel != NULL && config_channel(cfg, channel) == NULL) {
-		admin_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		return;
 	}
 	if ((names = calloc(cfg->nchannels + 1, sizeof(*names))) == NULL ||
 	    (a = calloc(1, sizeof(*a))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		goto out;
 	}
 	for (i = 0; i < cfg->nchannels; i++)
@@ -895,7 +871,7 @@ admin_events_find(struct env *env, struct evhttp_request *req, const char *out, 
 	a->req = req;
 	snprintf(a->out_trade_no, sizeof(a->out_trade_no), "%s", out);
 	if (store_events_find(env->store, names, n, out, 100, events_find_reply, a) == -1) {
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 		goto out;
 	}
 	a = NULL;
@@ -938,7 +914,7 @@ static void
 tail_answer(struct tail *t)
 {
 	conn_watch(t->conn, NULL, NULL);
-	admin_json(t->req, 200, json_pack("{s:O,s:s}", "events", t->rows, "last_id", t->after));
+	reply_json(t->req, 200, json_pack("{s:O,s:s}", "events", t->rows, "last_id", t->after));
 	tail_free(t);
 }
 
@@ -996,7 +972,7 @@ tail_reply(void *arg, int rc, const struct store_entry *entries, size_t n)
 	}
 	if (rc == -1) {
 		conn_watch(t->conn, NULL, NULL);
-		admin_error(t->req, 503, "redis failed");
+		reply_error(t->req, 503, "redis failed");
 		tail_free(t);
 		return;
 	}
@@ -1023,7 +999,7 @@ tail_read(struct tail *t)
 	if (store_stream_read(t->env->store, t->after, t->limit, tail_reply, t) == -1) {
 		if (t->req != NULL) {
 			conn_watch(t->conn, NULL, NULL);
-			admin_error(t->req, 503, "redis is not ready");
+			reply_error(t->req, 503, "redis is not ready");
 		}
 		tail_free(t);
 		return;
@@ -1038,11 +1014,11 @@ tail_last_reply(void *arg, int rc, const struct store_entry *entries, size_t n)
 	const char *last = "0-0";
 
 	if (rc == -1) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 	} else {
 		if (n > 0)
 			last = entries[0].id;
-		admin_json(a->req, 200, json_pack("{s:[],s:s}", "events", "last_id", last));
+		reply_json(a->req, 200, json_pack("{s:[],s:s}", "events", "last_id", last));
 	}
 	free(a);
 }
@@ -1079,43 +1055,43 @@ admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn
 	if (wait != NULL &&
 	    ((secs = strtol(wait, &end, 10)) < 0 || secs > TAIL_MAX_WAIT || *end != '\0' ||
 		end == wait)) {
-		admin_error(req, 400, "wait is whole seconds from 0 to 30");
+		reply_error(req, 400, "wait is whole seconds from 0 to 30");
 		return;
 	}
 	if (lim != NULL && ((limit = strtol(lim, &end, 10)) < 1 || limit > 1000 || *end != '\0')) {
-		admin_error(req, 400, "limit is from 1 to 1000");
+		reply_error(req, 400, "limit is from 1 to 1000");
 		return;
 	}
 	if (channel != NULL && config_channel(env->cfg, channel) == NULL) {
-		admin_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		return;
 	}
 	if (type != NULL && strcmp(type, "order.paid") != 0 && strcmp(type, "order.status") != 0 &&
 	    strcmp(type, "order.amount_mismatch") != 0 && strcmp(type, "order.refunded") != 0) {
-		admin_error(req, 400,
+		reply_error(req, 400,
 		    "type is order.paid, order.status, order.amount_mismatch or order.refunded");
 		return;
 	}
 	if (after == NULL) {
 		/* Where the stream ends now: the next call waits from there. */
 		if ((a = calloc(1, sizeof(*a))) == NULL) {
-			admin_error(req, 503, "out of memory");
+			reply_error(req, 503, "out of memory");
 			return;
 		}
 		a->env = env;
 		a->req = req;
 		if (store_stream_read(env->store, NULL, 1, tail_last_reply, a) == -1) {
 			free(a);
-			admin_error(req, 503, "redis is not ready");
+			reply_error(req, 503, "redis is not ready");
 		}
 		return;
 	}
 	if (!stream_id_valid(after)) {
-		admin_error(req, 400, "after is a stream id (1795341600000-0), or 0");
+		reply_error(req, 400, "after is a stream id (1795341600000-0), or 0");
 		return;
 	}
 	if (conn == NULL || (t = calloc(1, sizeof(*t))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	t->env = env;
@@ -1129,7 +1105,7 @@ admin_events_tail(struct env *env, struct evhttp_request *req, struct conn *conn
 	if ((t->rows = json_array()) == NULL ||
 	    (t->timer = evtimer_new(env->base, tail_tick, t)) == NULL) {
 		tail_free(t);
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	/* The client may leave while we wait (Ctrl-C): its request goes too. */
@@ -1147,7 +1123,7 @@ admin_events(struct env *env, struct evhttp_request *req, struct conn *conn)
 
 	TAILQ_INIT(&q);
 	if (query != NULL && evhttp_parse_query_str(query, &q) == -1) {
-		admin_error(req, 400, "bad query string");
+		reply_error(req, 400, "bad query string");
 		return;
 	}
 	if ((out = query_param(&q, "out_trade_no")) != NULL)
@@ -1177,12 +1153,12 @@ admin_event_deliveries(struct env *env, struct evhttp_request *req, const char *
 	struct listing *l;
 
 	if (!event_id_valid(id)) {
-		admin_error(req, 400, "an event id is evt_ and 32 hex digits");
+		reply_error(req, 400, "an event id is evt_ and 32 hex digits");
 		return;
 	}
 	if ((l = calloc(1, sizeof(*l))) == NULL || (l->rows = json_array()) == NULL) {
 		free(l);
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	l->env = env;
@@ -1191,7 +1167,7 @@ admin_event_deliveries(struct env *env, struct evhttp_request *req, const char *
 	if (store_event_deliveries(env->store, id, deliveries_reply, l) == -1) {
 		json_decref(l->rows);
 		free(l);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 }
 
@@ -1205,9 +1181,9 @@ delivery_get_reply(void *arg, int rc, const struct store_field *f, size_t nf)
 	const char *text;
 
 	if (rc == -1) {
-		admin_error(a->req, 503, "redis failed");
+		reply_error(a->req, 503, "redis failed");
 	} else if (nf == 0 || (o = json_object()) == NULL) {
-		admin_error(a->req, 404,
+		reply_error(a->req, 404,
 		    "no such delivery (never made, or delivered longer ago "
 		    "than delivery_retention)");
 	} else {
@@ -1219,7 +1195,7 @@ delivery_get_reply(void *arg, int rc, const struct store_field *f, size_t nf)
 		json_object_set_new(o, "history", json_is_array(h) ? h : json_array());
 		if (!json_is_array(h))
 			json_decref(h);
-		admin_json(a->req, 200, o);
+		reply_json(a->req, 200, o);
 	}
 	free(a);
 }
@@ -1232,24 +1208,24 @@ admin_delivery_show(struct env *env, struct evhttp_request *req, const char *id)
 	size_t i;
 
 	if (strncmp(id, "dlv_", 4) != 0 || strlen(id) != 36) {
-		admin_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
+		reply_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
 		return;
 	}
 	for (i = 4; id[i] != '\0'; i++) {
 		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
-			admin_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
+			reply_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
 			return;
 		}
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	a->env = env;
 	a->req = req;
 	if (store_delivery_get(env->store, id, delivery_get_reply, a) == -1) {
 		free(a);
-		admin_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 	}
 }
 
@@ -1280,46 +1256,46 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 	params_init(&p);
 	if (slash == NULL || strcmp(slash, "/test") != 0 ||
 	    (size_t)(slash - rest) >= sizeof(channel)) {
-		admin_error(req, 404, "no such endpoint");
+		reply_error(req, 404, "no such endpoint");
 		goto out;
 	}
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		admin_error(req, 405, "method not allowed");
+		reply_error(req, 405, "method not allowed");
 		goto out;
 	}
 	memcpy(channel, rest, (size_t)(slash - rest));
 	channel[slash - rest] = '\0';
 	if ((ch = config_channel(env->cfg, channel)) == NULL) {
-		admin_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		goto out;
 	}
 	if (len > 0) {
 		body = json_loadb((const char *)evbuffer_pullup(in, -1), len,
 		    JSON_REJECT_DUPLICATES, NULL);
 		if (body == NULL || !json_is_object(body)) {
-			admin_error(req, 400, "the body must be a JSON object");
+			reply_error(req, 400, "the body must be a JSON object");
 			goto out;
 		}
 		if (json_object_get(body, "amount") != NULL &&
 		    (amount = json_string_value(json_object_get(body, "amount"))) == NULL) {
-			admin_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
+			reply_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
 			goto out;
 		}
 		if (json_object_get(body, "status") != NULL &&
 		    ((status = json_string_value(json_object_get(body, "status"))) == NULL ||
 			!family_canonical_id(status))) {
-			admin_error(req, 400,
+			reply_error(req, 400,
 			    "status is the gateway's raw status, printable ASCII");
 			goto out;
 		}
 	}
 	if (amount_parse(amount, strlen(amount), &fen) == -1 || fen < 1 ||
 	    !family_canonical_amount(amount)) {
-		admin_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
+		reply_error(req, 400, "amount is a decimal string of yuan, like \"0.01\"");
 		goto out;
 	}
 	if (crypto_random(rnd, sizeof(rnd)) == -1) {
-		admin_error(req, 503, "no random bytes");
+		reply_error(req, 503, "no random bytes");
 		goto out;
 	}
 	memcpy(trade_no, TESTCB_PREFIX, sizeof(TESTCB_PREFIX) - 1);
@@ -1332,7 +1308,7 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 	spec.status = status;
 	spec.now = time(NULL);
 	if (testcb_build(ch, &spec, &form, &why) == -1) {
-		admin_error(req, strcmp(why, "out of memory") == 0 ? 503 : 409, why);
+		reply_error(req, strcmp(why, "out of memory") == 0 ? 503 : 409, why);
 		goto out;
 	}
 	/* What the listener will make of it: its event id, and a last check
@@ -1340,17 +1316,17 @@ admin_channel_test(struct env *env, struct evhttp_request *req, const char *rest
 	memset(&ev, 0, sizeof(ev));
 	if (form_decode(&p, form.p, form.len) != FORM_OK ||
 	    (v = ch->family->verify(ch, &p, time(NULL), &ev)) != VERDICT_OK) {
-		admin_error(req, 500, "the test callback does not verify");
+		reply_error(req, 500, "the test callback does not verify");
 		goto out;
 	}
 	memcpy(evid, ev.id, sizeof(evid));
 	if (ingest_test_expect(env->ingest, ch->name, trade_no) == -1) {
-		admin_error(req, 503, "too many test callbacks at once: try again in two minutes");
+		reply_error(req, 503, "too many test callbacks at once: try again in two minutes");
 		goto out;
 	}
 	log_info("test callback made", "channel=%s trade_no=%s event=%s", ch->name, trade_no, evid);
 	snprintf(path, sizeof(path), "/notify/%s", ch->name);
-	admin_json(req, 201,
+	reply_json(req, 201,
 	    json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s#,s:i}", "channel", ch->name,
 		"family", ch->family->name, "trade_no", trade_no, "out_trade_no", out, "event_id",
 		evid, "type", event_type_str(ev.type), "method", "POST", "path", path,
@@ -1507,7 +1483,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	int rc = 0;
 
 	if (sc == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	sc->env = env;
@@ -1576,7 +1552,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	if (rc != 0) {
 		sbuf_free(&sc->text);
 		free(sc);
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	/* Redis-side counts when Redis answers; the rest either way. */
@@ -1620,26 +1596,26 @@ admin_cb(struct evhttp_request *req, void *arg)
 	struct conn *conn = conns_request(ad->conns, req);
 
 	if (conns_refuse_framing(ad->conns, req)) {
-		admin_error(req, 400, "ambiguous request framing");
+		reply_error(req, 400, "ambiguous request framing");
 		return;
 	}
 	/* Answers may wait for Redis or a poll: no deadline meanwhile (an
 	 * untracked connection's deadline could free the request under us). */
 	if (conn == NULL) {
-		admin_error(req, 503, "out of memory");
+		reply_error(req, 503, "out of memory");
 		return;
 	}
 	conn_hold_until_answered(conn, req);
 	if (path == NULL) {
-		admin_error(req, 400, "bad request");
+		reply_error(req, 400, "bad request");
 		return;
 	}
 	if (strcmp(path, "/healthz") == 0) {
-		admin_json(req, 200, json_pack("{s:s}", "status", "ok"));
+		reply_json(req, 200, json_pack("{s:s}", "status", "ok"));
 		return;
 	}
 	if (!admin_authorized(env, req)) {
-		admin_error(req, 401,
+		reply_error(req, 401,
 		    env->cfg->admin_token == NULL ? "no admin token is configured"
 						  : "missing or wrong bearer token");
 		return;
@@ -1647,33 +1623,33 @@ admin_cb(struct evhttp_request *req, void *arg)
 	if (strcmp(path, "/readyz") == 0) {
 		bool ok = store_ready(env->store);
 
-		admin_json(req, ok ? 200 : 503,
+		reply_json(req, ok ? 200 : 503,
 		    json_pack("{s:s,s:b}", "status", ok ? "ready" : "redis not ready", "redis",
 			ok));
 	} else if (strcmp(path, "/v1/orders") == 0) {
 		if (m != EVHTTP_REQ_POST)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			admin_register(env, req);
 	} else if (strncmp(path, "/v1/orders/", 11) == 0) {
 		admin_order(env, req, path + 11);
 	} else if (strcmp(path, "/v1/payments") == 0) {
 		if (m != EVHTTP_REQ_POST)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			payments_create(env, req);
 	} else if (strcmp(path, "/metrics") == 0) {
 		admin_metrics(env, req);
 	} else if (strcmp(path, "/v1/events") == 0) {
 		if (m != EVHTTP_REQ_GET)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			admin_events(env, req, conn);
 	} else if (strncmp(path, "/v1/events/", 11) == 0) {
 		size_t n = strlen(path + 11);
 
 		if (m != EVHTTP_REQ_GET)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else if (n > 11 && strcmp(path + 11 + n - 11, "/deliveries") == 0 &&
 		    n - 11 == EVENT_ID_LEN) {
 			char id[EVENT_ID_LEN + 1];
@@ -1691,29 +1667,29 @@ admin_cb(struct evhttp_request *req, void *arg)
 		admin_channel_test(env, req, path + 13);
 	} else if (strcmp(path, "/v1/deliveries") == 0) {
 		if (m != EVHTTP_REQ_GET)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			admin_deliveries(env, req);
 	} else if (strcmp(path, "/v1/deliveries/purge") == 0) {
 		if (m != EVHTTP_REQ_POST)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			admin_purge(env, req);
 	} else if (strncmp(path, "/v1/deliveries/", 15) == 0) {
 		if (strchr(path + 15, '/') == NULL) {
 			if (m != EVHTTP_REQ_GET)
-				admin_error(req, 405, "method not allowed");
+				reply_error(req, 405, "method not allowed");
 			else
 				admin_delivery_show(env, req, path + 15);
 		} else
 			admin_replay_one(env, req, path + 15);
 	} else if (strcmp(path, "/v1/replay") == 0) {
 		if (m != EVHTTP_REQ_POST)
-			admin_error(req, 405, "method not allowed");
+			reply_error(req, 405, "method not allowed");
 		else
 			admin_replay_bulk(env, req);
 	} else {
-		admin_error(req, 404, "no such endpoint");
+		reply_error(req, 404, "no such endpoint");
 	}
 }
 

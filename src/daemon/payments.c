@@ -20,6 +20,7 @@
 #include "httpc.h"
 #include "log.h"
 #include "metrics.h"
+#include "reply.h"
 #include "store.h"
 
 /* One creation, from the request to its answer. Owns every string. */
@@ -79,31 +80,6 @@ payment_free(struct payment *p)
 }
 
 static void
-reply(struct evhttp_request *req, int code, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
-	if (buf != NULL && text != NULL) {
-		evbuffer_add(buf, text, strlen(text));
-		evbuffer_add(buf, "\n", 1);
-	}
-	evhttp_send_reply(req, code, code < 300 ? "OK" : "Error", buf);
-	if (buf != NULL)
-		evbuffer_free(buf);
-	free(text);
-	json_decref(body);
-}
-
-static void
-reply_error(struct evhttp_request *req, int code, const char *msg)
-{
-	reply(req, code, json_pack("{s:s}", "error", msg));
-}
-
-static void
 count(struct payment *p, const char *outcome)
 {
 	metrics_inc(p->env->metrics, "payrelay_payments_total", "channel", p->channel, "outcome",
@@ -156,7 +132,7 @@ reply_conflict(struct payment *p, enum store_payment_what what, const struct sto
 		o = json_pack("{s:s,s:s}", "error",
 		    "the order is registered and no longer pending: no payment is created", "state",
 		    sp->state);
-	reply(p->req, 409, o);
+	reply_json(p->req, 409, o);
 }
 
 static void
@@ -173,7 +149,7 @@ registered(void *arg, enum store_payment_what what, const struct store_payment *
 		    p->out_trade_no, p->amount_fen >= 0 ? fen : "none",
 		    p->redirect ? "redirect" : "api", pay_url_kind_str(p->res.kind));
 		count(p, "created");
-		reply(p->req, 201,
+		reply_json(p->req, 201,
 		    answer_json(p, p->amount_fen >= 0 ? fen : "", pay_url_kind_str(p->res.kind),
 			p->res.url, p->res.trade_no));
 		break;
@@ -183,7 +159,7 @@ registered(void *arg, enum store_payment_what what, const struct store_payment *
 		log_warnx("payment created twice at the gateway: the first answer stands",
 		    "channel=%s out_trade_no=\"%.64s\"", p->channel, p->out_trade_no);
 		count(p, "existing");
-		reply(p->req, 200,
+		reply_json(p->req, 200,
 		    answer_json(p, sp->amount_fen, sp->pay_kind, sp->pay_target,
 			sp->gateway_trade_no));
 		break;
@@ -258,7 +234,7 @@ refused(struct payment *p, long status)
 	    "channel=%s out_trade_no=\"%.64s\" http_status=%ld code=\"%s\" msg=\"%s\"", p->channel,
 	    p->out_trade_no, status, p->res.code, p->res.msg);
 	count(p, *p->res.code != '\0' ? "refused" : "failed");
-	reply(p->req, 502,
+	reply_json(p->req, 502,
 	    json_pack("{s:s,s:s,s:s,s:I}", "error",
 		*p->res.code != '\0' ? "the gateway refused the payment"
 				     : "no usable answer from the gateway",
@@ -311,7 +287,7 @@ begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 		break;
 	case STORE_PAY_DONE:
 		count(p, "existing");
-		reply(p->req, 200,
+		reply_json(p->req, 200,
 		    answer_json(p, sp->amount_fen, sp->pay_kind, sp->pay_target,
 			sp->gateway_trade_no));
 		payment_free(p);
@@ -322,7 +298,7 @@ begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 		payment_free(p);
 		return;
 	case STORE_PAY_BUSY:
-		reply(p->req, 409,
+		reply_json(p->req, 409,
 		    json_pack("{s:s}", "error",
 			"another creation of this order is running: retry in a few seconds for "
 			"its answer"));

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "record.h"
 #include "store.h"
+#include "reply.h"
 
 #define REFUND_MAX_OUT_TRADE_NO 128
 /* A pending claim older than the gateway's time limit plus this was left
@@ -48,31 +49,6 @@ struct refund {
 	bool counted; /* in env->refunding */
 };
 
-static void
-refund_reply(struct evhttp_request *req, int code, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
-
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-	    "application/json");
-	if (buf != NULL && text != NULL) {
-		evbuffer_add(buf, text, strlen(text));
-		evbuffer_add(buf, "\n", 1);
-	}
-	evhttp_send_reply(req, code, code < 300 ? "OK" : "Error", buf);
-	if (buf != NULL)
-		evbuffer_free(buf);
-	free(text);
-	json_decref(body);
-}
-
-static void
-refund_error(struct evhttp_request *req, int code, const char *msg)
-{
-	refund_reply(req, code, json_pack("{s:s}", "error", msg));
-}
-
 /* payrelay_refunds_total: `channel` is a configured channel's name (never
  * the caller's unchecked text, which would make a series of anything). */
 static void
@@ -101,7 +77,7 @@ refund_free(struct refund *r)
 static void
 refund_answer(struct refund *r)
 {
-	refund_reply(r->req, r->status, json_incref(r->answer));
+	reply_json(r->req, r->status, json_incref(r->answer));
 	refund_free(r);
 }
 
@@ -331,7 +307,7 @@ refund_repeat(struct refund *r, const struct store_refund_info *in)
 	json_t *stored;
 
 	if (!same) {
-		refund_reply(r->req, 409,
+		reply_json(r->req, 409,
 		    json_pack("{s:s,s:s,s:s,s:s,s:I}", "error",
 			"refund_id was used for another refund (another order or amount)",
 			"refund_id", r->refund_id, "out_trade_no", in->out_trade_no, "trade_no",
@@ -342,7 +318,7 @@ refund_repeat(struct refund *r, const struct store_refund_info *in)
 	if (strcmp(in->state, "pending") == 0) {
 		bool stale = now_ms() - in->created_ms > r->timeout_ms + REFUND_STALE_MARGIN_MS;
 
-		refund_reply(r->req, 409,
+		reply_json(r->req, 409,
 		    json_pack("{s:s,s:s,s:s}", "error",
 			stale ? "an earlier attempt with this refund_id stopped while the "
 				"gateway was asked: its outcome is unknown"
@@ -354,13 +330,13 @@ refund_repeat(struct refund *r, const struct store_refund_info *in)
 	stored = json_loadb(in->answer, in->answer_len, 0, NULL);
 	if (!json_is_object(stored)) {
 		json_decref(stored);
-		refund_error(r->req, 500, "the stored answer of this refund is unreadable");
+		reply_error(r->req, 500, "the stored answer of this refund is unreadable");
 		refund_free(r);
 		return;
 	}
 	/* The first answer, whatever came since: a done refund is 200 now
 	 * (201 was the first time), one of unknown outcome stays 502. */
-	refund_reply(r->req, strcmp(in->state, "done") == 0 ? 200 : 502, stored);
+	reply_json(r->req, strcmp(in->state, "done") == 0 ? 200 : 502, stored);
 	refund_free(r);
 }
 
@@ -372,7 +348,7 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 	switch (what) {
 	case STORE_REFUND_FAILED:
 		refund_count(r->env, r->channel, "failed");
-		refund_error(r->req, 503, "redis failed");
+		reply_error(r->req, 503, "redis failed");
 		break;
 	case STORE_REFUND_EXISTS:
 		refund_count(r->env, r->channel, "repeat");
@@ -380,23 +356,23 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 		return;
 	case STORE_REFUND_NO_ORDER:
 		refund_count(r->env, r->channel, "rejected");
-		refund_error(r->req, 404, "no such order: no payment of it is recorded");
+		reply_error(r->req, 404, "no such order: no payment of it is recorded");
 		break;
 	case STORE_REFUND_UNPAID:
 		refund_count(r->env, r->channel, "rejected");
-		refund_reply(r->req, 409,
+		reply_json(r->req, 409,
 		    json_pack("{s:s,s:s}", "error", "the order has no recorded payment", "state",
 			in->state));
 		break;
 	case STORE_REFUND_TRIMMED:
 		refund_count(r->env, r->channel, "rejected");
-		refund_error(r->req, 409,
+		reply_error(r->req, 409,
 		    "the payment's event is no longer in the stream: payrelay cannot tell "
 		    "what was paid");
 		break;
 	case STORE_REFUND_OVER:
 		refund_count(r->env, r->channel, "over_refund");
-		refund_reply(r->req, 409,
+		reply_json(r->req, 409,
 		    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:I}", "error",
 			"the amount is more than is left to refund of this payment", "out_trade_no",
 			in->out_trade_no, "trade_no", in->trade_no, "amount_fen",
@@ -411,7 +387,7 @@ refund_claimed(void *arg, enum store_refund_begin what, const struct store_refun
 		    (r->pay_out_trade_no = strdup(in->out_trade_no)) == NULL) {
 			/* The claim stays: its outcome is unknown to a repeat. */
 			refund_count(r->env, r->channel, "failed");
-			refund_error(r->req, 503, "out of memory");
+			reply_error(r->req, 503, "out of memory");
 			break;
 		}
 		r->paid_fen = in->paid_fen;
@@ -443,12 +419,12 @@ refunds_post(struct env *env, struct evhttp_request *req)
 	int64_t fen;
 
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		refund_error(req, 405, "method not allowed");
+		reply_error(req, 405, "method not allowed");
 		return;
 	}
 	body = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_REJECT_DUPLICATES, NULL);
 	if (body == NULL || !json_is_object(body)) {
-		refund_error(req, 400, "the body must be a JSON object");
+		reply_error(req, 400, "the body must be a JSON object");
 		goto out;
 	}
 	channel = json_string_value(json_object_get(body, "channel"));
@@ -457,33 +433,33 @@ refunds_post(struct env *env, struct evhttp_request *req)
 	amount = json_string_value(json_object_get(body, "amount"));
 	rid = json_string_value(json_object_get(body, "refund_id"));
 	if (channel == NULL || amount == NULL || rid == NULL || (out == NULL) == (tno == NULL)) {
-		refund_error(req, 400,
+		reply_error(req, 400,
 		    "channel, out_trade_no or trade_no (one of them), amount (a decimal string) "
 		    "and refund_id are required");
 		goto out;
 	}
 	if ((ch = config_channel(env->cfg, channel)) == NULL) {
-		refund_error(req, 404, "unknown channel");
+		reply_error(req, 404, "unknown channel");
 		goto out;
 	}
 	if ((out != NULL && !id_ok(out, REFUND_MAX_OUT_TRADE_NO)) ||
 	    (tno != NULL && !id_ok(tno, REFUND_MAX_OUT_TRADE_NO))) {
 		refund_count(env, ch->name, "rejected");
-		refund_error(req, 400,
+		reply_error(req, 400,
 		    "out_trade_no and trade_no are 1 to 128 printable ASCII characters, without "
 		    "white space, '&', '=', '%' or '/'");
 		goto out;
 	}
 	if (!id_ok(rid, REFUND_MAX_ID)) {
 		refund_count(env, ch->name, "rejected");
-		refund_error(req, 400,
+		reply_error(req, 400,
 		    "refund_id is 1 to 64 printable ASCII characters, without white space, '&', "
 		    "'=', '%' or '/'");
 		goto out;
 	}
 	if (amount_parse(amount, strlen(amount), &fen) == -1 || fen < 1) {
 		refund_count(env, ch->name, "rejected");
-		refund_error(req, 400,
+		reply_error(req, 400,
 		    "amount must be a decimal string of yuan above 0, like \"1.00\"");
 		goto out;
 	}
@@ -495,12 +471,12 @@ refunds_post(struct env *env, struct evhttp_request *req)
 		    "merchant panel",
 		    ch->family->name);
 		refund_count(env, ch->name, "not_supported");
-		refund_error(req, 501, msg);
+		reply_error(req, 501, msg);
 		goto out;
 	}
 	if (ch->api_base == NULL) {
 		refund_count(env, ch->name, "rejected");
-		refund_error(req, 409,
+		reply_error(req, 409,
 		    "the channel has no api_base: payrelay cannot reach its gateway");
 		goto out;
 	}
@@ -530,14 +506,14 @@ refunds_post(struct env *env, struct evhttp_request *req)
 	}
 	if (store_refund_begin(env->store, &q, refund_claimed, r) == -1) {
 		refund_count(env, ch->name, "failed");
-		refund_error(req, 503, "redis is not ready");
+		reply_error(req, 503, "redis is not ready");
 		refund_free(r);
 	}
 	goto out;
 oom:
 	refund_free(r);
 	refund_count(env, ch->name, "failed");
-	refund_error(req, 503, "out of memory");
+	reply_error(req, 503, "out of memory");
 out:
 	json_decref(body);
 }
