@@ -36,8 +36,8 @@
 #include "payments.h"
 #include "poll.h"
 #include "refunds.h"
-#include "store.h"
 #include "reply.h"
+#include "store.h"
 
 /* The admin listener, owned by payrelayd.c (env->admin). */
 struct admin {

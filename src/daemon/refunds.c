@@ -17,8 +17,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "record.h"
-#include "store.h"
 #include "reply.h"
+#include "store.h"
 
 #define REFUND_MAX_OUT_TRADE_NO 128
 /* A pending claim older than the gateway's time limit plus this was left
