@@ -911,6 +911,9 @@ class Receiver(ServedOnLoopback):
         hang                    sleep `hang_s` (longer than any timeout), then 200
                                 (gives up early when the client goes away)
         slow:SECONDS            sleep SECONDS, then 200
+        gate:N                  hold the answer until N gated requests have come
+                                (since the last set_script), then 200: all N
+                                answers leave together
         status:CODE             answer CODE
         status:CODE:retry_after=N   CODE with `Retry-After: N`
         big:BYTES               200 with a body of BYTES bytes
@@ -926,6 +929,7 @@ class Receiver(ServedOnLoopback):
         self._defaults = {}
         self.active = 0        # requests being answered now
         self.max_active = 0    # the most at once
+        self._gated = 0        # gate:N requests come since set_script
         self.set_script(script, default)
         receiver = self
 
@@ -979,6 +983,7 @@ class Receiver(ServedOnLoopback):
     def set_script(self, script=(), default="ok"):
         """Replaces the behaviour (for requests arriving from now on)."""
         with self.lock:
+            self._gated = 0
             if isinstance(script, dict):
                 self._scripts = {p: list(a) for p, a in script.items()}
             else:
@@ -1031,6 +1036,13 @@ class Receiver(ServedOnLoopback):
                     self.cond.notify_all()
                 handler.close_connection = True
                 return
+        elif action.startswith("gate:"):
+            n = int(action.split(":", 1)[1])
+            with self.cond:
+                self._gated += 1
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self._gated >= n or self._stopping.is_set(),
+                                   timeout=self.hang_s)
         elif action.startswith("big:"):
             big = int(action.split(":", 1)[1])
         elif action.startswith("status:"):
