@@ -65,6 +65,30 @@ gatepay_amount_ends(const struct params *p, const char *const *after)
 	return true;
 }
 
+/* Every gatepay signature (notify, return, query, create) is
+ * md5(md5(appkey + values) + appsecret). `s` holds appkey + values; it is
+ * used as scratch, wiped (it ends holding the key) and freed. Returns 0,
+ * or -1 when out of memory or the crypto library failed (fail closed). */
+static int
+gatepay_seal(const struct channel *ch, struct sbuf *s, char out[33])
+{
+	char inner[33];
+	int rc = -1;
+
+	if (crypto_md5_hex(s->p, s->len, inner) == -1)
+		goto out;
+	sbuf_reset(s);
+	if (sbuf_add(s, inner, 32) == -1 || sbuf_add(s, ch->key, ch->key_len) == -1 ||
+	    crypto_md5_hex(s->p, s->len, out) == -1)
+		goto out;
+	rc = 0;
+out:
+	if (s->p != NULL)
+		explicit_bzero(s->p, s->len);
+	sbuf_free(s);
+	return rc;
+}
+
 /* md5(md5(appkey, then the values of `fields`) appsecret), the appkey
  * being the channel's merchant id. */
 static int
@@ -72,31 +96,21 @@ gatepay_md5(const struct channel *ch, const struct params *p, const char *const 
     char out[33])
 {
 	const char *const *f;
-	char inner[33];
 	struct sbuf s;
-	int rc = -1;
 
 	sbuf_init(&s);
 	if (sbuf_adds(&s, ch->merchant_id) == -1)
-		goto out;
+		goto fail;
 	for (f = fields; *f != NULL; f++) {
 		const struct param *pa = params_get(p, *f);
 
 		if (pa != NULL && sbuf_add(&s, pa->value, pa->vlen) == -1)
-			goto out;
+			goto fail;
 	}
-	if (crypto_md5_hex(s.p, s.len, inner) == -1)
-		goto out;
-	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
-	    crypto_md5_hex(s.p, s.len, out) == -1)
-		goto out;
-	rc = 0;
-out:
-	if (s.p != NULL)
-		explicit_bzero(s.p, s.len);
+	return gatepay_seal(ch, &s, out);
+fail:
 	sbuf_free(&s);
-	return rc;
+	return -1;
 }
 
 /* md5(md5(appkey order_id out_order_id price realprice type paytime
@@ -225,23 +239,16 @@ gatepay_verify_return(const struct channel *ch, const struct params *p, time_t n
 static int
 gatepay_poll_query(const struct channel *ch, const char *out_trade_no, struct poll_query *q)
 {
-	char inner[33], sign[33];
+	char sign[33];
 	struct sbuf s, qs;
 	int rc = -1;
 
 	memset(q, 0, sizeof(*q));
 	sbuf_init(&s);
 	sbuf_init(&qs);
-	if (sbuf_adds(&s, ch->merchant_id) == -1 || sbuf_adds(&s, out_trade_no) == -1)
+	if (sbuf_adds(&s, ch->merchant_id) == -1 || sbuf_adds(&s, out_trade_no) == -1 ||
+	    gatepay_seal(ch, &s, sign) == -1) /* s is empty again */
 		goto out;
-	if (crypto_md5_hex(s.p, s.len, inner) == -1)
-		goto out;
-	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
-	    crypto_md5_hex(s.p, s.len, sign) == -1)
-		goto out;
-	explicit_bzero(s.p, s.len);
-	sbuf_reset(&s);
 	if (family_form_add(&qs, "appkey", ch->merchant_id) == -1 ||
 	    family_form_add(&qs, "out_order_id", out_trade_no) == -1 ||
 	    family_form_add(&qs, "sign", sign) == -1 ||
@@ -418,7 +425,7 @@ gatepay_create_request(const struct channel *ch, const struct pay_request *pr, s
     const char **why)
 {
 	const char *path, *xname, *x, *custom = pr->param != NULL ? pr->param : "";
-	char inner[33], sign[33];
+	char sign[33];
 	struct sbuf s, url, body;
 	int rc = -1;
 
@@ -454,11 +461,7 @@ gatepay_create_request(const struct channel *ch, const struct pay_request *pr, s
 	sbuf_init(&body);
 	if (sbuf_adds(&s, ch->merchant_id) == -1 || sbuf_adds(&s, x) == -1 ||
 	    sbuf_adds(&s, pr->method) == -1 || sbuf_adds(&s, pr->out_trade_no) == -1 ||
-	    sbuf_adds(&s, custom) == -1 || crypto_md5_hex(s.p, s.len, inner) == -1)
-		goto out;
-	sbuf_reset(&s);
-	if (sbuf_add(&s, inner, 32) == -1 || sbuf_add(&s, ch->key, ch->key_len) == -1 ||
-	    crypto_md5_hex(s.p, s.len, sign) == -1)
+	    sbuf_adds(&s, custom) == -1 || gatepay_seal(ch, &s, sign) == -1)
 		goto out;
 	if (family_form_add(&body, "appkey", ch->merchant_id) == -1 ||
 	    family_form_add(&body, xname, x) == -1 ||
