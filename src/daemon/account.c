@@ -88,11 +88,9 @@ out:
 bool
 account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 {
-	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
 	const char *slash = strchr(rest, '/');
 	const struct channel *ch;
 	struct poll_query pq = { 0 };
-	struct httpc_request rq;
 	struct account_req *a;
 	char channel[65];
 	bool settle;
@@ -147,15 +145,7 @@ account_serve(struct env *env, struct evhttp_request *req, const char *rest)
 		reply_error(req, 503, "out of memory");
 		return true;
 	}
-	memset(&rq, 0, sizeof(rq));
-	rq.method = pq.method;
-	rq.url = pq.url;
-	rq.headers = pq.body != NULL ? form_hdr : NULL;
-	rq.body = pq.body;
-	rq.body_len = pq.body_len;
-	rq.timeout_ms = ch->poll_timeout_ms;
-	rq.abort_over_max = true;
-	a->call = httpc_start(env->httpc, &rq, account_http_done, a);
+	a->call = httpc_start_gateway(env->httpc, &pq, ch->poll_timeout_ms, account_http_done, a);
 	poll_query_free(&pq); /* the URL holds the key: freed, never logged */
 	if (a->call == NULL) {
 		free(a);

@@ -205,9 +205,7 @@ struct confirm *
 confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_no,
     const char *out_trade_no, int64_t amount_fen, confirm_cb *cb, void *arg, const char **why)
 {
-	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
 	struct poll_query pq = { 0 };
-	struct httpc_request rq;
 	struct cchan *cc;
 	struct confirm *c = NULL;
 
@@ -244,17 +242,10 @@ confirm_start(struct confirmer *cf, const struct channel *ch, const char *trade_
 	c->amount_fen = amount_fen;
 	c->cb = cb;
 	c->arg = arg;
-	memset(&rq, 0, sizeof(rq));
-	rq.method = pq.method;
-	rq.url = pq.url;
-	rq.headers = pq.body != NULL ? form_hdr : NULL;
-	rq.body = pq.body;
-	rq.body_len = pq.body_len;
-	rq.timeout_ms = ch->confirm_timeout_ms;
 	/* An answer longer than the cap is not downloaded (SPEC §2.5 and the
 	 * poller's rule): the transfer stops, the answer is unusable. */
-	rq.abort_over_max = true;
-	c->call = httpc_start(cf->env->httpc, &rq, confirm_http_done, c);
+	c->call =
+	    httpc_start_gateway(cf->env->httpc, &pq, ch->confirm_timeout_ms, confirm_http_done, c);
 	poll_query_free(&pq); /* an epay URL holds the key: freed, never logged */
 	if (c->call == NULL) {
 		*why = "cannot start the query";

@@ -257,6 +257,25 @@ httpc_running(const struct httpc *h)
 }
 
 struct httpc_call *
+httpc_start_gateway(struct httpc *h, const struct poll_query *q, long timeout_ms, httpc_done_cb *cb,
+    void *arg)
+{
+	static const char *const form_hdr[] = { "Content-Type: application/x-www-form-urlencoded",
+		NULL };
+	struct httpc_request rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.method = q->method;
+	rq.url = q->url;
+	rq.headers = q->body != NULL ? form_hdr : NULL;
+	rq.body = q->body;
+	rq.body_len = q->body_len;
+	rq.timeout_ms = timeout_ms;
+	rq.abort_over_max = true;
+	return httpc_start(h, &rq, cb, arg);
+}
+
+struct httpc_call *
 httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, void *arg)
 {
 	struct httpc_call *c = calloc(1, sizeof(*c));

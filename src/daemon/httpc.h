@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "poll_answer.h"
 #include "util.h"
 
 struct event_base;
@@ -58,6 +59,13 @@ void httpc_free(struct httpc *h);
  * be called). */
 struct httpc_call *httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb,
     void *arg);
+/* Starts a family's gateway request `q` (a GET, or a POST of a form, as
+ * poll_query and the gateway-client builders make them) with an answer
+ * larger than HTTPC_MAX_BODY refused (abort_over_max): what a gateway
+ * answers is parsed. `q` is copied; the caller still frees it (its URL
+ * or body may hold the key). Returns as httpc_start. */
+struct httpc_call *httpc_start_gateway(struct httpc *h, const struct poll_query *q, long timeout_ms,
+    httpc_done_cb *cb, void *arg);
 /* Stops a running call; its callback is not called. NULL is ok. */
 void httpc_cancel(struct httpc_call *c);
 size_t httpc_running(const struct httpc *h);

@@ -279,8 +279,6 @@ static void
 begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 {
 	struct payment *p = arg;
-	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
-	struct httpc_request rq;
 
 	switch (what) {
 	case STORE_PAY_GO:
@@ -323,15 +321,8 @@ begun(void *arg, enum store_payment_what what, const struct store_payment *sp)
 		store_it(p);
 		return;
 	}
-	memset(&rq, 0, sizeof(rq));
-	rq.method = p->q.method;
-	rq.url = p->q.url;
-	rq.headers = p->q.body != NULL ? form_hdr : NULL;
-	rq.body = p->q.body;
-	rq.body_len = p->q.body_len;
-	rq.timeout_ms = PAYMENTS_TIMEOUT_MS;
-	rq.abort_over_max = true;
-	if ((p->call = httpc_start(p->env->httpc, &rq, gateway_done, p)) == NULL) {
+	if ((p->call = httpc_start_gateway(p->env->httpc, &p->q, PAYMENTS_TIMEOUT_MS, gateway_done,
+		 p)) == NULL) {
 		unlock(p);
 		reply_error(p->req, 503, "cannot start the gateway call");
 		payment_free(p);

@@ -247,8 +247,6 @@ pquery_start(struct poller *p, struct chan *c, const struct channel *ch, const c
 {
 	struct pquery *q = calloc(1, sizeof(*q));
 	struct poll_query pq = { 0 };
-	struct httpc_request rq = { 0 };
-	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
 
 	if (q == NULL || (q->out_trade_no = strdup(out_trade_no)) == NULL) {
 		free(q);
@@ -272,15 +270,8 @@ pquery_start(struct poller *p, struct chan *c, const struct channel *ch, const c
 		pquery_finish(q, "error");
 		return;
 	}
-	rq.method = pq.method;
-	rq.url = pq.url;
-	rq.headers = pq.body != NULL ? form_hdr : NULL;
-	rq.body = pq.body;
-	rq.body_len = pq.body_len;
-	rq.timeout_ms = ch->poll_timeout_ms;
 	/* An answer is a small JSON object: a larger one is not downloaded. */
-	rq.abort_over_max = true;
-	q->call = httpc_start(p->env->httpc, &rq, pquery_http_done, q);
+	q->call = httpc_start_gateway(p->env->httpc, &pq, ch->poll_timeout_ms, pquery_http_done, q);
 	poll_query_free(&pq); /* the URL holds the key: freed, never logged */
 	if (q->call == NULL) {
 		snprintf(q->detail, sizeof(q->detail), "cannot start the query");
@@ -428,7 +419,6 @@ sweep_page(struct sweep *sw)
 	struct poller *p = sw->p;
 	const struct channel *ch = config_channel(p->env->cfg, sw->channel);
 	struct poll_query pq = { 0 };
-	struct httpc_request rq;
 
 	if (ch == NULL || !family_sweeps(ch->family) ||
 	    ch->family->sweep_query(ch, sw->page, &pq) == -1) {
@@ -436,12 +426,8 @@ sweep_page(struct sweep *sw)
 		sweep_end(sw);
 		return;
 	}
-	memset(&rq, 0, sizeof(rq));
-	rq.method = pq.method;
-	rq.url = pq.url;
-	rq.timeout_ms = ch->poll_timeout_ms;
-	rq.abort_over_max = true;
-	sw->call = httpc_start(p->env->httpc, &rq, sweep_http_done, sw);
+	sw->call =
+	    httpc_start_gateway(p->env->httpc, &pq, ch->poll_timeout_ms, sweep_http_done, sw);
 	poll_query_free(&pq);
 	if (sw->call == NULL) {
 		sw->more = false;

@@ -257,11 +257,9 @@ refund_http_done(void *arg, const struct httpc_result *res)
 static void
 refund_ask(struct refund *r)
 {
-	const char *form_hdr[] = { "Content-Type: application/x-www-form-urlencoded", NULL };
 	const struct channel *ch = config_channel(r->env->cfg, r->channel);
 	struct family_refund fr;
 	struct poll_query pq = { 0 };
-	struct httpc_request rq;
 
 	if (ch == NULL || ch->family->refund_query == NULL) {
 		refund_unknown(r, "the channel changed by a reload");
@@ -278,15 +276,7 @@ refund_ask(struct refund *r)
 		refund_finish(r, "refused");
 		return;
 	}
-	memset(&rq, 0, sizeof(rq));
-	rq.method = pq.method;
-	rq.url = pq.url;
-	rq.headers = pq.body != NULL ? form_hdr : NULL;
-	rq.body = pq.body;
-	rq.body_len = pq.body_len;
-	rq.timeout_ms = ch->poll_timeout_ms;
-	rq.abort_over_max = true;
-	r->call = httpc_start(r->env->httpc, &rq, refund_http_done, r);
+	r->call = httpc_start_gateway(r->env->httpc, &pq, ch->poll_timeout_ms, refund_http_done, r);
 	poll_query_free(&pq); /* it holds the key: freed, never logged */
 	if (r->call == NULL) {
 		refund_count(r->env, r->channel, "failed");
