@@ -384,21 +384,29 @@ out:
 	free(a);
 }
 
+/* Whether `id` is `prefix` (4 bytes: evt_, dlv_) and 32 lowercase hex
+ * digits, as payrelayd makes event and delivery ids. */
+static bool
+id_valid(const char *id, const char *prefix)
+{
+	size_t i;
+
+	if (strncmp(id, prefix, 4) != 0 || strlen(id) != 36)
+		return false;
+	for (i = 4; id[i] != '\0'; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+			return false;
+	return true;
+}
+
 static void
 admin_event(struct env *env, struct evhttp_request *req, const char *id)
 {
 	struct areq *a;
-	size_t i;
 
-	if (strncmp(id, "evt_", 4) != 0 || strlen(id) != EVENT_ID_LEN) {
+	if (!id_valid(id, "evt_")) {
 		reply_error(req, 400, "an event id is evt_ and 32 hex digits");
 		return;
-	}
-	for (i = 4; id[i] != '\0'; i++) {
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
-			reply_error(req, 400, "an event id is evt_ and 32 hex digits");
-			return;
-		}
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
 		reply_error(req, 503, "out of memory");
@@ -1133,26 +1141,13 @@ admin_events(struct env *env, struct evhttp_request *req, struct conn *conn)
 	evhttp_clear_headers(&q);
 }
 
-static bool
-event_id_valid(const char *id)
-{
-	size_t i;
-
-	if (strncmp(id, "evt_", 4) != 0 || strlen(id) != EVENT_ID_LEN)
-		return false;
-	for (i = 4; id[i] != '\0'; i++)
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
-			return false;
-	return true;
-}
-
 /* GET /v1/events/{id}/deliveries */
 static void
 admin_event_deliveries(struct env *env, struct evhttp_request *req, const char *id)
 {
 	struct listing *l;
 
-	if (!event_id_valid(id)) {
+	if (!id_valid(id, "evt_")) {
 		reply_error(req, 400, "an event id is evt_ and 32 hex digits");
 		return;
 	}
@@ -1205,17 +1200,10 @@ static void
 admin_delivery_show(struct env *env, struct evhttp_request *req, const char *id)
 {
 	struct areq *a;
-	size_t i;
 
-	if (strncmp(id, "dlv_", 4) != 0 || strlen(id) != 36) {
+	if (!id_valid(id, "dlv_")) {
 		reply_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
 		return;
-	}
-	for (i = 4; id[i] != '\0'; i++) {
-		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) {
-			reply_error(req, 400, "a delivery id is dlv_ and 32 hex digits");
-			return;
-		}
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
 		reply_error(req, 503, "out of memory");
