@@ -23,6 +23,7 @@
 #include <event2/listener.h>
 
 #include "config.h"
+#include "form.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxyproto.h"
@@ -1105,4 +1106,33 @@ conns_free(struct conns *cs)
 	free(cs->fresh);
 	free(cs->byfd);
 	free(cs);
+}
+
+const char *
+conns_request_params(struct evhttp_request *req, struct params *p, int *status)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+	enum form_error ferr = FORM_OK;
+
+	if (query != NULL)
+		ferr = form_decode(p, query, strlen(query));
+	if (ferr == FORM_OK && evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
+		struct evbuffer *body = evhttp_request_get_input_buffer(req);
+		size_t len = evbuffer_get_length(body);
+
+		if (len > 0 &&
+		    !form_content_type_ok(evhttp_find_header(evhttp_request_get_input_headers(req),
+			"Content-Type"))) {
+			*status = 415;
+			return "unsupported content type";
+		}
+		if (len > 0)
+			ferr = form_decode(p, (const char *)evbuffer_pullup(body, -1), len);
+	}
+	if (ferr != FORM_OK) {
+		*status = 400;
+		return form_error_str(ferr);
+	}
+	return NULL;
 }

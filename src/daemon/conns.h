@@ -27,6 +27,7 @@ struct evhttp_bound_socket;
 struct evhttp_request;
 struct metrics;
 struct conns;
+struct params;
 struct conn;
 struct sockaddr_storage;
 
@@ -84,6 +85,12 @@ void conns_free(struct conns *cs);
  * connection's deadline. Returns its connection, or NULL when it could not
  * be tracked (out of memory). */
 struct conn *conns_request(struct conns *cs, struct evhttp_request *req);
+/* Decodes what a gateway or a payer's browser sends to the public listener
+ * as PHP's $_REQUEST reads it (SPEC §3): the query, then a POST's form body,
+ * which wins on a repeated name. /notify and /return read their parameters
+ * here, so both see the same fields. Returns NULL, or why not with *status
+ * set: 415 (a body that is not a form), 400 (form_decode's refusal). */
+const char *conns_request_params(struct evhttp_request *req, struct params *p, int *status);
 /* `gone(arg)` runs if the connection closes before conn_watch(c, NULL,
  * NULL); while watched, the deadline does not close the connection (the
  * request is waiting for Redis, whose own timeout answers it). */

@@ -552,14 +552,12 @@ ingest_notify(struct ingest *in, struct evhttp_request *req, struct conn *conn, 
 	struct env *env = in->env;
 	const struct channel *ch = config_channel(env->cfg, channel);
 	enum evhttp_cmd_type method = evhttp_request_get_command(req);
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
 	struct sockaddr_storage peer;
 	struct params p;
 	struct event ev;
-	enum form_error ferr = FORM_OK;
 	enum verdict v;
-	const char *query;
-	int code;
+	const char *why;
+	int code, status;
 	struct timespec t0;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -582,28 +580,10 @@ ingest_notify(struct ingest *in, struct evhttp_request *req, struct conn *conn, 
 		ingest_fail(in, req, ch->name, 403, INGEST_FORBIDDEN);
 		goto out;
 	}
-	query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
-	if (query != NULL)
-		ferr = form_decode(&p, query, strlen(query));
-	if (ferr == FORM_OK && method == EVHTTP_REQ_POST) {
-		struct evbuffer *body = evhttp_request_get_input_buffer(req);
-		size_t len = evbuffer_get_length(body);
-		const char *ct =
-		    evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
-
-		if (len > 0 && !form_content_type_ok(ct)) {
-			ingest_log_refusal(in, req, ch->name, "unsupported content type", NULL,
-			    NULL);
-			ingest_fail(in, req, ch->name, 415, INGEST_OTHER);
-			goto out;
-		}
-		/* Decoded after the query: the body wins on a repeated name. */
-		if (len > 0)
-			ferr = form_decode(&p, (const char *)evbuffer_pullup(body, -1), len);
-	}
-	if (ferr != FORM_OK) {
-		ingest_log_refusal(in, req, ch->name, form_error_str(ferr), NULL, NULL);
-		ingest_fail(in, req, ch->name, 400, INGEST_REFUSED);
+	if ((why = conns_request_params(req, &p, &status)) != NULL) {
+		ingest_log_refusal(in, req, ch->name, why, NULL, NULL);
+		ingest_fail(in, req, ch->name, status,
+		    status == 400 ? INGEST_REFUSED : INGEST_OTHER);
 		goto out;
 	}
 	memset(&ev, 0, sizeof(ev));

@@ -424,31 +424,6 @@ ret_confirmed(void *arg, enum confirm_outcome o, const char *detail)
 	ret_record(r, ch, &ev);
 }
 
-/* Reads the query string and a form body into `p` (the body wins on a
- * repeated name). Returns NULL, or why the request is no return. */
-static const char *
-ret_params(struct evhttp_request *req, struct params *p)
-{
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
-	enum form_error ferr = FORM_OK;
-
-	if (query != NULL)
-		ferr = form_decode(p, query, strlen(query));
-	if (ferr == FORM_OK && evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
-		struct evbuffer *in = evhttp_request_get_input_buffer(req);
-		size_t len = evbuffer_get_length(in);
-
-		if (len > 0 &&
-		    !form_content_type_ok(
-			evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type")))
-			return "unsupported content type";
-		if (len > 0)
-			ferr = form_decode(p, (const char *)evbuffer_pullup(in, -1), len);
-	}
-	return ferr == FORM_OK ? NULL : form_error_str(ferr);
-}
-
 /* Verifies the return of `ch` held by r->params and settles it, now or
  * once Redis or the gateway answered. */
 static void
@@ -529,6 +504,7 @@ returns_request(struct env *env, struct evhttp_request *req, struct conn *conn, 
 	struct ret *r;
 	char channel[66];
 	const char *why;
+	int status; /* the answer a notify would get: a return is redirected */
 	size_t n = strlen(rest);
 
 	if (n > 0 && rest[n - 1] == '/')
@@ -580,7 +556,8 @@ returns_request(struct env *env, struct evhttp_request *req, struct conn *conn, 
 	snprintf(r->channel, sizeof(r->channel), "%s", ch->name);
 	conn_watch(conn, ret_conn_closed, r);
 	env->returning++;
-	if ((why = ret_params(req, &r->params)) != NULL) {
+	/* read as /notify reads them: a return is verified as its notify is */
+	if ((why = conns_request_params(req, &r->params, &status)) != NULL) {
 		ret_not_recorded(r, RET_INVALID, "%s", why);
 		return;
 	}
