@@ -957,6 +957,18 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 		    scripts[r->script].name, rep->str);
 		rep = NULL;
 	}
+	/* The record script answers one answer per record it was given. */
+	if (rep != NULL && r->script == SCRIPT_RECORD) {
+		rep = rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 ? rep->element[0] : NULL;
+		if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+		    rep->element[0]->type == REDIS_REPLY_STRING &&
+		    strcmp(rep->element[0]->str, "error") == 0) {
+			log_errorx("redis script failed", "script=%s error=\"%.200s\"",
+			    scripts[r->script].name,
+			    rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "?");
+			rep = NULL;
+		}
+	}
 	if (rep != NULL && r->script == SCRIPT_RECORD && s->min_replicas > 0 && !r->answered) {
 		int w = store_wait_begin(r, c, rep);
 

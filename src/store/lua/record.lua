@@ -1,10 +1,16 @@
 -- The recording step. Atomic because Redis runs a script alone.
--- KEYS[1] dedup key, KEYS[2] stream, KEYS[3] registered order hash,
--- KEYS[4] the channel's poll schedule (zset), KEYS[5] the order's paid key,
--- KEYS[6] the stream's held set, then for each webhook a delivery hash and
+-- One call records every callback of one loop turn (up to
+-- STORE_RECORD_BATCH, store_record.c): ARGV[1] is their count n,
+-- ARGV[2..n+1] each one's webhook count h, then each one's keys (8 + 2h, below) follow one
+-- another in KEYS, and their arguments (12 + 5h) in ARGV after the counts.
+-- The answer is one answer per record, in order. Each record below is
+-- described as if it were alone (K: its keys, A: its arguments).
+-- K[1] dedup key, K[2] stream, K[3] registered order hash,
+-- K[4] the channel's poll schedule (zset), K[5] the order's paid key,
+-- K[6] the stream's held set, then for each webhook a delivery hash and
 -- that webhook's due zset. A registered order that is paid, by a new event
 -- or a duplicate, is settled and kept dedup_ttl.
--- ARGV[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
+-- A[1] event id, [2] type, [3] channel, [4] out_trade_no, [5] event JSON,
 -- [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
 -- ttl (s), [8] stream maxlen, [9] now (ms), [10] out_trade_no (the order's
 -- member in the poll schedule), [11] the gateway trade id, [12] the key
@@ -30,48 +36,12 @@
 -- event index (a zset of event ids by record time), both living dedup_ttl: every event of a merchant order, registered
 -- or not, is found from the index (GET /v1/events?out_trade_no=), and its
 -- deliveries from the set (GET /v1/events/ID/deliveries).
--- Returns {"new", stream id, type, deliveries, first trade id or ""} or
--- {"dup", stream id}.
+-- Answers {"new", stream id, type, deliveries, first trade id or ""},
+-- {"dup", stream id} or {"error", text} (that record only).
 local TRIM_BATCH = 100
 -- At most this many entries per call: a maxlen lowered on a long stream is
 -- reached over the next records, none of which holds Redis for long.
 local TRIM_MAX = 1000
-local prev = redis.call('GET', KEYS[1])
-if prev then
-  if ARGV[6] ~= '' and redis.call('HGET', KEYS[3], 'state') == 'pending' then
-    redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])
-    redis.call('ZREM', KEYS[4], ARGV[10])
-    redis.call('EXPIRE', KEYS[3], ARGV[7])
-  end
-  return {'dup', prev}
-end
-local etype, body, order = ARGV[2], ARGV[5], false
-local paid, mismatch, first = ARGV[6] ~= '', false, false
-local o = {false, false}
-if paid then
-  o = redis.call('HMGET', KEYS[3], 'amount_fen', 'state')
-  first = redis.call('GET', KEYS[5])
-  if first == ARGV[11] then first = false end
-end
-if o[1] or o[2] then
-  order = true
-  local want = o[1]
-  if want and want ~= '' and tonumber(want) ~= tonumber(ARGV[6]) then mismatch = true end
-end
-if mismatch or first then
-  local head = '{"id":"' .. ARGV[1] .. '","type":"order.paid",'
-  if string.sub(body, 1, #head) ~= head then
-    return redis.error_reply('payrelay: event JSON head is not id, type')
-  end
-  local flags = ''
-  if mismatch then
-    etype = 'order.amount_mismatch'
-    flags = '"amount_mismatch":true,'
-  end
-  if first then flags = flags .. '"repeat_payment":true,' end
-  body = '{"id":"' .. ARGV[1] .. '","type":"' .. etype .. '",' .. flags ..
-    string.sub(body, #head + 1)
-end
 -- Is stream id a later than b? ("ms-seq")
 local function later(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
@@ -81,8 +51,8 @@ local function later(a, b)
 end
 -- Trims the `over` oldest of the `len` entries, keeping the bodies still
 -- needed.
-local function trim(len, over)
-  local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', over)
+local function trim(K, A, len, over)
+  local gone = redis.call('XRANGE', K[2], '-', '+', 'COUNT', over)
   if #gone == 0 then return end
   local bodies, last = {}, gone[#gone][1]
   for _, e in ipairs(gone) do
@@ -91,11 +61,11 @@ local function trim(len, over)
     end
   end
   local ms, drop = string.match(last, '^(%d+)'), {}
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', ms)) do
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', K[6], '-inf', ms)) do
     local s, d = string.match(m, '^(%S+) (%S+)$')
     if not s or not later(s, last) then
       if s and bodies[s] then
-        local h = ARGV[12] .. 'delivery:' .. d
+        local h = A[12] .. 'delivery:' .. d
         local f = redis.call('HMGET', h, 'state', 'event')
         if (f[1] == 'pending' or f[1] == 'dead') and not f[2] then
           redis.call('HSET', h, 'event', bodies[s])
@@ -105,46 +75,93 @@ local function trim(len, over)
     end
   end
   for i = 1, #drop, 100 do
-    redis.call('ZREM', KEYS[6], unpack(drop, i, math.min(i + 99, #drop)))
+    redis.call('ZREM', K[6], unpack(drop, i, math.min(i + 99, #drop)))
   end
-  redis.call('XTRIM', KEYS[2], 'MAXLEN', len - #gone)
+  redis.call('XTRIM', K[2], 'MAXLEN', len - #gone)
 end
-local sid = redis.call('XADD', KEYS[2], '*', 'id', ARGV[1],
-  'type', etype, 'channel', ARGV[3], 'out_trade_no', ARGV[4], 'event', body)
-local len = redis.call('XLEN', KEYS[2])
-local over = len - tonumber(ARGV[8])
-if over >= TRIM_BATCH then trim(len, math.min(over, TRIM_MAX)) end
-redis.call('SET', KEYS[1], sid, 'EX', ARGV[7])
-redis.call('ZADD', KEYS[#KEYS], ARGV[9], ARGV[1])
-redis.call('EXPIRE', KEYS[#KEYS], ARGV[7])
-if first then
-  redis.call('EXPIRE', KEYS[5], ARGV[7])
-elseif paid then
-  redis.call('SET', KEYS[5], ARGV[11], 'EX', ARGV[7], 'NX')
-end
-if order and not (first and o[2] == 'paid') then
-  redis.call('HSET', KEYS[3], 'state', 'paid', 'event_id', ARGV[1], 'paid_at_ms', ARGV[9])
-  redis.call('ZREM', KEYS[4], ARGV[10])
-  redis.call('EXPIRE', KEYS[3], ARGV[7])
-end
-local n, held, dids = 0, {}, {}
-for i = 0, (#ARGV - 12) / 5 - 1 do
-  local a = 13 + i * 5
-  local wants = ARGV[a + 2]
-  if mismatch then wants = ARGV[a + 3] end
-  if wants == '1' then
-    redis.call('HSET', KEYS[7 + i * 2], 'id', ARGV[a + 1], 'event_id', ARGV[1],
-      'webhook', ARGV[a], 'state', 'pending', 'attempts', 0, 'created_ms', ARGV[9],
-      'due_ms', ARGV[a + 4], 'stream_id', sid)
-    redis.call('ZADD', KEYS[8 + i * 2], ARGV[a + 4], ARGV[a + 1])
-    held[#held + 1] = string.match(sid, '^(%d+)')
-    held[#held + 1] = sid .. ' ' .. ARGV[a + 1]
-    dids[#dids + 1] = ARGV[a + 1]
-    n = n + 1
+local function record(K, A)
+  local prev = redis.call('GET', K[1])
+  if prev then
+    if A[6] ~= '' and redis.call('HGET', K[3], 'state') == 'pending' then
+      redis.call('HSET', K[3], 'state', 'paid', 'event_id', A[1], 'paid_at_ms', A[9])
+      redis.call('ZREM', K[4], A[10])
+      redis.call('EXPIRE', K[3], A[7])
+    end
+    return {'dup', prev}
   end
+  local etype, body, order = A[2], A[5], false
+  local paid, mismatch, first = A[6] ~= '', false, false
+  local o = {false, false}
+  if paid then
+    o = redis.call('HMGET', K[3], 'amount_fen', 'state')
+    first = redis.call('GET', K[5])
+    if first == A[11] then first = false end
+  end
+  if o[1] or o[2] then
+    order = true
+    local want = o[1]
+    if want and want ~= '' and tonumber(want) ~= tonumber(A[6]) then mismatch = true end
+  end
+  if mismatch or first then
+    local head = '{"id":"' .. A[1] .. '","type":"order.paid",'
+    if string.sub(body, 1, #head) ~= head then
+      return {'error', 'payrelay: event JSON head is not id, type'}
+    end
+    local flags = ''
+    if mismatch then
+      etype = 'order.amount_mismatch'
+      flags = '"amount_mismatch":true,'
+    end
+    if first then flags = flags .. '"repeat_payment":true,' end
+    body = '{"id":"' .. A[1] .. '","type":"' .. etype .. '",' .. flags ..
+      string.sub(body, #head + 1)
+  end
+  local sid = redis.call('XADD', K[2], '*', 'id', A[1],
+    'type', etype, 'channel', A[3], 'out_trade_no', A[4], 'event', body)
+  local len = redis.call('XLEN', K[2])
+  local over = len - tonumber(A[8])
+  if over >= TRIM_BATCH then trim(K, A, len, math.min(over, TRIM_MAX)) end
+  redis.call('SET', K[1], sid, 'EX', A[7])
+  redis.call('ZADD', K[#K], A[9], A[1])
+  redis.call('EXPIRE', K[#K], A[7])
+  if first then
+    redis.call('EXPIRE', K[5], A[7])
+  elseif paid then
+    redis.call('SET', K[5], A[11], 'EX', A[7], 'NX')
+  end
+  if order and not (first and o[2] == 'paid') then
+    redis.call('HSET', K[3], 'state', 'paid', 'event_id', A[1], 'paid_at_ms', A[9])
+    redis.call('ZREM', K[4], A[10])
+    redis.call('EXPIRE', K[3], A[7])
+  end
+  local n, held, dids = 0, {}, {}
+  for i = 0, (#A - 12) / 5 - 1 do
+    local a = 13 + i * 5
+    local wants = A[a + 2]
+    if mismatch then wants = A[a + 3] end
+    if wants == '1' then
+      redis.call('HSET', K[7 + i * 2], 'id', A[a + 1], 'event_id', A[1],
+        'webhook', A[a], 'state', 'pending', 'attempts', 0, 'created_ms', A[9],
+        'due_ms', A[a + 4], 'stream_id', sid)
+      redis.call('ZADD', K[8 + i * 2], A[a + 4], A[a + 1])
+      held[#held + 1] = string.match(sid, '^(%d+)')
+      held[#held + 1] = sid .. ' ' .. A[a + 1]
+      dids[#dids + 1] = A[a + 1]
+      n = n + 1
+    end
+  end
+  if n > 0 then
+    redis.call('SET', K[#K - 1], table.concat(dids, ' '), 'EX', A[7])
+    redis.call('ZADD', K[6], unpack(held))
+  end
+  return {'new', sid, etype, n, first or ''}
 end
-if n > 0 then
-  redis.call('SET', KEYS[#KEYS - 1], table.concat(dids, ' '), 'EX', ARGV[7])
-  redis.call('ZADD', KEYS[6], unpack(held))
+local n, out, k = tonumber(ARGV[1]), {}, 1
+local a = n + 2
+for i = 1, n do
+  local h = tonumber(ARGV[1 + i])
+  local nk, na = 8 + 2 * h, 12 + 5 * h
+  out[i] = record({unpack(KEYS, k, k + nk - 1)}, {unpack(ARGV, a, a + na - 1)})
+  k, a = k + nk, a + na
 end
-return {'new', sid, etype, n, first or ''}
+return out
