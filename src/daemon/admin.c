@@ -1466,7 +1466,7 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	const struct config *cfg = env->cfg;
 	struct scrape *sc = calloc(1, sizeof(*sc));
 	const char **keys = NULL;
-	uint64_t flushes, waits;
+	uint64_t flushes, waits, rcalls, rsteps;
 	size_t i;
 	int rc = 0;
 
@@ -1497,6 +1497,15 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 	    "in a later turn.");
 	rc |= metrics_sample(&sc->text, "payrelay_redis_write_waits_total", NULL, NULL,
 	    (double)waits);
+	store_record_stats(env->store, &rcalls, &rsteps);
+	rc |= metrics_family(&sc->text, "payrelay_redis_record_calls_total", "counter",
+	    "Script calls of the record step: those of one loop turn go in one call.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_record_calls_total", NULL, NULL,
+	    (double)rcalls);
+	rc |= metrics_family(&sc->text, "payrelay_redis_record_steps_total", "counter",
+	    "Record steps (callbacks, polled and returned payments) those calls carried.");
+	rc |= metrics_sample(&sc->text, "payrelay_redis_record_steps_total", NULL, NULL,
+	    (double)rsteps);
 	rc |= metrics_family(&sc->text, "payrelay_redis_master_known", "gauge",
 	    "1 while connected to the Redis master (with sentinels: the one they named, "
 	    "and ROLE said master).");

@@ -71,6 +71,8 @@ static const struct {
 #define STORE_SPARE_BYTES (16 * 1024)
 
 static void store_connect(struct store *s);
+static void store_batch_send(struct store *s);
+static void store_batch_fail(struct store *s);
 static void store_sentinel_ask(struct store *s);
 
 static void
@@ -429,8 +431,15 @@ store_flush_cb(evutil_socket_t fd, short what, void *arg)
 	redisAsyncContext *c = s->ctx;
 
 	s->flush_pending = false;
-	if (c == NULL || s->ev == NULL || s->ev->c != c || !(c->c.flags & REDIS_CONNECTED))
+	if (c == NULL || s->ev == NULL || s->ev->c != c || !(c->c.flags & REDIS_CONNECTED)) {
+		store_batch_fail(s); /* the connection went in this turn */
 		return;
+	}
+	if (s->batch != NULL) {
+		s->flush_pending = true; /* what it queues is written just below */
+		store_batch_send(s);
+		s->flush_pending = false;
+	}
 	if (c->c.obuf != NULL && c->c.obuf[0] != '\0')
 		s->flushes++;
 	s->flushing = true;
@@ -704,6 +713,7 @@ store_new(struct event_base *base, const struct config *cfg, store_ready_cb *rea
 	if (s == NULL)
 		return NULL;
 	s->base = base;
+	s->batch_tail = &s->batch;
 	s->ready_cb = ready_cb;
 	s->ready_arg = ready_arg;
 	s->addr = cfg->redis;
@@ -755,6 +765,7 @@ store_free(struct store *s)
 	if (s == NULL)
 		return;
 	s->closing = true;
+	store_batch_fail(s);
 	if (s->ctx != NULL) {
 		redisAsyncContext *c = s->ctx;
 
@@ -870,6 +881,17 @@ store_wait_reply(redisAsyncContext *c, void *reply, void *privdata)
 	}
 	s->wait_sent = batch;
 	s->wait_out = true;
+	s->wait_seq = 0;
+}
+
+/* One tiny write on connection c (see store_wait_begin). */
+static int
+store_replsync(struct store *s, redisAsyncContext *c)
+{
+	return redisAsyncCommand(c, NULL, NULL, "SET %sreplsync 1 PX " STORE_REPLSYNC_TTL_MS,
+		   s->prefix) == REDIS_OK
+	    ? 0
+	    : -1;
 }
 
 /* After the record step's answer (new or duplicate), WAIT min_replicas
@@ -882,10 +904,15 @@ store_wait_reply(redisAsyncContext *c, void *reply, void *privdata)
  * come through another connection (another instance, or before a
  * reconnect): one tiny write (P replsync) first moves this connection's
  * replication offset past it, so the WAIT covers it too.
+ * The record steps of one script call (`seq`, store_batch_reply) all ran
+ * before the first of them sends a WAIT: the others join that WAIT; and
+ * `synced` says the call's answer already sent the replsync write for its
+ * duplicates (before any WAIT).
  * Returns 0 (r waits for a WAIT's answer), 1 (not a record answer: the
  * caller goes on with it), -1 (the WAIT could not be sent). */
 static int
-store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *rep)
+store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *rep, uint64_t seq,
+    bool synced)
 {
 	struct store *s = r->s;
 	const char *type, *first;
@@ -904,15 +931,17 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 	r->wait_first_off = r->args.len;
 	if (sbuf_add(&r->args, first, strlen(first) + 1) == -1)
 		return -1;
-	if (r->wait_result == STORE_DUP &&
-	    redisAsyncCommand(c, NULL, NULL, "SET %sreplsync 1 PX " STORE_REPLSYNC_TTL_MS,
-		s->prefix) != REDIS_OK)
+	if (r->wait_result == STORE_DUP && !synced && store_replsync(s, c) == -1)
 		return -1;
 	if (!s->wait_out) {
 		if (redisAsyncCommand(c, store_wait_reply, s, "WAIT %d %d", s->min_replicas,
 			s->replica_timeout_ms) != REDIS_OK)
 			return -1;
 		s->wait_out = true;
+		s->wait_seq = seq;
+		r->next = s->wait_sent;
+		s->wait_sent = r;
+	} else if (seq != 0 && s->wait_seq == seq) {
 		r->next = s->wait_sent;
 		s->wait_sent = r;
 	} else {
@@ -927,6 +956,28 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(r->timer, &tv);
 	return 0;
+}
+
+/* r's reply (or NULL) has come: r is answered, or (a record step, with
+ * min_replicas) waits for a WAIT; `seq` and `synced`: store_wait_begin. */
+static void
+store_req_finish(struct store_req *r, redisAsyncContext *c, const redisReply *rep, uint64_t seq,
+    bool synced)
+{
+	struct store *s = r->s;
+
+	if (rep != NULL && r->script == SCRIPT_RECORD && s->min_replicas > 0 && !r->answered) {
+		int w = store_wait_begin(r, c, rep, seq, synced);
+
+		if (w == 0)
+			return; /* r lives on until the WAIT's answer */
+		if (w == -1)
+			rep = NULL;
+	}
+	if (rep == NULL && !r->answered)
+		s->errors++;
+	store_req_answer(r, rep);
+	store_req_free(r);
 }
 
 static void
@@ -957,30 +1008,7 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 		    scripts[r->script].name, rep->str);
 		rep = NULL;
 	}
-	/* The record script answers one answer per record it was given. */
-	if (rep != NULL && r->script == SCRIPT_RECORD) {
-		rep = rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 ? rep->element[0] : NULL;
-		if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
-		    rep->element[0]->type == REDIS_REPLY_STRING &&
-		    strcmp(rep->element[0]->str, "error") == 0) {
-			log_errorx("redis script failed", "script=%s error=\"%.200s\"",
-			    scripts[r->script].name,
-			    rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "?");
-			rep = NULL;
-		}
-	}
-	if (rep != NULL && r->script == SCRIPT_RECORD && s->min_replicas > 0 && !r->answered) {
-		int w = store_wait_begin(r, c, rep);
-
-		if (w == 0)
-			return; /* r lives on until the WAIT's answer */
-		if (w == -1)
-			rep = NULL;
-	}
-	if (rep == NULL && !r->answered)
-		s->errors++;
-	store_req_answer(r, rep);
-	store_req_free(r);
+	store_req_finish(r, c, rep, 0, false);
 }
 
 static void
@@ -1140,6 +1168,237 @@ store_req_send(struct store_req *r, int rc)
 fail:
 	store_req_free(r);
 	return -1;
+}
+
+/* --- the record steps of one loop turn, in one script call --------------- */
+
+/* At most this many record steps per script call: Redis runs a script
+ * alone, so one call stays short (some 30 µs a record step) for the other
+ * clients; more in one turn go in further calls of the same write. */
+#define STORE_RECORD_BATCH 64
+
+/* One script call of record steps, until its answer. argv points into the
+ * steps' own buffers, which live until then (a timed-out step is answered
+ * but kept until the reply). */
+struct store_batch {
+	struct store *s;
+	uint64_t seq;
+	bool retried; /* NOSCRIPT was answered once already */
+	int argc;
+	const char **argv;
+	size_t *lens;
+	char nkeys[24], count[24];
+	size_t n;
+	struct store_req *r[];
+};
+
+int
+store_batch_add(struct store_req *r, int rc)
+{
+	struct store *s = r->s;
+	struct timeval tv;
+
+	if (rc != 0 || s->ctx == NULL || r->argc < 1 + r->nkeys) {
+		store_req_free(r);
+		return -1;
+	}
+	r->next = NULL;
+	*s->batch_tail = r;
+	s->batch_tail = &r->next;
+	s->nbatch++;
+	s->in_flight++;
+	tv.tv_sec = s->req_timeout_ms / 1000;
+	tv.tv_usec = (s->req_timeout_ms % 1000) * 1000;
+	evtimer_add(r->timer, &tv);
+	if (!s->flush_pending) {
+		s->flush_pending = true;
+		event_active(s->flush_ev, EV_TIMEOUT, 0);
+	}
+	return 0;
+}
+
+/* Takes the first `n` queued record steps off the queue. */
+static struct store_req *
+store_batch_take(struct store *s, size_t n)
+{
+	struct store_req *first = s->batch, **pp = &s->batch;
+
+	while (n-- > 0 && *pp != NULL)
+		pp = &(*pp)->next;
+	s->batch = *pp;
+	*pp = NULL;
+	if (s->batch == NULL)
+		s->batch_tail = &s->batch;
+	return first;
+}
+
+/* Answers the record steps of list as failed (not sent). */
+static void
+store_batch_fail_list(struct store *s, struct store_req *list)
+{
+	struct store_req *r;
+
+	while ((r = list) != NULL) {
+		list = r->next;
+		r->next = NULL;
+		if (!r->answered)
+			s->errors++;
+		store_req_answer(r, NULL);
+		store_req_free(r);
+	}
+}
+
+static void
+store_batch_fail(struct store *s)
+{
+	s->nbatch = 0;
+	store_batch_fail_list(s, store_batch_take(s, SIZE_MAX));
+}
+
+/* One answer of the record script: an {"error", text} answer (that record
+ * step only) is logged and becomes NULL. */
+static const redisReply *
+store_batch_item(const redisReply *it)
+{
+	if (it->type == REDIS_REPLY_ARRAY && it->elements == 2 &&
+	    it->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(it->element[0]->str, "error") == 0) {
+		log_errorx("redis script failed", "script=record error=\"%.200s\"",
+		    it->element[1]->type == REDIS_REPLY_STRING ? it->element[1]->str : "?");
+		return NULL;
+	}
+	return it;
+}
+
+static void
+store_batch_reply(redisAsyncContext *c, void *reply, void *privdata)
+{
+	struct store_batch *b = privdata;
+	struct store *s = b->s;
+	redisReply *rep = reply;
+	const char *type, *first;
+	bool synced = false;
+	size_t i;
+
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !b->retried && s->ctx != NULL) {
+		/* The script cache was flushed: EVAL sends the body and caches
+		 * it again. */
+		b->retried = true;
+		b->argv[0] = "EVAL";
+		b->lens[0] = 4;
+		b->argv[1] = scripts[SCRIPT_RECORD].text;
+		b->lens[1] = scripts[SCRIPT_RECORD].len;
+		if (redisAsyncCommandArgv(s->ctx, store_batch_reply, b, b->argc, b->argv,
+			b->lens) == REDIS_OK)
+			return;
+		rep = NULL;
+	}
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR && store_moved_error(rep->str))
+		store_master_moved(s, c, rep->str);
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+		/* The steps before the error ran: their callbacks' retries are
+		 * duplicates, acked once recorded. */
+		log_errorx("redis script failed", "script=record records=%zu error=\"%.200s\"",
+		    b->n, rep->str);
+		rep = NULL;
+	} else if (rep != NULL && (rep->type != REDIS_REPLY_ARRAY || rep->elements != b->n)) {
+		log_errorx("redis record step gave an unexpected reply", "type=%d records=%zu",
+		    rep->type, b->n);
+		rep = NULL;
+	}
+	/* With min_replicas, a duplicate's write may have come through another
+	 * connection: one replsync write for all of them, before any WAIT. */
+	if (rep != NULL && s->min_replicas > 0 && c == s->ctx &&
+	    !(c->c.flags & REDIS_DISCONNECTING)) {
+		for (i = 0; i < b->n; i++)
+			if (store_record_answer(rep->element[i], &type, &first) == STORE_DUP)
+				break;
+		synced = i < b->n && store_replsync(s, c) == 0;
+	}
+	for (i = 0; i < b->n; i++) {
+		b->r[i]->next = NULL;
+		store_req_finish(b->r[i], c, rep != NULL ? store_batch_item(rep->element[i]) : NULL,
+		    b->seq, synced);
+	}
+	free(b->lens);
+	free(b);
+}
+
+/* Sends the queued record steps, STORE_RECORD_BATCH per call: EVALSHA sha
+ * <all keys> <keys...> <count> <each one's webhook count> <arguments...>
+ * (src/store/lua/record.lua). */
+static void
+store_batch_send(struct store *s)
+{
+	struct store_req *list, *r;
+	struct store_batch *b;
+	size_t n, i, nkeys, nargs;
+	int a, j;
+
+	while (s->batch != NULL) {
+		list = store_batch_take(s, STORE_RECORD_BATCH);
+		nkeys = nargs = n = 0;
+		for (r = list; r != NULL; r = r->next) {
+			n++;
+			nkeys += (size_t)r->nkeys;
+			nargs += (size_t)(r->argc - 1 - r->nkeys);
+		}
+		s->nbatch -= n;
+		a = (int)(3 + nkeys + 1 + n + nargs);
+		b = calloc(1, sizeof(*b) + n * sizeof(b->r[0]) + (size_t)a * sizeof(*b->argv));
+		if (b == NULL || (b->lens = calloc((size_t)a, sizeof(*b->lens))) == NULL) {
+			free(b);
+			store_batch_fail_list(s, list);
+			continue;
+		}
+		b->s = s;
+		b->n = n;
+		b->argc = a;
+		b->argv = (const char **)(void *)&b->r[n];
+		snprintf(b->nkeys, sizeof(b->nkeys), "%zu", nkeys);
+		snprintf(b->count, sizeof(b->count), "%zu", n);
+		b->argv[0] = "EVALSHA";
+		b->argv[1] = s->sha[SCRIPT_RECORD];
+		b->argv[2] = b->nkeys;
+		for (i = 0, r = list; r != NULL; r = r->next, i++)
+			b->r[i] = r;
+		a = 3;
+		for (i = 0; i < n; i++) /* the keys */
+			for (j = 1; j <= b->r[i]->nkeys; j++, a++) {
+				b->argv[a] = b->r[i]->args.p + b->r[i]->offs[j];
+				b->lens[a] = b->r[i]->lens[j];
+			}
+		b->argv[a++] = b->count;
+		for (i = 0; i < n; i++, a++) { /* the webhook counts */
+			b->argv[a] = b->r[i]->args.p + b->r[i]->offs[0];
+			b->lens[a] = b->r[i]->lens[0];
+		}
+		for (i = 0; i < n; i++) /* the arguments */
+			for (j = 1 + b->r[i]->nkeys; j < b->r[i]->argc; j++, a++) {
+				b->argv[a] = b->r[i]->args.p + b->r[i]->offs[j];
+				b->lens[a] = b->r[i]->lens[j];
+			}
+		for (i = 0; i < 3; i++)
+			b->lens[i] = strlen(b->argv[i]);
+		b->lens[3 + nkeys] = strlen(b->count);
+		if (redisAsyncCommandArgv(s->ctx, store_batch_reply, b, b->argc, b->argv,
+			b->lens) != REDIS_OK) {
+			free(b->lens);
+			free(b);
+			store_batch_fail_list(s, list);
+			continue;
+		}
+		b->seq = ++s->batch_seq;
+		s->batch_recs += n;
+	}
+}
+
+void
+store_record_stats(const struct store *s, uint64_t *calls, uint64_t *records)
+{
+	*calls = s == NULL ? 0 : s->batch_seq;
+	*records = s == NULL ? 0 : s->batch_recs;
 }
 
 /* --- replies ------------------------------------------------------------ */

@@ -352,6 +352,9 @@ uint64_t store_errors(const struct store *s);
  * at once: *flushes counts those writes, *waits the times the socket could
  * not take everything and the rest waited for a later turn. */
 void store_write_stats(const struct store *s, uint64_t *flushes, uint64_t *waits);
+/* The record step's script calls so far (*calls) and the record steps
+ * they carried (*records): the steps of one loop turn go in one call. */
+void store_record_stats(const struct store *s, uint64_t *calls, uint64_t *records);
 /* True while connected to the master (with sentinels: ROLE said so). */
 bool store_master_known(const struct store *s);
 /* Times the sentinels named a master at another address than the one

@@ -102,6 +102,14 @@ struct store {
 	bool flushing;        /* inside redisAsyncHandleWrite from flush_ev */
 	uint64_t flushes;     /* flushes that had commands to write */
 	uint64_t write_waits; /* writes the socket could not take whole: EV_WRITE */
+	/* The record steps of one loop turn, sent in one script call per
+	 * STORE_RECORD_BATCH at its end (store_flush_cb), oldest first. */
+	struct store_req *batch;
+	struct store_req **batch_tail;
+	size_t nbatch;
+	uint64_t batch_seq;  /* script calls of the record step sent */
+	uint64_t batch_recs; /* records they carried */
+	uint64_t wait_seq;   /* the call whose answer sent the WAIT out, or 0 */
 	/* Finished requests kept for reuse (with their buffers and timer): a
 	 * callback costs no allocation here once the store is warm. */
 	struct store_req *spare;
@@ -158,6 +166,9 @@ struct store_req {
 	bool waiting;
 	enum store_result wait_result;
 	size_t wait_first_off;
+	/* A record step (store_batch_add): its first argument is its webhook
+	 * count, then its nkeys keys, then its arguments. */
+	int nkeys;
 };
 
 /* A request for `script` with room for `maxargs` arguments after EVALSHA,
@@ -178,6 +189,10 @@ int store_req_begin(struct store_req *r, int nkeys);
 /* Sends r (built without errors when rc is 0) or frees it. Returns 0 or -1
  * (done is not called then). */
 int store_req_send(struct store_req *r, int rc) WUR;
+/* Queues record step r (built without errors when rc is 0; see nkeys) for
+ * the one script call that carries every record step of this loop turn,
+ * or frees it. Returns 0 or -1 (done is not called then). */
+int store_batch_add(struct store_req *r, int rc) WUR;
 /* The field/value pairs of array `a` from element `start` into *out (the
  * caller frees it), *n of them; a pair whose name or value is no string is
  * left out, and `a` no array has none. -1 when out of memory. */

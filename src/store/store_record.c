@@ -100,7 +100,7 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 
 	if (ev->id[0] == '\0')
 		return -1;
-	r = store_req_new(s, SCRIPT_RECORD, 8 + 2 * rec->nhooks + 2 + 12 + 5 * rec->nhooks,
+	r = store_req_new(s, SCRIPT_RECORD, 1 + 8 + 2 * rec->nhooks + 12 + 5 * rec->nhooks,
 	    strlen(rec->json) + 512 + 160 * rec->nhooks, record_done, arg);
 	if (r == NULL)
 		return -1;
@@ -117,7 +117,10 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		}
 	}
 
-	rc = store_req_begin(r, (int)(8 + 2 * rec->nhooks));
+	/* One of this loop turn's record steps (store_batch_add): its
+	 * webhook count, its keys, its arguments. */
+	r->nkeys = (int)(8 + 2 * rec->nhooks);
+	rc = store_req_argll(r, (long long)rec->nhooks);
 	rc |= store_req_cat(r, s->prefix, "dedup:", ev->id, NULL);
 	rc |= store_req_args(r, s->stream_key);
 	rc |= store_req_cat(r, s->prefix, "order:", ev->channel, ":", ev->out_trade_no, NULL);
@@ -130,8 +133,6 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 	}
 	rc |= store_req_cat(r, s->prefix, "evd:", ev->id, NULL);
 	rc |= store_req_cat(r, s->prefix, "oix:", ev->channel, ":", ev->out_trade_no, NULL);
-	rc |= store_req_args(r, "1");
-	rc |= store_req_argll(r, (long long)rec->nhooks);
 	rc |= store_req_args(r, ev->id);
 	rc |= store_req_args(r, event_type_str(ev->type));
 	rc |= store_req_args(r, ev->channel);
@@ -155,5 +156,5 @@ store_record(struct store *s, const struct record *rec, store_record_cb *cb, voi
 		rc |= store_req_argll(r, (long long)(now + rec->hooks[i].first_delay_ms));
 	}
 	free(dids);
-	return store_req_send(r, rc);
+	return store_batch_add(r, rc);
 }

@@ -732,6 +732,42 @@ def raw_exchange(port, head, body=b"", wait_before_body=1.0, timeout=TIMEOUT):
     return status, body_part, data
 
 
+def burst_while_stopped(proc, port, paths, timeout=TIMEOUT):
+    """GETs every path of `paths` on its own connection while process
+    `proc` is stopped (SIGSTOP: the kernel still takes the connections and
+    the bytes), then lets it go on (SIGCONT): the daemon reads them all in
+    one or two loop turns. Returns [(status, body)], in the order of paths;
+    (0, error text) for a connection that failed."""
+    socks = []
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        for p in paths:
+            c = socket.create_connection((HOST, port), timeout=timeout)
+            c.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                       % (p, HOST)).encode())
+            socks.append(c)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out = []
+    for c in socks:
+        data = b""
+        try:
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as e:
+            out.append((0, str(e)))
+            continue
+        finally:
+            c.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+        out.append((int(m.group(1)) if m else 0, body))
+    return out
+
+
 def new_workdir(prefix):
     d = tempfile.mkdtemp(prefix=prefix)
     if not os.environ.get("PAYRELAY_KEEP_TMP"):

@@ -611,6 +611,59 @@ class IngestTest(DaemonCase):
         # they come together)
         self.assertGreaterEqual(d["flushes"], 1, d)
 
+    def record_stats(self):
+        adm = self.setup.admin_port
+        return (admin_metric(adm, "payrelay_redis_record_calls_total") or 0,
+                admin_metric(adm, "payrelay_redis_record_steps_total") or 0)
+
+    def test_burst_recorded_in_one_script_call(self):
+        """The record steps of one loop turn go to Redis in one call of the
+        record script (issue 16). 24 callbacks and a duplicate of the first,
+        read together (they came while the daemon was stopped), are recorded
+        in at most 3 calls (the reads may span two or three loop turns: the
+        accept, then the requests), each exactly once, the duplicate
+        included, and all answered success."""
+        n = 24
+        paths = ["/notify/shop-epay?" + h.form_encode(
+            self.epay(trade_no="T-ONE-%02d" % i, out_trade_no="ONE-%02d" % i))
+            for i in range(n)]
+        paths.append(paths[0])
+        c0, s0 = self.record_stats()
+        res = h.burst_while_stopped(self.daemon.proc, self.port, paths)
+        c1, s1 = self.record_stats()
+        for st, body in res:
+            self.assertEqual((st, body), (200, b"success"), self.daemon.log_tail(10))
+        self.assertEqual(self.r.cmd("XLEN", STREAM), n)
+        self.assertEqual(len(self.r.keys("payrelay:dedup:*")), n)
+        self.assertEqual(s1 - s0, n + 1, "record steps")
+        self.assertLessEqual(c1 - c0, 3, "record script calls for %d steps" % (n + 1))
+        self.assertGreaterEqual(c1 - c0, 1)
+
+    def test_a_failed_record_call_loses_and_doubles_nothing(self):
+        """A record step that fails inside Redis stops the script call that
+        carries it (here: WRONGTYPE, the order's paid key is a hash): every
+        callback of that call is answered 503, the steps that ran before the
+        failure stay recorded, and the gateways' retries, once the key is
+        fixed, leave each callback recorded exactly once."""
+        ps = [self.epay(trade_no="T-BAD-%d" % i, out_trade_no="BAD-%d" % i) for i in range(4)]
+        paths = ["/notify/shop-epay?" + h.form_encode(p) for p in ps]
+        bad = "payrelay:paid:shop-epay:BAD-2"
+        self.r.cmd("HSET", bad, "not", "a string")
+        c0, _ = self.record_stats()
+        res = h.burst_while_stopped(self.daemon.proc, self.port, paths)
+        c1, _ = self.record_stats()
+        self.assertEqual(c1 - c0, 1, "the 4 steps did not go in one call: %r" % res)
+        for st, body in res:
+            self.assertEqual((st, body), (503, b"fail"), self.daemon.log_tail(10))
+        self.assertLess(self.r.cmd("XLEN", STREAM), 4)
+        self.assertIn("WRONGTYPE", self.daemon.log_tail(10))
+        self.r.cmd("DEL", bad)
+        for p in ps:  # the gateway's retry
+            self.assertAck(self.get("shop-epay", p), "success")
+        self.assertEqual(self.r.cmd("XLEN", STREAM), 4)
+        trades = sorted(f["out_trade_no"] for _, f in self.r.xrange(STREAM))
+        self.assertEqual(trades, ["BAD-%d" % i for i in range(4)])
+
     # --- 2. duplicates ------------------------------------------------------
 
     def test_duplicate_callback_is_acked_once_recorded(self):

@@ -613,6 +613,38 @@ class WaitTest(HACase):
             for n in (0, 1, 2, 3):
                 self.assertEqual(ids.get(event_id_of(n, "W")), 1, (port, n))
 
+    def test_a_burst_is_answered_by_one_wait(self):
+        """The record steps of one script call (a burst read in one loop
+        turn: it came while payrelayd was stopped) all ran before the WAIT
+        the first of them sends, so that one WAIT answers them all (issue
+        16): duplicates too, after one replsync write sent before it."""
+        self.assertEqual(self.send("B", 0).pair, ACK)
+        paths = ["/notify/%s?%s" % (CHANNEL, h.form_encode(
+            epay_callback(self.setup.epay_key, "B", n))) for n in range(0, 9)]
+        mc = self.master.client()
+        try:
+            def waits():
+                m = re.search(rb"cmdstat_wait:calls=(\d+)", mc.cmd("INFO", "commandstats"))
+                return int(m.group(1)) if m else 0
+
+            w0, c0 = waits(), self.metrics()["payrelay_redis_record_calls_total"]
+            res = h.burst_while_stopped(self.daemon.proc, self.setup.port, paths)
+            w1, c1 = waits(), self.metrics()["payrelay_redis_record_calls_total"]
+        finally:
+            mc.close()
+        for st, body in res:
+            self.assertEqual((st, body), ACK, self.daemon.log_tail(10))
+        print("\n9 callbacks (1 duplicate): %d record calls, %d WAITs"
+              % (c1 - c0, w1 - w0), file=sys.stderr)
+        # one call carries them (at most three: the accepts and reads may
+        # span loop turns), and each call is answered by one WAIT
+        self.assertLessEqual(c1 - c0, 3, "record calls for a burst of 9")
+        self.assertLessEqual(w1 - w0, c1 - c0, "more WAITs than record calls")
+        for port in (self.master.port, self.replica.port):
+            ids = stream_ids(port)
+            for n in range(9):
+                self.assertEqual(ids.get(event_id_of(n, "B")), 1, (port, n))
+
 
 if __name__ == "__main__":
     if not sentinel_binary():
