@@ -458,6 +458,40 @@ class StreamTrimTest(RetentionCase):
             lens.append(int(self.r.cmd("XLEN", STREAM)))
         self.assertEqual(lens, [2001, 1002, 1003])
 
+    def test_08_a_long_stream_trimmed_within_one_record_call(self):
+        """The same three records read in one loop turn, so recorded by one
+        call of the record script: the script reads the stream's length once
+        and counts it on through the call's XADDs and trims, so each step
+        trims exactly as when alone."""
+        self.write_config([])
+        with open(self.config, encoding="utf-8") as f:
+            text = f.read()
+        with open(self.config, "w", encoding="utf-8") as f:
+            f.write(text.replace("[stream]\n", "[stream]\nmaxlen = %d\n" % self.MAXLEN, 1))
+        d = self.start_daemon()
+        self.r.cmd("EVAL", "for i = 1, 3000 do redis.call('XADD', KEYS[1], '*', "
+                   "'id', 'evt_filler', 'event', '{}') end", 1, STREAM)
+        paths = []
+        for i in range(3):
+            p = {k: v for k, v in td.EPAY[0]["params"].items() if k != "sign"}
+            p.update(trade_no="T-ONE-%d" % i, out_trade_no="ONE-%d" % i,
+                     trade_status="TRADE_SUCCESS")
+            p["sign"] = h.epay_md5_sign(p, td.EPAY[0]["key"])
+            paths.append("/notify/shop-epay?" + h.form_encode(p))
+        calls = self.r.cmd("INFO", "commandstats")
+        res = h.burst_while_stopped(d.proc, self.port, paths)
+        self.assertEqual(res, [(200, b"success")] * 3)
+        after = self.r.cmd("INFO", "commandstats")
+
+        def n(text, cmd):
+            m = re.search(rb"cmdstat_%s:calls=(\d+)" % cmd, text)
+            return int(m.group(1)) if m else 0
+
+        self.assertEqual(n(after, b"evalsha") - n(calls, b"evalsha"), 1,
+                         "the three steps did not go in one call")
+        self.assertEqual(n(after, b"xlen") - n(calls, b"xlen"), 1, "XLEN per call")
+        self.assertEqual(int(self.r.cmd("XLEN", STREAM)), 1003)
+
 
 class SizingTest(RetentionCase):
     """docs/redis.md's bytes per event, measured again (Redis 7.0)."""

@@ -50,10 +50,10 @@ local function later(a, b)
   return am > bm or (am == bm and tonumber(as) > tonumber(bs))
 end
 -- Trims the `over` oldest of the `len` entries, keeping the bodies still
--- needed.
+-- needed. Returns the stream's length after.
 local function trim(K, A, len, over)
   local gone = redis.call('XRANGE', K[2], '-', '+', 'COUNT', over)
-  if #gone == 0 then return end
+  if #gone == 0 then return len end
   local bodies, last = {}, gone[#gone][1]
   for _, e in ipairs(gone) do
     for i = 1, #e[2], 2 do
@@ -78,7 +78,11 @@ local function trim(K, A, len, over)
     redis.call('ZREM', K[6], unpack(drop, i, math.min(i + 99, #drop)))
   end
   redis.call('XTRIM', K[2], 'MAXLEN', len - #gone)
+  return len - #gone
 end
+-- The stream's length, by stream key: read once per call, then counted
+-- (nothing else writes the stream while the script runs).
+local lens = {}
 local function record(K, A)
   local prev = redis.call('GET', K[1])
   if prev then
@@ -118,9 +122,11 @@ local function record(K, A)
   end
   local sid = redis.call('XADD', K[2], '*', 'id', A[1],
     'type', etype, 'channel', A[3], 'out_trade_no', A[4], 'event', body)
-  local len = redis.call('XLEN', K[2])
+  local len = lens[K[2]]
+  if len then len = len + 1 else len = redis.call('XLEN', K[2]) end
   local over = len - tonumber(A[8])
-  if over >= TRIM_BATCH then trim(K, A, len, math.min(over, TRIM_MAX)) end
+  if over >= TRIM_BATCH then len = trim(K, A, len, math.min(over, TRIM_MAX)) end
+  lens[K[2]] = len
   redis.call('SET', K[1], sid, 'EX', A[7])
   redis.call('ZADD', K[#K], A[9], A[1])
   redis.call('EXPIRE', K[#K], A[7])
