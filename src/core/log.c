@@ -401,10 +401,11 @@ static struct {
 	size_t len;
 	void (*arm)(void *);
 	void *arg;
+	bool armed; /* arm was called and its log_flush has not come yet */
 } pending;
 
-void
-log_flush(void)
+static void
+pending_write(void)
 {
 	size_t n = pending.len;
 
@@ -412,6 +413,13 @@ log_flush(void)
 		return;
 	pending.len = 0;
 	log_write_line(pending.buf, n);
+}
+
+void
+log_flush(void)
+{
+	pending.armed = false;
+	pending_write();
 }
 
 void
@@ -430,21 +438,23 @@ static void
 log_put(enum log_level lvl, const char *p, size_t n)
 {
 	int saved = errno;
-	bool was_empty;
 
 	if (pending.arm == NULL) {
 		log_write_line(p, n);
 		return;
 	}
 	if (n > sizeof(pending.buf) - pending.len)
-		log_flush();
-	was_empty = pending.len == 0;
+		pending_write();
 	memcpy(pending.buf + pending.len, p, n);
 	pending.len += n;
 	if (lvl >= LOG_WARN)
-		log_flush();
-	else if (was_empty)
+		pending_write();
+	else if (!pending.armed) {
+		/* Once per log_flush: the flush asked for is still to come
+		 * when a warn line or a full buffer emptied the buffer. */
+		pending.armed = true;
 		pending.arm(pending.arg);
+	}
 	errno = saved;
 }
 

@@ -65,9 +65,11 @@ bool log_format_supported(const char *kv) WUR;
 #define log_info(msg, ...) log_at(LOG_INFO, msg, __VA_ARGS__)
 #define log_warnx(msg, ...) log_at(LOG_WARN, msg, __VA_ARGS__)
 #define log_errorx(msg, ...) log_at(LOG_ERROR, msg, __VA_ARGS__)
-/* Deferral on (arm != NULL): lines below LOG_WARN are buffered and
- * arm(arg) is called each time the buffer goes from empty to not empty, so
- * the caller runs log_flush soon (payrelayd: at the end of the loop turn).
+/* Deferral on (arm != NULL): lines below LOG_WARN are buffered, and when
+ * the buffer goes from empty to not empty arm(arg) is called so that the
+ * caller runs log_flush soon (payrelayd: at the end of the loop turn); it
+ * is called once between two log_flush calls, not again when a warn line
+ * or a full buffer wrote the buffer out before the log_flush asked for.
  * Off (arm == NULL, the default): what is buffered is written first, then
  * every line is written at once. Any call flushes first, so a line never
  * arms a function given before. */
