@@ -367,8 +367,8 @@ line_kv(struct line *l, const char *kv, va_list ap)
 }
 
 /* One write(2) of whole lines, retried only to finish it: they are never
- * split across calls unless the kernel takes them in parts (a pipe does not
- * below PIPE_BUF). Keeps errno for the caller. */
+ * split across calls unless the kernel takes them in parts (a pipe never
+ * does with PIPE_BUF bytes or fewer). Keeps errno for the caller. */
 static void
 log_write_line(const char *p, size_t n)
 {
