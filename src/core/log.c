@@ -366,8 +366,9 @@ line_kv(struct line *l, const char *kv, va_list ap)
 	}
 }
 
-/* One write(2), retried only to finish it: a line is never split across
- * calls unless the kernel takes it in parts. Keeps errno for the caller. */
+/* One write(2) of whole lines, retried only to finish it: they are never
+ * split across calls unless the kernel takes them in parts (a pipe never
+ * does with PIPE_BUF bytes or fewer). Keeps errno for the caller. */
 static void
 log_write_line(const char *p, size_t n)
 {
@@ -388,6 +389,71 @@ log_write_line(const char *p, size_t n)
 				break;
 		} else
 			break; /* nowhere to say that logging failed */
+	}
+	errno = saved;
+}
+
+/* Lines below LOG_WARN waiting for log_flush while deferral is on. Lines
+ * go in whole, and the buffer holds at most PIPE_BUF bytes, so each write
+ * of it ends on a line boundary and is atomic on a pipe. */
+static struct {
+	char buf[LOG_LINE_MAX];
+	size_t len;
+	void (*arm)(void *);
+	void *arg;
+	bool armed; /* arm was called and its log_flush has not come yet */
+} pending;
+
+static void
+pending_write(void)
+{
+	size_t n = pending.len;
+
+	if (n == 0)
+		return;
+	pending.len = 0;
+	log_write_line(pending.buf, n);
+}
+
+void
+log_flush(void)
+{
+	pending.armed = false;
+	pending_write();
+}
+
+void
+log_defer(void (*arm)(void *), void *arg)
+{
+	/* The next line arms the new function, never the one before. */
+	log_flush();
+	pending.arm = arm;
+	pending.arg = arm != NULL ? arg : NULL;
+}
+
+/* A whole line of n <= LOG_LINE_MAX bytes: written now, or buffered until
+ * log_flush when deferral is on and the line is below warn. A warn or an
+ * error line takes what is buffered with it, in order. */
+static void
+log_put(enum log_level lvl, const char *p, size_t n)
+{
+	int saved = errno;
+
+	if (pending.arm == NULL) {
+		log_write_line(p, n);
+		return;
+	}
+	if (n > sizeof(pending.buf) - pending.len)
+		pending_write();
+	memcpy(pending.buf + pending.len, p, n);
+	pending.len += n;
+	if (lvl >= LOG_WARN)
+		pending_write();
+	else if (!pending.armed) {
+		/* Once per log_flush: the flush asked for is still to come
+		 * when a warn line or a full buffer emptied the buffer. */
+		pending.armed = true;
+		pending.arm(pending.arg);
 	}
 	errno = saved;
 }
@@ -422,7 +488,7 @@ log_vemit(enum log_level lvl, const char *msg, const char *kv, va_list ap)
 		l.len += sizeof(MARK_CUT) - 1;
 	}
 	l.buf[l.len++] = '\n';
-	log_write_line(l.buf, l.len);
+	log_put(lvl, l.buf, l.len);
 }
 
 void
@@ -443,5 +509,6 @@ fatalx(const char *msg, const char *kv, ...)
 	va_start(ap, kv);
 	log_vemit(LOG_ERROR, msg, kv, ap);
 	va_end(ap);
+	log_flush(); /* exit(3) does not flush the logger's buffer */
 	exit(1);
 }

@@ -1,7 +1,20 @@
 /* Logging: one line per event on stderr, `level=... msg="..." key=value`,
- * built in a stack buffer and written with a single write(2), so lines from
- * concurrent writers never interleave and a line costs one system call.
- * Never pass keys, secrets or tokens.
+ * built in a stack buffer. Never pass keys, secrets or tokens.
+ *
+ * Writing: by default each line is written with a single write(2), so lines
+ * from concurrent writers never interleave. With log_defer on (payrelayd's
+ * event loop), debug and info lines are appended to a buffer of LOG_LINE_MAX
+ * bytes and written together by log_flush at the end of the loop turn, in as
+ * few write(2)s as they fit in: every write holds whole lines only and is at
+ * most LOG_LINE_MAX (PIPE_BUF) bytes, so it is still atomic on a pipe and
+ * lines still never interleave. A line that does not fit in what is left of
+ * the buffer first writes the buffer. A warn or error line (and fatalx) is
+ * never held: it is written at once, after what is buffered (in the same
+ * write when both fit), so the order of lines is kept. Not one byte of a
+ * line changes. Lost on a crash (SIGKILL, SIGSEGV, abort) are at most the
+ * debug and info lines of the current loop turn, never a warn or error line.
+ * A normal exit must call log_defer(NULL, NULL) or log_flush first (fatalx
+ * does).
  *
  * Escaping (SPEC §7): the text of `msg` and of the `kv` format is trusted
  * (string literals in the code), every %s argument is not, so that nothing
@@ -23,7 +36,8 @@
  * test_log checks every call in src/ with log_format_supported().
  * A line longer than LOG_LINE_MAX is cut at a character (never inside an
  * escape or a UTF-8 sequence), an open quote is closed and ` truncated=1`
- * ends it. LOG_LINE_MAX is PIPE_BUF, so a line written to a pipe is atomic. */
+ * ends it. LOG_LINE_MAX is PIPE_BUF, so every write to a pipe (one line, or
+ * the buffered lines) is atomic. */
 #ifndef PAYRELAY_LOG_H
 #define PAYRELAY_LOG_H
 
@@ -51,6 +65,17 @@ bool log_format_supported(const char *kv) WUR;
 #define log_info(msg, ...) log_at(LOG_INFO, msg, __VA_ARGS__)
 #define log_warnx(msg, ...) log_at(LOG_WARN, msg, __VA_ARGS__)
 #define log_errorx(msg, ...) log_at(LOG_ERROR, msg, __VA_ARGS__)
+/* Deferral on (arm != NULL): lines below LOG_WARN are buffered, and when
+ * the buffer goes from empty to not empty arm(arg) is called so that the
+ * caller runs log_flush soon (payrelayd: at the end of the loop turn); it
+ * is called once between two log_flush calls, not again when a warn line
+ * or a full buffer wrote the buffer out before the log_flush asked for.
+ * Off (arm == NULL, the default): what is buffered is written first, then
+ * every line is written at once. Any call flushes first, so a line never
+ * arms a function given before. */
+void log_defer(void (*arm)(void *), void *arg);
+/* Writes what is buffered, if anything; keeps errno. */
+void log_flush(void);
 /* Fatal: start-up only. Logs at error level and exits with status 1. */
 void fatalx(const char *msg, const char *kv, ...) PRINTF_LIKE(2, 3) __attribute__((noreturn));
 

@@ -246,6 +246,17 @@ class HACase(unittest.TestCase):
         return [ln for ln in self.daemon.log_text()[start:].splitlines()
                 if ('msg="%s"' % msg) in ln]
 
+    def wait_log_lines(self, msg, n, start=0, timeout=5.0):
+        """log_lines once there are `n` of them (or the timeout passed): an
+        info line is written at the end of its loop turn, which can be just
+        after the answer it goes with."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log_lines(msg, start)
+            if len(lines) >= n or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
+
 
 class SentinelTest(HACase):
     """A master, two replicas, three sentinels; payrelayd with sentinels
@@ -607,7 +618,7 @@ class WaitTest(HACase):
         # the gateway's retry: a duplicate, acked once the replica has it
         start = len(self.daemon.log_text())
         self.resend_until_acked("W", [1, 2, 3], limit=15)
-        self.assertEqual(len(self.log_lines("callback duplicate", start)), 3)
+        self.assertEqual(len(self.wait_log_lines("callback duplicate", 3, start)), 3)
         for port in (self.master.port, self.replica.port):
             ids = stream_ids(port)
             for n in (0, 1, 2, 3):

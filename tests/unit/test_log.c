@@ -3,7 +3,8 @@
  * log call in src/ uses only conversions log_emit formats.
  *
  * fd 2 is captured with an AF_UNIX datagram socket: every write(2) is one
- * datagram, so counting datagrams counts the logger's system calls. */
+ * datagram, so counting datagrams counts the logger's system calls, and
+ * each datagram shows where a write of lines buffered by log_defer ends. */
 #include <check.h>
 #include <ctype.h>
 #include <dirent.h>
@@ -24,9 +25,10 @@
 static const char *src_dir; /* argv[1]: the source tree's src/ */
 
 static int cap_fd = -1, saved_fd = -1;
-static char got[2 * LOG_LINE_MAX];
+static char got[8 * LOG_LINE_MAX];
 static size_t got_len;
 static int got_writes;
+static size_t got_sizes[64]; /* of each write */
 
 static void
 capture_start(void)
@@ -45,6 +47,7 @@ capture_start(void)
 static void
 capture_stop(void)
 {
+	log_defer(NULL, NULL);
 	dup2(saved_fd, STDERR_FILENO);
 	close(saved_fd);
 	close(cap_fd);
@@ -61,9 +64,10 @@ collect(void)
 	got_writes = 0;
 	while ((n = recv(cap_fd, buf, sizeof(buf), MSG_DONTWAIT)) >= 0) {
 		ck_assert_uint_le(got_len + (size_t)n, sizeof(got) - 1);
+		ck_assert_int_lt(got_writes, (int)(sizeof(got_sizes) / sizeof(got_sizes[0])));
 		memcpy(got + got_len, buf, (size_t)n);
 		got_len += (size_t)n;
-		got_writes++;
+		got_sizes[got_writes++] = (size_t)n;
 	}
 	ck_assert_msg(errno == EAGAIN || errno == EWOULDBLOCK, "recv: %s", strerror(errno));
 	got[got_len] = '\0';
@@ -311,6 +315,298 @@ between(const char *prefix, const char *suffix, size_t *n)
 	*n = got_len - pl - sl;
 	return got + pl;
 }
+
+/* log_defer: the arm function counts its calls and clobbers errno, as a
+ * real one (event_active) may. */
+static int armed_calls;
+static void *armed_arg;
+
+static void
+count_arm(void *arg)
+{
+	armed_calls++;
+	armed_arg = arg;
+	errno = ENOSPC;
+}
+
+/* Lines from the network, escaped, quoted, marked and cut: each call's
+ * bytes must be the same whether the line is deferred or not. */
+static void
+emit_hostile(int round)
+{
+	static char big[2 * LOG_LINE_MAX];
+
+	log_emit(LOG_INFO, "callback recorded",
+	    "channel=%s event=%s trade_no=\"%.64s\" out_trade_no=\"%.64s\" amount_fen=%lld",
+	    "shop-epay", "ev_1", "x\" reason=\"ok\nlevel=error", "VIP会员\xe2\x80\xae\xff",
+	    (long long)round);
+	log_emit(LOG_DEBUG, "m", "peer=%s n=%d", "1.2.3.4 reason=ok", round);
+	log_emit(LOG_INFO, "say \"hi\" \\ now\n", "a=%d\tb=%d c=%f", 1, 2, 3.0);
+	log_emit(LOG_INFO, "m", "pct=%d%% z=%zu x=%x", -7, (size_t)round, 255u);
+	if (round == 0)
+		return;
+	/* a line cut short of LOG_LINE_MAX */
+	memset(big, '\x01', sizeof(big) - 1);
+	log_emit(LOG_INFO, "m", "v=\"%s\" after=1", big);
+}
+
+/* Each write since the last collect() holds whole lines of at most
+ * LOG_LINE_MAX bytes. */
+static void
+expect_whole_writes(void)
+{
+	size_t off = 0;
+	int i;
+
+	for (i = 0; i < got_writes; i++) {
+		ck_assert_uint_ge(got_sizes[i], 1);
+		ck_assert_uint_le(got_sizes[i], LOG_LINE_MAX);
+		off += got_sizes[i];
+		ck_assert_int_eq(got[off - 1], '\n');
+	}
+	ck_assert_uint_eq(off, got_len);
+}
+
+START_TEST(test_deferred_lines_are_the_same_bytes)
+{
+	static char want[sizeof(got)];
+	size_t want_len, cut_len;
+	int round;
+
+	log_set_level(LOG_DEBUG);
+	for (round = 0; round < 2; round++) {
+		emit_hostile(round);
+		collect();
+		ck_assert_int_eq(got_writes, round == 0 ? 4 : 5);
+		memcpy(want, got, got_len + 1);
+		want_len = got_len;
+		cut_len = round == 1 ? got_sizes[4] : 0;
+		if (round == 1) {
+			ck_assert_uint_gt(cut_len, LOG_LINE_MAX - 64);
+			ck_assert_str_eq(got + got_len - 13, " truncated=1\n");
+		}
+
+		log_defer(count_arm, &round);
+		emit_hostile(round);
+		if (round == 1) {
+			/* the cut line fills a buffer of its own */
+			collect();
+			ck_assert_int_eq(got_writes, 1);
+			ck_assert_uint_eq(got_len, want_len - cut_len);
+		} else {
+			collect();
+			ck_assert_int_eq(got_writes, 0); /* nothing before log_flush */
+		}
+		errno = EACCES;
+		log_flush();
+		ck_assert_int_eq(errno, EACCES);
+		log_flush(); /* nothing left: no write */
+		if (round == 1) {
+			size_t first = want_len - cut_len;
+			char rest[LOG_LINE_MAX + 1];
+
+			memcpy(rest, got, first);
+			collect();
+			ck_assert_int_eq(got_writes, 1);
+			ck_assert_uint_eq(got_len, cut_len);
+			memmove(got + first, got, got_len + 1);
+			memcpy(got, rest, first);
+			got_len += first;
+		} else {
+			collect();
+			ck_assert_int_eq(got_writes, 1);
+		}
+		ck_assert_uint_eq(got_len, want_len);
+		ck_assert_int_eq(memcmp(got, want, want_len), 0);
+		log_defer(NULL, NULL);
+	}
+}
+END_TEST
+
+START_TEST(test_defer_arms_once_per_flush)
+{
+	int token;
+
+	armed_calls = 0;
+	log_defer(count_arm, &token);
+	ck_assert_int_eq(armed_calls, 0);
+	errno = EACCES;
+	log_info("one", "n=%d", 1);
+	ck_assert_int_eq(errno, EACCES); /* not even arm's errno leaks */
+	ck_assert_int_eq(armed_calls, 1);
+	ck_assert_ptr_eq(armed_arg, &token);
+	log_info("two", "n=%d", 2);
+	log_debug("below the level", "n=%d", 3);
+	ck_assert_int_eq(armed_calls, 1);
+	log_flush();
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+	ck_assert_str_eq(got, "level=info msg=\"one\" n=1\nlevel=info msg=\"two\" n=2\n");
+
+	/* empty again: the next line arms again, once */
+	log_info("three", "");
+	log_info("four", "");
+	ck_assert_int_eq(armed_calls, 2);
+	log_flush();
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+
+	/* a warn line empties the buffer, but the flush asked for has not
+	 * come: no second call */
+	log_info("five", "");
+	ck_assert_int_eq(armed_calls, 3);
+	log_warnx("six", "");
+	log_info("seven", "");
+	ck_assert_int_eq(armed_calls, 3);
+	log_flush();
+	collect();
+	ck_assert_int_eq(got_writes, 2);
+	ck_assert_str_eq(got,
+	    "level=info msg=\"five\"\nlevel=warn msg=\"six\"\n"
+	    "level=info msg=\"seven\"\n");
+
+	/* a warn line alone, and log_flush with nothing buffered: no call */
+	log_warnx("eight", "");
+	log_flush();
+	ck_assert_int_eq(armed_calls, 3);
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+}
+END_TEST
+
+START_TEST(test_warn_writes_buffered_lines_first)
+{
+	static char filler[LOG_LINE_MAX];
+	const char *body;
+	size_t n;
+	int token;
+
+	armed_calls = 0;
+	log_defer(count_arm, &token);
+	log_info("a", "");
+	log_debug("b", ""); /* below the level */
+	log_info("c", "");
+	log_warnx("d", "trade_no=\"%s\"", "x\ny");
+	/* no log_flush: the warn line took the info lines with it, in order,
+	 * in one write since they all fit */
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+	ck_assert_str_eq(got,
+	    "level=info msg=\"a\"\nlevel=info msg=\"c\"\n"
+	    "level=warn msg=\"d\" trade_no=\"x\\x0ay\"\n");
+	log_info("e", "");
+	log_errorx("f", "");
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+	ck_assert_str_eq(got, "level=info msg=\"e\"\nlevel=error msg=\"f\"\n");
+
+	/* they do not fit together: the buffer, then the warn line */
+	memset(filler, 'a', 3000);
+	log_info("g", "v=%s", filler);
+	log_warnx("h", "v=%s", filler);
+	collect();
+	ck_assert_int_eq(got_writes, 2);
+	ck_assert_uint_eq(got_sizes[0], strlen("level=info msg=\"g\" v=\n") + 3000);
+	ck_assert_uint_eq(got_sizes[1], strlen("level=warn msg=\"h\" v=\n") + 3000);
+	got[got_sizes[0]] = '\0';
+	got_len = got_sizes[0];
+	body = between("level=info msg=\"g\" v=", "\n", &n);
+	ck_assert_uint_eq(n, 3000);
+	ck_assert_int_eq(body[0], 'a');
+	log_flush();
+	collect();
+	ck_assert_int_eq(got_writes, 0);
+}
+END_TEST
+
+START_TEST(test_deferred_writes_are_whole_lines_up_to_pipe_buf)
+{
+	static char want[sizeof(got)], v[LOG_LINE_MAX];
+	size_t want_len = 0, off, next;
+	int defer, i, token;
+
+	/* 60 lines of growing length, a cut one in the middle: > 4096 bytes */
+	for (defer = 0; defer < 2; defer++) {
+		if (defer)
+			log_defer(count_arm, &token);
+		for (i = 0; i < 60; i++) {
+			if (i == 30) {
+				memset(v, 'c', sizeof(v) - 1);
+				log_info("cut", "v=%s", v);
+			}
+			memset(v, 'a' + i % 26, (size_t)i * 7);
+			v[i * 7] = '\0';
+			log_info("line", "i=%d v=%s", i, v);
+			if (!defer) {
+				/* one datagram per line: read them as they come */
+				collect();
+				ck_assert_int_eq(got_writes, i == 30 ? 2 : 1);
+				ck_assert_uint_le(want_len + got_len, sizeof(want) - 1);
+				memcpy(want + want_len, got, got_len);
+				want_len += got_len;
+			}
+		}
+		if (!defer) {
+			want[want_len] = '\0';
+			ck_assert_uint_gt(want_len, 3 * LOG_LINE_MAX);
+			continue;
+		}
+		log_flush();
+		collect();
+		expect_whole_writes();
+		/* as few writes as whole lines allow: each but the last one
+		 * was written because the next line did not fit */
+		for (i = 0, off = 0; i + 1 < got_writes; i++) {
+			off += got_sizes[i];
+			next = (size_t)((const char *)memchr(want + off, '\n', want_len - off) -
+				   (want + off)) +
+			    1;
+			ck_assert_uint_gt(got_sizes[i] + next, LOG_LINE_MAX);
+		}
+		ck_assert_int_ge(got_writes, 4);
+		ck_assert_uint_eq(got_len, want_len);
+		ck_assert_int_eq(memcmp(got, want, want_len), 0);
+	}
+}
+END_TEST
+
+START_TEST(test_defer_off_is_unchanged)
+{
+	int token;
+
+	armed_calls = 0;
+	/* off, and what was buffered is written when it goes off */
+	log_defer(count_arm, &token);
+	log_info("a", "");
+	log_info("b", "");
+	collect();
+	ck_assert_int_eq(got_writes, 0);
+	log_defer(NULL, NULL);
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+	ck_assert_str_eq(got, "level=info msg=\"a\"\nlevel=info msg=\"b\"\n");
+
+	log_info("c", "");
+	log_debug("below", "");
+	log_info("d", "");
+	collect();
+	ck_assert_int_eq(got_writes, 2);
+	ck_assert_int_eq(armed_calls, 1);
+	log_flush(); /* nothing buffered: nothing written */
+	collect();
+	ck_assert_int_eq(got_writes, 0);
+
+	/* a new arm function: the old one is never called again */
+	log_defer(count_arm, &token);
+	log_info("e", "");
+	log_defer(count_arm, NULL);
+	collect();
+	ck_assert_int_eq(got_writes, 1);
+	log_info("f", "");
+	ck_assert_int_eq(armed_calls, 3);
+	ck_assert_ptr_null(armed_arg);
+}
+END_TEST
 
 START_TEST(test_long_lines_are_cut_not_split)
 {
@@ -626,6 +922,11 @@ main(int argc, char **argv)
 	tcase_add_test(tc, test_one_write_per_line);
 	tcase_add_test(tc, test_long_lines_are_cut_not_split);
 	tcase_add_test(tc, test_unsupported_conversion_is_marked);
+	tcase_add_test(tc, test_deferred_lines_are_the_same_bytes);
+	tcase_add_test(tc, test_defer_arms_once_per_flush);
+	tcase_add_test(tc, test_warn_writes_buffered_lines_first);
+	tcase_add_test(tc, test_deferred_writes_are_whole_lines_up_to_pipe_buf);
+	tcase_add_test(tc, test_defer_off_is_unchanged);
 	tcase_add_test(tc, test_every_call_site_format_is_supported);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
