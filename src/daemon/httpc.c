@@ -10,6 +10,10 @@
 
 #include "log.h"
 
+/* Easy handles kept for reuse, at most: about the webhooks' max_in_flight
+ * together; beyond it a finished handle is freed. */
+#define HTTPC_SPARE_MAX 64
+
 struct httpc {
 	struct event_base *base;
 	CURLM *multi;
@@ -17,6 +21,11 @@ struct httpc {
 	char *user_agent;
 	size_t ncalls;
 	LIST_HEAD(, httpc_call) calls; /* every running call, for httpc_free */
+	/* Easy handles of finished calls, reset for the next (curl_easy_reset
+	 * keeps their buffers; connections stay in the multi handle's pool):
+	 * a webhook attempt costs no curl_easy_init once warm. */
+	CURL *spare[HTTPC_SPARE_MAX];
+	size_t nspare;
 };
 
 struct httpc_call {
@@ -42,6 +51,28 @@ struct httpc_sock {
 	struct event *ev;
 };
 
+/* A spare easy handle, or a new one. */
+static CURL *
+httpc_easy_get(struct httpc *h)
+{
+	if (h->nspare > 0)
+		return h->spare[--h->nspare];
+	return curl_easy_init();
+}
+
+/* Done with e: reset and kept, or freed. */
+static void
+httpc_easy_put(struct httpc *h, CURL *e)
+{
+	if (e == NULL)
+		return;
+	if (h->nspare < HTTPC_SPARE_MAX) {
+		curl_easy_reset(e);
+		h->spare[h->nspare++] = e;
+	} else
+		curl_easy_cleanup(e);
+}
+
 static void
 httpc_call_free(struct httpc_call *c)
 {
@@ -50,7 +81,7 @@ httpc_call_free(struct httpc_call *c)
 	LIST_REMOVE(c, link);
 	h->ncalls--;
 	curl_multi_remove_handle(h->multi, c->easy);
-	curl_easy_cleanup(c->easy);
+	httpc_easy_put(h, c->easy);
 	curl_slist_free_all(c->headers);
 	free(c->body);
 	sbuf_free(&c->resp);
@@ -244,6 +275,8 @@ httpc_free(struct httpc *h)
 	 * which frees our events: before event_base_free. */
 	if (h->multi != NULL)
 		curl_multi_cleanup(h->multi);
+	while (h->nspare > 0)
+		curl_easy_cleanup(h->spare[--h->nspare]);
 	if (h->timer != NULL)
 		event_free(h->timer);
 	free(h->user_agent);
@@ -292,7 +325,7 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	    rq->max_body > 0 && rq->max_body < HTTPC_MAX_BODY ? rq->max_body : HTTPC_MAX_BODY;
 	c->abort_over_max = rq->abort_over_max;
 	sbuf_init(&c->resp);
-	if ((c->easy = e = curl_easy_init()) == NULL)
+	if ((c->easy = e = httpc_easy_get(h)) == NULL)
 		goto fail;
 	for (hd = rq->headers; hd != NULL && *hd != NULL; hd++) {
 		struct curl_slist *n = curl_slist_append(c->headers, *hd);
@@ -341,8 +374,7 @@ httpc_start(struct httpc *h, const struct httpc_request *rq, httpc_done_cb *cb, 
 	h->ncalls++;
 	return c;
 fail:
-	if (c->easy != NULL)
-		curl_easy_cleanup(c->easy);
+	httpc_easy_put(h, c->easy);
 	curl_slist_free_all(c->headers);
 	free(c->body);
 	free(c);
