@@ -22,6 +22,7 @@
 struct hook {
 	char *name;
 	int in_flight;
+	int reserved; /* by record steps not yet answered (claim at record) */
 	bool claiming;
 	struct breaker breaker;
 	struct hook *next;
@@ -70,6 +71,7 @@ struct deliver {
 	LIST_HEAD(, attempt) attempts; /* sent, or waiting for Redis to take the outcome */
 	size_t nattempts;
 	size_t nclaims;
+	size_t nreserved; /* every hook's `reserved` */
 	size_t nreleases; /* claimed while stopping, being given back */
 	bool stopping;
 };
@@ -390,6 +392,17 @@ unclaimed_cb(void *arg, int rc, const char *answer)
 	d->nreleases--;
 }
 
+/* Gives a claimed delivery back untouched (no attempt started). */
+static void
+unclaim(struct deliver *d, struct hook *h, const char *id)
+{
+	if (store_release(d->env->store, h->name, id, d->env->instance, unclaimed_cb, d) == 0)
+		d->nreleases++;
+	else
+		log_warnx("delivery not released, its lease will expire", "webhook=%s delivery=%s",
+		    h->name, id);
+}
+
 static void
 claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 {
@@ -405,12 +418,7 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		if (d->stopping || w == NULL) {
 			/* Claimed as we stopped, or the webhook was removed by a
 			 * reload: give it back untouched. */
-			if (store_release(d->env->store, h->name, items[i].id, d->env->instance,
-				unclaimed_cb, d) == 0)
-				d->nreleases++;
-			else
-				log_warnx("delivery not released, its lease will expire",
-				    "webhook=%s delivery=%s", h->name, items[i].id);
+			unclaim(d, h, items[i].id);
 			continue;
 		}
 		attempt_start(d, h, w, &items[i], c->probe);
@@ -456,14 +464,14 @@ deliver_claim_all(struct deliver *d)
 
 		if (h == NULL || h->claiming)
 			continue;
-		allows = breaker_allows(&h->breaker, now, h->in_flight);
+		allows = breaker_allows(&h->breaker, now, h->in_flight + h->reserved);
 		if (allows != BREAKER_SEND) {
 			/* Open: one probe at a time, at growing intervals. */
 			if (allows == BREAKER_PROBE)
 				deliver_claim(d, h, w, 1, true);
 			continue;
 		}
-		room = w->max_in_flight - h->in_flight;
+		room = w->max_in_flight - h->in_flight - h->reserved;
 		if (room > 0)
 			deliver_claim(d, h, w,
 			    room < DELIVER_CLAIM_BATCH ? room : DELIVER_CLAIM_BATCH, false);
@@ -537,7 +545,58 @@ deliver_abort(struct deliver *d)
 size_t
 deliver_busy(const struct deliver *d)
 {
-	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreleases;
+	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreserved + d->nreleases;
+}
+
+struct hook *
+deliver_reserve(struct deliver *d, const struct webhook *w, int64_t *lease_until_ms)
+{
+	int64_t now = now_ms();
+	struct hook *h;
+
+	if (d == NULL || d->stopping || (h = hook_get(d, w->name)) == NULL ||
+	    breaker_allows(&h->breaker, now, h->in_flight + h->reserved) != BREAKER_SEND ||
+	    h->in_flight + h->reserved >= w->max_in_flight)
+		return NULL;
+	h->reserved++;
+	d->nreserved++;
+	/* As a claim's (deliver_claim): from now, the record step's start. */
+	*lease_until_ms = now + w->timeout_ms + DELIVER_LEASE_MARGIN_MS;
+	return h;
+}
+
+void
+deliver_reserved(struct deliver *d, struct hook *h, int64_t lease_until_ms,
+    const struct store_claimed *it)
+{
+	const struct webhook *w = webhook_find(d->env->cfg, h->name);
+
+	h->reserved--;
+	d->nreserved--;
+	if (it == NULL) {
+		/* The place is free again (stopping: the drain sees it). */
+		if (!d->stopping)
+			deliver_kick(d);
+		return;
+	}
+	if (d->stopping || w == NULL) {
+		/* Answered as we stopped, or the webhook was removed by a
+		 * reload: given back untouched, as claim_cb does. */
+		unclaim(d, h, it->id);
+		return;
+	}
+	if (now_ms() + w->timeout_ms >= lease_until_ms) {
+		/* The answer came so late (a WAIT for replicas) that the lease
+		 * would end before the request's timeout: another instance could
+		 * take it over mid-request. It goes out after its lease. */
+		log_warnx("delivery left to its lease",
+		    "webhook=%s delivery=%s "
+		    "reason=\"record step answered late\"",
+		    h->name, it->id);
+		deliver_kick(d);
+		return;
+	}
+	attempt_start(d, h, w, it, false);
 }
 
 bool
