@@ -23,6 +23,10 @@ struct hook {
 	char *name;
 	int in_flight;
 	int reserved; /* by record steps not yet answered (claim at record) */
+	/* Due deliveries may wait in Redis (a record made one due, a claim
+	 * filled its batch): freed capacity claims again. Else the tick finds
+	 * what becomes due (retries, other instances' records). */
+	bool backlog;
 	bool claiming;
 	struct breaker breaker;
 	struct hook *next;
@@ -56,6 +60,7 @@ struct finish {
 struct claim {
 	struct deliver *d;
 	struct hook *hook;
+	int max;
 	bool probe;
 };
 
@@ -77,6 +82,7 @@ struct deliver {
 };
 
 static void deliver_claim_all(struct deliver *d);
+static void deliver_claim_soon(struct deliver *d);
 
 static struct hook *
 hook_get(struct deliver *d, const char *name)
@@ -90,6 +96,7 @@ hook_get(struct deliver *d, const char *name)
 		free(h);
 		return NULL;
 	}
+	h->backlog = true;
 	h->next = d->hooks;
 	d->hooks = h;
 	return h;
@@ -124,11 +131,12 @@ static void
 attempt_done(struct attempt *a)
 {
 	struct deliver *d = a->d;
+	bool backlog = a->hook->backlog;
 
 	attempt_unlink_free(a);
 	/* Stopping: payrelayd.c's drain timer sees deliver_busy() fall. */
-	if (!d->stopping)
-		deliver_kick(d);
+	if (backlog)
+		deliver_claim_soon(d);
 }
 
 static void
@@ -423,8 +431,10 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		}
 		attempt_start(d, h, w, &items[i], c->probe);
 	}
-	if (!d->stopping && rc == 0 && n > 0 && !c->probe)
-		deliver_kick(d); /* there may be more */
+	if (rc == 0 && !c->probe)
+		h->backlog = n >= (size_t)c->max;
+	if (h->backlog && n > 0 && !c->probe)
+		deliver_claim_soon(d); /* there may be more */
 	free(c);
 }
 
@@ -438,6 +448,7 @@ deliver_claim(struct deliver *d, struct hook *h, const struct webhook *w, int ma
 		return;
 	c->d = d;
 	c->hook = h;
+	c->max = max;
 	c->probe = probe;
 	if (store_claim(d->env->store, h->name, max, d->env->instance, lease, claim_cb, c) == -1) {
 		free(c);
@@ -484,12 +495,24 @@ deliver_tick_cb(evutil_socket_t fd, short what, void *arg)
 	deliver_claim_all(arg);
 }
 
+/* Coalesced: claims run once per loop turn, whatever woke us. */
+static void
+deliver_claim_soon(struct deliver *d)
+{
+	if (!d->stopping)
+		event_active(d->kick, EV_TIMEOUT, 0);
+}
+
 void
 deliver_kick(struct deliver *d)
 {
-	/* Coalesced: claims run once per loop turn, whatever woke us. */
-	if (d != NULL && !d->stopping)
-		event_active(d->kick, EV_TIMEOUT, 0);
+	struct hook *h;
+
+	if (d == NULL)
+		return;
+	for (h = d->hooks; h != NULL; h = h->next)
+		h->backlog = true;
+	deliver_claim_soon(d);
 }
 
 struct deliver *
@@ -575,8 +598,8 @@ deliver_reserved(struct deliver *d, struct hook *h, int64_t lease_until_ms,
 	d->nreserved--;
 	if (it == NULL) {
 		/* The place is free again (stopping: the drain sees it). */
-		if (!d->stopping)
-			deliver_kick(d);
+		if (h->backlog)
+			deliver_claim_soon(d);
 		return;
 	}
 	if (d->stopping || w == NULL) {
@@ -593,7 +616,8 @@ deliver_reserved(struct deliver *d, struct hook *h, int64_t lease_until_ms,
 		    "webhook=%s delivery=%s "
 		    "reason=\"record step answered late\"",
 		    h->name, it->id);
-		deliver_kick(d);
+		if (h->backlog)
+			deliver_claim_soon(d);
 		return;
 	}
 	attempt_start(d, h, w, it, false);

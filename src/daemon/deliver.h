@@ -25,7 +25,8 @@ struct webhook;
 
 struct deliver *deliver_new(struct env *env);
 void deliver_free(struct deliver *d);
-/* Something became due (a callback was recorded, capacity was freed). */
+/* Something may have become due (a delivery made due, not claimed at
+ * record; a replay; Redis ready): claims again, now and as capacity frees. */
 void deliver_kick(struct deliver *d);
 /* Stops claiming; attempts in flight go on. */
 void deliver_stop(struct deliver *d);
