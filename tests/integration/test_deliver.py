@@ -1041,6 +1041,36 @@ class ClaimAtRecordTest(DeliverCase):
                              .get("attempts"), "1")
 
 
+    def test_13f_sigterm_while_a_record_step_is_out(self):
+        """SIGTERM while a record step that asked for a claim is still out:
+        its answer gives the delivery back (due now, no lease, no attempt)
+        instead of starting a request, and the daemon exits cleanly."""
+        rcv = self.receiver(default="ok")
+        d = self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                           "timeout_ms": 2000, "schedule": "0 1 1"})])
+        # Redis holds the record step until the daemon is stopping
+        self.r.cmd("CLIENT", "PAUSE", "800", "ALL")
+        eids = []
+        t = threading.Thread(target=lambda: eids.extend(
+            self.concurrent_callbacks(["T-CARS-0"])), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        rc, in_time = d.wait(timeout=3 + 2)
+        t.join(5)
+        self.assertTrue(in_time, "no exit within shutdown_timeout + 2 s\n" + self.log_tail())
+        self.assertEqual(rc, 0, self.log_tail())
+        self.assertEqual(eids, [h.event_id("shop-epay", "T-CARS-0", "paid")],
+                         "the callback was not answered as recorded\n" + self.log_tail())
+        did = self.delivery_id(eids[0], "orders", timeout=0.5)
+        rec = self.hash(did)
+        self.assertEqual((rec.get("state"), rec.get("attempts")), ("pending", "0"),
+                         self.brief(rec))
+        self.assertNotIn("lease_owner", rec, "not given back: %r" % self.brief(rec))
+        self.assertLessEqual(self.due_score("orders", did), now_ms(), "not due now")
+        self.assertEqual(rcv.count(), 0, "a request started while stopping")
+
+
 # ==========================================================================
 
 
