@@ -22,6 +22,11 @@
 struct hook {
 	char *name;
 	int in_flight;
+	int reserved; /* by record steps not yet answered (claim at record) */
+	/* Due deliveries may wait in Redis (a record made one due, a claim
+	 * filled its batch): freed capacity claims again. Else the tick finds
+	 * what becomes due (retries, other instances' records). */
+	bool backlog;
 	bool claiming;
 	struct breaker breaker;
 	struct hook *next;
@@ -55,6 +60,7 @@ struct finish {
 struct claim {
 	struct deliver *d;
 	struct hook *hook;
+	int max;
 	bool probe;
 };
 
@@ -70,11 +76,13 @@ struct deliver {
 	LIST_HEAD(, attempt) attempts; /* sent, or waiting for Redis to take the outcome */
 	size_t nattempts;
 	size_t nclaims;
+	size_t nreserved; /* every hook's `reserved` */
 	size_t nreleases; /* claimed while stopping, being given back */
 	bool stopping;
 };
 
 static void deliver_claim_all(struct deliver *d);
+static void deliver_claim_soon(struct deliver *d);
 
 static struct hook *
 hook_get(struct deliver *d, const char *name)
@@ -88,6 +96,7 @@ hook_get(struct deliver *d, const char *name)
 		free(h);
 		return NULL;
 	}
+	h->backlog = true;
 	h->next = d->hooks;
 	d->hooks = h;
 	return h;
@@ -122,11 +131,12 @@ static void
 attempt_done(struct attempt *a)
 {
 	struct deliver *d = a->d;
+	bool backlog = a->hook->backlog;
 
 	attempt_unlink_free(a);
 	/* Stopping: payrelayd.c's drain timer sees deliver_busy() fall. */
-	if (!d->stopping)
-		deliver_kick(d);
+	if (backlog)
+		deliver_claim_soon(d);
 }
 
 static void
@@ -390,6 +400,17 @@ unclaimed_cb(void *arg, int rc, const char *answer)
 	d->nreleases--;
 }
 
+/* Gives a claimed delivery back untouched (no attempt started). */
+static void
+unclaim(struct deliver *d, struct hook *h, const char *id)
+{
+	if (store_release(d->env->store, h->name, id, d->env->instance, unclaimed_cb, d) == 0)
+		d->nreleases++;
+	else
+		log_warnx("delivery not released, its lease will expire", "webhook=%s delivery=%s",
+		    h->name, id);
+}
+
 static void
 claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 {
@@ -405,18 +426,15 @@ claim_cb(void *arg, int rc, const struct store_claimed *items, size_t n)
 		if (d->stopping || w == NULL) {
 			/* Claimed as we stopped, or the webhook was removed by a
 			 * reload: give it back untouched. */
-			if (store_release(d->env->store, h->name, items[i].id, d->env->instance,
-				unclaimed_cb, d) == 0)
-				d->nreleases++;
-			else
-				log_warnx("delivery not released, its lease will expire",
-				    "webhook=%s delivery=%s", h->name, items[i].id);
+			unclaim(d, h, items[i].id);
 			continue;
 		}
 		attempt_start(d, h, w, &items[i], c->probe);
 	}
-	if (!d->stopping && rc == 0 && n > 0 && !c->probe)
-		deliver_kick(d); /* there may be more */
+	if (rc == 0 && !c->probe)
+		h->backlog = n >= (size_t)c->max;
+	if (h->backlog && n > 0 && !c->probe)
+		deliver_claim_soon(d); /* there may be more */
 	free(c);
 }
 
@@ -430,6 +448,7 @@ deliver_claim(struct deliver *d, struct hook *h, const struct webhook *w, int ma
 		return;
 	c->d = d;
 	c->hook = h;
+	c->max = max;
 	c->probe = probe;
 	if (store_claim(d->env->store, h->name, max, d->env->instance, lease, claim_cb, c) == -1) {
 		free(c);
@@ -456,14 +475,14 @@ deliver_claim_all(struct deliver *d)
 
 		if (h == NULL || h->claiming)
 			continue;
-		allows = breaker_allows(&h->breaker, now, h->in_flight);
+		allows = breaker_allows(&h->breaker, now, h->in_flight + h->reserved);
 		if (allows != BREAKER_SEND) {
 			/* Open: one probe at a time, at growing intervals. */
 			if (allows == BREAKER_PROBE)
 				deliver_claim(d, h, w, 1, true);
 			continue;
 		}
-		room = w->max_in_flight - h->in_flight;
+		room = w->max_in_flight - h->in_flight - h->reserved;
 		if (room > 0)
 			deliver_claim(d, h, w,
 			    room < DELIVER_CLAIM_BATCH ? room : DELIVER_CLAIM_BATCH, false);
@@ -476,12 +495,24 @@ deliver_tick_cb(evutil_socket_t fd, short what, void *arg)
 	deliver_claim_all(arg);
 }
 
+/* Coalesced: claims run once per loop turn, whatever woke us. */
+static void
+deliver_claim_soon(struct deliver *d)
+{
+	if (!d->stopping)
+		event_active(d->kick, EV_TIMEOUT, 0);
+}
+
 void
 deliver_kick(struct deliver *d)
 {
-	/* Coalesced: claims run once per loop turn, whatever woke us. */
-	if (d != NULL && !d->stopping)
-		event_active(d->kick, EV_TIMEOUT, 0);
+	struct hook *h;
+
+	if (d == NULL)
+		return;
+	for (h = d->hooks; h != NULL; h = h->next)
+		h->backlog = true;
+	deliver_claim_soon(d);
 }
 
 struct deliver *
@@ -537,7 +568,59 @@ deliver_abort(struct deliver *d)
 size_t
 deliver_busy(const struct deliver *d)
 {
-	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreleases;
+	return d == NULL ? 0 : d->nattempts + d->nclaims + d->nreserved + d->nreleases;
+}
+
+struct hook *
+deliver_reserve(struct deliver *d, const struct webhook *w, int64_t *lease_until_ms)
+{
+	int64_t now = now_ms();
+	struct hook *h;
+
+	if (d == NULL || d->stopping || (h = hook_get(d, w->name)) == NULL ||
+	    breaker_allows(&h->breaker, now, h->in_flight + h->reserved) != BREAKER_SEND ||
+	    h->in_flight + h->reserved >= w->max_in_flight)
+		return NULL;
+	h->reserved++;
+	d->nreserved++;
+	/* As a claim's (deliver_claim): from now, the record step's start. */
+	*lease_until_ms = now + w->timeout_ms + DELIVER_LEASE_MARGIN_MS;
+	return h;
+}
+
+void
+deliver_reserved(struct deliver *d, struct hook *h, int64_t lease_until_ms,
+    const struct store_claimed *it)
+{
+	const struct webhook *w = webhook_find(d->env->cfg, h->name);
+
+	h->reserved--;
+	d->nreserved--;
+	if (it == NULL) {
+		/* The place is free again (stopping: the drain sees it). */
+		if (h->backlog)
+			deliver_claim_soon(d);
+		return;
+	}
+	if (d->stopping || w == NULL) {
+		/* Answered as we stopped, or the webhook was removed by a
+		 * reload: given back untouched, as claim_cb does. */
+		unclaim(d, h, it->id);
+		return;
+	}
+	if (now_ms() + w->timeout_ms >= lease_until_ms) {
+		/* The answer came so late (a WAIT for replicas) that the lease
+		 * would end before the request's timeout: another instance could
+		 * take it over mid-request. It goes out after its lease. */
+		log_warnx("delivery left to its lease",
+		    "webhook=%s delivery=%s "
+		    "reason=\"record step answered late\"",
+		    h->name, it->id);
+		if (h->backlog)
+			deliver_claim_soon(d);
+		return;
+	}
+	attempt_start(d, h, w, it, false);
 }
 
 bool

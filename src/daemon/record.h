@@ -15,9 +15,12 @@ typedef void record_cb(void *arg, enum store_result r, const char *type);
 
 /* Records `ev` (of channel `ch`). Returns -1 when Redis is not ready or
  * memory ran out (cb is not called); else 0 and cb is called once. A new
- * event wakes the delivery engine before cb runs; a repeat payment (a second
- * trade id paying the same order) is logged and counted here, so callbacks,
- * polls and sweeps report it alike. */
+ * event's deliveries that are due now are claimed at record where the
+ * webhook has room (deliver_reserve), their first attempts started from the
+ * record step's answer; any other made due wakes the delivery engine; both
+ * before cb runs. A repeat payment (a second trade id paying the same
+ * order) is logged and counted here, so callbacks, polls and sweeps report
+ * it alike. */
 int record_event(struct env *env, const struct channel *ch, const struct event *ev, record_cb *cb,
     void *arg) WUR;
 

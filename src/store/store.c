@@ -924,12 +924,8 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 		return 1;
 	if (c != s->ctx || (c->c.flags & REDIS_DISCONNECTING))
 		return -1;
-	/* The arguments are spent: the buffer keeps the answer's strings. */
-	sbuf_reset(&r->args);
-	if (sbuf_add(&r->args, type, strlen(type) + 1) == -1)
-		return -1;
-	r->wait_first_off = r->args.len;
-	if (sbuf_add(&r->args, first, strlen(first) + 1) == -1)
+	/* The arguments are spent: the buffer keeps the answer. */
+	if (store_record_keep(r, rep) == -1)
 		return -1;
 	if (r->wait_result == STORE_DUP && !synced && store_replsync(s, c) == -1)
 		return -1;

@@ -34,6 +34,9 @@ struct record_hook {
 	bool match_paid;        /* wants the event as recorded by the caller */
 	bool match_mismatch;    /* wants it if it turns out to be order.amount_mismatch */
 	int64_t first_delay_ms; /* the schedule's first delay (usually 0) */
+	/* > 0: claim at record: if made, the delivery is made already leased to
+	 * record.owner until then (and named in the answer); 0: made due */
+	int64_t lease_until_ms;
 };
 
 struct record {
@@ -41,15 +44,35 @@ struct record {
 	const char *json; /* event_to_json(ev): a payment may become order.amount_mismatch */
 	const struct record_hook *hooks;
 	size_t nhooks;
+	const char *owner; /* the lease owner (instance id) when a hook has lease_until_ms */
+};
+
+/* A delivery the record step made already claimed (record_hook.lease_until_ms). */
+struct store_record_claim {
+	size_t hook;    /* its index in record.hooks */
+	const char *id; /* the delivery id */
+};
+
+/* What the record step made of a new event's deliveries. */
+struct store_recorded {
+	size_t made;                             /* deliveries made (claimed or due) */
+	const struct store_record_claim *claims; /* those claimed at record */
+	size_t nclaims;
+	/* The stored event JSON when the step rewrote the caller's (an amount
+	 * mismatch, a repeat payment) and claimed a delivery; else NULL: the
+	 * caller's JSON is what was stored, byte for byte. */
+	const char *body;
+	size_t body_len;
 };
 
 /* `type` is the event type that was recorded (order.paid may have become
  * order.amount_mismatch); NULL unless r is STORE_NEW. `first_trade_no` is
  * NULL unless the event was recorded (STORE_NEW) as a repeat payment: then it
- * is the gateway trade id of the order's first payment. Both live during the
- * call only. */
+ * is the gateway trade id of the order's first payment. `rd` is NULL unless
+ * the event was recorded now (STORE_NEW, or STORE_UNREPLICATED of a new
+ * event): its deliveries. All live during the call only. */
 typedef void store_record_cb(void *arg, enum store_result r, const char *type,
-    const char *first_trade_no);
+    const char *first_trade_no, const struct store_recorded *rd);
 /* Called each time the connection becomes ready (script loaded). */
 typedef void store_ready_cb(void *arg);
 

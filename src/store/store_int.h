@@ -161,11 +161,14 @@ struct store_req {
 	size_t maxargs;         /* room in argv, offs and lens */
 	struct store_req *next; /* in the spare list */
 	/* With min_replicas, once the record step answered: its answer
-	 * (wait_result; the type, then at wait_first_off the first trade id,
-	 * in args), waiting for the WAIT in wait_sent or wait_next (by next). */
+	 * (wait_result; in args as store_record_keep left it), waiting for the
+	 * WAIT in wait_sent or wait_next (by next). */
 	bool waiting;
 	enum store_result wait_result;
 	size_t wait_first_off;
+	size_t wait_made;                     /* deliveries made */
+	size_t wait_body_off, wait_body_len;  /* the rewritten body (0: none) */
+	size_t wait_claims_off, wait_nclaims; /* the deliveries claimed at record */
 	/* A record step (store_batch_add): its first argument is its webhook
 	 * count, then its nkeys keys, then its arguments. */
 	int nkeys;
@@ -199,10 +202,14 @@ int store_batch_add(struct store_req *r, int rc) WUR;
 int store_fields_decode(const redisReply *a, size_t start, struct store_field **out, size_t *n) WUR;
 
 /* store_record.c: src/store/lua/record.lua's answer, {"new", stream id, type,
- * deliveries, first trade id or ""} or {"dup", stream id}: STORE_NEW (with
+ * deliveries, first trade id or "", {hook index, delivery id, ...} claimed
+ * at record, rewritten body or ""} or {"dup", stream id}: STORE_NEW (with
  * *type and *first, "" when none, living as long as rep), STORE_DUP (both
  * ""), or STORE_ERROR when rep is no such answer. */
 enum store_result store_record_answer(const redisReply *rep, const char **type, const char **first);
+/* store_record.c: keeps a record answer (new or duplicate) in r->args for
+ * store_record_wait_done, while its WAIT is out. Returns 0 or -1. */
+int store_record_keep(struct store_req *r, const redisReply *rep) WUR;
 /* store_record.c: the record step's answer, once the WAIT after it
  * answered (rep: its integer) or not (NULL). */
 void store_record_wait_done(struct store_req *r, const redisReply *rep);

@@ -21,6 +21,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import unittest
 
@@ -205,6 +206,18 @@ key = {epay_key}
             if fields.get("id", b"").decode() == eid:
                 return fields["event"]
         self.fail("event %s is not in the stream" % eid)
+
+    def script_calls(self, sha):
+        """The argument counts of the EVALSHA calls of script `sha` in the
+        slow log (every call: slowlog-log-slower-than 0), oldest first."""
+        out = []
+        for entry in self.r.cmd("SLOWLOG", "GET", "-1") or []:
+            args = [a.decode() if isinstance(a, bytes) else str(a) for a in entry[3]]
+            if len(args) > 1 and args[0].upper() == "EVALSHA" and args[1] == sha:
+                # the slow log keeps 31 arguments and "... (N more arguments)"
+                m = re.match(r"\.\.\. \((\d+) more arguments\)$", args[-1])
+                out.append(len(args) - 1 + int(m.group(1)) if m else len(args))
+        return out[::-1]
 
     # --- diagnostics ------------------------------------------------------
 
@@ -702,18 +715,6 @@ class CrashAndShutdownTest(DeliverCase):
         self.assertEqual((r["state"], r["attempts"], r["due_ms"]), ("pending", "0", "7000"))
         self.assertEqual(self.due_score("orders", "dlv_ours_probe"), 7000)
 
-    def script_calls(self, sha):
-        """The argument counts of the EVALSHA calls of script `sha` in the
-        slow log (every call: slowlog-log-slower-than 0), oldest first."""
-        out = []
-        for entry in self.r.cmd("SLOWLOG", "GET", "-1") or []:
-            args = [a.decode() if isinstance(a, bytes) else str(a) for a in entry[3]]
-            if len(args) > 1 and args[0].upper() == "EVALSHA" and args[1] == sha:
-                # the slow log keeps 31 arguments and "... (N more arguments)"
-                m = re.match(r"\.\.\. \((\d+) more arguments\)$", args[-1])
-                out.append(len(args) - 1 + int(m.group(1)) if m else len(args))
-        return out[::-1]
-
     # --- 9. SIGTERM with a delivery in flight ----------------------------------
 
     def test_09a_sigterm_lets_an_in_flight_delivery_finish(self):
@@ -798,6 +799,276 @@ class CrashAndShutdownTest(DeliverCase):
         self.assertEqual(sum(by), 24, by)
         # the per-process cap holds for each (two processes: at most 2 x 4 at once)
         self.assertLessEqual(rcv.max_active, 8)
+
+
+# ==========================================================================
+
+
+class ClaimAtRecordTest(DeliverCase):
+    """Claim at record: a new event's delivery that is due now, with room
+    for it and the breaker closed, is made already leased to this instance
+    by the record step, and its first attempt starts from the record step's
+    answer: no claim call. Everything else (retries, due-later deliveries,
+    probes, lease expiry) goes through the claim path."""
+
+    def claim_sha(self):
+        with open(os.path.join(h.HERE, "..", "..", "src", "store", "lua",
+                               "delivery_claim.lua"), "rb") as f:
+            return hashlib.sha1(f.read()).hexdigest()
+
+    def log_script_calls(self):
+        """From now on, every script call goes to the slow log."""
+        self.r.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        self.r.cmd("CONFIG", "SET", "slowlog-max-len", "100000")
+        self.r.cmd("SLOWLOG", "RESET")
+
+    def assertFewClaims(self, since, why):
+        """No more claim calls than the engine's tick makes by itself since
+        monotonic time `since` (one per TICK, and the one of each end):
+        a claim per recorded event would be many more."""
+        claims = len(self.script_calls(self.claim_sha()))
+        ticks = int((time.monotonic() - since) / TICK) + 2
+        self.assertLessEqual(claims, ticks, "%d claim calls in %.2f s (ticks: %d): %s"
+                             % (claims, time.monotonic() - since, ticks, why))
+        return claims
+
+    def concurrent_callbacks(self, trade_nos):
+        """Sends one callback per trade id, all at once (threads), so that
+        their record steps are in flight together; returns the event ids."""
+        replies = {}
+
+        def send(tn):
+            p = {k: v for k, v in EPAY[0]["params"].items() if k != "sign"}
+            p["trade_no"] = tn
+            p["sign"] = h.epay_md5_sign(p, EPAY[0]["key"])
+            replies[tn] = h.http(self.port, "GET", "/notify/shop-epay?" + h.form_encode(p))
+
+        threads = [threading.Thread(target=send, args=(tn,), daemon=True) for tn in trade_nos]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for tn in trade_nos:
+            self.assertIn(tn, replies, "no answer to %s" % tn)
+            self.assertEqual((replies[tn].status, replies[tn].body), (200, b"success"),
+                             self.ctx(replies[tn]))
+        return [h.event_id("shop-epay", tn, "paid") for tn in trade_nos]
+
+    def test_13a_fresh_deliveries_cost_no_claim_call(self):
+        n = 40
+        rcv = self.receiver(default="ok")
+        self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                       "timeout_ms": 2000, "schedule": "0 1 1"})])
+        self.log_script_calls()
+        t0 = time.monotonic()
+        # one at a time: each record step is its own loop turn, where a
+        # claim per event (the path before claim at record) is n calls
+        eids = [self.callback(trade_no="T-CAR-%02d" % i) for i in range(n)]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = [r.get("state") for r in self.deliveries("orders").values()]
+            if len(states) == n and all(x == "delivered" for x in states):
+                break
+            time.sleep(0.05)
+        self.assertFewClaims(t0, "fresh deliveries were claimed one by one")
+        reqs = rcv.snapshot()
+        self.assertEqual(sorted(r.headers.get("webhook-id") for r in reqs), sorted(eids),
+                         "each event exactly once\n" + self.log_tail())
+        for req in reqs:
+            self.assertSigned(req, [SECRET_A])
+            self.assertEqual(req.body, self.stream_event_bytes(req.headers["webhook-id"]))
+        for rec in self.deliveries("orders").values():
+            self.assertEqual((rec.get("state"), rec.get("attempts")), ("delivered", "1"),
+                             self.brief(rec))
+            self.assertNotIn("lease_owner", rec)
+        self.assertEqual(len(self.log_records("delivered")), n)
+
+    def test_13b_sigkill_with_claimed_at_record_in_flight(self):
+        """SIGKILL while the receiver holds attempts started from the record
+        step's answer: their leases (made by the record step) keep them
+        from anyone until they end, then the restarted daemon claims and
+        delivers each (at least once: the killed attempts may have reached
+        the receiver; docs/guarantees.md section 7)."""
+        n = 8
+        rcv = self.receiver(default="hang", hang_s=30.0)
+        cfg = [("orders", {"url": rcv.url(), "secret": SECRET_A, "timeout_ms": 2000,
+                           "max_in_flight": 16, "schedule": "3600 1 1"})]
+        # a first delay of 3600 s: nothing is claimed at record
+        d1 = self.start_daemon(cfg)
+        eid = self.callback(trade_no="T-CARK-LATER")
+        did = self.delivery_id(eid, "orders")
+        time.sleep(0.2)
+        self.assertNotIn("lease_owner", self.hash(did), "a due-later delivery was claimed")
+        self.assertGreater(self.due_score("orders", did), now_ms() + 3000 * 1000)
+        self.assertEqual(rcv.count(), 0)
+        d1.stop(signal.SIGKILL)
+
+        cfg[0][1]["schedule"] = "0 1 1"
+        d1 = self.start_daemon(cfg)
+        self.log_script_calls()
+        t0 = time.monotonic()
+        before = now_ms()
+        eids = [self.callback(trade_no="T-CARK-%02d" % i) for i in range(n)]
+        after = now_ms()
+        dids = [self.delivery_id(e, "orders") for e in eids]
+        self.assertIsNotNone(rcv.wait_count(n, 5.0), self.log_tail())
+        self.assertFewClaims(t0, "the attempts were not started from the record step")
+        leases = []
+        for did in dids:
+            rec = self.hash(did)
+            self.assertEqual((rec.get("lease_owner"), rec.get("attempts")),
+                             (d1.instance, "0"), self.brief(rec))
+            lease = int(rec["lease_until_ms"])
+            # taken by the record step: from the record's start
+            self.assertGreaterEqual(lease, before + 2000 + LEASE_EXTRA_MS)
+            self.assertLessEqual(lease, after + 2000 + LEASE_EXTRA_MS)
+            self.assertEqual(self.due_score("orders", did), lease)
+            leases.append(lease)
+        lease_until = max(leases)
+
+        d1.stop(signal.SIGKILL)
+        rcv.set_script(default="ok")
+        mark = rcv.count()
+        d2 = self.start_daemon()
+        for did in dids:
+            self.wait_delivered(did, (lease_until - now_ms()) / 1000.0 + 6.0)
+        later = [r for r in rcv.snapshot()[mark:] if r.status == 200 and r.outcome == "answered"]
+        self.assertEqual(sorted(r.headers.get("webhook-id") for r in later), sorted(eids),
+                         "each event delivered once after the kill")
+        for r in later:
+            self.assertGreaterEqual(r.time * 1000, min(leases) - 100,
+                                    "re-delivered before the lease expired")
+        for did in dids:
+            rec = self.hash(did)
+            self.assertEqual(rec.get("attempts"), "1", self.brief(rec))
+            self.assertNotIn("lease_owner", rec)
+        self.assertEqual(len(self.log_records("delivered", d2)), n)
+        # the due-later delivery is left alone all along
+        self.assertEqual(self.hash(self.delivery_id(eid, "orders")).get("attempts"), "0")
+
+    def test_13c_breaker_open_records_deliveries_due(self):
+        rcv = self.receiver(default="fail")
+        self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A, "timeout_ms": 500,
+                                       "schedule": "0 1 1 1 1 1 1 1 1 1",
+                                       "breaker_after": 2, "probe_interval_max": 2})])
+        first = self.callback(trade_no="T-CARB-0")
+        self.wait_log_record("webhook breaker open", 8.0, webhook="orders")
+        n0 = rcv.count()
+        t0 = now_ms()
+        more = [self.callback(trade_no="T-CARB-%d" % i) for i in (1, 2, 3, 4)]
+        dids = [self.delivery_id(e, "orders") for e in more]
+        # made due, not leased (one at most is a probe's, at its interval)
+        recs = [self.hash(did) for did in dids]
+        leased = [did for did, rec in zip(dids, recs) if "lease_owner" in rec]
+        self.assertLessEqual(len(leased), 1, "claimed at record while the breaker is open: "
+                             "%r" % [self.brief(rec) for rec in recs])
+        for did, rec in zip(dids, recs):
+            self.assertEqual(rec.get("attempts"), "0", self.brief(rec))
+            if did not in leased:
+                self.assertLessEqual(self.due_score("orders", did), now_ms(),
+                                     "not due now: %r" % self.brief(rec))
+                self.assertGreaterEqual(self.due_score("orders", did), t0)
+        time.sleep(1.5)
+        probes = rcv.snapshot()[n0:]
+        self.assertLessEqual(len(probes), 3, "more than probes while open: %r" % probes)
+        for did in dids:
+            self.assertEqual(self.hash(did).get("attempts"), "0", "attempt spent while open")
+        mark = rcv.count()
+        rcv.set_default("ok")
+        self.wait_log_record("webhook breaker closed", 2 + 3.0, webhook="orders")
+        for did in dids:
+            self.wait_delivered(did, 3.0)
+        got = sorted(r.headers.get("webhook-id") for r in rcv.snapshot()[mark:]
+                     if r.status == 200)
+        self.assertEqual(got, sorted([first] + more), "each delivered once once it closed")
+        for did in dids:
+            self.assertEqual(self.hash(did).get("attempts"), "1")
+
+    def test_13d_max_in_flight_holds_with_records_in_flight(self):
+        """Several record steps in flight at once each reserve a place:
+        never more than max_in_flight requests at the receiver."""
+        n = 10
+        rcv = self.receiver(default="slow:0.6")
+        self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                       "timeout_ms": 3000, "max_in_flight": 2,
+                                       "schedule": "0 1 1"})])
+        # Redis holds every command for a while: the record steps of the
+        # callbacks queue there, and their answers come back together
+        self.r.cmd("CLIENT", "PAUSE", "600", "ALL")
+        eids = self.concurrent_callbacks(["T-CARM-%02d" % i for i in range(n)])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            states = [r.get("state") for r in self.deliveries("orders").values()]
+            if len(states) == n and all(x == "delivered" for x in states):
+                break
+            time.sleep(0.1)
+        self.assertEqual(rcv.max_active, 2, "max_in_flight (2) requests at once at most, "
+                         "and at work")
+        self.assertEqual(sorted(r.headers.get("webhook-id") for r in rcv.snapshot()),
+                         sorted(eids), "each event exactly once\n" + self.log_tail())
+        for rec in self.deliveries("orders").values():
+            self.assertEqual((rec.get("state"), rec.get("attempts")), ("delivered", "1"),
+                             self.brief(rec))
+
+    def test_13e_rewritten_event_sent_as_stored(self):
+        """An event the record step rewrote (amount mismatch; then a repeat
+        payment too) is sent by its first attempt byte for byte as stored
+        in the stream, which is what every later attempt sends."""
+        rcv = self.receiver(default="ok")
+        self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                       "timeout_ms": 2000, "schedule": "0 1 1"})])
+        out_trade_no = EPAY[0]["params"]["out_trade_no"]
+        self.r.cmd("HSET", PREFIX + "order:shop-epay:" + out_trade_no, "amount_fen", "99999")
+        self.log_script_calls()
+        t0 = time.monotonic()
+        mismatch = self.callback(trade_no="T-CARE-1")
+        repeat = self.callback(trade_no="T-CARE-2")
+        reqs = rcv.wait_count(2, 5.0)
+        self.assertIsNotNone(reqs, self.log_tail())
+        self.assertFewClaims(t0, "not started from the record step")
+        by = {r.headers.get("webhook-id"): r for r in reqs}
+        self.assertEqual(set(by), {mismatch, repeat})
+        for eid, flags in ((mismatch, {"amount_mismatch": True}),
+                           (repeat, {"amount_mismatch": True, "repeat_payment": True})):
+            stored = self.stream_event_bytes(eid)
+            self.assertEqual(by[eid].body, stored, "first attempt's body is not the stored one")
+            ev = json.loads(stored)
+            self.assertEqual(ev["type"], "order.amount_mismatch")
+            for k, v in flags.items():
+                self.assertEqual(ev.get(k), v, stored)
+            self.assertSigned(by[eid], [SECRET_A])
+            self.assertEqual(self.wait_delivered(self.delivery_id(eid, "orders"), 2.0)
+                             .get("attempts"), "1")
+
+
+    def test_13f_sigterm_while_a_record_step_is_out(self):
+        """SIGTERM while a record step that asked for a claim is still out:
+        its answer gives the delivery back (due now, no lease, no attempt)
+        instead of starting a request, and the daemon exits cleanly."""
+        rcv = self.receiver(default="ok")
+        d = self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                           "timeout_ms": 2000, "schedule": "0 1 1"})])
+        # Redis holds the record step until the daemon is stopping
+        self.r.cmd("CLIENT", "PAUSE", "800", "ALL")
+        eids = []
+        t = threading.Thread(target=lambda: eids.extend(
+            self.concurrent_callbacks(["T-CARS-0"])), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        d.proc.send_signal(signal.SIGTERM)
+        rc, in_time = d.wait(timeout=3 + 2)
+        t.join(5)
+        self.assertTrue(in_time, "no exit within shutdown_timeout + 2 s\n" + self.log_tail())
+        self.assertEqual(rc, 0, self.log_tail())
+        self.assertEqual(eids, [h.event_id("shop-epay", "T-CARS-0", "paid")],
+                         "the callback was not answered as recorded\n" + self.log_tail())
+        did = self.delivery_id(eids[0], "orders", timeout=0.5)
+        rec = self.hash(did)
+        self.assertEqual((rec.get("state"), rec.get("attempts")), ("pending", "0"),
+                         self.brief(rec))
+        self.assertNotIn("lease_owner", rec, "not given back: %r" % self.brief(rec))
+        self.assertLessEqual(self.due_score("orders", did), now_ms(), "not due now")
+        self.assertEqual(rcv.count(), 0, "a request started while stopping")
 
 
 # ==========================================================================

@@ -22,6 +22,7 @@ payrelayd, and a local webhook receiver.
         python3 tests/integration/test_sentinel.py [-k PATTERN]
 """
 
+import hashlib
 import json
 import os
 import re
@@ -313,6 +314,40 @@ poll_timeout_ms = 500
         self.assertEqual(m.get("payrelay_redis_master_known"), 1)
         self.assertEqual(m.get("payrelay_redis_failovers_total"), 0)
         self.assertEqual(self.receiver.wait_count(5, 10) is not None, True)
+
+    def test_a_wait_claims_at_record(self):
+        """With min_replicas the record step's answer waits for its WAIT:
+        the deliveries it made claimed (claim at record) survive that wait
+        and go out from the answer: no claim call for them, and not only
+        once their leases (timeout_ms + 5 s) end."""
+        with open(os.path.join(h.HERE, "..", "..", "src", "store", "lua",
+                               "delivery_claim.lua"), "rb") as f:
+            sha = hashlib.sha1(f.read()).hexdigest()
+        c = h.Resp(self.current.port)
+        try:
+            c.cmd("CONFIG", "SET", "slowlog-log-slower-than", "0")
+            c.cmd("CONFIG", "SET", "slowlog-max-len", "10000")
+            c.cmd("SLOWLOG", "RESET")
+            mark = self.receiver.count()
+            t0 = time.monotonic()
+            for n in range(5):
+                self.assertEqual(self.send("CAR", n).pair, ACK)
+            reqs = self.receiver.wait_count(mark + 5, 3.0)
+            elapsed = time.monotonic() - t0
+            self.assertIsNotNone(reqs, "not delivered from the record step's answer\n"
+                                 + self.daemon.log_tail(20))
+            claims = [e for e in c.cmd("SLOWLOG", "GET", "-1") or []
+                      if len(e[3]) > 1 and e[3][0].upper() == b"EVALSHA" and
+                      e[3][1].decode() == sha]
+            self.assertLessEqual(len(claims), int(elapsed / 0.5) + 2,
+                                 "a claim call per delivery: %d in %.2f s"
+                                 % (len(claims), elapsed))
+            want = sorted(h.event_id(CHANNEL, trade_no("CAR", n), "paid") for n in range(5))
+            self.assertEqual(sorted(r.headers.get("webhook-id") for r in reqs[mark:]), want)
+        finally:
+            c.cmd("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+            c.cmd("CONFIG", "SET", "slowlog-max-len", "128")
+            c.close()
 
     def test_b_failover_under_load(self):
         total = 400

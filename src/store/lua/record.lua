@@ -2,7 +2,7 @@
 -- One call records every callback of one loop turn (up to
 -- STORE_RECORD_BATCH, store_record.c): ARGV[1] is their count n,
 -- ARGV[2..n+1] each one's webhook count h, then each one's keys (8 + 2h, below) follow one
--- another in KEYS, and their arguments (12 + 5h) in ARGV after the counts.
+-- another in KEYS, and their arguments (13 + 6h) in ARGV after the counts.
 -- The answer is one answer per record, in order. Each record below is
 -- described as if it were alone (K: its keys, A: its arguments).
 -- K[1] dedup key, K[2] stream, K[3] registered order hash,
@@ -14,8 +14,14 @@
 -- [6] amount_fen of a payment ("" when the event is no payment), [7] dedup
 -- ttl (s), [8] stream maxlen, [9] now (ms), [10] out_trade_no (the order's
 -- member in the poll schedule), [11] the gateway trade id, [12] the key
--- prefix, then per webhook: name, delivery id, wants-as-is ("1"/"0"),
--- wants-if-mismatch ("1"/"0"), first due time (ms).
+-- prefix, [13] the lease owner (payrelayd's instance id; "" when no webhook
+-- has a lease), then per webhook: name, delivery id, wants-as-is ("1"/"0"),
+-- wants-if-mismatch ("1"/"0"), first due time (ms), lease end (ms) or "".
+-- Claim at record: a delivery made with a lease end is made already claimed
+-- by [13], exactly as delivery_claim.lua leaves one (lease_owner,
+-- lease_until_ms, due score the lease end: if payrelayd dies it is due
+-- again then), and the answer names it, so payrelayd starts its first
+-- attempt from this answer without a claim call.
 -- A payment whose amount differs from the registered order's becomes
 -- order.amount_mismatch; a payment of an order whose paid key names another
 -- trade id is a repeat payment (the money moved twice). Either rewrites the
@@ -36,7 +42,9 @@
 -- event index (a zset of event ids by record time), both living dedup_ttl: every event of a merchant order, registered
 -- or not, is found from the index (GET /v1/events?out_trade_no=), and its
 -- deliveries from the set (GET /v1/events/ID/deliveries).
--- Answers {"new", stream id, type, deliveries, first trade id or ""},
+-- Answers {"new", stream id, type, deliveries, first trade id or "",
+-- {webhook index (0-based), delivery id, ...} of those claimed here, the
+-- stored JSON when it was rewritten and one was claimed here, else ""},
 -- {"dup", stream id} or {"error", text} (that record only).
 local TRIM_BATCH = 100
 -- At most this many entries per call: a maxlen lowered on a long stream is
@@ -140,16 +148,25 @@ local function record(K, A)
     redis.call('ZREM', K[4], A[10])
     redis.call('EXPIRE', K[3], A[7])
   end
-  local n, held, dids = 0, {}, {}
-  for i = 0, (#A - 12) / 5 - 1 do
-    local a = 13 + i * 5
+  local n, held, dids, claimed = 0, {}, {}, {}
+  for i = 0, (#A - 13) / 6 - 1 do
+    local a = 14 + i * 6
     local wants = A[a + 2]
     if mismatch then wants = A[a + 3] end
     if wants == '1' then
-      redis.call('HSET', K[7 + i * 2], 'id', A[a + 1], 'event_id', A[1],
-        'webhook', A[a], 'state', 'pending', 'attempts', 0, 'created_ms', A[9],
-        'due_ms', A[a + 4], 'stream_id', sid)
-      redis.call('ZADD', K[8 + i * 2], A[a + 4], A[a + 1])
+      local f, due = {'id', A[a + 1], 'event_id', A[1], 'webhook', A[a],
+        'state', 'pending', 'attempts', 0, 'created_ms', A[9], 'due_ms', A[a + 4],
+        'stream_id', sid}, A[a + 4]
+      if A[a + 5] ~= '' then
+        -- claimed at record (see the head)
+        local m = #f
+        due = A[a + 5]
+        f[m + 1], f[m + 2], f[m + 3], f[m + 4] = 'lease_owner', A[13], 'lease_until_ms', due
+        claimed[#claimed + 1] = i
+        claimed[#claimed + 1] = A[a + 1]
+      end
+      redis.call('HSET', K[7 + i * 2], unpack(f))
+      redis.call('ZADD', K[8 + i * 2], due, A[a + 1])
       held[#held + 1] = string.match(sid, '^(%d+)')
       held[#held + 1] = sid .. ' ' .. A[a + 1]
       dids[#dids + 1] = A[a + 1]
@@ -160,13 +177,16 @@ local function record(K, A)
     redis.call('SET', K[#K - 1], table.concat(dids, ' '), 'EX', A[7])
     redis.call('ZADD', K[6], unpack(held))
   end
-  return {'new', sid, etype, n, first or ''}
+  -- The first attempt sends the stored bytes: the caller's JSON, unless
+  -- rewritten above.
+  if #claimed == 0 or not (mismatch or first) then body = '' end
+  return {'new', sid, etype, n, first or '', claimed, body}
 end
 local n, out, k = tonumber(ARGV[1]), {}, 1
 local a = n + 2
 for i = 1, n do
   local h = tonumber(ARGV[1 + i])
-  local nk, na = 8 + 2 * h, 12 + 5 * h
+  local nk, na = 8 + 2 * h, 13 + 6 * h
   out[i] = record({unpack(KEYS, k, k + nk - 1)}, {unpack(ARGV, a, a + na - 1)})
   k, a = k + nk, a + na
 end
