@@ -1546,6 +1546,12 @@ admin_metrics(struct env *env, struct evhttp_request *req)
 		rc |= metrics_sample(&sc->text, "payrelay_webhook_breaker_open", "webhook",
 		    cfg->webhooks[i].name,
 		    deliver_breaker_open(env->deliver, cfg->webhooks[i].name) ? 1 : 0);
+	rc |= metrics_family(&sc->text, "payrelay_webhook_requests_in_flight", "gauge",
+	    "Requests to the webhook this process has out now (at most its max_in_flight).");
+	for (i = 0; i < cfg->nwebhooks; i++)
+		rc |= metrics_sample(&sc->text, "payrelay_webhook_requests_in_flight", "webhook",
+		    cfg->webhooks[i].name,
+		    (double)deliver_requests(env->deliver, cfg->webhooks[i].name));
 	if (rc != 0) {
 		sbuf_free(&sc->text);
 		free(sc);

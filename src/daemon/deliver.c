@@ -39,6 +39,10 @@ struct attempt {
 	char event_id[64];
 	long attempts; /* made before this one */
 	bool probe;
+	/* Holds one of the webhook's max_in_flight places (and, a probe, the
+	 * breaker's one probe): from its start until the receiver answered
+	 * (or the request failed), not until Redis has the outcome. */
+	bool sending;
 	int64_t started_ms;
 	/* what the outcome needs of the webhook, copied: a reload may free it */
 	unsigned schedule[WEBHOOK_MAX_SCHEDULE];
@@ -113,6 +117,20 @@ webhook_find(const struct config *cfg, const char *name)
 	return NULL;
 }
 
+/* The request is over: its place is free for the next, while its outcome
+ * goes to Redis (max_in_flight bounds the requests a receiver sees at
+ * once, not the outcomes on their way to Redis). */
+static void
+attempt_sent(struct attempt *a)
+{
+	if (!a->sending)
+		return;
+	a->sending = false;
+	a->hook->in_flight--;
+	if (a->probe)
+		breaker_probe_end(&a->hook->breaker);
+}
+
 static void
 attempt_unlink_free(struct attempt *a)
 {
@@ -120,9 +138,7 @@ attempt_unlink_free(struct attempt *a)
 
 	LIST_REMOVE(a, link);
 	d->nattempts--;
-	a->hook->in_flight--;
-	if (a->probe)
-		breaker_probe_end(&a->hook->breaker);
+	attempt_sent(a);
 	free(a);
 }
 
@@ -313,6 +329,9 @@ attempt_http_done(void *arg, const struct httpc_result *r)
 		: strcmp(o.outcome, "dead") == 0 ? "dead"
 						 : "failed");
 	outcome_queue(a, &o, error);
+	attempt_sent(a);
+	if (h->backlog)
+		deliver_claim_soon(d);
 }
 
 static void
@@ -359,6 +378,7 @@ attempt_start(struct deliver *d, struct hook *h, const struct webhook *w,
 	LIST_INSERT_HEAD(&d->attempts, a, link);
 	d->nattempts++;
 	h->in_flight++;
+	a->sending = true;
 	if (probe)
 		breaker_probe_start(&h->breaker);
 
@@ -632,6 +652,17 @@ deliver_breaker_open(struct deliver *d, const char *webhook)
 		if (strcmp(h->name, webhook) == 0)
 			return h->breaker.open;
 	return false;
+}
+
+int
+deliver_requests(struct deliver *d, const char *webhook)
+{
+	struct hook *h;
+
+	for (h = d->hooks; h != NULL; h = h->next)
+		if (strcmp(h->name, webhook) == 0)
+			return h->in_flight;
+	return 0;
 }
 
 void

@@ -49,6 +49,9 @@ struct hook *deliver_reserve(struct deliver *d, const struct webhook *w,
  * timed out): any delivery made leased to us goes out after its lease. */
 void deliver_reserved(struct deliver *d, struct hook *h, int64_t lease_until_ms,
     const struct store_claimed *it);
+/* Requests to `webhook` this process has out now (its max_in_flight
+ * places taken; an attempt whose receiver answered no longer counts). */
+int deliver_requests(struct deliver *d, const char *webhook);
 /* Whether this process's breaker for `webhook` is open. */
 bool deliver_breaker_open(struct deliver *d, const char *webhook);
 

@@ -1010,6 +1010,50 @@ class ClaimAtRecordTest(DeliverCase):
             self.assertEqual((rec.get("state"), rec.get("attempts")), ("delivered", "1"),
                              self.brief(rec))
 
+    def test_13g_a_place_is_free_once_the_receiver_answered(self):
+        """max_in_flight bounds the requests a receiver sees at once: an
+        attempt's place is free when the receiver answered, while its
+        outcome still waits for Redis (here: Redis pauses writes)."""
+        rcv = self.receiver(default="slow:0.5")
+        self.start_daemon([("orders", {"url": rcv.url(), "secret": SECRET_A,
+                                       "timeout_ms": 3000, "max_in_flight": 1,
+                                       "schedule": "0 1 1"})])
+        adm = self.admin_port
+
+        def gauges():
+            r = h.http(adm, "GET", "/metrics",
+                       headers={"Authorization": "Bearer " + h.ADMIN_TOKEN})
+            out = {}
+            for line in r.body.decode().splitlines():
+                for name in ('payrelay_webhook_requests_in_flight{webhook="orders"}',
+                             "payrelay_deliveries_in_flight"):
+                    if line.startswith(name + " "):
+                        out[name.split("{")[0]] = float(line.split()[-1])
+            return out
+
+        eid = self.callback(trade_no="T-FREE-1")
+        self.assertIsNotNone(rcv.wait_count(1, 5.0), self.log_tail())
+        self.assertEqual(gauges()["payrelay_webhook_requests_in_flight"], 1)
+        # the receiver answers in 0.5 s; the outcome cannot be stored
+        # before Redis takes writes again
+        self.r.cmd("CLIENT", "PAUSE", "2500", "WRITE")
+        time.sleep(0.9)
+        g = gauges()
+        self.assertEqual(g["payrelay_webhook_requests_in_flight"], 0,
+                         "the place is still taken after the answer: %r" % g)
+        self.assertGreaterEqual(g["payrelay_deliveries_in_flight"], 1,
+                                "the outcome was stored during the pause: %r" % g)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            recs = list(self.deliveries("orders").values())
+            if recs and all(r.get("state") == "delivered" for r in recs):
+                break
+            time.sleep(0.1)
+        self.assertEqual([(r.get("event_id"), r.get("state"), r.get("attempts"))
+                          for r in self.deliveries("orders").values()],
+                         [(eid, "delivered", "1")])
+        self.assertEqual(len(rcv.snapshot()), 1)
+
     def test_13e_rewritten_event_sent_as_stored(self):
         """An event the record step rewrote (amount mismatch; then a repeat
         payment too) is sent by its first attempt byte for byte as stored
