@@ -419,7 +419,7 @@ wrk_cmd() { # port paths-file duration go-file
 # One target, one round. $3 = measure (a round) or syscalls (the syscall pass).
 run_one() {
     local t=$1 round=$2 mode=$3 d="$TMP/$1-$2" dur=$DURATION
-    local srv="" other="" stream="" field="" load="" sys="" st problems=() r xlen=- dlv=- recv=- lines=-
+    local srv="" other="" stream="" field="" load="" sys="" fsy="" st problems=() r xlen=- dlv=- recv=- lines=- rw=-
     [ "$mode" = measure ] || dur=$SYSCALL_SECS
     mkdir -p "$d"
     read -r REDIS_PORT SRV_PORT ADMIN_PORT RECV_PORT <<<"$(free_ports 4)"
@@ -519,12 +519,16 @@ EOF
     local extra=()
     [ -z "$DUE" ] || extra+=(--redis-port "$REDIS_PORT" --due "$DUE" --drain-timeout "$DRAIN_TIMEOUT")
     [ "$mode" = measure ] || extra+=(--syscalls "$SYSCALL_TOOL" --syscalls-pid "$DAEMON_PID" --syscalls-out "$d/syscalls.txt")
+    # Redis's fdatasync waits (perf trace), in the same pass: with its CPU,
+    # how busy Redis's one thread is.
+    [ "$mode" = measure ] || [ "$SYSCALL_TOOL" != perf ] || extra+=(--fsync-pid "$REDIS_PID" --fsync-out "$d/fsync.txt")
     say "[$t round $round] wrk -t$THREADS -c$CONNECTIONS -d${dur}s$([ "$mode" = measure ] || echo " under $SYSCALL_TOOL")"
     st=0
     load=$(timeout -k 10 $((dur + DRAIN_TIMEOUT + 600)) python3 "$BENCH_DIR/ingest_run.py" \
         --wrk-output "$d/wrk.txt" --go-file "$d/go" "${pids[@]}" "${extra[@]}" -- \
         $(wrk_cmd "$SRV_PORT" "$TMP/paths-$t" "$dur" "$d/go")) || st=$?
     sys=$(grep '^SYSCALLS ' <<<"$load" || true)
+    fsy=$(grep '^FSYNC ' <<<"$load" || true)
     load=$(grep '^LOAD ' <<<"$load" || true)
     [ "$st" = 0 ] && [ -n "$load" ] || die "[$t round $round] the load helper failed (status $st); wrk said: $(tail -n 5 "$d/wrk.txt" 2>/dev/null | tr '\n' '|')"
     say "[$t round $round] $(kv "$load" rps) req/s, p99 $(kv "$load" p99_ms) ms$([ -z "$DUE" ] || echo ", deliveries done $(kv "$load" drain_s) s after the load")"
@@ -580,6 +584,9 @@ EOF
         # Warnings, one note per distinct message at the end.
         [ ! -s "$d/warnings.log" ] || sed "s|^|$t |" "$d/warnings.log" >>"$TMP/warnings-all"
     fi
+    # Redis's AOF rewrites in the round (auto-aof-rewrite-percentage 100 from
+    # 64 MB: each forks and writes the whole data set, beside the load).
+    [ "$t" = nginx ] || rw=$(grep -c 'Background append only file rewriting started' "$d/redis/redis.log" 2>/dev/null || true)
     stop_all
 
     local checks=ok
@@ -587,8 +594,9 @@ EOF
         checks=FAIL
         for p in "${problems[@]}"; do FAILS+=("[$t round $round] $p"); done
     fi
-    echo "ROUND target=$t round=$round mode=$mode $(sed 's/^LOAD //' <<<"$load") stream_len=$xlen deliveries=$dlv receiver_requests=$recv log_lines=$lines checks=$checks" >>"$RAW"
+    echo "ROUND target=$t round=$round mode=$mode $(sed 's/^LOAD //' <<<"$load") stream_len=$xlen deliveries=$dlv receiver_requests=$recv log_lines=$lines aof_rewrites=${rw:-0} checks=$checks" >>"$RAW"
     [ -z "$sys" ] || echo "$sys target=$t answered=$(kv "$load" answered)" >>"$RAW"
+    [ -z "$fsy" ] || echo "$fsy target=$t answered=$(kv "$load" answered) cpu_redis=$(kv "$load" cpu_redis)" >>"$RAW"
     say "[$t round $round] checks $checks"
 }
 

@@ -92,7 +92,7 @@ def main():
                 fails.append(v)
             elif k:
                 meta[k] = v
-    rounds, sysc = {}, {}
+    rounds, sysc, fsync = {}, {}, {}
     raw_lines = []
     with open(args.raw, encoding="utf-8") as f:
         for line in f:
@@ -105,6 +105,8 @@ def main():
                 rounds.setdefault(kv["target"], []).append(kv)
             elif line.startswith("SYSCALLS "):
                 sysc[kv["target"]] = kv
+            elif line.startswith("FSYNC "):
+                fsync[kv["target"]] = kv
 
     targets = meta.get("targets", "").split()
     targets = [t for t in targets if t in rounds]
@@ -129,6 +131,7 @@ def main():
             "other": med(per_cb(r, "cpu_other") for r in rs) if t in OTHER else None,
             "drain": med(num(r.get("drain_s")) for r in rs) if t == "payrelayd" else None,
             "checks": "ok" if all(r.get("checks") == "ok" for r in rs) else "**FAIL**",
+            "rewrites": med(num(r.get("aof_rewrites")) for r in rs) if t != "nginx" else None,
         }
         sc = sysc.get(t)
         if sc and num(sc.get("answered")):
@@ -216,6 +219,36 @@ def main():
         w("")
         for t, s in tops:
             w(f"- {LABELS[t]}: " + ", ".join(f"`{n}` {v:.2f}" for n, v in s["sys_top"]))
+        w("")
+
+    rw = [(t, summary[t]["rewrites"]) for t in targets if summary[t].get("rewrites") is not None]
+    if rw:
+        w("Redis's AOF rewrites during a round (median; Redis's defaults rewrite when the AOF has "
+          "doubled since the last, from 64 MB: each forks and writes the whole data set to disk "
+          "beside the load, so more bytes per callback means more of them): "
+          + ", ".join(f"{LABELS[t]} {v:.0f}" for t, v in rw) + ".")
+        w("")
+
+    fs_rows = []
+    for t in targets:
+        f = fsync.get(t)
+        win, n, cb = (num(f.get("window_s")), num(f.get("calls")), num(f.get("answered"))) if f else (None,) * 3
+        if not f or not win or not n or not cb:
+            continue
+        fs_pct = 100.0 * num(f.get("total_ms")) / 1000.0 / win
+        cpu_pct = 100.0 * (num(f.get("cpu_redis")) or 0.0) / win
+        fs_rows.append(f"| {LABELS[t]} | {cb / n:.1f} | {num(f.get('total_ms')) / n:.2f} | "
+                       f"{cpu_pct:.0f} % | {fs_pct:.0f} % | {cpu_pct + fs_pct:.0f} % |")
+    if fs_rows:
+        w("Redis's one thread in the syscall pass (`perf trace -s -e fdatasync` on Redis beside its "
+          "CPU time, over the same window): with `appendfsync always` it syncs once per loop turn "
+          "that wrote, and waits there; CPU plus that wait is how busy the thread that every "
+          "record step goes through is.")
+        w("")
+        w("| target | callbacks per fdatasync | ms per fdatasync | Redis CPU (% of a core) | "
+          "in fdatasync | busy |")
+        w("|---|---:|---:|---:|---:|---:|")
+        out.extend(fs_rows)
         w("")
 
     if fails:

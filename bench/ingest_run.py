@@ -179,6 +179,36 @@ def read_syscalls(tool, out):
     return total, counts
 
 
+def start_fsync(pid, out):
+    """perf trace of Redis's fdatasync calls (one syscall: cheap), or None
+    when perf cannot trace here."""
+    try:
+        p = subprocess.Popen(["perf", "trace", "-s", "-e", "fdatasync", "-p", str(pid), "-o", out],
+                             stdout=subprocess.DEVNULL, stderr=open(out + ".stderr", "wb"),
+                             start_new_session=True)
+    except OSError:
+        return None
+    time.sleep(0.5)
+    return p if p.poll() is None else None
+
+
+def read_fsync(pid, out):
+    """(calls, total ms) of fdatasync in thread `pid` (Redis's main thread:
+    with appendfsync always it syncs there, once per loop turn)."""
+    with open(out, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    mine = False
+    for line in text.splitlines():
+        m = re.match(r"^\s*(\S.*) \((\d+)\), \d+ events", line)
+        if m:
+            mine = int(m.group(2)) == pid
+            continue
+        parts = line.split()
+        if mine and len(parts) >= 4 and parts[0] == "fdatasync":
+            return int(parts[1]), float(parts[3])
+    return 0, 0.0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wrk-output", required=True)
@@ -190,6 +220,8 @@ def main():
     ap.add_argument("--syscalls", choices=("perf", "strace"))
     ap.add_argument("--syscalls-pid", type=int)
     ap.add_argument("--syscalls-out")
+    ap.add_argument("--fsync-pid", type=int, help="Redis: its fdatasync calls and time (perf trace)")
+    ap.add_argument("--fsync-out")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
@@ -206,6 +238,7 @@ def main():
     sc = None
     if args.syscalls:
         sc = start_syscalls(args.syscalls, args.syscalls_pid, args.syscalls_out)
+    fs = start_fsync(args.fsync_pid, args.fsync_out) if args.fsync_pid else None
     out = open(args.wrk_output, "wb")
     p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(120000):  # at most 10 minutes to load the paths
@@ -239,6 +272,8 @@ def main():
     m2 = machine_busy()
     if sc:
         stop_syscalls(sc)
+    if fs:
+        stop_syscalls(fs)
 
     with open(args.wrk_output, encoding="utf-8", errors="replace") as f:
         w = parse_wrk(f.read())
@@ -257,6 +292,12 @@ def main():
             v = f"{v:.3f}"
         fields.append(f"{k}={v if v is not None else 'NA'}")
     print("LOAD " + " ".join(fields))
+    if fs:
+        try:
+            n, ms = read_fsync(args.fsync_pid, args.fsync_out)
+            print(f"FSYNC calls={n} total_ms={ms:.1f} window_s={t2 - t0:.3f}")
+        except OSError:
+            pass
     if sc:
         try:
             total, counts = read_syscalls(args.syscalls, args.syscalls_out)
