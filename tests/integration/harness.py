@@ -97,14 +97,27 @@ def _reap(p, sig, timeout):
     return p.returncode, in_time
 
 
+# Ports handed out by free_port in this process: a daemon or redis-server
+# will bind them later, so neither free_port nor a test server (QuietServer,
+# which binds port 0) may take one of them meanwhile: the kernel may hand a
+# freed port to the next bind(0) of the same process.
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    """A loopback TCP port that was free a moment ago (bound, then closed)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A loopback TCP port that was free a moment ago (bound, then closed),
+    and not handed out before by this process."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 def port_open(port, timeout=0.5):
@@ -797,6 +810,18 @@ class QuietServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         pass  # a client that went away (timeout, SIGKILL, shutdown) is expected
+
+    def server_bind(self):
+        """Binds as socketserver does, but never to a port free_port handed
+        out (a daemon may be about to bind it)."""
+        for _ in range(100):
+            ThreadingHTTPServer.server_bind(self)
+            if self.server_address[1] not in _GIVEN_PORTS:
+                return
+            self.socket.close()
+            self.socket = socket.socket(self.address_family, self.socket_type)
+            self.server_address = (self.server_address[0], 0)
+        raise RuntimeError("no free loopback port for a test server")
 
 
 class TrackedHandler(BaseHTTPRequestHandler):

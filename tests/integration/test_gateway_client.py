@@ -477,7 +477,14 @@ class EpayTest(ClientCase):
         self.assertEqual(out.splitlines()[0], "refunded", out)
         refund_id = [x for x in out.splitlines() if x.startswith("event_id: ")][0][10:]
         self.wait_delivered(refund_id)
-        out = self.ctl("events", "find", "--out-trade-no", o)
+        # the receiver has the request; the outcome reaches Redis a moment
+        # after its answer
+        deadline = time.monotonic() + 5
+        while True:
+            out = self.ctl("events", "find", "--out-trade-no", o)
+            if out.count(" delivered ") >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         blocks = out.split("\n\n")
         self.assertEqual(len(blocks), 2, out)
         self.assertIn("id: %s\n" % self.event_id(o), blocks[0])
