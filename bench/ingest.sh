@@ -52,6 +52,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 TARGETS=${TARGETS:-"nginx node php payrelayd payrelayd-nohook payrelayd-lean"}
 SYSCALL_SECS=${SYSCALL_SECS:-5}
+# More redis-server options for every target's Redis (an experiment, e.g.
+# "--auto-aof-rewrite-percentage 0"; split on spaces). Empty: Redis's defaults
+# plus appendonly yes, appendfsync always, as docs/redis.md recommends.
+REDIS_EXTRA=${REDIS_EXTRA:-}
 SYSCALL_TOOL=${SYSCALL_TOOL:-auto}
 IDLE_WAIT=${IDLE_WAIT:-30}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-60}
@@ -230,6 +234,7 @@ machine_busy_pct() { # % of all CPUs busy over one second
 }
 
 NOTES=()
+[ -z "$REDIS_EXTRA" ] || NOTES+=("every Redis ran with REDIS_EXTRA=\"$REDIS_EXTRA\": an experiment, not the configuration docs/redis.md recommends")
 wait_idle() { # what
     local waited=0 busy
     [ "$IDLE_WAIT" -gt 0 ] || return 0
@@ -254,7 +259,7 @@ start_redis_aof() { # dir
     mkdir -p "$dir"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' \
         --appendonly yes --appendfsync always --dir "$dir" --logfile "$dir/redis.log" \
-        --daemonize no &
+        $REDIS_EXTRA --daemonize no &
     REDIS_PID=$!
     track "$REDIS_PID" redis-server
     for ((i = 0; i < 100; i++)); do
@@ -627,7 +632,7 @@ ver() { "$@" 2>&1 | head -n 1 || true; }
     echo "elapsed_s=$((T_END - T_START))"
     echo "commit=$(git -C "$REPO" log -1 --format='%h "%s"' 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
     echo "build=$BUILD ($(sed -n "s/^buildtype *= *//p" <(meson introspect --buildoptions "$BUILD" 2>/dev/null | python3 -c 'import json,sys; print("buildtype = " + next(o["value"] for o in json.load(sys.stdin) if o["name"] == "buildtype"))' 2>/dev/null) || true))"
-    echo "params=ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS CALLBACKS=$CALLBACKS PHP_CHILDREN=$PHP_CHILDREN NGINX_WORKERS=$NGINX_WORKERS SYSCALL_SECS=$SYSCALL_SECS SYSCALL_TOOL=$SYSCALL_TOOL IDLE_WAIT=$IDLE_WAIT"
+    echo "params=ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS CALLBACKS=$CALLBACKS PHP_CHILDREN=$PHP_CHILDREN NGINX_WORKERS=$NGINX_WORKERS SYSCALL_SECS=$SYSCALL_SECS SYSCALL_TOOL=$SYSCALL_TOOL IDLE_WAIT=$IDLE_WAIT${REDIS_EXTRA:+ REDIS_EXTRA=${REDIS_EXTRA// /_}}"
     echo "targets=$TARGETS"
     echo "machine=$(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/^MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "disk=$BENCH_TMP ($FSTYPE, $(df --output=source "$TMP" | tail -n 1))"
