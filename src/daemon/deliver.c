@@ -142,12 +142,15 @@ attempt_unlink_free(struct attempt *a)
 	free(a);
 }
 
-/* The attempt is settled (or given up on): capacity is free again. */
+/* The attempt is settled (or given up on). Its place was freed when the
+ * receiver answered (attempt_http_done, which looked for more then); only
+ * an attempt that ends without an answer (released, not started) frees its
+ * place here, and only then is there new room to claim into. */
 static void
 attempt_done(struct attempt *a)
 {
 	struct deliver *d = a->d;
-	bool backlog = a->hook->backlog;
+	bool backlog = a->hook->backlog && a->sending;
 
 	attempt_unlink_free(a);
 	/* Stopping: payrelayd.c's drain timer sees deliver_busy() fall. */
