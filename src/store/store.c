@@ -954,6 +954,20 @@ store_wait_begin(struct store_req *r, redisAsyncContext *c, const redisReply *re
 	return 0;
 }
 
+/* Sends EVALSHA argv again as EVAL with the script's body, after
+ * NOSCRIPT: Redis's script cache was flushed (restart, SCRIPT FLUSH), and
+ * EVAL caches it again. */
+static int
+store_send_eval(struct store *s, enum script sc, int argc, const char **argv, size_t *lens,
+    redisCallbackFn *fn, void *priv)
+{
+	argv[0] = "EVAL";
+	lens[0] = 4;
+	argv[1] = scripts[sc].text;
+	lens[1] = scripts[sc].len;
+	return redisAsyncCommandArgv(s->ctx, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
 /* r's reply (or NULL) has come: r is answered, or (a record step, with
  * min_replicas) waits for a WAIT; `seq` and `synced`: store_wait_begin. */
 static void
@@ -985,15 +999,9 @@ store_req_reply(redisAsyncContext *c, void *reply, void *privdata)
 
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
 	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !r->retried && s->ctx != NULL) {
-		/* The script cache was flushed (restart, SCRIPT FLUSH): EVAL
-		 * sends the body and caches it again. */
 		r->retried = true;
-		r->argv[0] = "EVAL";
-		r->lens[0] = 4;
-		r->argv[1] = scripts[r->script].text;
-		r->lens[1] = scripts[r->script].len;
-		if (redisAsyncCommandArgv(s->ctx, store_req_reply, r, r->argc, r->argv, r->lens) ==
-		    REDIS_OK)
+		if (store_send_eval(s, r->script, r->argc, r->argv, r->lens, store_req_reply, r) ==
+		    0)
 			return;
 		rep = NULL;
 	}
@@ -1278,15 +1286,9 @@ store_batch_reply(redisAsyncContext *c, void *reply, void *privdata)
 
 	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
 	    strncmp(rep->str, "NOSCRIPT", 8) == 0 && !b->retried && s->ctx != NULL) {
-		/* The script cache was flushed: EVAL sends the body and caches
-		 * it again. */
 		b->retried = true;
-		b->argv[0] = "EVAL";
-		b->lens[0] = 4;
-		b->argv[1] = scripts[SCRIPT_RECORD].text;
-		b->lens[1] = scripts[SCRIPT_RECORD].len;
-		if (redisAsyncCommandArgv(s->ctx, store_batch_reply, b, b->argc, b->argv,
-			b->lens) == REDIS_OK)
+		if (store_send_eval(s, SCRIPT_RECORD, b->argc, b->argv, b->lens, store_batch_reply,
+			b) == 0)
 			return;
 		rep = NULL;
 	}
